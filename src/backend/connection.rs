@@ -1,0 +1,406 @@
+//! One task per backend connection: it connects lazily (or at start with `preconnect`), sends
+//! `AUTH`/`SELECT`, writes queued requests in vectored batches, pairs each reply with the oldest
+//! waiting request (FIFO), enforces the per-request timeout, and reconnects with backoff.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Error, Job, Outcome};
+use crate::config::BackendAddr;
+use crate::protocol::resp::{ReplyScanner, Request};
+
+/// Requests written but not yet answered on one connection; past it the connection stops
+/// taking new jobs until replies drain (they wait in the channel, bounded by client limits).
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+/// Most frames handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// First and largest pause between failed connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bounds connecting when the pool has no `timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The backend's address.
+    pub addr: BackendAddr,
+    /// Sent as `AUTH` after connecting.
+    pub auth: Option<String>,
+    /// Sent as `SELECT` after connecting when not 0.
+    pub db: u32,
+    /// Bound on connecting and on each request's reply.
+    pub timeout: Option<Duration>,
+    /// `SO_KEEPALIVE` on the socket.
+    pub keepalive: bool,
+}
+
+/// Reports connection health to whoever keeps the failure count (the pool).
+pub trait HealthReport: Send + Sync + 'static {
+    /// A connection attempt, request or connection failed.
+    fn failure(&self);
+    /// The backend answered.
+    fn success(&self);
+}
+
+/// Sends jobs to a connection task.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Handle {
+    /// Queues `frame`; its reply (or error) arrives on the returned receiver.
+    pub fn send(&self, frame: Bytes) -> oneshot::Receiver<Outcome> {
+        let (reply, receiver) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { frame, reply }) {
+            let _ = job.reply.send(Err(Error::Closed));
+        }
+        receiver
+    }
+}
+
+/// Starts a connection task on the current runtime. It ends when every [`Handle`] is dropped
+/// and its in-flight requests are answered.
+pub fn spawn(target: Arc<Target>, health: Arc<dyn HealthReport>, preconnect: bool) -> Handle {
+    let (jobs, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(run(target, health, receiver, preconnect));
+    Handle { jobs }
+}
+
+async fn run(
+    target: Arc<Target>,
+    health: Arc<dyn HealthReport>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    preconnect: bool,
+) {
+    let mut backoff = Backoff::default();
+    let mut first = Vec::new();
+    let mut connect_now = preconnect;
+    loop {
+        if !connect_now {
+            let Some(job) = jobs.recv().await else {
+                return;
+            };
+            first.push(job);
+            while let Ok(job) = jobs.try_recv() {
+                first.push(job);
+            }
+        }
+        connect_now = false;
+        if let Some(error) = backoff.refusal() {
+            fail(first.drain(..), &error);
+            continue;
+        }
+        let outcome = match connect(&target).await {
+            Ok(stream) => {
+                backoff.reset();
+                stream
+                    .serve(&target, &*health, std::mem::take(&mut first), &mut jobs)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(Ended::Shutdown) => return,
+            Ok(Ended::Idle) => {}
+            Err(error) => {
+                health.failure();
+                if matches!(error, Error::Connect(_)) {
+                    backoff.failed(error.clone());
+                }
+                tracing::debug!(backend = %target.addr, %error, "backend connection failed");
+                fail(first.drain(..), &error);
+            }
+        }
+    }
+}
+
+fn fail(jobs: impl Iterator<Item = Job>, error: &Error) {
+    for job in jobs {
+        let _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+/// Refuses connection attempts for a while after one failed, doubling the pause.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<(Instant, Error)>,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn refusal(&self) -> Option<Error> {
+        match &self.until {
+            Some((until, error)) if Instant::now() < *until => Some(error.clone()),
+            _ => None,
+        }
+    }
+
+    fn failed(&mut self, error: Error) {
+        self.pause = (self.pause * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        self.until = Some((Instant::now() + self.pause, error));
+    }
+
+    fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn connect(target: &Target) -> Result<Stream, Error> {
+    let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let attempt = async {
+        match &target.addr {
+            BackendAddr::Tcp { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                if target.keepalive {
+                    socket2::SockRef::from(&stream).set_keepalive(true)?;
+                }
+                Ok(Stream::Tcp(stream))
+            }
+            BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(Error::Connect(io::Error::kind(&error))),
+        Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
+    }
+}
+
+impl Stream {
+    async fn serve(
+        mut self,
+        target: &Target,
+        health: &dyn HealthReport,
+        first: Vec<Job>,
+        jobs: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<Ended, Error> {
+        match &mut self {
+            Stream::Tcp(stream) => {
+                let (rd, wr) = stream.split();
+                Pipeline::new(target, health, rd, wr).run(first, jobs).await
+            }
+            Stream::Unix(stream) => {
+                let (rd, wr) = stream.split();
+                Pipeline::new(target, health, rd, wr).run(first, jobs).await
+            }
+        }
+    }
+}
+
+/// How a healthy connection ended.
+enum Ended {
+    /// Every handle is gone and every request answered.
+    Shutdown,
+    /// The backend closed an idle connection; the next request reconnects.
+    Idle,
+}
+
+/// A request written (or queued to be written) and waiting for its reply.
+struct Waiting {
+    reply: Option<oneshot::Sender<Outcome>>,
+    deadline: Option<Instant>,
+}
+
+/// The connected state: requests out, replies in, strictly in order.
+struct Pipeline<'a, R, W> {
+    target: &'a Target,
+    health: &'a dyn HealthReport,
+    rd: R,
+    wr: W,
+    /// Frames not yet (fully) written.
+    unwritten: VecDeque<Bytes>,
+    /// Every request whose reply has not arrived, oldest first.
+    waiting: VecDeque<Waiting>,
+    input: BytesMut,
+    scanner: ReplyScanner,
+}
+
+impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
+    fn new(target: &'a Target, health: &'a dyn HealthReport, rd: R, wr: W) -> Self {
+        Pipeline {
+            target,
+            health,
+            rd,
+            wr,
+            unwritten: VecDeque::new(),
+            waiting: VecDeque::new(),
+            input: BytesMut::with_capacity(16 * 1024),
+            scanner: ReplyScanner::default(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        first: Vec<Job>,
+        jobs: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<Ended, Error> {
+        self.handshake();
+        for job in first {
+            self.push(job);
+        }
+        let outcome = self.pump(jobs).await;
+        if let Err(error) = &outcome {
+            for waiting in self.waiting.drain(..) {
+                if let Some(reply) = waiting.reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Queues `AUTH` and `SELECT`; their replies are checked like any other, but go nowhere.
+    fn handshake(&mut self) {
+        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+        if let Some(password) = &self.target.auth {
+            let auth = Request::from_args([&b"AUTH"[..], password.as_bytes()]);
+            self.unwritten.push_back(auth.frame().clone());
+            self.waiting.push_back(Waiting {
+                reply: None,
+                deadline,
+            });
+        }
+        if self.target.db != 0 {
+            let db = self.target.db.to_string();
+            let select = Request::from_args([&b"SELECT"[..], db.as_bytes()]);
+            self.unwritten.push_back(select.frame().clone());
+            self.waiting.push_back(Waiting {
+                reply: None,
+                deadline,
+            });
+        }
+    }
+
+    fn push(&mut self, job: Job) {
+        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+        self.unwritten.push_back(job.frame);
+        self.waiting.push_back(Waiting {
+            reply: Some(job.reply),
+            deadline,
+        });
+    }
+
+    async fn pump(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<Ended, Error> {
+        let mut open = true;
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            if !open && self.waiting.is_empty() {
+                return Ok(Ended::Shutdown);
+            }
+            let deadline = self.waiting.front().and_then(|w| w.deadline);
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at);
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                biased;
+                read = self.rd.read_buf(&mut self.input) => {
+                    match read {
+                        Ok(0) if self.waiting.is_empty() => return Ok(Ended::Idle),
+                        Ok(0) => return Err(Error::Closed),
+                        Ok(_) => self.deliver()?,
+                        Err(_) => return Err(Error::Closed),
+                    }
+                }
+                written = write_some(&mut self.wr, &mut self.unwritten), if !self.unwritten.is_empty() => {
+                    if written.is_err() {
+                        return Err(Error::Closed);
+                    }
+                }
+                job = jobs.recv(), if open && self.waiting.len() < MAX_IN_FLIGHT => {
+                    match job {
+                        Some(job) => {
+                            self.push(job);
+                            while self.waiting.len() < MAX_IN_FLIGHT {
+                                let Ok(job) = jobs.try_recv() else { break };
+                                self.push(job);
+                            }
+                        }
+                        None => open = false,
+                    }
+                }
+                () = &mut timer, if armed.is_some() => return Err(Error::Timeout),
+            }
+        }
+    }
+
+    /// Hands every complete reply in the input buffer to the oldest waiting request.
+    fn deliver(&mut self) -> Result<(), Error> {
+        while let Some(len) = self
+            .scanner
+            .scan(&self.input)
+            .map_err(|_| Error::Protocol)?
+        {
+            let reply = self.input.split_to(len).freeze();
+            let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
+            match waiting.reply {
+                Some(sender) => {
+                    let _ = sender.send(Ok(reply));
+                }
+                // Our own AUTH / SELECT: an error there means the backend is unusable.
+                None if reply.first() == Some(&b'-') => {
+                    tracing::warn!(backend = %self.target.addr, reply = %String::from_utf8_lossy(&reply).trim_end(), "backend refused connection setup");
+                    return Err(Error::Connect(io::ErrorKind::PermissionDenied));
+                }
+                None => {}
+            }
+        }
+        self.health.success();
+        if self.input.capacity() - self.input.len() < 4096 {
+            self.input.reserve(16 * 1024);
+        }
+        Ok(())
+    }
+}
+
+/// Writes as much of the queued frames as one vectored write takes.
+async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    queue: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let mut count = 0;
+    for (slot, frame) in slices.iter_mut().zip(queue.iter()) {
+        *slot = IoSlice::new(frame);
+        count += 1;
+    }
+    let mut written = wr
+        .write_vectored(slices.get(..count).unwrap_or_default())
+        .await?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    while written > 0 {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        if written >= front.len() {
+            written -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
+        }
+    }
+    Ok(())
+}

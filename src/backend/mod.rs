@@ -1,0 +1,58 @@
+//! All talk with backends: a task per backend connection, pipelined, replies paired FIFO.
+//! Sessions never touch a backend socket; they send [`Job`]s and await the reply.
+
+pub mod connection;
+pub mod pool;
+
+use std::io;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+pub use pool::BackendPool;
+
+/// Why a request got no reply from its backend. The variant decides what happens next:
+/// every one becomes an error reply to that request; all but `Ejected` count as a backend
+/// failure towards auto-eject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The backend could not be reached (or refused our AUTH/SELECT).
+    #[error("{}", describe(*.0))]
+    Connect(io::ErrorKind),
+    /// No reply within the pool's `timeout`; the connection was recycled.
+    #[error("Connection timed out")]
+    Timeout,
+    /// The backend closed the connection (or it failed) before replying.
+    #[error("Connection reset by backend")]
+    Closed,
+    /// Every backend of the pool is ejected: there is nowhere to send the request.
+    #[error("no live backend in pool")]
+    Ejected,
+    /// The backend sent bytes that are not a valid reply; the connection was recycled.
+    #[error("backend protocol error")]
+    Protocol,
+}
+
+fn describe(kind: io::ErrorKind) -> &'static str {
+    match kind {
+        io::ErrorKind::ConnectionRefused => "Connection refused",
+        io::ErrorKind::ConnectionReset => "Connection reset by peer",
+        io::ErrorKind::TimedOut => "Connection timed out",
+        io::ErrorKind::NotFound => "No such file or directory",
+        io::ErrorKind::PermissionDenied => "Permission denied",
+        io::ErrorKind::AddrNotAvailable => "Cannot assign requested address",
+        _ => "Connection failed",
+    }
+}
+
+/// The outcome of one forwarded request: the backend's complete reply frame, or why none came.
+pub type Outcome = Result<Bytes, Error>;
+
+/// One request for a backend connection: the frame to write and where its reply goes.
+#[derive(Debug)]
+pub struct Job {
+    /// The complete request frame.
+    pub frame: Bytes,
+    /// Receives the reply (or the error) exactly once.
+    pub reply: oneshot::Sender<Outcome>,
+}

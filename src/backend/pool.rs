@@ -1,0 +1,218 @@
+//! A pool's backends: the shared shard map with nutcracker's auto-eject (failure counts,
+//! ejection, retry), and each worker's own pipelined connections to every backend.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::connection::{self, Handle, HealthReport, Target};
+use super::{Error, Outcome};
+use crate::config::PoolConfig;
+use crate::route::{ShardMap, ShardSpec};
+
+/// Marks "no rebuild scheduled" in [`Pool::rebuild_at`].
+const NEVER: u64 = u64::MAX;
+
+/// A pool's state shared by every worker: its config, its live shard map, its backends' health.
+pub struct Pool {
+    config: PoolConfig,
+    specs: Vec<ShardSpec>,
+    map: ArcSwap<ShardMap>,
+    health: Vec<Health>,
+    epoch: Instant,
+    /// When (ms since `epoch`) an ejected backend is due back, so the map must be rebuilt.
+    rebuild_at: AtomicU64,
+}
+
+/// One backend's failure bookkeeping.
+#[derive(Debug, Default)]
+struct Health {
+    failures: AtomicU32,
+    /// Ejected until this time (ms since the pool's epoch); 0 = live.
+    ejected_until: AtomicU64,
+}
+
+impl Pool {
+    /// The pool for `config`, every backend live.
+    pub fn new(config: PoolConfig) -> Pool {
+        let specs: Vec<ShardSpec> = config.servers.iter().map(|s| s.shard_spec()).collect();
+        let map = ShardMap::new(config.hash, config.distribution, config.hash_tag, &specs);
+        let health = specs.iter().map(|_| Health::default()).collect();
+        Pool {
+            config,
+            specs,
+            map: ArcSwap::from_pointee(map),
+            health,
+            epoch: Instant::now(),
+            rebuild_at: AtomicU64::new(NEVER),
+        }
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The shard for `key`.
+    ///
+    /// # Errors
+    /// [`Error::Ejected`] when every backend is ejected.
+    pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
+        if self.rebuild_at.load(Ordering::Relaxed) <= self.now_ms() {
+            self.rebuild();
+        }
+        self.map.load().route(key).ok_or(Error::Ejected)
+    }
+
+    /// Whether backend `shard` is currently ejected.
+    pub fn is_ejected(&self, shard: usize) -> bool {
+        self.health
+            .get(shard)
+            .is_some_and(|h| h.ejected_until.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Counts a failure of `shard`; with `auto_eject_hosts`, ejects it once the count reaches
+    /// `server_failure_limit` (nutcracker keeps counting, so a backend that fails again right
+    /// after its retry is ejected again at once).
+    fn failure(&self, shard: usize) {
+        let Some(health) = self.health.get(shard) else {
+            return;
+        };
+        let failures = health
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if !self.config.auto_eject_hosts || failures < self.config.server_failure_limit {
+            return;
+        }
+        let now = self.now_ms();
+        if health.ejected_until.load(Ordering::Relaxed) > now {
+            return;
+        }
+        let until = now + duration_ms(self.config.server_retry_timeout).max(1);
+        health.ejected_until.store(until, Ordering::Relaxed);
+        tracing::warn!(pool = %self.config.name, backend = %self.config.servers.get(shard).map(|s| s.display_name()).unwrap_or_default(), failures, "backend ejected");
+        self.rebuild();
+    }
+
+    fn success(&self, shard: usize) {
+        if let Some(health) = self.health.get(shard) {
+            if health.failures.load(Ordering::Relaxed) != 0 {
+                health.failures.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Rebuilds the shard map from the backends that are live now.
+    fn rebuild(&self) {
+        let now = self.now_ms();
+        let mut next = NEVER;
+        let live: Vec<bool> = self
+            .health
+            .iter()
+            .map(|h| {
+                let until = h.ejected_until.load(Ordering::Relaxed);
+                if until > now {
+                    next = next.min(until);
+                }
+                until <= now
+            })
+            .collect();
+        let config = &self.config;
+        let map = ShardMap::with_live(
+            config.hash,
+            config.distribution,
+            config.hash_tag,
+            &self.specs,
+            &live,
+        );
+        self.map.store(Arc::new(map));
+        self.rebuild_at.store(next, Ordering::Relaxed);
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reports one backend's connection health to its pool.
+struct ShardHealth {
+    pool: Arc<Pool>,
+    shard: usize,
+}
+
+impl HealthReport for ShardHealth {
+    fn failure(&self) {
+        self.pool.failure(self.shard);
+    }
+
+    fn success(&self) {
+        self.pool.success(self.shard);
+    }
+}
+
+/// One worker's connections to a pool's backends: `server_connections` per backend.
+#[derive(Debug)]
+pub struct BackendPool {
+    shards: Vec<Vec<Handle>>,
+}
+
+impl BackendPool {
+    /// Starts the connection tasks on the current runtime.
+    pub fn start(pool: &Arc<Pool>) -> BackendPool {
+        let config = pool.config();
+        let shards = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(shard, server)| {
+                let target = Arc::new(Target {
+                    addr: server.addr.clone(),
+                    auth: config.redis_auth.clone(),
+                    db: config.redis_db,
+                    timeout: config.timeout,
+                    keepalive: config.tcpkeepalive,
+                });
+                let health: Arc<dyn HealthReport> = Arc::new(ShardHealth {
+                    pool: Arc::clone(pool),
+                    shard,
+                });
+                (0..config.server_connections.max(1))
+                    .map(|_| {
+                        connection::spawn(
+                            Arc::clone(&target),
+                            Arc::clone(&health),
+                            config.preconnect,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        BackendPool { shards }
+    }
+
+    /// Sends `frame` to backend `shard`. A client always uses the same connection to a
+    /// backend, so its requests to that backend execute in the order it sent them.
+    pub fn send(&self, shard: usize, client: u64, frame: Bytes) -> oneshot::Receiver<Outcome> {
+        let handle = self
+            .shards
+            .get(shard)
+            .and_then(|conns| conns.get(client as usize % conns.len().max(1)));
+        match handle {
+            Some(handle) => handle.send(frame),
+            None => {
+                let (reply, receiver) = oneshot::channel();
+                let _ = reply.send(Err(Error::Ejected));
+                receiver
+            }
+        }
+    }
+}

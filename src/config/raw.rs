@@ -1,0 +1,421 @@
+//! The file as written: serde mirror structs holding every value as nutcracker sees it (the raw
+//! scalar text), plus the structural checks nutcracker makes before it looks at any value.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::Problem;
+
+/// The pool keys nutcracker 0.5 knows, in its own order (`conf_commands` in `nc_conf.c`), plus
+/// `reuseport`, which nutcracker gained after 0.5.0.
+pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
+    "listen",
+    "hash",
+    "hash_tag",
+    "distribution",
+    "timeout",
+    "backlog",
+    "client_connections",
+    "redis",
+    "tcpkeepalive",
+    "reuseport",
+    "redis_auth",
+    "redis_db",
+    "preconnect",
+    "auto_eject_hosts",
+    "server_connections",
+    "server_retry_timeout",
+    "server_failure_limit",
+    "servers",
+];
+
+/// Keyway's own pool keys, flat like nutcracker's.
+pub(crate) const EXTENSION_KEYS: [&str; 4] = [
+    "max_request_bytes",
+    "max_multibulk_length",
+    "max_key_bytes",
+    "max_pipeline",
+];
+
+/// One scalar value exactly as written: `None` when the key is absent.
+///
+/// Deserialized through `String` so that serde_yaml_ng hands over the scalar's text unresolved:
+/// nutcracker compares raw text (`redis: True` is not `true` to it, `redis_auth: ~` is the
+/// password `~`, and `timeout:` is the empty string), and so does Keyway.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scalar(pub(crate) Option<String>);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| Scalar(Some(text)))
+    }
+}
+
+/// One pool as written. Defaults live in `validate`, which knows which keys were set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPool {
+    #[serde(default)]
+    pub(crate) listen: Scalar,
+    #[serde(default)]
+    pub(crate) hash: Scalar,
+    #[serde(default)]
+    pub(crate) hash_tag: Scalar,
+    #[serde(default)]
+    pub(crate) distribution: Scalar,
+    #[serde(default)]
+    pub(crate) timeout: Scalar,
+    #[serde(default)]
+    pub(crate) backlog: Scalar,
+    #[serde(default)]
+    pub(crate) client_connections: Scalar,
+    #[serde(default)]
+    pub(crate) redis: Scalar,
+    #[serde(default)]
+    pub(crate) tcpkeepalive: Scalar,
+    #[serde(default)]
+    pub(crate) reuseport: Scalar,
+    #[serde(default)]
+    pub(crate) redis_auth: Scalar,
+    #[serde(default)]
+    pub(crate) redis_db: Scalar,
+    #[serde(default)]
+    pub(crate) preconnect: Scalar,
+    #[serde(default)]
+    pub(crate) auto_eject_hosts: Scalar,
+    #[serde(default)]
+    pub(crate) server_connections: Scalar,
+    #[serde(default)]
+    pub(crate) server_retry_timeout: Scalar,
+    #[serde(default)]
+    pub(crate) server_failure_limit: Scalar,
+    #[serde(default)]
+    pub(crate) servers: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) max_request_bytes: Scalar,
+    #[serde(default)]
+    pub(crate) max_multibulk_length: Scalar,
+    #[serde(default)]
+    pub(crate) max_key_bytes: Scalar,
+    #[serde(default)]
+    pub(crate) max_pipeline: Scalar,
+}
+
+/// The whole file: pools in file order.
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    pub(crate) pools: Vec<(String, RawPool)>,
+}
+
+impl<'de> Deserialize<'de> for RawConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PoolsVisitor;
+
+        impl<'de> Visitor<'de> for PoolsVisitor {
+            type Value = RawConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of pool name to pool settings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
+                let mut pools = Vec::new();
+                while let Some((name, pool)) = map.next_entry::<String, RawPool>()? {
+                    pools.push((name, pool));
+                }
+                Ok(RawConfig { pools })
+            }
+        }
+
+        deserializer.deserialize_map(PoolsVisitor)
+    }
+}
+
+/// Parses `text` into raw pools, or reports every structural problem: YAML syntax, a root that
+/// is not a mapping of pools, a pool that is not a mapping, unknown keys, and values of the wrong
+/// shape (a list where a single value belongs, or `servers` not a list of lines).
+pub(crate) fn parse(text: &str) -> Result<RawConfig, Vec<Problem>> {
+    // First pass over a generic tree: it survives every shape problem, so all of them are
+    // reported together, where a typed deserializer would stop at the first.
+    let tree: Value = serde_yaml_ng::from_str(text).map_err(|e| vec![syntax(&e)])?;
+    let problems = check_structure(&tree);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // Second pass, typed, over the text itself so that scalars keep the text nutcracker sees.
+    serde_yaml_ng::from_str(text).map_err(|e| vec![syntax(&e)])
+}
+
+fn syntax(error: &serde_yaml_ng::Error) -> Problem {
+    Problem::Syntax {
+        message: error.to_string(),
+        line: error.location().map(|l| l.line()),
+    }
+}
+
+fn check_structure(tree: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let pools = match tree {
+        Value::Mapping(pools) => pools,
+        Value::Null => {
+            problems.push(Problem::File(
+                "the file is empty (expected a mapping of pool name to pool settings)".into(),
+            ));
+            return problems;
+        }
+        other => {
+            problems.push(Problem::File(format!(
+                "the top level must be a mapping of pool name to pool settings, found {}",
+                kind(other)
+            )));
+            return problems;
+        }
+    };
+    if pools.is_empty() {
+        problems.push(Problem::File("the file has no pools".into()));
+    }
+    for (name, settings) in pools {
+        let Some(name) = scalar_text(name) else {
+            problems.push(Problem::File(format!(
+                "a pool name must be a single value, found {}",
+                kind(name)
+            )));
+            continue;
+        };
+        check_pool(&name, settings, &mut problems);
+    }
+    problems
+}
+
+fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
+    let settings = match settings {
+        Value::Mapping(settings) => settings,
+        other => {
+            problems.push(Problem::Pool {
+                pool: pool.to_owned(),
+                message: format!("must be a mapping of settings, found {}", kind(other)),
+            });
+            return;
+        }
+    };
+    for (key, value) in settings {
+        let Some(key) = scalar_text(key) else {
+            problems.push(Problem::Pool {
+                pool: pool.to_owned(),
+                message: format!("a key must be a single value, found {}", kind(key)),
+            });
+            continue;
+        };
+        let problem = |message: String| Problem::Key {
+            pool: pool.to_owned(),
+            key: key.clone(),
+            message,
+        };
+        if !is_known_key(&key) {
+            problems.push(problem(format!(
+                "unknown key (expected one of {}, or Keyway's {})",
+                NUTCRACKER_KEYS.join(" "),
+                EXTENSION_KEYS.join(" ")
+            )));
+        } else if key == "servers" {
+            match value {
+                Value::Sequence(lines) => {
+                    for (i, line) in lines.iter().enumerate() {
+                        if scalar_text(line).is_none() {
+                            problems.push(problem(format!(
+                                "entry {} must be a server line, found {}",
+                                i + 1,
+                                kind(line)
+                            )));
+                        }
+                    }
+                }
+                other => problems.push(problem(format!(
+                    "must be a list of server lines, found {}",
+                    kind(other)
+                ))),
+            }
+        } else if scalar_text(value).is_none() {
+            problems.push(problem(format!(
+                "must be a single value, found {}",
+                kind(value)
+            )));
+        }
+    }
+}
+
+/// Whether `key` is a pool key nutcracker or Keyway knows.
+pub(crate) fn is_known_key(key: &str) -> bool {
+    NUTCRACKER_KEYS.contains(&key) || EXTENSION_KEYS.contains(&key)
+}
+
+/// The text of a scalar node; `None` for lists, mappings and tagged values (nutcracker rejects
+/// YAML tags).
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => None,
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => "a single value",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value (YAML tags are not supported)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn scalars_keep_the_text_nutcracker_sees() {
+        let raw = parse(
+            "a:\n  listen: 127.0.0.1:1\n  redis: True\n  redis_auth: ~\n  timeout:\n  \
+             backlog: 0x10\n  hash_tag: \"{}\"\n  servers:\n   - 127.0.0.1:6379:1\n",
+        )
+        .unwrap();
+        let (name, pool) = &raw.pools[0];
+        assert_eq!(name, "a");
+        assert_eq!(pool.redis.0.as_deref(), Some("True"));
+        assert_eq!(pool.redis_auth.0.as_deref(), Some("~"));
+        assert_eq!(pool.timeout.0.as_deref(), Some(""));
+        assert_eq!(pool.backlog.0.as_deref(), Some("0x10"));
+        assert_eq!(pool.hash_tag.0.as_deref(), Some("{}"));
+        assert_eq!(pool.hash.0, None);
+        assert_eq!(
+            pool.servers.as_deref(),
+            Some(&["127.0.0.1:6379:1".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn pools_keep_file_order() {
+        let raw = parse("z:\n  listen: a:1\nb:\n  listen: a:2\nm:\n  listen: a:3\n").unwrap();
+        let names: Vec<_> = raw.pools.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["z", "b", "m"]);
+    }
+
+    #[test]
+    fn numeric_pool_names_are_text() {
+        let raw = parse("123:\n  listen: a:1\n").unwrap();
+        assert_eq!(raw.pools[0].0, "123");
+    }
+
+    #[test]
+    fn empty_file_is_rejected() {
+        assert_eq!(
+            problems(""),
+            ["the file is empty (expected a mapping of pool name to pool settings)"]
+        );
+        assert_eq!(problems("# only a comment\n").len(), 1);
+    }
+
+    #[test]
+    fn non_mapping_root_is_rejected() {
+        assert_eq!(
+            problems("- a\n- b\n"),
+            ["the top level must be a mapping of pool name to pool settings, found a list"]
+        );
+        assert_eq!(problems("hello\n").len(), 1);
+    }
+
+    #[test]
+    fn empty_mapping_root_is_rejected() {
+        assert_eq!(problems("{}\n"), ["the file has no pools"]);
+    }
+
+    #[test]
+    fn pool_that_is_not_a_mapping_is_rejected() {
+        assert_eq!(
+            problems("a: x\nb:\n"),
+            [
+                "pool 'a': must be a mapping of settings, found a single value",
+                "pool 'b': must be a mapping of settings, found nothing"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_with_pool_and_key() {
+        let found = problems("a:\n  foo: 1\n  listen: x:1\nb:\n  bar: 2\n  baz: 3\n");
+        assert_eq!(found.len(), 3);
+        assert!(found[0].starts_with("pool 'a': key 'foo': unknown key (expected one of listen"));
+        assert!(found[1].starts_with("pool 'b': key 'bar': unknown key"));
+        assert!(found[2].starts_with("pool 'b': key 'baz': unknown key"));
+    }
+
+    #[test]
+    fn list_where_a_value_belongs_is_rejected() {
+        assert_eq!(
+            problems("a:\n  hash:\n   - md5\n"),
+            ["pool 'a': key 'hash': must be a single value, found a list"]
+        );
+    }
+
+    #[test]
+    fn mapping_where_a_value_belongs_is_rejected() {
+        assert_eq!(
+            problems("a:\n  hash:\n    x: y\n"),
+            ["pool 'a': key 'hash': must be a single value, found a mapping"]
+        );
+    }
+
+    #[test]
+    fn servers_must_be_a_list_of_lines() {
+        assert_eq!(
+            problems("a:\n  servers: 127.0.0.1:6379:1\n"),
+            ["pool 'a': key 'servers': must be a list of server lines, found a single value"]
+        );
+        assert_eq!(
+            problems("a:\n  servers:\n   - [x]\n"),
+            ["pool 'a': key 'servers': entry 1 must be a server line, found a list"]
+        );
+    }
+
+    #[test]
+    fn tags_are_rejected() {
+        assert_eq!(problems("a:\n  timeout: !foo 400\n").len(), 1);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_with_line() {
+        let err = parse("a:\n  hash: md5\n  hash: md5\n").unwrap_err();
+        assert!(
+            matches!(err[0], Problem::Syntax { line: Some(_), .. }),
+            "{err:?}"
+        );
+        let err = parse("a:\n  listen: x:1\na:\n  listen: x:2\n").unwrap_err();
+        assert!(err[0].to_string().contains("duplicate"), "{err:?}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let err = parse("a:\n  servers: [1\n").unwrap_err();
+        assert!(
+            matches!(err[0], Problem::Syntax { line: Some(3), .. }),
+            "{err:?}"
+        );
+        assert!(err[0].to_string().contains("line 3"));
+    }
+
+    #[test]
+    fn multiple_documents_are_rejected() {
+        assert!(parse("a:\n  listen: x:1\n---\nb:\n  listen: x:2\n").is_err());
+    }
+}

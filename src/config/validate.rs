@@ -1,0 +1,990 @@
+//! Raw pools → typed [`PoolConfig`]s: nutcracker's defaults, its value rules (`nc_conf.c`),
+//! and every problem reported with its pool and key.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawPool, Scalar};
+use super::{BackendAddr, BackendConfig, Config, Limits, Listen, PoolConfig, Problem};
+use crate::route::{Distribution, HashFn};
+
+/// The hash names nutcracker knows, then Keyway's `murmur3`, for error messages.
+const HASH_NAMES: &str =
+    "one_at_a_time md5 crc16 crc32 crc32a fnv1_64 fnv1a_64 fnv1_32 fnv1a_32 hsieh murmur jenkins murmur3";
+const DISTRIBUTION_NAMES: &str = "ketama modula random";
+/// nutcracker reads numbers into a C `int` and rejects negatives.
+const MAX_NUMBER: u64 = i32::MAX as u64;
+/// `sizeof(sun_path)` on Linux, counting the terminating NUL.
+const UNIX_PATH_CAPACITY: usize = 108;
+/// The largest permission nutcracker accepts on a listen socket.
+const MAX_MODE: u32 = 0o777;
+
+/// Turns raw pools into a [`Config`], or returns every problem found.
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut pools: Vec<PoolConfig> = Vec::new();
+    for (name, raw_pool) in raw.pools {
+        let mut pool = PoolChecker {
+            name: &name,
+            problems: &mut problems,
+        };
+        if let Some(config) = pool.check(raw_pool) {
+            if let Some(other) = pools.iter().find(|p| p.listen == config.listen) {
+                problems.push(Problem::Key {
+                    pool: name.clone(),
+                    key: "listen".into(),
+                    message: format!(
+                        "'{}' is already the listen address of pool '{}'",
+                        config.listen, other.name
+                    ),
+                });
+            }
+            pools.push(config);
+        }
+    }
+    if problems.is_empty() {
+        Ok(Config { pools })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Checks one pool, pushing each problem with the pool's name.
+struct PoolChecker<'a> {
+    name: &'a str,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl PoolChecker<'_> {
+    /// The typed pool, or `None` when any of its keys is wrong (the problems are recorded).
+    fn check(&mut self, raw: RawPool) -> Option<PoolConfig> {
+        let before = self.problems.len();
+        if self.name.is_empty() {
+            self.problems.push(Problem::Pool {
+                pool: String::new(),
+                message: "a pool name must not be empty".into(),
+            });
+        }
+        let limits = self.limits(&raw);
+        let listen = match raw.listen.0 {
+            Some(text) => self.value("listen", parse_listen(&text)),
+            None => self.missing("listen"),
+        };
+        let hash = self.or_default(raw.hash, "hash", HashFn::Fnv1a_64, |text| {
+            HashFn::parse(text).ok_or_else(|| {
+                format!("unknown hash function '{text}' (expected one of {HASH_NAMES})")
+            })
+        });
+        let hash_tag = self.optional(raw.hash_tag, "hash_tag", |text| {
+            <[u8; 2]>::try_from(text.as_bytes()).map_err(|_| {
+                format!("'{text}' is not a hash tag of exactly two characters, e.g. \"{{}}\"")
+            })
+        });
+        let distribution = self.or_default(
+            raw.distribution,
+            "distribution",
+            Distribution::Ketama,
+            |text| {
+                Distribution::parse(text).ok_or_else(|| {
+                    format!("unknown distribution '{text}' (expected one of {DISTRIBUTION_NAMES})")
+                })
+            },
+        );
+        let timeout = self
+            .optional(raw.timeout, "timeout", parse_number)
+            .map(|ms| ms.filter(|&ms| ms > 0).map(millis));
+        let backlog = self.or_default(raw.backlog, "backlog", 512, parse_number);
+        let client_connections = self.or_default(
+            raw.client_connections,
+            "client_connections",
+            0,
+            parse_number,
+        );
+        let redis = self.or_default(raw.redis, "redis", false, parse_bool);
+        let tcpkeepalive = self.or_default(raw.tcpkeepalive, "tcpkeepalive", false, parse_bool);
+        let reuseport = self.or_default(raw.reuseport, "reuseport", false, parse_bool);
+        let redis_auth = self.optional(raw.redis_auth, "redis_auth", |text| {
+            if text.is_empty() {
+                Err("must not be empty (leave the key out for no password)".into())
+            } else {
+                Ok(text.to_owned())
+            }
+        });
+        if let (Some(Some(_)), Some(false)) = (&redis_auth, redis) {
+            self.problem(
+                "redis_auth",
+                "is only valid on a redis pool (redis: true)".into(),
+            );
+        }
+        let redis_db = self.or_default(raw.redis_db, "redis_db", 0, parse_number);
+        let preconnect = self.or_default(raw.preconnect, "preconnect", false, parse_bool);
+        let auto_eject_hosts =
+            self.or_default(raw.auto_eject_hosts, "auto_eject_hosts", false, parse_bool);
+        let server_connections =
+            self.or_default(raw.server_connections, "server_connections", 1, |text| {
+                match parse_number(text)? {
+                    0 => Err("cannot be 0".into()),
+                    n => Ok(n),
+                }
+            });
+        let server_retry_timeout = self
+            .or_default(
+                raw.server_retry_timeout,
+                "server_retry_timeout",
+                30_000,
+                parse_number,
+            )
+            .map(millis);
+        let server_failure_limit = self.or_default(
+            raw.server_failure_limit,
+            "server_failure_limit",
+            2,
+            parse_number,
+        );
+        let servers = match raw.servers {
+            Some(lines) => self.servers(&lines),
+            None => self.missing("servers"),
+        };
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(PoolConfig {
+            name: self.name.to_owned(),
+            listen: listen?,
+            hash: hash?,
+            hash_tag: hash_tag?,
+            distribution: distribution?,
+            timeout: timeout?,
+            backlog: backlog?,
+            client_connections: client_connections?,
+            redis: redis?,
+            tcpkeepalive: tcpkeepalive?,
+            reuseport: reuseport?,
+            redis_auth: redis_auth?,
+            redis_db: redis_db?,
+            preconnect: preconnect?,
+            auto_eject_hosts: auto_eject_hosts?,
+            server_connections: server_connections?,
+            server_retry_timeout: server_retry_timeout?,
+            server_failure_limit: server_failure_limit?,
+            servers: servers?,
+            limits: limits?,
+        })
+    }
+
+    fn servers(&mut self, lines: &[String]) -> Option<Vec<BackendConfig>> {
+        if lines.is_empty() {
+            self.problem("servers", "has no servers".into());
+            return None;
+        }
+        let mut servers: Vec<BackendConfig> = Vec::with_capacity(lines.len());
+        let mut valid = true;
+        for line in lines {
+            match parse_server(line) {
+                Ok(server) => servers.push(server),
+                Err(message) => {
+                    self.problem("servers", format!("'{line}': {message}"));
+                    valid = false;
+                }
+            }
+        }
+        // nutcracker's only duplicate check: two servers with the same ketama name, which is
+        // the address when no name is given. Two names on one address are allowed.
+        let mut names: Vec<String> = servers.iter().map(BackendConfig::ketama_name).collect();
+        names.sort();
+        let mut reported: Option<&String> = None;
+        for pair in names.windows(2) {
+            if let [a, b] = pair {
+                if a == b && reported != Some(a) {
+                    self.problem(
+                        "servers",
+                        format!("more than one server is named '{a}' (names must be unique)"),
+                    );
+                    reported = Some(a);
+                    valid = false;
+                }
+            }
+        }
+        valid.then_some(servers)
+    }
+
+    fn limits(&mut self, raw: &RawPool) -> Option<Limits> {
+        let defaults = Limits::default();
+        let mut limit = |scalar: &Scalar, key: &str, default: usize| {
+            self.or_default(scalar.clone(), key, default, parse_limit)
+        };
+        Some(Limits {
+            max_request_bytes: limit(
+                &raw.max_request_bytes,
+                "max_request_bytes",
+                defaults.max_request_bytes,
+            )?,
+            max_multibulk_length: limit(
+                &raw.max_multibulk_length,
+                "max_multibulk_length",
+                defaults.max_multibulk_length,
+            )?,
+            max_key_bytes: limit(&raw.max_key_bytes, "max_key_bytes", defaults.max_key_bytes)?,
+            max_pipeline: limit(&raw.max_pipeline, "max_pipeline", defaults.max_pipeline)?,
+        })
+    }
+
+    /// The parsed value, or the default when the key is absent.
+    fn or_default<T>(
+        &mut self,
+        scalar: Scalar,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match scalar.0 {
+            Some(text) => self.value(key, parse(&text)),
+            None => Some(default),
+        }
+    }
+
+    /// `Some(None)` when the key is absent, `Some(Some(v))` when valid, `None` when invalid.
+    fn optional<T>(
+        &mut self,
+        scalar: Scalar,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match scalar.0 {
+            Some(text) => self.value(key, parse(&text)).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn value<T>(&mut self, key: &str, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|message| self.problem(key, message)).ok()
+    }
+
+    fn missing<T>(&mut self, key: &str) -> Option<T> {
+        self.problem(key, "is missing".into());
+        None
+    }
+
+    fn problem(&mut self, key: &str, message: String) {
+        self.problems.push(Problem::Key {
+            pool: self.name.to_owned(),
+            key: key.to_owned(),
+            message,
+        });
+    }
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
+/// A number as nutcracker's `nc_atoi` reads it: ASCII digits only (no sign, no spaces, no
+/// `0x`), into a C `int`. nutcracker silently wraps values past `i32::MAX`; Keyway rejects them.
+fn parse_number(text: &str) -> Result<u32, String> {
+    let value = parse_digits(text).ok_or_else(|| format!("'{text}' is not a number"))?;
+    if value > MAX_NUMBER {
+        return Err(format!("{text} is too large (at most {MAX_NUMBER})"));
+    }
+    u32::try_from(value).map_err(|_| format!("{text} is too large (at most {MAX_NUMBER})"))
+}
+
+/// A Keyway limit: a positive number of any size the platform holds.
+fn parse_limit(text: &str) -> Result<usize, String> {
+    let value = parse_digits(text).ok_or_else(|| format!("'{text}' is not a number"))?;
+    match usize::try_from(value) {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text} is too large")),
+    }
+}
+
+/// Non-empty ASCII digits, saturating at `u64::MAX` (callers reject that as too large).
+fn parse_digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+/// Exactly `true` or `false`, as nutcracker compares them (not `True`, `yes`, `1`).
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("'{text}' is not true or false")),
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match parse_digits(text).map(u16::try_from) {
+        Some(Ok(port)) if port > 0 => Ok(port),
+        _ => Err(format!("'{text}' is not a port (1-65535)")),
+    }
+}
+
+/// `host:port`, `ip:port` (IPv6 as `::1:port`, or `[::1]:port`) or `/path.sock [octal perm]`.
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.starts_with('/') {
+        // nutcracker splits at the last space: everything before it is the path.
+        let (path, mode) = match text.rsplit_once(' ') {
+            Some((path, perm)) => (path, parse_mode(perm)?),
+            None => (text, None),
+        };
+        if path.len() >= UNIX_PATH_CAPACITY {
+            return Err(format!(
+                "unix socket path '{path}' is too long (at most {} bytes)",
+                UNIX_PATH_CAPACITY - 1
+            ));
+        }
+        return Ok(Listen::Unix {
+            path: PathBuf::from(path),
+            mode,
+        });
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{text}' is not host:port or /path/to.sock"))?;
+    let port = parse_port(port)?;
+    // Brackets are Keyway's addition: nutcracker's getaddrinfo fails on `[::1]`.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    resolve(host, port)
+}
+
+/// The first address getaddrinfo returns, as nutcracker binds to.
+fn resolve(host: &str, port: u16) -> Result<Listen, String> {
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(Listen::Tcp)
+            .ok_or_else(|| format!("'{host}' resolves to no address")),
+        Err(e) => Err(format!("cannot resolve '{host}': {e}")),
+    }
+}
+
+/// Octal digits, at most 0777; 0 means "leave the socket's mode alone", as in nutcracker.
+/// nutcracker's `strtol` reads garbage such as `abc` or `0o777` as 0; Keyway rejects it.
+fn parse_mode(text: &str) -> Result<Option<u32>, String> {
+    let invalid = || format!("'{text}' is not an octal permission (e.g. 0666, at most 0777)");
+    if text.is_empty() || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(invalid());
+    }
+    let mode = text
+        .bytes()
+        .try_fold(0u32, |m, b| {
+            m.checked_mul(8)?.checked_add(u32::from(b - b'0'))
+        })
+        .filter(|&m| m <= MAX_MODE)
+        .ok_or_else(invalid)?;
+    Ok((mode != 0).then_some(mode))
+}
+
+/// A `servers` line: `host:port:weight [name]` or `/path/sock:weight [name]`, split from the
+/// end as nutcracker's `conf_add_server` does: the name after the last space, the weight after
+/// the last `:`, then (TCP) the port after the next `:`; the rest is the host, verbatim.
+fn parse_server(line: &str) -> Result<BackendConfig, String> {
+    let format = || {
+        "expected 'host:port:weight [name]' or '/path/to.sock:weight [name]' \
+         (a name cannot contain spaces)"
+            .to_owned()
+    };
+    let (rest, name) = match line.rsplit_once(' ') {
+        Some((rest, name)) => (rest, Some(name)),
+        None => (line, None),
+    };
+    let (addr, weight) = rest.rsplit_once(':').ok_or_else(format)?;
+    let weight = match parse_number(weight) {
+        Ok(0) => Err("weight must be at least 1".to_owned()),
+        Ok(w) => Ok(w),
+        Err(_) => Err(format!("weight '{weight}' is not a positive number")),
+    };
+    let mut name = name.map(str::to_owned);
+    let addr = if addr.starts_with('/') {
+        if addr.contains(':') {
+            return Err(format!("{} (a socket path cannot contain ':')", format()));
+        }
+        BackendAddr::Unix(PathBuf::from(addr))
+    } else {
+        let (host, port_text) = addr.rsplit_once(':').ok_or_else(format)?;
+        if host.is_empty() {
+            return Err("the host is empty".into());
+        }
+        let port = parse_port(port_text)?;
+        // nutcracker's ketama name holds the port as written: keep "06379" exact.
+        if name.is_none() && port != 11211 && port_text != port.to_string() {
+            name = Some(format!("{host}:{port_text}"));
+        }
+        BackendAddr::Tcp {
+            host: host.to_owned(),
+            port,
+        }
+    };
+    Ok(BackendConfig {
+        addr,
+        weight: weight?,
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+    fn pool(extra: &str) -> String {
+        format!("alpha:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n{extra}")
+    }
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(text).map_err(|e| e.problems().iter().map(ToString::to_string).collect())
+    }
+
+    fn first(extra: &str) -> PoolConfig {
+        match parse(&pool(extra)) {
+            Ok(mut config) => config.pools.remove(0),
+            Err(problems) => panic!("{problems:?}"),
+        }
+    }
+
+    /// The single problem reported for `extra` added to a valid pool.
+    fn rejection(extra: &str) -> String {
+        let problems = parse(&pool(extra)).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems[0].clone()
+    }
+
+    fn server(line: &str) -> Result<BackendConfig, String> {
+        parse_server(line)
+    }
+
+    fn tcp(host: &str, port: u16, weight: u32, name: Option<&str>) -> BackendConfig {
+        BackendConfig {
+            addr: BackendAddr::Tcp {
+                host: host.into(),
+                port,
+            },
+            weight,
+            name: name.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let p = first(
+            "  hash: murmur\n  hash_tag: \"{}\"\n  distribution: modula\n  timeout: 400\n  \
+             backlog: 1024\n  client_connections: 100\n  redis: true\n  tcpkeepalive: true\n  \
+             reuseport: true\n  redis_auth: secret\n  redis_db: 3\n  preconnect: true\n  \
+             auto_eject_hosts: true\n  server_connections: 4\n  server_retry_timeout: 2000\n  \
+             server_failure_limit: 5\n  max_request_bytes: 1000\n  max_multibulk_length: 10\n  \
+             max_key_bytes: 100\n  max_pipeline: 8\n",
+        );
+        assert_eq!(p.hash, HashFn::Murmur);
+        assert_eq!(p.hash_tag, Some(*b"{}"));
+        assert_eq!(p.distribution, Distribution::Modula);
+        assert_eq!(p.timeout, Some(Duration::from_millis(400)));
+        assert_eq!((p.backlog, p.client_connections), (1024, 100));
+        assert!(p.redis && p.tcpkeepalive && p.reuseport && p.preconnect && p.auto_eject_hosts);
+        assert_eq!(p.redis_auth.as_deref(), Some("secret"));
+        assert_eq!((p.redis_db, p.server_connections), (3, 4));
+        assert_eq!(p.server_retry_timeout, Duration::from_secs(2));
+        assert_eq!(p.server_failure_limit, 5);
+        assert_eq!(
+            p.limits,
+            Limits {
+                max_request_bytes: 1000,
+                max_multibulk_length: 10,
+                max_key_bytes: 100,
+                max_pipeline: 8
+            }
+        );
+    }
+
+    #[test]
+    fn murmur3_is_a_keyway_hash() {
+        assert_eq!(first("  hash: murmur3\n").hash, HashFn::Murmur3);
+    }
+
+    #[test]
+    fn zero_timeout_means_none() {
+        assert_eq!(first("  timeout: 0\n").timeout, None);
+    }
+
+    #[test]
+    fn quoted_numbers_are_numbers() {
+        assert_eq!(
+            first("  timeout: \"400\"\n").timeout,
+            Some(Duration::from_millis(400))
+        );
+    }
+
+    #[test]
+    fn leading_zeros_are_decimal() {
+        assert_eq!(
+            first("  timeout: 0400\n").timeout,
+            Some(Duration::from_millis(400))
+        );
+    }
+
+    #[test]
+    fn zero_values_nutcracker_allows() {
+        let p = first(
+            "  backlog: 0\n  server_retry_timeout: 0\n  server_failure_limit: 0\n  client_connections: 0\n",
+        );
+        assert_eq!(p.server_retry_timeout, Duration::ZERO);
+        assert_eq!((p.backlog, p.server_failure_limit), (0, 0));
+    }
+
+    #[test]
+    fn redis_auth_tilde_is_a_password() {
+        assert_eq!(
+            first("  redis: true\n  redis_auth: ~\n")
+                .redis_auth
+                .as_deref(),
+            Some("~")
+        );
+    }
+
+    #[test]
+    fn two_byte_hash_tag_is_accepted() {
+        assert_eq!(first("  hash_tag: \"é\"\n").hash_tag, Some([0xc3, 0xa9]));
+        assert_eq!(first("  hash_tag: $$\n").hash_tag, Some(*b"$$"));
+    }
+
+    // --- one test per rejection ---
+
+    #[test]
+    fn rejects_unknown_hash() {
+        assert_eq!(
+            rejection("  hash: fnv2\n"),
+            format!("pool 'alpha': key 'hash': unknown hash function 'fnv2' (expected one of {HASH_NAMES})")
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_distribution() {
+        assert!(rejection("  distribution: rand\n")
+            .starts_with("pool 'alpha': key 'distribution': unknown distribution 'rand'"));
+    }
+
+    #[test]
+    fn rejects_hash_tag_of_three_characters() {
+        assert!(rejection("  hash_tag: \"{}}\"\n").starts_with("pool 'alpha': key 'hash_tag': "));
+    }
+
+    #[test]
+    fn rejects_empty_hash_tag() {
+        assert!(rejection("  hash_tag: \"\"\n").starts_with("pool 'alpha': key 'hash_tag': "));
+    }
+
+    #[test]
+    fn rejects_negative_timeout() {
+        assert_eq!(
+            rejection("  timeout: -1\n"),
+            "pool 'alpha': key 'timeout': '-1' is not a number"
+        );
+    }
+
+    #[test]
+    fn rejects_non_numeric_timeout() {
+        assert!(rejection("  timeout: 1.5\n").contains("'1.5' is not a number"));
+        assert!(rejection("  timeout: 0x10\n").contains("is not a number"));
+        assert!(rejection("  timeout: +5\n").contains("is not a number"));
+    }
+
+    #[test]
+    fn rejects_empty_and_null_timeout() {
+        assert!(rejection("  timeout:\n").contains("'' is not a number"));
+        assert!(rejection("  timeout: ~\n").contains("'~' is not a number"));
+    }
+
+    #[test]
+    fn rejects_numbers_past_a_c_int() {
+        assert!(rejection("  timeout: 2147483648\n").contains("too large"));
+        assert_eq!(
+            first("  timeout: 2147483647\n").timeout,
+            Some(Duration::from_millis(2_147_483_647))
+        );
+    }
+
+    #[test]
+    fn rejects_negative_redis_db() {
+        assert!(rejection("  redis_db: -1\n").starts_with("pool 'alpha': key 'redis_db': "));
+    }
+
+    #[test]
+    fn rejects_non_boolean() {
+        assert_eq!(
+            rejection("  redis: yes\n"),
+            "pool 'alpha': key 'redis': 'yes' is not true or false"
+        );
+        assert!(rejection("  preconnect: True\n").contains("'True' is not true or false"));
+    }
+
+    #[test]
+    fn rejects_zero_server_connections() {
+        assert_eq!(
+            rejection("  server_connections: 0\n"),
+            "pool 'alpha': key 'server_connections': cannot be 0"
+        );
+    }
+
+    #[test]
+    fn rejects_empty_redis_auth() {
+        assert!(rejection("  redis: true\n  redis_auth: \"\"\n")
+            .starts_with("pool 'alpha': key 'redis_auth': must not be empty"));
+    }
+
+    #[test]
+    fn rejects_redis_auth_on_memcached_pool() {
+        assert_eq!(
+            rejection("  redis_auth: pw\n"),
+            "pool 'alpha': key 'redis_auth': is only valid on a redis pool (redis: true)"
+        );
+    }
+
+    #[test]
+    fn rejects_zero_limit() {
+        assert_eq!(
+            rejection("  max_pipeline: 0\n"),
+            "pool 'alpha': key 'max_pipeline': must be at least 1"
+        );
+    }
+
+    #[test]
+    fn rejects_non_numeric_limit() {
+        assert!(rejection("  max_key_bytes: 1MB\n").contains("'1MB' is not a number"));
+    }
+
+    #[test]
+    fn rejects_missing_listen() {
+        assert_eq!(
+            parse("a:\n  servers:\n   - 127.0.0.1:6379:1\n").unwrap_err(),
+            ["pool 'a': key 'listen': is missing"]
+        );
+    }
+
+    #[test]
+    fn rejects_missing_servers() {
+        assert_eq!(
+            parse("a:\n  listen: 127.0.0.1:22121\n").unwrap_err(),
+            ["pool 'a': key 'servers': is missing"]
+        );
+    }
+
+    #[test]
+    fn rejects_empty_servers() {
+        assert_eq!(
+            parse("a:\n  listen: 127.0.0.1:22121\n  servers: []\n").unwrap_err(),
+            ["pool 'a': key 'servers': has no servers"]
+        );
+    }
+
+    #[test]
+    fn rejects_empty_pool_name() {
+        let problems = parse(&pool("").replace("alpha", "\"\"")).unwrap_err();
+        assert_eq!(problems, ["pool '': a pool name must not be empty"]);
+    }
+
+    #[test]
+    fn rejects_duplicate_listen() {
+        let text = format!("{}{}", pool(""), pool("").replace("alpha", "beta"));
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            ["pool 'beta': key 'listen': '127.0.0.1:22121' is already the listen address of pool 'alpha'"]
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_server_address() {
+        let text = "a:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n   - 127.0.0.1:6379:2\n";
+        assert_eq!(
+            parse(text).unwrap_err(),
+            ["pool 'a': key 'servers': more than one server is named '127.0.0.1:6379' (names must be unique)"]
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_server_name() {
+        let text = "a:\n  listen: 127.0.0.1:22121\n  servers:\n   - 10.0.0.1:6379:1 s1\n   - 10.0.0.2:6379:1 s1\n   - 10.0.0.3:6379:1 s1\n";
+        assert_eq!(parse(text).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn accepts_one_address_under_two_names() {
+        let text = "a:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1 x\n   - 127.0.0.1:6379:1 y\n";
+        assert_eq!(parse(text).unwrap().pools[0].servers.len(), 2);
+    }
+
+    #[test]
+    fn rejects_zero_weight() {
+        assert_eq!(
+            server("127.0.0.1:6379:0").unwrap_err(),
+            "weight must be at least 1"
+        );
+    }
+
+    #[test]
+    fn rejects_negative_weight() {
+        assert!(server("127.0.0.1:6379:-1")
+            .unwrap_err()
+            .contains("not a positive number"));
+    }
+
+    #[test]
+    fn rejects_port_out_of_range() {
+        assert!(server("127.0.0.1:70000:1")
+            .unwrap_err()
+            .contains("not a port"));
+        assert!(server("127.0.0.1:0:1").unwrap_err().contains("not a port"));
+    }
+
+    #[test]
+    fn rejects_server_without_port() {
+        assert!(server("127.0.0.1:1")
+            .unwrap_err()
+            .starts_with("expected 'host:port:weight"));
+        assert!(server("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn rejects_name_with_spaces() {
+        // The name is what follows the last space; "1 my" is then not a weight.
+        assert!(server("127.0.0.1:6379:1 my server")
+            .unwrap_err()
+            .contains("weight"));
+    }
+
+    #[test]
+    fn rejects_host_with_spaces() {
+        assert!(server("my host:6379:1").is_err());
+    }
+
+    #[test]
+    fn rejects_empty_host() {
+        assert_eq!(server(":6379:1").unwrap_err(), "the host is empty");
+    }
+
+    #[test]
+    fn rejects_unix_server_without_weight() {
+        assert!(server("/tmp/r.sock").is_err());
+        assert!(server("/tmp/r.sock:0").is_err());
+    }
+
+    #[test]
+    fn rejects_unix_server_path_with_colon() {
+        assert!(server("/tmp/r:x.sock:1")
+            .unwrap_err()
+            .contains("cannot contain ':'"));
+    }
+
+    #[test]
+    fn all_server_problems_are_reported() {
+        let text = "a:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:0\n   - 127.0.0.1:1\n   - 127.0.0.1:6380:1\n";
+        let problems = parse(text).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("pool 'a': key 'servers': '127.0.0.1:6379:0': "));
+    }
+
+    #[test]
+    fn all_problems_across_pools_are_reported() {
+        let text = "a:\n  listen: 127.0.0.1\n  hash: x\n  redis: 1\n  servers:\n   - h:1:1\n\
+                    b:\n  listen: 127.0.0.1:1\n  timeout: x\n  servers:\n   - h:1:0\n";
+        assert_eq!(parse(text).unwrap_err().len(), 5);
+    }
+
+    #[test]
+    fn rejects_listen_without_port() {
+        assert!(rejection_listen("127.0.0.1").contains("is not host:port"));
+    }
+
+    #[test]
+    fn rejects_listen_bad_port() {
+        assert!(rejection_listen("127.0.0.1:0").contains("not a port"));
+        assert!(rejection_listen("127.0.0.1:abc").contains("not a port"));
+        assert!(rejection_listen("127.0.0.1:65536").contains("not a port"));
+    }
+
+    #[test]
+    fn rejects_unresolvable_listen() {
+        assert!(rejection_listen("nosuchhost.invalid:22121").contains("cannot resolve"));
+        assert!(rejection_listen(":22121").contains("cannot resolve"));
+    }
+
+    #[test]
+    fn rejects_listen_mode_above_0777() {
+        assert!(rejection_listen("/tmp/x.sock 1777").contains("not an octal permission"));
+    }
+
+    #[test]
+    fn rejects_listen_mode_that_is_not_octal() {
+        assert!(rejection_listen("/tmp/x.sock abc").contains("not an octal permission"));
+        assert!(rejection_listen("/tmp/x.sock 0o777").contains("not an octal permission"));
+        assert!(rejection_listen("/tmp/my sock").contains("not an octal permission"));
+    }
+
+    #[test]
+    fn rejects_listen_path_too_long() {
+        let path = format!("/tmp/{}.sock", "a".repeat(98));
+        assert!(rejection_listen(&path).contains("too long"));
+    }
+
+    fn rejection_listen(listen: &str) -> String {
+        parse_listen(listen).unwrap_err()
+    }
+
+    // --- every listen form ---
+
+    #[test]
+    fn listen_forms() {
+        let v4: SocketAddr = "127.0.0.1:22121".parse().unwrap();
+        assert_eq!(parse_listen("127.0.0.1:22121"), Ok(Listen::Tcp(v4)));
+        assert_eq!(
+            parse_listen("0.0.0.0:22121"),
+            Ok(Listen::Tcp("0.0.0.0:22121".parse().unwrap()))
+        );
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 22121);
+        assert_eq!(parse_listen("::1:22121"), Ok(Listen::Tcp(v6)));
+        assert_eq!(parse_listen("[::1]:22121"), Ok(Listen::Tcp(v6)));
+        match parse_listen("localhost:22121") {
+            Ok(Listen::Tcp(addr)) => {
+                assert!(addr.ip().is_loopback());
+                assert_eq!(addr.port(), 22121);
+            }
+            other => panic!("{other:?}"),
+        }
+        let unix = |path: &str, mode| Listen::Unix {
+            path: path.into(),
+            mode,
+        };
+        assert_eq!(parse_listen("/tmp/x.sock"), Ok(unix("/tmp/x.sock", None)));
+        assert_eq!(
+            parse_listen("/tmp/x.sock 0666"),
+            Ok(unix("/tmp/x.sock", Some(0o666)))
+        );
+        assert_eq!(
+            parse_listen("/tmp/x.sock 777"),
+            Ok(unix("/tmp/x.sock", Some(0o777)))
+        );
+        assert_eq!(parse_listen("/tmp/x.sock 0"), Ok(unix("/tmp/x.sock", None)));
+        // nutcracker splits at the last space: the path keeps the extra one.
+        assert_eq!(
+            parse_listen("/tmp/x.sock  0666"),
+            Ok(unix("/tmp/x.sock ", Some(0o666)))
+        );
+        let longest = format!("/tmp/{}.sock", "a".repeat(97));
+        assert!(parse_listen(&longest).is_ok());
+    }
+
+    // --- every server form ---
+
+    #[test]
+    fn server_forms() {
+        assert_eq!(
+            server("127.0.0.1:6379:1"),
+            Ok(tcp("127.0.0.1", 6379, 1, None))
+        );
+        assert_eq!(
+            server("127.0.0.1:6379:10 shard1"),
+            Ok(tcp("127.0.0.1", 6379, 10, Some("shard1")))
+        );
+        assert_eq!(
+            server("redis.local:6380:2"),
+            Ok(tcp("redis.local", 6380, 2, None))
+        );
+        assert_eq!(
+            server("127.0.0.1:6379:1 a:b"),
+            Ok(tcp("127.0.0.1", 6379, 1, Some("a:b")))
+        );
+        assert_eq!(server("::1:6379:1"), Ok(tcp("::1", 6379, 1, None)));
+        assert_eq!(server("[::1]:6379:1"), Ok(tcp("[::1]", 6379, 1, None)));
+        // nutcracker takes everything before the port as the host.
+        assert_eq!(
+            server("127.0.0.1:6379:1:2"),
+            Ok(tcp("127.0.0.1:6379", 1, 2, None))
+        );
+        // Unresolvable hosts are fine: resolution is lazy, at connect time.
+        assert_eq!(
+            server("nosuchhost.invalid:6379:1"),
+            Ok(tcp("nosuchhost.invalid", 6379, 1, None))
+        );
+        // A trailing space gives an empty name, which nutcracker uses as the ketama name.
+        assert_eq!(
+            server("127.0.0.1:6379:1 "),
+            Ok(tcp("127.0.0.1", 6379, 1, Some("")))
+        );
+        let unix = |name: Option<&str>| BackendConfig {
+            addr: BackendAddr::Unix("/tmp/r.sock".into()),
+            weight: 1,
+            name: name.map(Into::into),
+        };
+        assert_eq!(server("/tmp/r.sock:1"), Ok(unix(None)));
+        assert_eq!(server("/tmp/r.sock:1 r1"), Ok(unix(Some("r1"))));
+    }
+
+    #[test]
+    fn port_11211_is_left_out_of_the_ketama_name() {
+        assert_eq!(
+            server("10.0.0.1:11211:1").unwrap().ketama_name(),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            server("10.0.0.1:011211:1").unwrap().ketama_name(),
+            "10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn ketama_name_keeps_the_port_as_written() {
+        let s = server("127.0.0.1:06379:01").unwrap();
+        assert_eq!(s.ketama_name(), "127.0.0.1:06379");
+        assert_eq!(s.weight, 1);
+    }
+
+    #[test]
+    fn large_weight_is_kept() {
+        assert_eq!(server("127.0.0.1:11214:100000").unwrap().weight, 100_000);
+    }
+
+    #[test]
+    fn parse_number_matches_nc_atoi() {
+        assert_eq!(parse_number("0"), Ok(0));
+        assert_eq!(parse_number("007"), Ok(7));
+        for bad in ["", " 1", "1 ", "-0", "+1", "1e3", "٣"] {
+            assert!(parse_number(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_tcp_server_line_round_trips(
+                host in "[a-z][a-z0-9.-]{0,20}",
+                port in 1u16..,
+                weight in 1u32..=i32::MAX as u32,
+                name in proptest::option::of("[A-Za-z0-9_:.-]{1,12}"),
+            ) {
+                let line = match &name {
+                    Some(n) => format!("{host}:{port}:{weight} {n}"),
+                    None => format!("{host}:{port}:{weight}"),
+                };
+                let parsed = parse_server(&line).unwrap();
+                prop_assert_eq!(parsed, tcp(&host, port, weight, name.as_deref()));
+            }
+
+            #[test]
+            fn parse_server_never_panics(line in "\\PC{0,40}") {
+                let _ = parse_server(&line);
+                let _ = parse_mode(&line);
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Keyway: a Redis-protocol sharding proxy, a drop-in, multi-threaded twemproxy replacement.
+//!
+//! The data path, left to right:
+//!
+//! ```text
+//! client ─▶ listener ─▶ worker ─▶ session ──route──▶ backend connection ─▶ Redis
+//!                                    ▲  (pending FIFO)        (waiting FIFO)   │
+//!                                    └───────────── replies ◀──────────────────┘
+//! ```
+//!
+//! A [`proxy::session::Session`] decodes requests ([`protocol`]), classifies them with the
+//! command table, maps keys to shards ([`route`], through the pool's auto-eject state in
+//! [`backend::pool`]), and hands frames to its worker's [`backend::connection`] tasks. Two FIFOs
+//! keep replies in order: each backend connection pairs replies with requests oldest-first, and
+//! each session writes replies in the order its client sent the requests.
+//!
+//! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
+//! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
+//! - [`protocol`]: wire formats; the only code that knows them.
+//! - [`route`]: pure key → shard maps (hashes, ketama, modula, random), nutcracker-exact.
+//! - [`backend`]: pipelined backend connections, reconnects, timeouts, ejection.
+//! - [`proxy`]: listeners, worker threads, sessions, locally answered commands.
+//! - [`shutdown`]: graceful stop.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod proxy;
+pub mod route;
+pub mod shutdown;
+
+pub use proxy::{bind, Proxy};

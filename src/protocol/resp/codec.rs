@@ -1,0 +1,588 @@
+//! Request framing: RESP2 multibulk and inline commands into [`Request`]s, with size limits.
+//!
+//! The decoder resumes where an incomplete frame stopped, so a frame split over many reads costs
+//! one pass, and a request is kept as the exact bytes the client sent (inline commands are
+//! re-encoded once as RESP), so it is forwarded without re-encoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::Error;
+
+/// Longest inline command line or length line we wait for, as Redis (`PROTO_INLINE_MAX_SIZE`).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Size limits enforced while decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest whole request frame in bytes.
+    pub max_request_bytes: usize,
+    /// Most arguments in one request.
+    pub max_multibulk_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 64 * 1024 * 1024,
+            max_multibulk_length: 1024 * 1024,
+        }
+    }
+}
+
+/// One complete request: its RESP frame and where each argument sits in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    frame: Bytes,
+    args: Vec<(u32, u32)>,
+}
+
+impl Request {
+    /// Encodes a request from its arguments (the command name first).
+    pub fn from_args<'a, I>(args: I) -> Request
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let args = args.into_iter();
+        let mut frame = BytesMut::with_capacity(16 + args.len() * 16);
+        frame.put_u8(b'*');
+        put_decimal(&mut frame, args.len() as u64);
+        frame.put_slice(b"\r\n");
+        let mut spans = Vec::with_capacity(args.len());
+        for arg in args {
+            frame.put_u8(b'$');
+            put_decimal(&mut frame, arg.len() as u64);
+            frame.put_slice(b"\r\n");
+            let start = frame.len();
+            frame.put_slice(arg);
+            spans.push((start as u32, frame.len() as u32));
+            frame.put_slice(b"\r\n");
+        }
+        Request {
+            frame: frame.freeze(),
+            args: spans,
+        }
+    }
+
+    /// The RESP bytes to forward to a backend.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// Number of arguments, the command name included.
+    pub fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Argument `i` (0 is the command name).
+    pub fn arg(&self, i: usize) -> Option<&[u8]> {
+        let &(start, end) = self.args.get(i)?;
+        self.frame.get(start as usize..end as usize)
+    }
+
+    /// The command name (empty for an argument-less request, which the decoder never yields).
+    pub fn name(&self) -> &[u8] {
+        self.arg(0).unwrap_or_default()
+    }
+}
+
+impl super::command::Args for Request {
+    fn argc(&self) -> usize {
+        self.argc()
+    }
+
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.arg(i)
+    }
+}
+
+/// A multibulk frame whose header has been read but not all its arguments.
+#[derive(Debug)]
+struct Partial {
+    argc: usize,
+    pos: usize,
+    args: Vec<(u32, u32)>,
+}
+
+/// Incremental request decoder for one client stream.
+#[derive(Debug, Default)]
+pub struct RequestDecoder {
+    limits: Limits,
+    partial: Option<Partial>,
+}
+
+impl RequestDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        RequestDecoder {
+            limits,
+            partial: None,
+        }
+    }
+
+    /// Takes the next complete request off the front of `buf`.
+    ///
+    /// `Ok(None)` means more bytes are needed. Empty multibulks (`*0`, `*-1`) and empty inline
+    /// lines are skipped without a reply, as Redis does.
+    ///
+    /// # Errors
+    /// A malformed or oversized frame; the stream cannot be resynchronised after it.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
+        loop {
+            let mut partial = match self.partial.take() {
+                Some(partial) => partial,
+                None => match buf.first() {
+                    None => return Ok(None),
+                    Some(b'*') => match self.header(buf)? {
+                        Header::Incomplete => return Ok(None),
+                        Header::Empty(len) => {
+                            let _ = buf.split_to(len);
+                            continue;
+                        }
+                        Header::Frame(partial) => partial,
+                    },
+                    Some(_) => match self.inline(buf)? {
+                        Inline::Incomplete => return Ok(None),
+                        Inline::Empty => continue,
+                        Inline::Request(request) => return Ok(Some(request)),
+                    },
+                },
+            };
+            let complete = self.bulks(buf, &mut partial)?;
+            if !complete {
+                self.partial = Some(partial);
+                return Ok(None);
+            }
+            let frame = buf.split_to(partial.pos).freeze();
+            return Ok(Some(Request {
+                frame,
+                args: partial.args,
+            }));
+        }
+    }
+
+    /// Reads `*<argc>\r\n`.
+    fn header(&self, buf: &[u8]) -> Result<Header, Error> {
+        let Some((count, next)) = length_line(buf, 0)? else {
+            return Ok(Header::Incomplete);
+        };
+        let count = count.ok_or(Error::Protocol("invalid multibulk length"))?;
+        if count <= 0 {
+            return Ok(Header::Empty(next));
+        }
+        let argc = usize::try_from(count).unwrap_or(usize::MAX);
+        if argc > self.limits.max_multibulk_length {
+            return Err(Error::Protocol("invalid multibulk length"));
+        }
+        Ok(Header::Frame(Partial {
+            argc,
+            pos: next,
+            args: Vec::with_capacity(argc.min(64)),
+        }))
+    }
+
+    /// Reads `$<len>\r\n<data>\r\n` arguments until all are in or the buffer runs out.
+    fn bulks(&self, buf: &[u8], partial: &mut Partial) -> Result<bool, Error> {
+        while partial.args.len() < partial.argc {
+            let Some(&kind) = buf.get(partial.pos) else {
+                return Ok(false);
+            };
+            if kind != b'$' {
+                return Err(Error::Protocol("expected '$'"));
+            }
+            let Some((len, start)) = length_line(buf, partial.pos)? else {
+                return Ok(false);
+            };
+            let len = len
+                .and_then(|len| usize::try_from(len).ok())
+                .filter(|&len| len <= self.limits.max_request_bytes)
+                .ok_or(Error::Protocol("invalid bulk length"))?;
+            let end = start + len;
+            if end + 2 > self.limits.max_request_bytes {
+                return Err(Error::Protocol("request too large"));
+            }
+            match buf.get(end..end + 2) {
+                None => return Ok(false),
+                Some(b"\r\n") => {}
+                Some(_) => return Err(Error::Protocol("bulk data not terminated by CRLF")),
+            }
+            partial.args.push((start as u32, end as u32));
+            partial.pos = end + 2;
+        }
+        Ok(true)
+    }
+
+    /// Reads one inline command line (`GET key\r\n`), splitting it as redis-cli's quoting rules.
+    fn inline(&self, buf: &mut BytesMut) -> Result<Inline, Error> {
+        let Some(newline) = memchr::memchr(b'\n', buf) else {
+            return if buf.len() > MAX_LINE {
+                Err(Error::Protocol("too big inline request"))
+            } else {
+                Ok(Inline::Incomplete)
+            };
+        };
+        let line = buf.split_to(newline + 1);
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let args = split_inline(line).ok_or(Error::Protocol("unbalanced quotes in request"))?;
+        if args.is_empty() {
+            return Ok(Inline::Empty);
+        }
+        if args.len() > self.limits.max_multibulk_length {
+            return Err(Error::Protocol("invalid multibulk length"));
+        }
+        Ok(Inline::Request(Request::from_args(
+            args.iter().map(Vec::as_slice),
+        )))
+    }
+}
+
+enum Header {
+    Incomplete,
+    Empty(usize),
+    Frame(Partial),
+}
+
+enum Inline {
+    Incomplete,
+    Empty,
+    Request(Request),
+}
+
+/// Parses `<type byte><decimal>\r\n` at `at`: `None` if incomplete, `Some((None, _))` if the
+/// number is malformed, else the number and the offset after the line.
+fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, usize)>, Error> {
+    let rest = buf.get(at + 1..).unwrap_or_default();
+    let Some(cr) = memchr::memchr(b'\r', rest) else {
+        return if rest.len() > MAX_LINE {
+            Err(Error::Protocol("too big count string"))
+        } else {
+            Ok(None)
+        };
+    };
+    match rest.get(cr + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(Error::Protocol("length line not terminated by CRLF")),
+    }
+    let number = rest.get(..cr).and_then(parse_i64);
+    Ok(Some((number, at + 1 + cr + 2)))
+}
+
+/// Strict decimal parse: optional `-`, 1 to 18 digits.
+pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+/// Splits an inline command line like Redis's `sdssplitargs`: spaces separate arguments,
+/// `"..."` understands `\n \r \t \b \a \\ \" \xHH`, `'...'` understands `\'`. `None` on
+/// unbalanced quotes or a closing quote not followed by a space.
+fn split_inline(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while line.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Some(args);
+        }
+        let mut arg = Vec::new();
+        match line.get(i) {
+            Some(b'"') => i = quoted_double(line, i + 1, &mut arg)?,
+            Some(b'\'') => i = quoted_single(line, i + 1, &mut arg)?,
+            _ => {
+                while let Some(&c) = line.get(i).filter(|c| !c.is_ascii_whitespace()) {
+                    arg.push(c);
+                    i += 1;
+                }
+            }
+        }
+        args.push(arg);
+    }
+}
+
+fn quoted_double(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        match *line.get(i)? {
+            b'\\' => {
+                let escaped = *line.get(i + 1)?;
+                if escaped == b'x' {
+                    if let Some(byte) = line.get(i + 2..i + 4).and_then(hex_byte) {
+                        arg.push(byte);
+                        i += 4;
+                        continue;
+                    }
+                }
+                arg.push(match escaped {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => other,
+                });
+                i += 2;
+            }
+            b'"' => return after_quote(line, i + 1),
+            c => {
+                arg.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+fn quoted_single(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        match *line.get(i)? {
+            b'\\' if line.get(i + 1) == Some(&b'\'') => {
+                arg.push(b'\'');
+                i += 2;
+            }
+            b'\'' => return after_quote(line, i + 1),
+            c => {
+                arg.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// A closing quote must be followed by a space or the end of the line.
+fn after_quote(line: &[u8], i: usize) -> Option<usize> {
+    match line.get(i) {
+        None => Some(i),
+        Some(c) if c.is_ascii_whitespace() => Some(i),
+        Some(_) => None,
+    }
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    match pair {
+        [hi, lo] => Some((digit(*hi)? * 16 + digit(*lo)?) as u8),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, Error> {
+        let mut decoder = RequestDecoder::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(request) = decoder.decode(&mut buf)? {
+            out.push(args_of(&request));
+        }
+        Ok(out)
+    }
+
+    fn args_of(request: &Request) -> Vec<Vec<u8>> {
+        (0..request.argc())
+            .map(|i| request.arg(i).unwrap().to_vec())
+            .collect()
+    }
+
+    fn strs(args: &[&str]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn multibulk_decodes_and_keeps_frame_bytes() {
+        let input = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+        let mut buf = BytesMut::from(&input[..]);
+        let request = RequestDecoder::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(request.frame().as_ref(), input);
+        assert_eq!(args_of(&request), strs(&["GET", "key"]));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_proper_prefix_is_incomplete() {
+        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nva\r\nl\r\n";
+        for cut in 0..input.len() {
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert_eq!(
+                RequestDecoder::default().decode(&mut buf),
+                Ok(None),
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            decode_all(input).unwrap(),
+            vec![strs(&["SET", "k", "va\r\nl"])]
+        );
+    }
+
+    #[test]
+    fn inline_commands_split_like_redis() {
+        assert_eq!(
+            decode_all(b"set a \"b c\\x41\\n\" 'd\\'e'\r\nPING\n\r\n").unwrap(),
+            vec![strs(&["set", "a", "b cA\n", "d'e"]), strs(&["PING"])]
+        );
+        let request = &decode_all(b"get k\r\n").unwrap()[0];
+        assert_eq!(request, &strs(&["get", "k"]));
+    }
+
+    #[test]
+    fn inline_request_is_reencoded_as_resp() {
+        let mut buf = BytesMut::from(&b"get k\r\n"[..]);
+        let request = RequestDecoder::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(request.frame().as_ref(), b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n");
+    }
+
+    #[test]
+    fn empty_multibulks_and_lines_are_skipped() {
+        assert_eq!(
+            decode_all(b"*0\r\n*-1\r\n\r\n*1\r\n$4\r\nPING\r\n").unwrap(),
+            vec![strs(&["PING"])]
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*x\r\n", "invalid multibulk length"),
+            (b"*2000000000\r\n", "invalid multibulk length"),
+            (b"*1\r\n+PING\r\n", "expected '$'"),
+            (b"*2\r\n$-5\r\n", "invalid bulk length"),
+            (b"*1\r\n$99999999999\r\n", "invalid bulk length"),
+            (b"*1\r\n$abc\r\n", "invalid bulk length"),
+            (b"*1\r\n$4\r\nPINGxx", "bulk data not terminated by CRLF"),
+            (b"*1\r\n$4\rxPING\r\n", "length line not terminated by CRLF"),
+            (b"set \"a\r\n", "unbalanced quotes in request"),
+            (b"set \"a\"b\r\n", "unbalanced quotes in request"),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(decode_all(input), Err(Error::Protocol(reason)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_inline_line_is_an_error_not_a_wait() {
+        let line = vec![b'a'; 2 * 1024 * 1024];
+        assert_eq!(
+            decode_all(&line),
+            Err(Error::Protocol("too big inline request"))
+        );
+    }
+
+    #[test]
+    fn request_size_limit_is_enforced_before_buffering() {
+        let limits = Limits {
+            max_request_bytes: 100,
+            max_multibulk_length: 4,
+        };
+        let mut decoder = RequestDecoder::new(limits);
+        let mut buf = BytesMut::from(&b"*1\r\n$200\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(Error::Protocol("invalid bulk length"))
+        );
+        let mut decoder = RequestDecoder::new(limits);
+        let mut buf = BytesMut::from(&b"*5\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(Error::Protocol("invalid multibulk length"))
+        );
+    }
+
+    #[test]
+    fn from_args_round_trips() {
+        let request = Request::from_args([&b"MGET"[..], b"a", b""]);
+        let mut buf = BytesMut::from(request.frame().as_ref());
+        let decoded = RequestDecoder::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn decimal_formatting() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut buf = BytesMut::new();
+            put_decimal(&mut buf, n);
+            assert_eq!(buf.as_ref(), n.to_string().as_bytes());
+        }
+    }
+
+    fn arb_requests() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+        let arg = proptest::collection::vec(any::<u8>(), 0..40);
+        let request = proptest::collection::vec(arg, 1..6);
+        proptest::collection::vec(request, 1..8)
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_decodes_the_same(requests in arb_requests(), cuts in proptest::collection::vec(1usize..50, 1..30)) {
+            let mut wire = Vec::new();
+            for args in &requests {
+                wire.extend_from_slice(Request::from_args(args.iter().map(Vec::as_slice)).frame());
+            }
+            let mut decoder = RequestDecoder::default();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            let mut rest = &wire[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                buf.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(request) = decoder.decode(&mut buf).unwrap() {
+                    out.push(args_of(&request));
+                }
+            }
+            prop_assert_eq!(out, requests);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn garbage_never_panics_and_consumes_at_most_its_input(input in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut decoder = RequestDecoder::default();
+            let mut buf = BytesMut::from(&input[..]);
+            let mut consumed = 0;
+            loop {
+                let before = buf.len();
+                match decoder.decode(&mut buf) {
+                    Ok(Some(request)) => {
+                        consumed += before - buf.len();
+                        prop_assert!(request.argc() >= 1);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            prop_assert!(consumed <= input.len());
+        }
+    }
+}

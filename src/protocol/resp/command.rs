@@ -1,0 +1,1735 @@
+//! The Redis command table: for every command, its arity, where its keys are, and how Keyway
+//! treats it (answered locally, routed by its keys, fanned out and merged, or unsupported).
+//! Key positions follow Redis 7.0's `COMMAND GETKEYS`, which the tests compare against.
+
+use std::fmt;
+
+/// Read access to a request's arguments; argument 0 is the command name.
+pub trait Args {
+    /// The number of arguments, the command name included.
+    fn argc(&self) -> usize;
+    /// Argument `i`, or `None` past the end.
+    fn arg(&self, i: usize) -> Option<&[u8]>;
+}
+
+impl Args for [&[u8]] {
+    fn argc(&self) -> usize {
+        self.len()
+    }
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).copied()
+    }
+}
+
+impl Args for Vec<Vec<u8>> {
+    fn argc(&self) -> usize {
+        self.len()
+    }
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(Vec::as_slice)
+    }
+}
+
+/// How Keyway treats a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO`.
+    Local,
+    /// Forwarded to the one shard owning all its keys; keys on several shards are a
+    /// `-CROSSSLOT` error. [`Command::keys`] never returns an empty list for these.
+    Routed,
+    /// Split into one request per shard and the replies merged in the client's key order.
+    Fanout(Merge),
+    /// Answered `-ERR unsupported command '<name>'`: transactions, pub/sub, blocking,
+    /// keyspace-wide, db-scoped and administrative commands.
+    Unsupported,
+}
+
+/// How the replies of a fanned-out command are merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// `MGET`: one value per key, in the client's key order.
+    Values,
+    /// `MSET`: key/value pairs; `+OK` once every part said `+OK`.
+    Ok,
+    /// `DEL UNLINK EXISTS TOUCH`: the integer replies summed.
+    Sum,
+}
+
+/// Why the keys of a request could not be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The argument count breaks the command's (or subcommand's) arity.
+    WrongArity,
+    /// `numkeys` is not a number or out of range, or the keys are missing
+    /// (e.g. `XREAD` without `STREAMS` or with an unbalanced list of streams).
+    BadNumkeys,
+    /// This form of the command is not supported. It carries the form, lowercase, for the
+    /// reply `-ERR unsupported command '<form>'` (e.g. `xread block`, `object help`).
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::WrongArity => f.write_str("wrong number of arguments"),
+            CommandError::BadNumkeys => f.write_str("syntax error: bad numkeys or missing keys"),
+            CommandError::Unsupported(form) => write!(f, "unsupported command '{form}'"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// One entry of the command table.
+#[derive(Debug)]
+pub struct Command {
+    /// The command name, lowercase.
+    pub name: &'static str,
+    /// Redis's arity: `n > 0` is exactly `n` arguments (name included), `-n` at least `n`.
+    pub arity: i32,
+    /// How Keyway treats the command.
+    pub kind: Kind,
+    keys: Spec,
+}
+
+/// Where a command's keys are.
+#[derive(Clone, Copy, Debug)]
+enum Spec {
+    /// No keys.
+    None,
+    /// Redis's legacy `(first, last, step)`; a negative `last` counts from the end.
+    Range(u8, i8, u8),
+    /// `MSET`/`MSETNX`: `key value` pairs from argument 1.
+    Pairs,
+    /// `numkeys` at argument `at`, then the keys; `dest`: one more key at argument 1.
+    Numkeys { at: u8, dest: bool },
+    /// `EVAL`-like: `script numkeys key...`; `numkeys` 0 leaves nothing to route by, so that
+    /// form (named here) is refused.
+    Script(&'static str),
+    /// `COPY src dst`, refused with the `DB` option.
+    Copy,
+    /// The key at 1, and every `STORE`/`STOREDIST` key searched from argument `from`.
+    Georadius(u8),
+    /// `SORT key`, its `BY`/`GET` patterns naming keys, and with `store` the `STORE` key.
+    Sort { store: bool },
+    /// `XREAD`/`XREADGROUP`: the first half of the arguments after `STREAMS`; the `BLOCK`
+    /// form (named here) is refused.
+    XRead(&'static str),
+    /// A container (`OBJECT`, `MEMORY`, `XGROUP`, `XINFO`): the subcommands taking a key at
+    /// argument 2; the others are refused, with the form named here when unknown.
+    Sub(&'static [Sub], &'static str),
+}
+
+/// A subcommand of a keyed container.
+#[derive(Debug)]
+struct Sub {
+    name: &'static str,
+    arity: i32,
+    /// Its key is argument 2; otherwise it has none, and is refused as `form`.
+    keyed: bool,
+    form: &'static str,
+}
+
+/// The argument indices of a request's keys, in order. Allocates only for `SORT` with key
+/// patterns and `GEORADIUS` with several `STORE` options.
+#[derive(Clone, Debug)]
+pub struct KeyIndices(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    /// `head`, then `next, next + step, ...` below `end`.
+    Range {
+        head: Option<usize>,
+        next: usize,
+        end: usize,
+        step: usize,
+    },
+    List(std::vec::IntoIter<usize>),
+}
+
+impl KeyIndices {
+    fn range(head: Option<usize>, next: usize, end: usize, step: usize) -> Self {
+        KeyIndices(Repr::Range {
+            head,
+            next,
+            end,
+            step: step.max(1),
+        })
+    }
+
+    fn empty() -> Self {
+        Self::range(None, 0, 0, 1)
+    }
+
+    fn one(i: usize) -> Self {
+        Self::range(Some(i), 0, 0, 1)
+    }
+
+    /// True when there are no (more) keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Iterator for KeyIndices {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match &mut self.0 {
+            Repr::Range {
+                head,
+                next,
+                end,
+                step,
+            } => {
+                if let Some(i) = head.take() {
+                    return Some(i);
+                }
+                if *next >= *end {
+                    return None;
+                }
+                let i = *next;
+                *next = next.saturating_add(*step);
+                Some(i)
+            }
+            Repr::List(list) => list.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.0 {
+            Repr::Range {
+                head,
+                next,
+                end,
+                step,
+            } => usize::from(head.is_some()) + end.saturating_sub(*next).div_ceil(*step),
+            Repr::List(list) => list.len(),
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for KeyIndices {}
+
+impl std::iter::FusedIterator for KeyIndices {}
+
+/// Names longer than this are no command.
+const MAX_NAME: usize = 32;
+
+/// Finds a command by name, case-insensitively, without allocating.
+///
+/// ```
+/// use keyway::protocol::resp::command::{lookup, Kind};
+/// let get = lookup(b"GeT").ok_or("no get")?;
+/// assert_eq!(get.kind, Kind::Routed);
+/// let args: &[&[u8]] = &[b"GET", b"k"];
+/// assert_eq!(get.keys(args)?.collect::<Vec<_>>(), [1]);
+/// assert!(lookup(b"nosuchcommand").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn lookup(name: &[u8]) -> Option<&'static Command> {
+    let mut buf = [0u8; MAX_NAME];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let lower = &*lower;
+    let i = TABLE
+        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
+        .ok()?;
+    TABLE.get(i)
+}
+
+/// Every command in the table, sorted by name (for `COMMAND`, `COMMAND COUNT`, ...).
+pub fn all() -> impl Iterator<Item = &'static Command> {
+    TABLE.iter()
+}
+
+impl Command {
+    /// Redis's legacy `(first key, last key, step)` for `COMMAND INFO`: a negative last key
+    /// counts from the end; `(0, 0, 0)` when the keys move with the arguments (`EVAL`,
+    /// `XREAD`, `ZUNION`...) or there are none. As Redis reports it, except that unsupported
+    /// commands Keyway does not locate keys for (`MIGRATE`, sharded pub/sub) report none.
+    pub fn key_range(&self) -> (i64, i64, i64) {
+        match self.keys {
+            Spec::Range(first, last, step) => (first.into(), last.into(), step.into()),
+            Spec::Pairs => (1, -1, 2),
+            Spec::Copy => (1, 2, 1),
+            Spec::Numkeys { dest: true, .. } | Spec::Georadius(_) | Spec::Sort { .. } => (1, 1, 1),
+            Spec::None
+            | Spec::Numkeys { dest: false, .. }
+            | Spec::Script(_)
+            | Spec::XRead(_)
+            | Spec::Sub(..) => (0, 0, 0),
+        }
+    }
+
+    /// Whether `argc` arguments (the name included) satisfy the arity, by Redis's rule.
+    pub fn check_arity(&self, argc: usize) -> bool {
+        arity_ok(self.arity, argc)
+    }
+
+    /// The argument indices of the request's keys, in order (as `COMMAND GETKEYS` reports
+    /// them, but see `SORT` below). Every index is below `args.argc()`. For `Routed` and
+    /// `Fanout` commands an `Ok` list is never empty.
+    ///
+    /// `SORT`/`SORT_RO` also list their `BY`/`GET` patterns that name keys (those with a `*`),
+    /// so that, as in Redis Cluster, they must hash (by their hash tag) to the key's shard.
+    ///
+    /// # Errors
+    /// [`CommandError::WrongArity`] when the command or its subcommand has the wrong number of
+    /// arguments (`MSET`/`MSETNX` need complete pairs), [`CommandError::BadNumkeys`] when
+    /// `numkeys` or `STREAMS` do not give a valid list of keys, and
+    /// [`CommandError::Unsupported`] for forms Keyway cannot serve: `XREAD`/`XREADGROUP` with
+    /// `BLOCK`, scripts with `numkeys` 0, `COPY ... DB`, and the keyless or unknown
+    /// subcommands of `OBJECT`, `MEMORY`, `XGROUP` and `XINFO`.
+    pub fn keys<A: Args + ?Sized>(&self, args: &A) -> Result<KeyIndices, CommandError> {
+        let argc = args.argc();
+        if !self.check_arity(argc) {
+            return Err(CommandError::WrongArity);
+        }
+        match self.keys {
+            Spec::None => Ok(KeyIndices::empty()),
+            Spec::Range(first, last, step) => Ok(range_keys(argc, first, last, step)),
+            Spec::Pairs => {
+                if argc % 2 == 0 {
+                    return Err(CommandError::WrongArity);
+                }
+                Ok(KeyIndices::range(None, 1, argc, 2))
+            }
+            Spec::Numkeys { at, dest } => {
+                let at = usize::from(at);
+                let keys = numkeys_keys(args, at)?;
+                if keys.is_empty() {
+                    return Err(CommandError::BadNumkeys);
+                }
+                Ok(KeyIndices::range(
+                    dest.then_some(1),
+                    at + 1,
+                    at + 1 + keys.len(),
+                    1,
+                ))
+            }
+            Spec::Script(keyless) => {
+                let keys = numkeys_keys(args, 2)?;
+                if keys.is_empty() {
+                    return Err(CommandError::Unsupported(keyless));
+                }
+                Ok(keys)
+            }
+            Spec::Copy => {
+                // The proxy presents one database; `redis_db` picks the backend's.
+                if (3..argc).any(|i| is(args, i, b"db")) {
+                    return Err(CommandError::Unsupported("copy db"));
+                }
+                Ok(KeyIndices::range(None, 1, 3, 1))
+            }
+            Spec::Georadius(from) => Ok(georadius_keys(args, usize::from(from))),
+            Spec::Sort { store } => Ok(sort_keys(args, store)),
+            Spec::XRead(blocking) => xread_keys(args, blocking),
+            Spec::Sub(subs, unknown) => sub_keys(args, subs, unknown),
+        }
+    }
+}
+
+fn arity_ok(arity: i32, argc: usize) -> bool {
+    match usize::try_from(arity.unsigned_abs()) {
+        Ok(n) if arity >= 0 => argc == n,
+        Ok(n) => argc >= n,
+        Err(_) => false,
+    }
+}
+
+/// Whether argument `i` is `word` (lowercase), ignoring case.
+fn is<A: Args + ?Sized>(args: &A, i: usize, word: &[u8]) -> bool {
+    args.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(word))
+}
+
+fn range_keys(argc: usize, first: u8, last: i8, step: u8) -> KeyIndices {
+    let last = if last >= 0 {
+        Some(usize::from(last.unsigned_abs()))
+    } else {
+        argc.checked_sub(usize::from(last.unsigned_abs()))
+    };
+    let end = last.map_or(0, |l| l.saturating_add(1).min(argc));
+    KeyIndices::range(None, usize::from(first), end, usize::from(step))
+}
+
+/// The `numkeys` keys following argument `at`.
+fn numkeys_keys<A: Args + ?Sized>(args: &A, at: usize) -> Result<KeyIndices, CommandError> {
+    let n = args
+        .arg(at)
+        .and_then(parse_count)
+        .ok_or(CommandError::BadNumkeys)?;
+    let first = at + 1;
+    let end = first.checked_add(n).ok_or(CommandError::BadNumkeys)?;
+    if end > args.argc() {
+        return Err(CommandError::BadNumkeys);
+    }
+    Ok(KeyIndices::range(None, first, end, 1))
+}
+
+/// A non-negative decimal count, as `numkeys` must be.
+fn parse_count(s: &[u8]) -> Option<usize> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0usize, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(usize::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// The key, then every `STORE`/`STOREDIST` key. GEORADIUS writes only the last one, but Redis
+/// Cluster requires all of them to live with the key, and so does Keyway.
+fn georadius_keys<A: Args + ?Sized>(args: &A, from: usize) -> KeyIndices {
+    let argc = args.argc();
+    let is_store = |i: usize| i + 1 < argc && (is(args, i, b"store") || is(args, i, b"storedist"));
+    let mut stores = (from..argc).filter(|&i| is_store(i));
+    let Some(first) = stores.next() else {
+        return KeyIndices::one(1);
+    };
+    if !(first + 2..argc).any(is_store) {
+        return KeyIndices::range(Some(1), first + 1, first + 2, 1);
+    }
+    let mut keys = vec![1];
+    let mut i = from;
+    while i < argc {
+        if is_store(i) {
+            keys.push(i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    KeyIndices(Repr::List(keys.into_iter()))
+}
+
+/// `SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA]
+/// [STORE dest]`. A pattern without `*` names no key (`BY nosort`, `GET #`).
+fn sort_keys<A: Args + ?Sized>(args: &A, with_store: bool) -> KeyIndices {
+    let argc = args.argc();
+    let mut patterns = Vec::new();
+    let mut store = None;
+    let mut i = 2;
+    while i < argc {
+        if is(args, i, b"limit") {
+            i += 2;
+        } else if is(args, i, b"by") || is(args, i, b"get") {
+            if args.arg(i + 1).is_some_and(|p| p.contains(&b'*')) {
+                patterns.push(i + 1);
+            }
+            i += 1;
+        } else if with_store && i + 1 < argc && is(args, i, b"store") {
+            store = Some(i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    if patterns.is_empty() {
+        return match store {
+            Some(s) => KeyIndices::range(Some(1), s, s + 1, 1),
+            None => KeyIndices::one(1),
+        };
+    }
+    let mut keys = Vec::with_capacity(patterns.len() + 2);
+    keys.push(1);
+    keys.append(&mut patterns);
+    keys.extend(store);
+    KeyIndices(Repr::List(keys.into_iter()))
+}
+
+/// `XREAD [COUNT n] [BLOCK ms] STREAMS key... id...` and `XREADGROUP GROUP g c [COUNT n]
+/// [BLOCK ms] [NOACK] STREAMS key... id...`.
+fn xread_keys<A: Args + ?Sized>(
+    args: &A,
+    blocking: &'static str,
+) -> Result<KeyIndices, CommandError> {
+    let argc = args.argc();
+    let mut i = 1;
+    let streams = loop {
+        if i >= argc {
+            return Err(CommandError::BadNumkeys);
+        } else if is(args, i, b"streams") {
+            break i;
+        } else if is(args, i, b"block") {
+            return Err(CommandError::Unsupported(blocking));
+        } else if is(args, i, b"count") {
+            i += 2;
+        } else if is(args, i, b"group") {
+            i += 3;
+        } else if is(args, i, b"noack") {
+            i += 1;
+        } else {
+            return Err(CommandError::BadNumkeys);
+        }
+    };
+    let rest = argc - streams - 1;
+    if rest == 0 || rest % 2 != 0 {
+        return Err(CommandError::BadNumkeys);
+    }
+    Ok(KeyIndices::range(
+        None,
+        streams + 1,
+        streams + 1 + rest / 2,
+        1,
+    ))
+}
+
+/// A keyed subcommand's key at argument 2; other subcommands are refused.
+fn sub_keys<A: Args + ?Sized>(
+    args: &A,
+    subs: &[Sub],
+    unknown: &'static str,
+) -> Result<KeyIndices, CommandError> {
+    let name = args.arg(1).unwrap_or_default();
+    let Some(sub) = subs
+        .iter()
+        .find(|sub| name.eq_ignore_ascii_case(sub.name.as_bytes()))
+    else {
+        return Err(CommandError::Unsupported(unknown));
+    };
+    if !sub.keyed {
+        Err(CommandError::Unsupported(sub.form))
+    } else if !arity_ok(sub.arity, args.argc()) {
+        Err(CommandError::WrongArity)
+    } else {
+        Ok(KeyIndices::one(2))
+    }
+}
+
+/// `sub!(container, name, arity, keyed)`.
+macro_rules! sub {
+    ($container:literal, $name:literal, $arity:literal, $keyed:literal) => {
+        Sub {
+            name: $name,
+            arity: $arity,
+            keyed: $keyed,
+            form: concat!($container, " ", $name),
+        }
+    };
+}
+
+#[rustfmt::skip]
+const OBJECT: &[Sub] = &[
+    sub!("object", "encoding", 3, true),
+    sub!("object", "freq", 3, true),
+    sub!("object", "help", 2, false),
+    sub!("object", "idletime", 3, true),
+    sub!("object", "refcount", 3, true),
+];
+#[rustfmt::skip]
+const MEMORY: &[Sub] = &[
+    sub!("memory", "doctor", 2, false),
+    sub!("memory", "help", 2, false),
+    sub!("memory", "malloc-stats", 2, false),
+    sub!("memory", "purge", 2, false),
+    sub!("memory", "stats", 2, false),
+    sub!("memory", "usage", -3, true),
+];
+#[rustfmt::skip]
+const XGROUP: &[Sub] = &[
+    sub!("xgroup", "create", -5, true),
+    sub!("xgroup", "createconsumer", 5, true),
+    sub!("xgroup", "delconsumer", 5, true),
+    sub!("xgroup", "destroy", 4, true),
+    sub!("xgroup", "help", 2, false),
+    sub!("xgroup", "setid", -5, true),
+];
+#[rustfmt::skip]
+const XINFO: &[Sub] = &[
+    sub!("xinfo", "consumers", 4, true),
+    sub!("xinfo", "groups", 3, true),
+    sub!("xinfo", "help", 2, false),
+    sub!("xinfo", "stream", -3, true),
+];
+
+const L: Kind = Kind::Local;
+const R: Kind = Kind::Routed;
+const U: Kind = Kind::Unsupported;
+const SUM: Kind = Kind::Fanout(Merge::Sum);
+
+const NO: Spec = Spec::None;
+/// The one key at argument 1: by far the most common spec.
+const K1: Spec = Spec::Range(1, 1, 1);
+/// Two keys at arguments 1 and 2 (`RENAME src dst`).
+const K12: Spec = Spec::Range(1, 2, 1);
+/// Every argument from 1 is a key.
+const ALL: Spec = Spec::Range(1, -1, 1);
+/// `numkeys` at 1, then the keys.
+const NK1: Spec = Spec::Numkeys { at: 1, dest: false };
+/// `dest numkeys key...`.
+const DNK: Spec = Spec::Numkeys { at: 2, dest: true };
+
+const fn c(name: &'static str, arity: i32, kind: Kind, keys: Spec) -> Command {
+    Command {
+        name,
+        arity,
+        kind,
+        keys,
+    }
+}
+
+/// Every Redis 7.0 command, plus the keyed additions of 7.2 and 7.4; sorted by name for
+/// binary search (a test keeps it sorted).
+#[rustfmt::skip]
+static TABLE: &[Command] = &[
+    c("acl", -2, U, NO),
+    c("append", 3, R, K1),
+    c("asking", 1, U, NO),
+    c("auth", -2, L, NO),
+    c("bgrewriteaof", 1, U, NO),
+    c("bgsave", -1, U, NO),
+    c("bitcount", -2, R, K1),
+    c("bitfield", -2, R, K1),
+    c("bitfield_ro", -2, R, K1),
+    c("bitop", -4, R, Spec::Range(2, -1, 1)),
+    c("bitpos", -3, R, K1),
+    c("blmove", 6, U, K12),
+    c("blmpop", -5, U, Spec::Numkeys { at: 2, dest: false }),
+    c("blpop", -3, U, Spec::Range(1, -2, 1)),
+    c("brpop", -3, U, Spec::Range(1, -2, 1)),
+    c("brpoplpush", 4, U, K12),
+    c("bzmpop", -5, U, Spec::Numkeys { at: 2, dest: false }),
+    c("bzpopmax", -3, U, Spec::Range(1, -2, 1)),
+    c("bzpopmin", -3, U, Spec::Range(1, -2, 1)),
+    c("client", -2, L, NO),
+    c("cluster", -2, U, NO),
+    c("command", -1, L, NO),
+    c("config", -2, U, NO),
+    c("copy", -3, R, Spec::Copy),
+    c("dbsize", 1, U, NO),
+    c("debug", -2, U, NO),
+    c("decr", 2, R, K1),
+    c("decrby", 3, R, K1),
+    c("del", -2, SUM, ALL),
+    c("discard", 1, U, NO),
+    c("dump", 2, R, K1),
+    c("echo", 2, L, NO),
+    c("eval", -3, R, Spec::Script("eval without keys")),
+    c("eval_ro", -3, R, Spec::Script("eval_ro without keys")),
+    c("evalsha", -3, R, Spec::Script("evalsha without keys")),
+    c("evalsha_ro", -3, R, Spec::Script("evalsha_ro without keys")),
+    c("exec", 1, U, NO),
+    c("exists", -2, SUM, ALL),
+    c("expire", -3, R, K1),
+    c("expireat", -3, R, K1),
+    c("expiretime", 2, R, K1),
+    c("failover", -1, U, NO),
+    c("fcall", -3, R, Spec::Script("fcall without keys")),
+    c("fcall_ro", -3, R, Spec::Script("fcall_ro without keys")),
+    c("flushall", -1, U, NO),
+    c("flushdb", -1, U, NO),
+    c("function", -2, U, NO),
+    c("geoadd", -5, R, K1),
+    c("geodist", -4, R, K1),
+    c("geohash", -2, R, K1),
+    c("geopos", -2, R, K1),
+    c("georadius", -6, R, Spec::Georadius(6)),
+    c("georadius_ro", -6, R, K1),
+    c("georadiusbymember", -5, R, Spec::Georadius(5)),
+    c("georadiusbymember_ro", -5, R, K1),
+    c("geosearch", -7, R, K1),
+    c("geosearchstore", -8, R, K12),
+    c("get", 2, R, K1),
+    c("getbit", 3, R, K1),
+    c("getdel", 2, R, K1),
+    c("getex", -2, R, K1),
+    c("getrange", 4, R, K1),
+    c("getset", 3, R, K1),
+    c("hdel", -3, R, K1),
+    c("hello", -1, L, NO),
+    c("hexists", 3, R, K1),
+    c("hexpire", -6, R, K1),        // 7.4
+    c("hexpireat", -6, R, K1),      // 7.4
+    c("hexpiretime", -5, R, K1),    // 7.4
+    c("hget", 3, R, K1),
+    c("hgetall", 2, R, K1),
+    c("hincrby", 4, R, K1),
+    c("hincrbyfloat", 4, R, K1),
+    c("hkeys", 2, R, K1),
+    c("hlen", 2, R, K1),
+    c("hmget", -3, R, K1),
+    c("hmset", -4, R, K1),
+    c("hpersist", -5, R, K1),       // 7.4
+    c("hpexpire", -6, R, K1),       // 7.4
+    c("hpexpireat", -6, R, K1),     // 7.4
+    c("hpexpiretime", -5, R, K1),   // 7.4
+    c("hpttl", -5, R, K1),          // 7.4
+    c("hrandfield", -2, R, K1),
+    c("hscan", -3, R, K1),
+    c("hset", -4, R, K1),
+    c("hsetnx", 4, R, K1),
+    c("hstrlen", 3, R, K1),
+    c("httl", -5, R, K1),           // 7.4
+    c("hvals", 2, R, K1),
+    c("incr", 2, R, K1),
+    c("incrby", 3, R, K1),
+    c("incrbyfloat", 3, R, K1),
+    c("info", -1, L, NO),
+    c("keys", 2, U, NO),
+    c("lastsave", 1, U, NO),
+    c("latency", -2, U, NO),
+    c("lcs", -3, R, K12),
+    c("lindex", 3, R, K1),
+    c("linsert", 5, R, K1),
+    c("llen", 2, R, K1),
+    c("lmove", 5, R, K12),
+    c("lmpop", -4, R, NK1),
+    c("lolwut", -1, U, NO),
+    c("lpop", -2, R, K1),
+    c("lpos", -3, R, K1),
+    c("lpush", -3, R, K1),
+    c("lpushx", -3, R, K1),
+    c("lrange", 4, R, K1),
+    c("lrem", 4, R, K1),
+    c("lset", 4, R, K1),
+    c("ltrim", 4, R, K1),
+    c("memory", -2, R, Spec::Sub(MEMORY, "memory subcommand")),
+    c("mget", -2, Kind::Fanout(Merge::Values), ALL),
+    c("migrate", -6, U, NO),
+    c("module", -2, U, NO),
+    c("monitor", 1, U, NO),
+    c("move", 3, U, K1),
+    c("mset", -3, Kind::Fanout(Merge::Ok), Spec::Pairs),
+    c("msetnx", -3, R, Spec::Pairs),
+    c("multi", 1, U, NO),
+    c("object", -2, R, Spec::Sub(OBJECT, "object subcommand")),
+    c("persist", 2, R, K1),
+    c("pexpire", -3, R, K1),
+    c("pexpireat", -3, R, K1),
+    c("pexpiretime", 2, R, K1),
+    c("pfadd", -2, R, K1),
+    c("pfcount", -2, R, ALL),
+    c("pfdebug", 3, U, Spec::Range(2, 2, 1)),
+    c("pfmerge", -2, R, ALL),
+    c("pfselftest", 1, U, NO),
+    c("ping", -1, L, NO),
+    c("psetex", 4, R, K1),
+    c("psubscribe", -2, U, NO),
+    c("psync", -3, U, NO),
+    c("pttl", 2, R, K1),
+    c("publish", 3, U, NO),
+    c("pubsub", -2, U, NO),
+    c("punsubscribe", -1, U, NO),
+    c("quit", -1, L, NO),
+    c("randomkey", 1, U, NO),
+    c("readonly", 1, U, NO),
+    c("readwrite", 1, U, NO),
+    c("rename", 3, R, K12),
+    c("renamenx", 3, R, K12),
+    c("replconf", -1, U, NO),
+    c("replicaof", 3, U, NO),
+    c("reset", 1, U, NO),
+    c("restore", -4, R, K1),
+    c("restore-asking", -4, U, K1),
+    c("role", 1, U, NO),
+    c("rpop", -2, R, K1),
+    c("rpoplpush", 3, R, K12),
+    c("rpush", -3, R, K1),
+    c("rpushx", -3, R, K1),
+    c("sadd", -3, R, K1),
+    c("save", 1, U, NO),
+    c("scan", -2, U, NO),
+    c("scard", 2, R, K1),
+    c("script", -2, U, NO),
+    c("sdiff", -2, R, ALL),
+    c("sdiffstore", -3, R, ALL),
+    c("select", 2, L, NO),
+    c("set", -3, R, K1),
+    c("setbit", 4, R, K1),
+    c("setex", 4, R, K1),
+    c("setnx", 3, R, K1),
+    c("setrange", 4, R, K1),
+    c("shutdown", -1, U, NO),
+    c("sinter", -2, R, ALL),
+    c("sintercard", -3, R, NK1),
+    c("sinterstore", -3, R, ALL),
+    c("sismember", 3, R, K1),
+    c("slaveof", 3, U, NO),
+    c("slowlog", -2, U, NO),
+    c("smembers", 2, R, K1),
+    c("smismember", -3, R, K1),
+    c("smove", 4, R, K12),
+    c("sort", -2, R, Spec::Sort { store: true }),
+    c("sort_ro", -2, R, Spec::Sort { store: false }),
+    c("spop", -2, R, K1),
+    c("spublish", 3, U, NO),
+    c("srandmember", -2, R, K1),
+    c("srem", -3, R, K1),
+    c("sscan", -3, R, K1),
+    c("ssubscribe", -2, U, NO),
+    c("strlen", 2, R, K1),
+    c("subscribe", -2, U, NO),
+    c("substr", 4, R, K1),
+    c("sunion", -2, R, ALL),
+    c("sunionstore", -3, R, ALL),
+    c("sunsubscribe", -1, U, NO),
+    c("swapdb", 3, U, NO),
+    c("sync", 1, U, NO),
+    c("time", 1, U, NO),
+    c("touch", -2, SUM, ALL),
+    c("ttl", 2, R, K1),
+    c("type", 2, R, K1),
+    c("unlink", -2, SUM, ALL),
+    c("unsubscribe", -1, U, NO),
+    c("unwatch", 1, U, NO),
+    c("wait", 3, U, NO),
+    c("waitaof", 4, U, NO),         // 7.2
+    c("watch", -2, U, ALL),
+    c("xack", -4, R, K1),
+    c("xadd", -5, R, K1),
+    c("xautoclaim", -6, R, K1),
+    c("xclaim", -6, R, K1),
+    c("xdel", -3, R, K1),
+    c("xgroup", -2, R, Spec::Sub(XGROUP, "xgroup subcommand")),
+    c("xinfo", -2, R, Spec::Sub(XINFO, "xinfo subcommand")),
+    c("xlen", 2, R, K1),
+    c("xpending", -3, R, K1),
+    c("xrange", -4, R, K1),
+    c("xread", -4, R, Spec::XRead("xread block")),
+    c("xreadgroup", -7, R, Spec::XRead("xreadgroup block")),
+    c("xrevrange", -4, R, K1),
+    c("xsetid", -3, R, K1),
+    c("xtrim", -4, R, K1),
+    c("zadd", -4, R, K1),
+    c("zcard", 2, R, K1),
+    c("zcount", 4, R, K1),
+    c("zdiff", -3, R, NK1),
+    c("zdiffstore", -4, R, DNK),
+    c("zincrby", 4, R, K1),
+    c("zinter", -3, R, NK1),
+    c("zintercard", -3, R, NK1),
+    c("zinterstore", -4, R, DNK),
+    c("zlexcount", 4, R, K1),
+    c("zmpop", -4, R, NK1),
+    c("zmscore", -3, R, K1),
+    c("zpopmax", -2, R, K1),
+    c("zpopmin", -2, R, K1),
+    c("zrandmember", -2, R, K1),
+    c("zrange", -4, R, K1),
+    c("zrangebylex", -4, R, K1),
+    c("zrangebyscore", -4, R, K1),
+    c("zrangestore", -5, R, K12),
+    c("zrank", 3, R, K1),
+    c("zrem", -3, R, K1),
+    c("zremrangebylex", 4, R, K1),
+    c("zremrangebyrank", 4, R, K1),
+    c("zremrangebyscore", 4, R, K1),
+    c("zrevrange", -4, R, K1),
+    c("zrevrangebylex", -4, R, K1),
+    c("zrevrangebyscore", -4, R, K1),
+    c("zrevrank", 3, R, K1),
+    c("zscan", -3, R, K1),
+    c("zscore", 3, R, K1),
+    c("zunion", -3, R, NK1),
+    c("zunionstore", -4, R, DNK),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::PathBuf;
+    use std::process::{Child, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A `redis-server` on a private Unix socket, killed by PID on drop.
+    struct RedisServer {
+        child: Child,
+        socket: PathBuf,
+    }
+
+    impl RedisServer {
+        fn start() -> RedisServer {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let socket = std::env::temp_dir().join(format!(
+                "keyway-command-{}-{}.sock",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_file(&socket);
+            let child = std::process::Command::new("redis-server")
+                .arg("--port")
+                .arg("0")
+                .arg("--unixsocket")
+                .arg(&socket)
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match child {
+                Ok(child) => child,
+                Err(e) => panic!(
+                    "cannot run redis-server ({e}): install the Debian package `redis-server`"
+                ),
+            };
+            let server = RedisServer { child, socket };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while UnixStream::connect(&server.socket).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            server
+        }
+
+        fn connect(&self) -> Client {
+            let stream = UnixStream::connect(&self.socket).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            Client(BufReader::new(stream))
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+
+    #[derive(Debug)]
+    enum Reply {
+        Status(String),
+        Error(String),
+        Int(i64),
+        Bulk(Option<Vec<u8>>),
+        Array(Vec<Reply>),
+    }
+
+    impl Reply {
+        fn array(&self) -> &[Reply] {
+            match self {
+                Reply::Array(items) => items,
+                other => panic!("not an array: {other:?}"),
+            }
+        }
+        fn int(&self) -> i64 {
+            match self {
+                Reply::Int(n) => *n,
+                other => panic!("not an integer: {other:?}"),
+            }
+        }
+        fn text(&self) -> String {
+            match self {
+                Reply::Status(s) => s.clone(),
+                Reply::Bulk(Some(b)) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("not a string: {other:?}"),
+            }
+        }
+    }
+
+    /// A minimal RESP2 client.
+    struct Client(BufReader<UnixStream>);
+
+    impl Client {
+        fn call<T: AsRef<[u8]>>(&mut self, args: &[T]) -> Reply {
+            let mut out = format!("*{}\r\n", args.len()).into_bytes();
+            for arg in args {
+                let arg = arg.as_ref();
+                out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                out.extend_from_slice(arg);
+                out.extend_from_slice(b"\r\n");
+            }
+            self.0.get_mut().write_all(&out).unwrap();
+            self.read()
+        }
+
+        fn read(&mut self) -> Reply {
+            let mut line = String::new();
+            self.0.read_line(&mut line).unwrap();
+            let line = line.trim_end_matches("\r\n");
+            let (kind, rest) = line.split_at(1);
+            match kind {
+                "+" => Reply::Status(rest.to_owned()),
+                "-" => Reply::Error(rest.to_owned()),
+                ":" => Reply::Int(rest.parse().unwrap()),
+                "$" => {
+                    let Ok(n) = usize::try_from(rest.parse::<i64>().unwrap()) else {
+                        return Reply::Bulk(None);
+                    };
+                    let mut buf = vec![0; n + 2];
+                    self.0.read_exact(&mut buf).unwrap();
+                    buf.truncate(n);
+                    Reply::Bulk(Some(buf))
+                }
+                "*" => {
+                    let n = rest.parse::<i64>().unwrap().max(0);
+                    Reply::Array((0..n).map(|_| self.read()).collect())
+                }
+                _ => panic!("unexpected reply line {line:?}"),
+            }
+        }
+
+        /// `COMMAND GETKEYS`: the key names, or Redis's error.
+        fn getkeys(&mut self, args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+            let mut request: Vec<&[u8]> = vec![b"COMMAND", b"GETKEYS"];
+            request.extend(args.iter().map(Vec::as_slice));
+            match self.call(&request) {
+                Reply::Array(keys) => Ok(keys
+                    .into_iter()
+                    .map(|k| match k {
+                        Reply::Bulk(Some(k)) => k,
+                        other => panic!("not a key: {other:?}"),
+                    })
+                    .collect()),
+                Reply::Error(e) => Err(e),
+                other => panic!("unexpected GETKEYS reply {other:?}"),
+            }
+        }
+    }
+
+    fn words(line: &str) -> Vec<Vec<u8>> {
+        line.split_whitespace()
+            .map(|w| w.as_bytes().to_vec())
+            .collect()
+    }
+
+    fn key_names(cmd: &Command, args: &Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, CommandError> {
+        let keys = cmd.keys(args)?;
+        let n = keys.len();
+        let names: Vec<Vec<u8>> = keys.map(|i| args[i].clone()).collect();
+        assert_eq!(names.len(), n, "len() of {:?}", cmd.name);
+        Ok(names)
+    }
+
+    /// Compares our keys with Redis's for one request. Redis errors where there are no keys
+    /// (or the form is invalid); then we must not route: no keys, or an error.
+    fn compare(redis: &mut Client, line: &str, args: &Vec<Vec<u8>>) {
+        let cmd = lookup(&args[0]).unwrap_or_else(|| panic!("{line:?}: unknown command"));
+        let ours = key_names(cmd, args);
+        // Redis 7.0 reports no keys for `PFMERGE dest` (no source): a quirk of its key specs.
+        if cmd.name == "pfmerge" && args.len() == 2 {
+            assert_eq!(ours, Ok(vec![args[1].clone()]), "{line:?}");
+            return;
+        }
+        let theirs = redis.getkeys(args);
+        match (&theirs, &ours) {
+            (Ok(theirs), Ok(ours)) if theirs == ours => {}
+            // Redis reports keys for unsupported commands we do not bother to locate.
+            (Ok(_), Ok(ours)) if cmd.kind == Kind::Unsupported && ours.is_empty() => {}
+            (Err(_), Ok(ours)) => assert!(
+                ours.is_empty() && matches!(cmd.kind, Kind::Local | Kind::Unsupported),
+                "{line:?}: Redis finds no keys, we found {ours:?}"
+            ),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{line:?}: Redis {theirs:?}, ours {ours:?}"),
+        }
+        if let (Kind::Routed | Kind::Fanout(_), Ok(ours)) = (cmd.kind, &ours) {
+            assert!(!ours.is_empty(), "{line:?}: routed without keys");
+        }
+    }
+
+    /// Concrete requests of every family. `!U ` marks a form we refuse although Redis has keys.
+    const REQUESTS: &[&str] = &[
+        // strings
+        "get k",
+        "set k v",
+        "set k v EX 10 NX GET",
+        "setnx k v",
+        "setex k 10 v",
+        "psetex k 100 v",
+        "getset k v",
+        "getdel k",
+        "getex k PERSIST",
+        "getex k EX 5",
+        "getrange k 0 -1",
+        "substr k 0 1",
+        "setrange k 0 v",
+        "append k v",
+        "strlen k",
+        "incr k",
+        "incrby k 2",
+        "incrbyfloat k 1.5",
+        "decr k",
+        "decrby k 2",
+        "mget a b c",
+        "mget a",
+        "mset a 1 b 2",
+        "mset a 1",
+        "msetnx a 1 b 2 c 3",
+        "lcs a b",
+        "lcs a b LEN IDX",
+        // generic keyspace
+        "del a b c",
+        "del a",
+        "unlink a b",
+        "exists a b",
+        "touch a b",
+        "expire k 10",
+        "expire k 10 NX",
+        "expireat k 100",
+        "pexpire k 10",
+        "pexpireat k 10",
+        "expiretime k",
+        "pexpiretime k",
+        "ttl k",
+        "pttl k",
+        "persist k",
+        "type k",
+        "dump k",
+        "restore k 0 payload REPLACE",
+        "rename a b",
+        "renamenx a b",
+        "copy a b",
+        "copy a b REPLACE",
+        "!U copy a b DB 1",
+        "!U copy a b REPLACE db 2",
+        "move k 1",
+        "object encoding k",
+        "object freq k",
+        "object idletime k",
+        "object refcount k",
+        "!U object help",
+        "memory usage k",
+        "memory usage k SAMPLES 5",
+        "!U memory doctor",
+        "!U memory stats",
+        "sort k",
+        "sort k LIMIT 0 10 ALPHA DESC",
+        "sort k BY nosort GET # STORE dst",
+        "sort k STORE d1 STORE d2",
+        "sort k ASC STORE d",
+        "sort_ro k ALPHA",
+        "sort_ro k BY nosort LIMIT 0 1",
+        // hashes
+        "hset h f v",
+        "hset h f v g w",
+        "hsetnx h f v",
+        "hget h f",
+        "hmget h f g",
+        "hmset h f v",
+        "hdel h f g",
+        "hexists h f",
+        "hgetall h",
+        "hkeys h",
+        "hvals h",
+        "hlen h",
+        "hincrby h f 1",
+        "hincrbyfloat h f 1.5",
+        "hstrlen h f",
+        "hrandfield h 2 WITHVALUES",
+        "hscan h 0 MATCH * COUNT 10",
+        // lists
+        "lpush l a b",
+        "rpush l a",
+        "lpushx l a",
+        "rpushx l a",
+        "lpop l",
+        "rpop l 2",
+        "llen l",
+        "lrange l 0 -1",
+        "lindex l 0",
+        "lset l 0 v",
+        "linsert l BEFORE a b",
+        "lrem l 0 a",
+        "ltrim l 0 1",
+        "lpos l a RANK 1",
+        "rpoplpush a b",
+        "lmove a b LEFT RIGHT",
+        "lmpop 2 a b LEFT COUNT 2",
+        "lmpop 1 a RIGHT",
+        "blpop a b 0",
+        "brpop a 0",
+        "brpoplpush a b 0",
+        "blmove a b LEFT LEFT 0",
+        "blmpop 0 2 a b LEFT",
+        // sets
+        "sadd s a b",
+        "srem s a",
+        "smembers s",
+        "sismember s a",
+        "smismember s a b",
+        "scard s",
+        "spop s",
+        "srandmember s 2",
+        "smove a b m",
+        "sinter a b",
+        "sinterstore d a b",
+        "sunion a b c",
+        "sunionstore d a",
+        "sdiff a b",
+        "sdiffstore d a b",
+        "sintercard 2 a b LIMIT 1",
+        "sintercard 1 a",
+        "sscan s 0",
+        // sorted sets
+        "zadd z 1 a",
+        "zadd z NX GT CH 1 a 2 b",
+        "zincrby z 1 a",
+        "zrem z a",
+        "zcard z",
+        "zcount z 0 1",
+        "zlexcount z - +",
+        "zscore z a",
+        "zmscore z a b",
+        "zrank z a",
+        "zrevrank z a",
+        "zrange z 0 -1 WITHSCORES",
+        "zrange z 0 1 BYSCORE REV LIMIT 0 1",
+        "zrangebyscore z 0 1",
+        "zrangebylex z - +",
+        "zrevrange z 0 1",
+        "zrevrangebyscore z 1 0",
+        "zrevrangebylex z + -",
+        "zremrangebyrank z 0 1",
+        "zremrangebyscore z 0 1",
+        "zremrangebylex z - +",
+        "zpopmin z",
+        "zpopmax z 2",
+        "zrandmember z",
+        "zrangestore d z 0 -1",
+        "zunion 2 a b WEIGHTS 1 2",
+        "zinter 2 a b",
+        "zdiff 2 a b WITHSCORES",
+        "zintercard 3 a b c LIMIT 2",
+        "zunionstore d 2 a b AGGREGATE MAX",
+        "zinterstore d 1 a",
+        "zdiffstore d 2 a b",
+        "zmpop 2 a b MIN COUNT 1",
+        "zscan z 0",
+        "bzpopmin a b 0",
+        "bzpopmax a 0",
+        "bzmpop 0 1 a MIN",
+        // HyperLogLog
+        "pfadd p a b",
+        "pfcount p",
+        "pfcount p q r",
+        "pfmerge d p q",
+        "pfmerge d",
+        // bitmaps
+        "setbit b 0 1",
+        "getbit b 0",
+        "bitcount b 0 -1 BIT",
+        "bitpos b 1",
+        "bitop AND d a b",
+        "bitop NOT d a",
+        "bitfield b GET u8 0",
+        "bitfield_ro b GET u8 0",
+        // geo
+        "geoadd g 13.3 38.1 Palermo",
+        "geodist g a b km",
+        "geopos g a b",
+        "geohash g a",
+        "georadius g 15 37 200 km",
+        "georadius g 15 37 200 km WITHDIST STORE d",
+        "georadius g 15 37 200 km STOREDIST d",
+        "georadius g 15 37 200 km STORE d1 STOREDIST d2",
+        "georadius_ro g 15 37 200 km",
+        "georadiusbymember g m 100 km",
+        "georadiusbymember g m 100 km STORE d",
+        "georadiusbymember_ro g m 100 km ASC",
+        "geosearch g FROMMEMBER m BYRADIUS 10 km",
+        "geosearchstore d g FROMLONLAT 15 37 BYBOX 400 400 km",
+        // streams
+        "xadd x * f v",
+        "xadd x MAXLEN ~ 10 * f v",
+        "xlen x",
+        "xrange x - +",
+        "xrevrange x + - COUNT 1",
+        "xdel x 1-0",
+        "xtrim x MAXLEN 10",
+        "xack x g 1-0",
+        "xclaim x g c 10 1-0",
+        "xautoclaim x g c 10 0-0",
+        "xpending x g",
+        "xpending x g - + 10 c",
+        "xsetid x 1-0",
+        "xgroup create x g $ MKSTREAM",
+        "xgroup createconsumer x g c",
+        "xgroup delconsumer x g c",
+        "xgroup destroy x g",
+        "xgroup setid x g 0",
+        "!U xgroup help",
+        "xinfo stream x",
+        "xinfo stream x FULL",
+        "xinfo groups x",
+        "xinfo consumers x g",
+        "!U xinfo help",
+        "xread STREAMS a 0",
+        "xread COUNT 2 STREAMS a b 0 0",
+        "xreadgroup GROUP g c STREAMS a 0",
+        "xreadgroup GROUP g c COUNT 1 NOACK STREAMS a b > >",
+        "!U xread BLOCK 0 STREAMS a 0",
+        "!U xread COUNT 1 BLOCK 10 STREAMS a b 0 0",
+        "!U xreadgroup GROUP g c BLOCK 10 STREAMS a >",
+        // scripts and functions
+        "eval s 2 a b x",
+        "eval s 1 a",
+        "evalsha 0123 1 a",
+        "eval_ro s 1 a",
+        "evalsha_ro s 2 a b",
+        "fcall f 1 a",
+        "fcall_ro f 2 a b x",
+        "!U eval s 0",
+        "!U fcall f 0 x",
+        // answered by the proxy
+        "ping",
+        "ping hi",
+        "echo x",
+        "select 0",
+        "auth pw",
+        "hello 3",
+        "client setname n",
+        "command count",
+        "info",
+        "quit",
+        // unsupported
+        "multi",
+        "exec",
+        "discard",
+        "watch a b",
+        "unwatch",
+        "subscribe c",
+        "psubscribe c*",
+        "publish c m",
+        "spublish c m",
+        "ssubscribe c",
+        "pubsub channels",
+        "keys *",
+        "scan 0",
+        "randomkey",
+        "dbsize",
+        "flushall",
+        "flushdb",
+        "config get x",
+        "swapdb 0 1",
+        "script load x",
+        "function list",
+        "wait 0 0",
+        "migrate h 1 k 0 1000",
+        "restore-asking k 0 p",
+        "pfdebug GETREG k",
+        "monitor",
+        "slowlog get",
+        "time",
+        "role",
+        "lastsave",
+        "debug sleep 0",
+        "reset",
+    ];
+
+    #[test]
+    fn keys_match_command_getkeys_for_representative_requests() {
+        let server = RedisServer::start();
+        let mut redis = server.connect();
+        for line in REQUESTS {
+            let (refused, request) = match line.strip_prefix("!U ") {
+                Some(request) => (true, request),
+                None => (false, *line),
+            };
+            let args = words(request);
+            if refused {
+                let cmd = lookup(&args[0]).unwrap();
+                assert!(
+                    matches!(cmd.keys(&args), Err(CommandError::Unsupported(_))),
+                    "{line:?} must be refused"
+                );
+            } else {
+                compare(&mut redis, line, &args);
+            }
+        }
+        assert!(REQUESTS.len() >= 150, "{} requests", REQUESTS.len());
+    }
+
+    /// The commands `redis-server` 7.0 lacks: newer keyed commands.
+    const NEWER_THAN_7_0: &[&str] = &[
+        "hexpire",
+        "hexpireat",
+        "hexpiretime",
+        "hpersist",
+        "hpexpire",
+        "hpexpireat",
+        "hpexpiretime",
+        "hpttl",
+        "httl",
+        "waitaof",
+    ];
+
+    #[test]
+    fn every_server_command_is_in_the_table_with_its_arity() {
+        let server = RedisServer::start();
+        let mut redis = server.connect();
+        let commands = redis.call(&["COMMAND"]);
+        let mut names = Vec::new();
+        for entry in commands.array() {
+            let name = entry.array()[0].text();
+            let arity = entry.array()[1].int();
+            let cmd = lookup(name.as_bytes())
+                .unwrap_or_else(|| panic!("{name} is missing from the table"));
+            assert_eq!(cmd.name, name);
+            assert_eq!(i64::from(cmd.arity), arity, "arity of {name}");
+            if cmd.kind != Kind::Unsupported {
+                let range = (
+                    entry.array()[3].int(),
+                    entry.array()[4].int(),
+                    entry.array()[5].int(),
+                );
+                assert_eq!(cmd.key_range(), range, "first, last, step of {name}");
+            }
+            names.push(name);
+        }
+        assert_eq!(names.len(), 240);
+        for cmd in all() {
+            assert!(
+                names.iter().any(|n| n == cmd.name) || NEWER_THAN_7_0.contains(&cmd.name),
+                "{} is not a Redis 7.0 command",
+                cmd.name
+            );
+        }
+        assert_eq!(TABLE.len(), names.len() + NEWER_THAN_7_0.len());
+    }
+
+    /// Every command and subcommand with fixed key positions, at its minimum argument count
+    /// and a few more, against `COMMAND GETKEYS`.
+    #[test]
+    fn keys_match_command_getkeys_for_every_fixed_position_command() {
+        let server = RedisServer::start();
+        let mut redis = server.connect();
+        let commands = redis.call(&["COMMAND"]);
+        let mut checked = 0;
+        for entry in commands.array() {
+            let fields = entry.array();
+            let name = fields[0].text();
+            let cmd = lookup(name.as_bytes()).unwrap();
+            let subcommands = fields.get(9).map_or(&[][..], Reply::array);
+            let mut variants = Vec::new();
+            if subcommands.is_empty() {
+                variants.push((vec![name.clone()], fields));
+            }
+            for sub in subcommands {
+                let sub = sub.array();
+                let full = sub[0].text();
+                let (_, subname) = full.split_once('|').unwrap();
+                variants.push((vec![name.clone(), subname.to_owned()], sub));
+            }
+            for (prefix, fields) in variants {
+                let arity = fields[1].int();
+                let movable = fields[2].array().iter().any(|f| f.text() == "movablekeys");
+                let first = fields[3].int();
+                if movable {
+                    continue;
+                }
+                let min = usize::try_from(arity.unsigned_abs()).unwrap();
+                let extra = if arity < 0 { 0..4 } else { 0..1 };
+                for extra in extra {
+                    let mut args: Vec<Vec<u8>> =
+                        prefix.iter().map(|p| p.as_bytes().to_vec()).collect();
+                    while args.len() < min + extra {
+                        args.push(format!("a{}", args.len()).into_bytes());
+                    }
+                    let line = String::from_utf8_lossy(&args.join(&b' ')).into_owned();
+                    if first == 0 && cmd.kind == Kind::Routed {
+                        // A keyless subcommand of a keyed container.
+                        assert!(
+                            matches!(cmd.keys(&args), Err(CommandError::Unsupported(_))),
+                            "{line:?}"
+                        );
+                        continue;
+                    }
+                    if cmd.keys.is_pairs() && args.len() % 2 == 0 {
+                        assert_eq!(cmd.keys(&args).err(), Some(CommandError::WrongArity));
+                        continue;
+                    }
+                    compare(&mut redis, &line, &args);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 400, "{checked} requests checked");
+    }
+
+    impl Spec {
+        fn is_pairs(&self) -> bool {
+            matches!(self, Spec::Pairs)
+        }
+    }
+
+    fn keys_of(line: &str) -> Result<Vec<usize>, CommandError> {
+        let args = words(line);
+        Ok(lookup(&args[0]).unwrap().keys(&args)?.collect())
+    }
+
+    #[test]
+    fn table_is_sorted_lowercase_and_unique() {
+        for pair in TABLE.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} / {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        for cmd in TABLE {
+            assert!(cmd.name.len() <= MAX_NAME);
+            assert_eq!(cmd.name, cmd.name.to_ascii_lowercase());
+            assert!(cmd.arity != 0);
+        }
+    }
+
+    #[test]
+    fn lookup_ignores_case_and_rejects_unknown_names() {
+        assert_eq!(lookup(b"GET").unwrap().name, "get");
+        assert_eq!(lookup(b"gEtRaNgE").unwrap().name, "getrange");
+        assert_eq!(lookup(b"RESTORE-ASKING").unwrap().name, "restore-asking");
+        assert_eq!(lookup(b"Eval_RO").unwrap().name, "eval_ro");
+        for name in [
+            &b""[..],
+            b"nosuch",
+            b"ge",
+            b"gett",
+            b"get ",
+            b"\xffget",
+            &[b'a'; 33],
+        ] {
+            assert!(lookup(name).is_none(), "{name:?}");
+        }
+        assert_eq!(lookup(&[b'a'; 300]).map(|c| c.name), None);
+    }
+
+    #[test]
+    fn kinds_follow_the_design() {
+        let kind = |name: &str| lookup(name.as_bytes()).unwrap().kind;
+        for name in [
+            "ping", "echo", "quit", "select", "auth", "hello", "client", "command", "info",
+        ] {
+            assert_eq!(kind(name), Kind::Local, "{name}");
+        }
+        assert_eq!(kind("mget"), Kind::Fanout(Merge::Values));
+        assert_eq!(kind("mset"), Kind::Fanout(Merge::Ok));
+        for name in ["del", "unlink", "exists", "touch"] {
+            assert_eq!(kind(name), Kind::Fanout(Merge::Sum), "{name}");
+        }
+        for name in [
+            "multi",
+            "exec",
+            "watch",
+            "subscribe",
+            "ssubscribe",
+            "publish",
+            "monitor",
+            "blpop",
+            "bzmpop",
+            "keys",
+            "scan",
+            "flushall",
+            "config",
+            "script",
+            "function",
+            "wait",
+            "swapdb",
+            "move",
+            "reset",
+            "latency",
+            "slowlog",
+            "acl",
+            "module",
+            "migrate",
+            "time",
+        ] {
+            assert_eq!(kind(name), Kind::Unsupported, "{name}");
+        }
+        for name in [
+            "get", "msetnx", "pfcount", "eval", "xread", "object", "memory", "sort",
+        ] {
+            assert_eq!(kind(name), Kind::Routed, "{name}");
+        }
+    }
+
+    #[test]
+    fn arity_is_checked_before_keys() {
+        let get = lookup(b"get").unwrap();
+        assert!(get.check_arity(2));
+        assert!(!get.check_arity(1) && !get.check_arity(3));
+        let del = lookup(b"del").unwrap();
+        assert!(!del.check_arity(1) && del.check_arity(2) && del.check_arity(100));
+        assert_eq!(keys_of("get"), Err(CommandError::WrongArity));
+        assert_eq!(keys_of("get a b"), Err(CommandError::WrongArity));
+        assert_eq!(keys_of("mset a 1 b"), Err(CommandError::WrongArity));
+        assert_eq!(keys_of("msetnx a 1 b"), Err(CommandError::WrongArity));
+        assert_eq!(keys_of("object encoding"), Err(CommandError::WrongArity));
+        assert_eq!(
+            keys_of("object encoding a b"),
+            Err(CommandError::WrongArity)
+        );
+        assert_eq!(keys_of("xgroup destroy x"), Err(CommandError::WrongArity));
+    }
+
+    #[test]
+    fn bad_numkeys_is_an_error() {
+        for line in [
+            "zunion x a",
+            "zunion 0 a",
+            "zunion 3 a b",
+            "zunion -1 a",
+            "zunionstore d 0 a",
+            "eval s -1 a",
+            "eval s 2 a",
+            "eval s 99999999999999999999999 a",
+            "lmpop 0 a LEFT",
+            "sintercard +1 a",
+            "xread STREAMS a b c",
+            "xread STREAMS a b 0",
+            "xread COUNT 1 a 0",
+            "xread COUNT 1 STREAMS",
+            "xreadgroup GROUP g c STREAMS a b c",
+        ] {
+            let args = words(line);
+            let result = lookup(&args[0])
+                .unwrap()
+                .keys(&args)
+                .map(Iterator::collect::<Vec<_>>);
+            assert_eq!(result, Err(CommandError::BadNumkeys), "{line}");
+        }
+    }
+
+    #[test]
+    fn sort_patterns_must_live_with_the_key() {
+        assert_eq!(
+            keys_of("sort k BY w_* GET o_*->f GET # STORE d"),
+            Ok(vec![1, 3, 5, 9])
+        );
+        assert_eq!(
+            keys_of("sort k GET o_* LIMIT 0 1 by nosort"),
+            Ok(vec![1, 3])
+        );
+        assert_eq!(keys_of("sort_ro k BY w_{t}*"), Ok(vec![1, 3]));
+        assert_eq!(keys_of("sort_ro k STORE d"), Ok(vec![1]));
+        assert_eq!(keys_of("sort k BY nosort GET #"), Ok(vec![1]));
+    }
+
+    #[test]
+    fn georadius_stores_must_all_live_with_the_key() {
+        assert_eq!(
+            keys_of("georadius g 1 2 3 km STORE a STORE b"),
+            Ok(vec![1, 7, 9])
+        );
+        assert_eq!(
+            keys_of("georadiusbymember g m 3 km STOREDIST a STORE b"),
+            Ok(vec![1, 6, 8])
+        );
+        assert_eq!(keys_of("georadiusbymember g m 3 km STORE"), Ok(vec![1]));
+        assert_eq!(keys_of("georadius g 1 2 3 km ASC STORE a"), Ok(vec![1, 8]));
+    }
+
+    #[test]
+    fn unsupported_forms_say_why() {
+        let unsupported = |line| match keys_of(line) {
+            Err(CommandError::Unsupported(form)) => form,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(unsupported("xread BLOCK 0 STREAMS a 0"), "xread block");
+        assert_eq!(
+            unsupported("XREADGROUP GROUP g c block 0 STREAMS a >"),
+            "xreadgroup block"
+        );
+        assert_eq!(unsupported("EVALSHA s 0"), "evalsha without keys");
+        assert_eq!(unsupported("copy a b REPLACE DB 1"), "copy db");
+        assert_eq!(unsupported("object HELP"), "object help");
+        assert_eq!(unsupported("memory doctor"), "memory doctor");
+        assert_eq!(unsupported("xinfo help"), "xinfo help");
+        assert_eq!(unsupported("xgroup nosuch x"), "xgroup subcommand");
+        assert_eq!(
+            CommandError::Unsupported("xread block").to_string(),
+            "unsupported command 'xread block'"
+        );
+        assert!(matches!(
+            keys_of("eval s 0"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            keys_of("copy a b db 0"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            keys_of("object nosuch k"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            keys_of("memory malloc-stats"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert_eq!(
+            CommandError::WrongArity.to_string(),
+            "wrong number of arguments"
+        );
+    }
+
+    #[test]
+    fn key_indices_know_their_length() {
+        let mut keys = lookup(b"zunionstore")
+            .unwrap()
+            .keys(&words("zunionstore d 3 a b c WEIGHTS 1 2 3"))
+            .unwrap();
+        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.next(), Some(1));
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys.by_ref().collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(keys.is_empty());
+        assert_eq!(keys.next(), None);
+        assert_eq!(keys_of("mset a 1 b 2 c 3"), Ok(vec![1, 3, 5]));
+        let slice: &[&[u8]] = &[b"MGET", b"a", b"b"];
+        assert_eq!(lookup(b"mget").unwrap().keys(slice).unwrap().len(), 2);
+    }
+
+    fn arb_arg() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "2",
+                "3",
+                "-1",
+                "x",
+                "*",
+                "store",
+                "STOREDIST",
+                "streams",
+                "block",
+                "count",
+                "group",
+                "noack",
+                "limit",
+                "by",
+                "get",
+                "db",
+                "encoding",
+                "usage",
+                "create",
+                "stream",
+                "help",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 0..4),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn keys_stay_within_the_arguments(
+            cmd in 0..TABLE.len(),
+            rest in prop::collection::vec(arb_arg(), 0..10),
+        ) {
+            let cmd = &TABLE[cmd];
+            let mut args = vec![cmd.name.as_bytes().to_vec()];
+            args.extend(rest);
+            if let Ok(keys) = cmd.keys(&args) {
+                let n = keys.len();
+                let keys: Vec<usize> = keys.collect();
+                prop_assert_eq!(keys.len(), n);
+                prop_assert!(keys.iter().all(|&i| i > 0 && i < args.len()));
+                if matches!(cmd.kind, Kind::Routed | Kind::Fanout(_)) {
+                    prop_assert!(!keys.is_empty());
+                }
+            }
+        }
+    }
+}

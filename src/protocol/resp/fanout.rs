@@ -1,0 +1,240 @@
+//! Multi-key commands (`MGET`, `MSET`, `DEL`, ...): split into one request per shard, then
+//! merge the shards' replies back in the client's key order.
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::Request;
+use super::command::Merge;
+use super::reply;
+
+/// A multi-key request split by shard.
+#[derive(Debug)]
+pub enum Split {
+    /// Every key lives on one shard: forward the original request unchanged.
+    Whole(usize),
+    /// One sub-request per shard, and how to put the replies back together.
+    Parts(Vec<Part>, Plan),
+}
+
+/// The sub-request for one shard.
+#[derive(Debug)]
+pub struct Part {
+    /// Shard index in the pool.
+    pub shard: usize,
+    /// The command name followed by this shard's keys (and values).
+    pub request: Request,
+}
+
+/// How the parts' replies merge into the client's reply.
+#[derive(Debug)]
+pub struct Plan {
+    merge: Merge,
+    /// For `Merge::Values`: (part, element index in that part's reply) per original key.
+    order: Vec<(u32, u32)>,
+}
+
+/// Splits `request` (whose keys start at argument 1; with `Merge::Ok` each key is followed by
+/// its value) by the shard `route` picks for each key.
+///
+/// # Errors
+/// The first error `route` returns.
+pub fn split<E>(
+    request: &Request,
+    merge: Merge,
+    mut route: impl FnMut(&[u8]) -> Result<usize, E>,
+) -> Result<Split, E> {
+    let step = if merge == Merge::Ok { 2 } else { 1 };
+    let name = request.name();
+    let mut shards: Vec<usize> = Vec::new();
+    let mut args: Vec<Vec<&[u8]>> = Vec::new();
+    let mut order = Vec::with_capacity(request.argc() / step);
+    let mut i = 1;
+    while let Some(key) = request.arg(i) {
+        let shard = route(key)?;
+        let part = match shards.iter().position(|&s| s == shard) {
+            Some(part) => part,
+            None => {
+                shards.push(shard);
+                args.push(vec![name]);
+                shards.len() - 1
+            }
+        };
+        let Some(part_args) = args.get_mut(part) else {
+            break;
+        };
+        order.push((part as u32, ((part_args.len() - 1) / step) as u32));
+        for j in i..i + step {
+            part_args.extend(request.arg(j));
+        }
+        i += step;
+    }
+    if let [shard] = shards[..] {
+        return Ok(Split::Whole(shard));
+    }
+    let parts = shards
+        .into_iter()
+        .zip(args)
+        .map(|(shard, args)| Part {
+            shard,
+            request: Request::from_args(args),
+        })
+        .collect();
+    if merge != Merge::Values {
+        order.clear();
+    }
+    Ok(Split::Parts(parts, Plan { merge, order }))
+}
+
+/// Merges the parts' replies (in part order). The first error reply, or reply of an unexpected
+/// shape, becomes the whole reply.
+pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
+    match plan.merge {
+        Merge::Values => merge_values(&plan.order, replies),
+        Merge::Sum => {
+            let mut sum: i64 = 0;
+            for part in replies {
+                match reply::integer_value(part) {
+                    Some(n) => sum = sum.saturating_add(n),
+                    None => return part.clone(),
+                }
+            }
+            reply::integer(sum)
+        }
+        Merge::Ok => replies
+            .iter()
+            .find(|part| part.as_ref() != b"+OK\r\n")
+            .cloned()
+            .unwrap_or_else(|| reply::simple("OK")),
+    }
+}
+
+fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
+    let mut elements = Vec::with_capacity(replies.len());
+    for part in replies {
+        match reply::array_elements(part) {
+            Some(ranges) => elements.push(ranges),
+            None => return part.clone(),
+        }
+    }
+    let size: usize = replies.iter().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(size + 16);
+    reply::put_array_header(&mut out, order.len());
+    for &(part, index) in order {
+        let element = elements
+            .get(part as usize)
+            .and_then(|ranges| ranges.get(index as usize))
+            .and_then(|range| replies.get(part as usize)?.get(range.clone()));
+        match element {
+            Some(bytes) => out.extend_from_slice(bytes),
+            None => return reply::error("ERR backend reply has fewer elements than keys"),
+        }
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn route_by_first_byte(key: &[u8]) -> Result<usize, ()> {
+        Ok(key.first().map_or(0, |b| (b % 3) as usize))
+    }
+
+    fn args_of(request: &Request) -> Vec<&[u8]> {
+        (0..request.argc())
+            .map(|i| request.arg(i).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn one_shard_forwards_whole() {
+        let request = Request::from_args([&b"MGET"[..], b"a", b"d"]);
+        match split(&request, Merge::Values, route_by_first_byte).unwrap() {
+            Split::Whole(shard) => assert_eq!(shard, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mset_splits_pairs() {
+        let request = Request::from_args([&b"MSET"[..], b"a", b"1", b"b", b"2", b"d", b"3"]);
+        let Split::Parts(parts, _) = split(&request, Merge::Ok, route_by_first_byte).unwrap()
+        else {
+            panic!("expected parts");
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].shard, 1);
+        assert_eq!(
+            args_of(&parts[0].request),
+            vec![&b"MSET"[..], b"a", b"1", b"d", b"3"]
+        );
+        assert_eq!(args_of(&parts[1].request), vec![&b"MSET"[..], b"b", b"2"]);
+    }
+
+    #[test]
+    fn mget_merges_in_key_order() {
+        let request = Request::from_args([&b"MGET"[..], b"a", b"b", b"d", b"b"]);
+        let Split::Parts(parts, plan) =
+            split(&request, Merge::Values, route_by_first_byte).unwrap()
+        else {
+            panic!("expected parts");
+        };
+        assert_eq!(args_of(&parts[1].request), vec![&b"MGET"[..], b"b", b"b"]);
+        let replies = [
+            Bytes::from_static(b"*2\r\n$2\r\nva\r\n$-1\r\n"),
+            Bytes::from_static(b"*2\r\n$2\r\nvb\r\n$2\r\nvb\r\n"),
+        ];
+        assert_eq!(
+            merge(&plan, &replies).as_ref(),
+            b"*4\r\n$2\r\nva\r\n$2\r\nvb\r\n$-1\r\n$2\r\nvb\r\n"
+        );
+    }
+
+    #[test]
+    fn counts_sum_and_errors_win() {
+        let request = Request::from_args([&b"DEL"[..], b"a", b"b"]);
+        let Split::Parts(_, plan) = split(&request, Merge::Sum, route_by_first_byte).unwrap()
+        else {
+            panic!("expected parts");
+        };
+        let ok = [Bytes::from_static(b":1\r\n"), Bytes::from_static(b":2\r\n")];
+        assert_eq!(merge(&plan, &ok).as_ref(), b":3\r\n");
+        let failed = [
+            Bytes::from_static(b":1\r\n"),
+            reply::error("ERR Connection timed out"),
+        ];
+        assert_eq!(
+            merge(&plan, &failed).as_ref(),
+            b"-ERR Connection timed out\r\n"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn split_then_merge_keeps_order_and_count(keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..6), 1..40)) {
+            let mut args: Vec<&[u8]> = vec![b"MGET"];
+            args.extend(keys.iter().map(Vec::as_slice));
+            let request = Request::from_args(args);
+            let expected: Vec<u8> = {
+                let mut out = BytesMut::new();
+                reply::put_array_header(&mut out, keys.len());
+                for key in &keys { reply::put_bulk(&mut out, key); }
+                out.to_vec()
+            };
+            match split(&request, Merge::Values, route_by_first_byte).unwrap() {
+                Split::Whole(_) => prop_assert!(keys.iter().all(|k| k[0] % 3 == keys[0][0] % 3)),
+                Split::Parts(parts, plan) => {
+                    // Each backend echoes its keys as values.
+                    let replies: Vec<Bytes> = parts.iter().map(|part| {
+                        let mut out = BytesMut::new();
+                        reply::put_array_header(&mut out, part.request.argc() - 1);
+                        for i in 1..part.request.argc() { reply::put_bulk(&mut out, part.request.arg(i).unwrap()); }
+                        out.freeze()
+                    }).collect();
+                    prop_assert_eq!(merge(&plan, &replies).to_vec(), expected);
+                }
+            }
+        }
+    }
+}

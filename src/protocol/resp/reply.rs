@@ -1,0 +1,315 @@
+//! Replies: finding where a backend's reply ends without building it (RESP2 and RESP3), and
+//! building the replies Keyway writes itself.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::codec::{parse_i64, put_decimal};
+use crate::protocol::Error;
+
+/// Longest reply header line accepted from a backend (a simple string or error reply can be long).
+const MAX_LINE: usize = 1024 * 1024;
+/// Deepest reply nesting accepted from a backend.
+const MAX_DEPTH: usize = 64;
+
+/// Finds reply boundaries in a backend's byte stream, resuming where the last call stopped.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    pos: usize,
+    /// Elements still missing in each open aggregate, innermost last.
+    open: Vec<u64>,
+}
+
+impl ReplyScanner {
+    /// The length of the first complete reply in `buf`, or `None` if it is not all there yet.
+    /// After `Some(n)` the caller must remove those `n` bytes before calling again; after
+    /// `None` it must only append.
+    ///
+    /// # Errors
+    /// The bytes are not RESP; the connection cannot be trusted afterwards.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
+        loop {
+            let Some(&kind) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let Some((line_end, next)) = line(buf, self.pos)? else {
+                return Ok(None);
+            };
+            let number = || {
+                buf.get(self.pos + 1..line_end)
+                    .and_then(parse_i64)
+                    .ok_or(Error::Protocol("invalid length in reply"))
+            };
+            match kind {
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => self.pos = next,
+                b'$' | b'!' | b'=' => {
+                    let len = number()?;
+                    if len < 0 {
+                        self.pos = next;
+                    } else {
+                        let end = next + len as usize;
+                        match buf.get(end..end + 2) {
+                            None => return Ok(None),
+                            Some(b"\r\n") => self.pos = end + 2,
+                            Some(_) => return Err(Error::Protocol("bulk reply not terminated")),
+                        }
+                    }
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let count = number()?;
+                    self.pos = next;
+                    let count = match kind {
+                        b'%' => count.saturating_mul(2),
+                        // An attribute map is followed by the reply it annotates.
+                        b'|' => count.saturating_mul(2).saturating_add(1),
+                        _ => count,
+                    };
+                    if count > 0 {
+                        if self.open.len() >= MAX_DEPTH {
+                            return Err(Error::Protocol("reply nested too deeply"));
+                        }
+                        self.open.push(count as u64);
+                        continue;
+                    }
+                }
+                _ => return Err(Error::Protocol("unknown reply type")),
+            }
+            if let Some(len) = self.element_done() {
+                return Ok(Some(len));
+            }
+        }
+    }
+
+    /// Records one finished element; returns the reply length when the outermost one finished.
+    fn element_done(&mut self) -> Option<usize> {
+        while let Some(missing) = self.open.last_mut() {
+            *missing -= 1;
+            if *missing > 0 {
+                return None;
+            }
+            self.open.pop();
+        }
+        let len = self.pos;
+        self.pos = 0;
+        Some(len)
+    }
+}
+
+/// Finds the `\r\n` ending the line that starts at `at`: `(index of \r, index after \n)`.
+fn line(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, Error> {
+    let rest = buf.get(at..).unwrap_or_default();
+    match memchr::memchr(b'\n', rest) {
+        Some(nl) if nl > 0 && rest.get(nl - 1) == Some(&b'\r') => {
+            Ok(Some((at + nl - 1, at + nl + 1)))
+        }
+        Some(_) => Err(Error::Protocol("reply line not terminated by CRLF")),
+        None if rest.len() > MAX_LINE => Err(Error::Protocol("reply line too long")),
+        None => Ok(None),
+    }
+}
+
+/// Splits a complete array reply into the byte ranges of its elements; `None` if `reply` is
+/// not an array (an error, or a nil array).
+pub fn array_elements(reply: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let (line_end, mut at) = line(reply, 0).ok()??;
+    let count = usize::try_from(parse_i64(reply.get(1..line_end)?)?).ok()?;
+    let mut elements = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let len = ReplyScanner::default().scan(reply.get(at..)?).ok()??;
+        elements.push(at..at + len);
+        at += len;
+    }
+    Some(elements)
+}
+
+/// Reads an integer reply (`:<n>\r\n`).
+pub fn integer_value(reply: &[u8]) -> Option<i64> {
+    let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    parse_i64(digits)
+}
+
+/// `+<text>\r\n`.
+pub fn simple(text: &str) -> Bytes {
+    line_reply(b'+', text.as_bytes())
+}
+
+/// `-<message>\r\n`; line breaks in the message are replaced by spaces.
+pub fn error(message: &str) -> Bytes {
+    line_reply(b'-', message.as_bytes())
+}
+
+/// `:<n>\r\n`.
+pub fn integer(n: i64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(24);
+    buf.put_u8(b':');
+    if n < 0 {
+        buf.put_u8(b'-');
+    }
+    put_decimal(&mut buf, n.unsigned_abs());
+    buf.put_slice(b"\r\n");
+    buf.freeze()
+}
+
+/// `$<len>\r\n<data>\r\n`.
+pub fn bulk(data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 16);
+    put_bulk(&mut buf, data);
+    buf.freeze()
+}
+
+/// The nil bulk string `$-1\r\n`.
+pub fn nil() -> Bytes {
+    Bytes::from_static(b"$-1\r\n")
+}
+
+/// Appends a bulk string.
+pub fn put_bulk(buf: &mut BytesMut, data: &[u8]) {
+    buf.put_u8(b'$');
+    put_decimal(buf, data.len() as u64);
+    buf.put_slice(b"\r\n");
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
+}
+
+/// Appends an array header `*<n>\r\n`.
+pub fn put_array_header(buf: &mut BytesMut, n: usize) {
+    buf.put_u8(b'*');
+    put_decimal(buf, n as u64);
+    buf.put_slice(b"\r\n");
+}
+
+fn line_reply(kind: u8, text: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 3);
+    buf.put_u8(kind);
+    buf.extend(
+        text.iter()
+            .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+    );
+    buf.put_slice(b"\r\n");
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scan_all(input: &[u8]) -> Result<Vec<usize>, Error> {
+        let mut scanner = ReplyScanner::default();
+        let mut lens = Vec::new();
+        let mut at = 0;
+        while let Some(len) = scanner.scan(&input[at..])? {
+            lens.push(len);
+            at += len;
+        }
+        Ok(lens)
+    }
+
+    #[test]
+    fn scans_every_reply_type() {
+        let cases: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"-ERR no\r\n",
+            b":-12\r\n",
+            b"$3\r\nfoo\r\n",
+            b"$0\r\n\r\n",
+            b"$-1\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
+            b"%1\r\n+k\r\n+v\r\n",
+            b"~2\r\n_\r\n,1.5\r\n",
+            b"|1\r\n+a\r\n+b\r\n#t\r\n",
+            b">2\r\n+message\r\n(123\r\n",
+            b"=7\r\ntxt:abc\r\n",
+        ];
+        for case in cases {
+            assert_eq!(scan_all(case).unwrap(), vec![case.len()], "{case:?}");
+        }
+    }
+
+    #[test]
+    fn every_proper_prefix_is_incomplete() {
+        let reply = b"*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n$-1\r\n+x\r\n";
+        for cut in 0..reply.len() {
+            assert_eq!(
+                ReplyScanner::default().scan(&reply[..cut]),
+                Ok(None),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn resumes_across_calls() {
+        let reply = b"*2\r\n$5\r\nhello\r\n$5\r\nworld\r\n";
+        let mut scanner = ReplyScanner::default();
+        for cut in 1..reply.len() {
+            assert_eq!(scanner.scan(&reply[..cut]), Ok(None));
+        }
+        assert_eq!(scanner.scan(reply), Ok(Some(reply.len())));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(scan_all(b"?\r\n").is_err());
+        assert!(scan_all(b"$x\r\n").is_err());
+        assert!(scan_all(b"$3\r\nfooxx").is_err());
+        assert!(scan_all(b"+OK\n").is_err());
+    }
+
+    #[test]
+    fn splits_array_elements() {
+        let reply = b"*3\r\n$1\r\na\r\n$-1\r\n:5\r\n";
+        let parts: Vec<&[u8]> = array_elements(reply)
+            .unwrap()
+            .into_iter()
+            .map(|r| &reply[r])
+            .collect();
+        assert_eq!(parts, vec![&b"$1\r\na\r\n"[..], b"$-1\r\n", b":5\r\n"]);
+        assert_eq!(array_elements(b"-ERR x\r\n"), None);
+    }
+
+    #[test]
+    fn builds_replies() {
+        assert_eq!(error("ERR a\r\nb").as_ref(), b"-ERR a  b\r\n");
+        assert_eq!(integer(-42).as_ref(), b":-42\r\n");
+        assert_eq!(integer_value(b":-42\r\n"), Some(-42));
+        assert_eq!(bulk(b"").as_ref(), b"$0\r\n\r\n");
+        assert_eq!(simple("OK").as_ref(), b"+OK\r\n");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(input in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut scanner = ReplyScanner::default();
+            if let Ok(Some(len)) = scanner.scan(&input) {
+                prop_assert!(len <= input.len());
+            }
+        }
+
+        #[test]
+        fn chunked_scan_finds_the_same_boundaries(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..10), step in 1usize..16) {
+            let mut wire = BytesMut::new();
+            for value in &values {
+                put_array_header(&mut wire, 2);
+                put_bulk(&mut wire, value);
+                wire.put_slice(b":7\r\n");
+            }
+            let mut scanner = ReplyScanner::default();
+            let mut buf = Vec::new();
+            let mut found = 0;
+            for chunk in wire.chunks(step) {
+                buf.extend_from_slice(chunk);
+                while let Some(len) = scanner.scan(&buf).unwrap() {
+                    buf.drain(..len);
+                    found += 1;
+                }
+            }
+            prop_assert_eq!(found, values.len());
+            prop_assert!(buf.is_empty());
+        }
+    }
+}
