@@ -165,7 +165,9 @@ async fn connect(target: &Target) -> Result<Stream, Error> {
     let attempt = async {
         match &target.addr {
             BackendAddr::Tcp { host, port } => {
-                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                // `[::1]` stays bracketed in the config because nutcracker hashes it so.
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let stream = TcpStream::connect((host, *port)).await?;
                 stream.set_nodelay(true)?;
                 if target.keepalive {
                     socket2::SockRef::from(&stream).set_keepalive(true)?;

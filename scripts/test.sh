@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages), then runs every check CI runs:
+# format, lints, unit + integration tests (against real redis-server / nutcracker), fuzz build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command → Debian package that provides it
+declare -A packages=(
+  [redis-server]=redis-server [redis-sentinel]=redis-sentinel [redis-cli]=redis-tools
+  [redis-benchmark]=redis-tools [memcached]=memcached [nutcracker]=nutcracker
+)
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${packages[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian starts the packaged services on install; the tests start their own on free ports.
+export PATH="$PATH:/usr/sbin"
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+cargo test --doc
+echo "== fuzz targets build"
+cargo check --manifest-path fuzz/Cargo.toml
