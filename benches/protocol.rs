@@ -1,1 +1,134 @@
-fn main() {}
+//! Protocol hot paths: request decoding per command shape (ours against the `redis-protocol`
+//! crate's decoder on the same bytes), reply scanning, and MGET split + merge.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyway::protocol::resp::command::Merge;
+use keyway::protocol::resp::fanout::{self, Split};
+use keyway::protocol::resp::{reply, ReplyScanner, Request, RequestDecoder};
+
+/// Request shapes a proxy sees most, as wire bytes.
+fn shapes() -> Vec<(&'static str, Bytes)> {
+    let value_1k = vec![b'v'; 1024];
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    let keys: Vec<String> = (0..10).map(|i| format!("key:{i:08}")).collect();
+    mget.extend(keys.iter().map(|k| k.as_bytes()));
+    vec![
+        (
+            "get",
+            Request::from_args([&b"GET"[..], b"key:00000001"])
+                .frame()
+                .clone(),
+        ),
+        (
+            "set_16b",
+            Request::from_args([&b"SET"[..], b"key:00000001", &[b'v'; 16]])
+                .frame()
+                .clone(),
+        ),
+        (
+            "set_1k",
+            Request::from_args([&b"SET"[..], b"key:00000001", &value_1k])
+                .frame()
+                .clone(),
+        ),
+        ("mget_10", Request::from_args(mget).frame().clone()),
+        ("inline_get", Bytes::from_static(b"GET key:00000001\r\n")),
+    ]
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_request");
+    for (name, wire) in shapes() {
+        // 64 pipelined copies, as one read would bring them.
+        let mut batch = BytesMut::new();
+        for _ in 0..64 {
+            batch.extend_from_slice(&wire);
+        }
+        group.throughput(Throughput::Elements(64));
+        group.bench_with_input(BenchmarkId::new("keyway", name), &batch, |b, batch| {
+            b.iter(|| {
+                let mut buf = batch.clone();
+                let mut decoder = RequestDecoder::default();
+                while let Ok(Some(request)) = decoder.decode(&mut buf) {
+                    black_box(request);
+                }
+            })
+        });
+        if name.starts_with("inline") {
+            continue;
+        }
+        group.bench_with_input(
+            BenchmarkId::new("redis_protocol", name),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    let mut buf = batch.clone();
+                    while let Ok(Some(frame)) =
+                        redis_protocol::resp2::decode::decode_bytes_mut(&mut buf)
+                    {
+                        black_box(frame);
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn scan_replies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scan_reply");
+    let mut lrange_100 = BytesMut::new();
+    reply::put_array_header(&mut lrange_100, 100);
+    for _ in 0..100 {
+        reply::put_bulk(&mut lrange_100, b"xxx");
+    }
+    let cases = [
+        ("ok", Bytes::from_static(b"+OK\r\n")),
+        ("bulk_16b", reply::bulk(&[b'v'; 16])),
+        ("bulk_1k", reply::bulk(&[b'v'; 1024])),
+        ("lrange_100", lrange_100.freeze()),
+    ];
+    for (name, wire) in cases {
+        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &wire, |b, wire| {
+            b.iter(|| black_box(ReplyScanner::default().scan(wire)))
+        });
+    }
+    group.finish();
+}
+
+fn mget_split_merge(c: &mut Criterion) {
+    let keys: Vec<String> = (0..10).map(|i| format!("key:{i:08}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(keys.iter().map(|k| k.as_bytes()));
+    let request = Request::from_args(args);
+    let route = |key: &[u8]| Ok::<usize, ()>(key.last().map_or(0, |b| (b % 4) as usize));
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements(10));
+    group.bench_function("mget_10_split_4_shards", |b| {
+        b.iter(|| black_box(fanout::split(&request, Merge::Values, route)))
+    });
+    let Ok(Split::Parts(parts, plan)) = fanout::split(&request, Merge::Values, route) else {
+        return;
+    };
+    let replies: Vec<Bytes> = parts
+        .iter()
+        .map(|part| {
+            let mut out = BytesMut::new();
+            reply::put_array_header(&mut out, part.request.argc() - 1);
+            for _ in 1..part.request.argc() {
+                reply::put_bulk(&mut out, &[b'v'; 16]);
+            }
+            out.freeze()
+        })
+        .collect();
+    group.bench_function("mget_10_merge_4_shards", |b| {
+        b.iter(|| black_box(fanout::merge(&plan, &replies)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, scan_replies, mget_split_merge);
+criterion_main!(benches);

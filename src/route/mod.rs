@@ -187,3 +187,328 @@ fn hash_tag_part([open, close]: [u8; 2], key: &[u8]) -> &[u8] {
         _ => key,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn specs(weights: &[u32]) -> Vec<ShardSpec> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(n, &weight)| ShardSpec {
+                name: format!("10.0.0.{n}:6379"),
+                weight,
+            })
+            .collect()
+    }
+
+    fn tagged(tag: &[u8; 2]) -> ShardMap {
+        ShardMap::new(
+            HashFn::Fnv1a_64,
+            Distribution::Ketama,
+            Some(*tag),
+            &specs(&[1, 1]),
+        )
+    }
+
+    #[test]
+    fn distribution_names() {
+        assert_eq!(Distribution::parse("ketama"), Some(Distribution::Ketama));
+        assert_eq!(Distribution::parse("modula"), Some(Distribution::Modula));
+        assert_eq!(Distribution::parse("random"), Some(Distribution::Random));
+        assert_eq!(Distribution::parse("Ketama"), None);
+        assert_eq!(Distribution::parse("vnode"), None);
+    }
+
+    #[test]
+    fn hash_tag_extraction_follows_nutcracker() {
+        let curly = tagged(b"{}");
+        for (key, part) in [
+            (&b"{user1000}.following"[..], &b"user1000"[..]),
+            (b"{user1000}.followers", b"user1000"),
+            (b"foo{}{bar}", b"foo{}{bar}"),
+            (b"foo{{bar}}zap", b"{bar"),
+            (b"foo{bar}{zap}", b"bar"),
+            (b"foo}bar{zap}", b"zap"),
+            (b"no tag", b"no tag"),
+            (b"{", b"{"),
+            (b"}{", b"}{"),
+            (b"{}", b"{}"),
+            (b"", b""),
+        ] {
+            assert_eq!(
+                curly.hashed_part(key),
+                part,
+                "{:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        let dollars = tagged(b"$$");
+        assert_eq!(dollars.hashed_part(b"a$b$c"), b"b");
+        assert_eq!(dollars.hashed_part(b"$$x$"), b"$$x$");
+        let untagged = ShardMap::new(HashFn::Md5, Distribution::Modula, None, &specs(&[1, 1]));
+        assert_eq!(untagged.hashed_part(b"{a}b"), b"{a}b");
+    }
+
+    #[test]
+    fn one_shard_pool_takes_every_key_without_hashing() {
+        for distribution in [
+            Distribution::Ketama,
+            Distribution::Modula,
+            Distribution::Random,
+        ] {
+            let map = ShardMap::new(HashFn::Crc16, distribution, None, &specs(&[1]));
+            assert_eq!(map.route(b""), Some(0));
+            assert_eq!(map.route(b"key"), Some(0));
+            // Even a zero weight: nutcracker skips dispatch for one server.
+            let zero = ShardMap::new(HashFn::Crc16, distribution, None, &specs(&[0]));
+            assert_eq!(zero.route(b"key"), Some(0));
+        }
+    }
+
+    #[test]
+    fn no_live_shard_routes_nowhere() {
+        for distribution in [
+            Distribution::Ketama,
+            Distribution::Modula,
+            Distribution::Random,
+        ] {
+            let empty = ShardMap::new(HashFn::Md5, distribution, None, &[]);
+            assert_eq!(
+                (empty.route(b"k"), empty.shard_count(), empty.live_count()),
+                (None, 0, 0)
+            );
+            let shards = specs(&[1, 2]);
+            let map = ShardMap::with_live(HashFn::Md5, distribution, None, &shards, &[false; 2]);
+            assert_eq!(
+                (map.route(b"k"), map.shard_count(), map.live_count()),
+                (None, 2, 0)
+            );
+            let one = ShardMap::with_live(HashFn::Md5, distribution, None, &specs(&[1]), &[false]);
+            assert_eq!(one.route(b"k"), None);
+        }
+    }
+
+    #[test]
+    fn empty_key_hashes_to_zero() {
+        // jenkins("") is 0xdeadbefc, but nutcracker never hashes an empty key.
+        let shards = specs(&[1, 1, 1]);
+        let modula = ShardMap::new(HashFn::Jenkins, Distribution::Modula, None, &shards);
+        assert_eq!(modula.route(b""), Some(0));
+        let ketama = ShardMap::new(HashFn::Jenkins, Distribution::Ketama, None, &shards);
+        let continuum = ketama::Continuum::new(&shards, &[]);
+        assert_eq!(ketama.route(b""), continuum.dispatch(0));
+    }
+
+    #[test]
+    fn modula_repeats_each_live_shard_weight_times() {
+        let shards = specs(&[2, 1, 3]);
+        let map = ShardMap::with_live(
+            HashFn::Crc16,
+            Distribution::Modula,
+            None,
+            &shards,
+            &[true, false, true],
+        );
+        // Slots: [0, 0, 2, 2, 2]; crc16("\x01") = 0x1021 = 4129, 4129 % 5 = 4.
+        assert_eq!(map.route(b"\x01"), Some(2));
+        // crc16("\x02") = 0x2042 = 8258, 8258 % 5 = 3.
+        assert_eq!(map.route(b"\x02"), Some(2));
+        // crc16("\x03") = 0x3063 = 12387, 12387 % 5 = 2.
+        assert_eq!(map.route(b"\x03"), Some(2));
+        // crc16("\x05") = 0x50a5 = 20645, 20645 % 5 = 0.
+        assert_eq!(map.route(b"\x05"), Some(0));
+        assert_eq!(map.live_count(), 2);
+    }
+
+    #[test]
+    fn random_picks_every_live_shard_and_only_those() {
+        let map = ShardMap::with_live(
+            HashFn::Md5,
+            Distribution::Random,
+            None,
+            &specs(&[1, 1, 1, 1]),
+            &[true, false, true, true],
+        );
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[map.route(b"same key").unwrap()] += 1;
+        }
+        assert_eq!(seen[1], 0);
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(shard, &n)| shard == 1 || n > 400),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn ejecting_from_26_equal_shards_also_moves_keys_between_survivors() {
+        // nutcracker gives 25 equal live shards 156 points each (f32 rounding), not 160, so
+        // this ejection reshuffles some keys among the survivors too; Keyway must match that.
+        let shards = specs(&[1; 26]);
+        let all = ShardMap::new(HashFn::Fnv1a_64, Distribution::Ketama, None, &shards);
+        let mut live = [true; 26];
+        live[7] = false;
+        let ejected =
+            ShardMap::with_live(HashFn::Fnv1a_64, Distribution::Ketama, None, &shards, &live);
+        let moved_between_survivors = (0..5000u32)
+            .map(|n| format!("key:{n}"))
+            .filter(|key| {
+                let before = all.route(key.as_bytes());
+                before != Some(7) && before != ejected.route(key.as_bytes())
+            })
+            .count();
+        assert!(moved_between_survivors > 0);
+    }
+
+    fn distribution() -> impl Strategy<Value = Distribution> {
+        prop_oneof![Just(Distribution::Ketama), Just(Distribution::Modula)]
+    }
+
+    fn hash_fn() -> impl Strategy<Value = HashFn> {
+        (0..HashFn::ALL.len()).prop_map(|n| HashFn::ALL[n])
+    }
+
+    proptest! {
+        #[test]
+        fn routing_is_deterministic(
+            hash in hash_fn(),
+            distribution in distribution(),
+            weights in prop::collection::vec(1u32..5, 1..8),
+            keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..20),
+        ) {
+            let shards = specs(&weights);
+            let first = ShardMap::new(hash, distribution, Some(*b"{}"), &shards);
+            let second = ShardMap::new(hash, distribution, Some(*b"{}"), &shards);
+            for key in &keys {
+                let shard = first.route(key);
+                prop_assert!(shard.is_some_and(|shard| shard < shards.len()));
+                prop_assert_eq!(shard, first.route(key));
+                prop_assert_eq!(shard, second.route(key));
+            }
+        }
+
+        #[test]
+        fn routes_only_to_live_shards(
+            hash in hash_fn(),
+            distribution in prop_oneof![Just(Distribution::Ketama), Just(Distribution::Modula), Just(Distribution::Random)],
+            shards in prop::collection::vec((1u32..5, any::<bool>()), 2..10),
+            key in prop::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let (weights, live): (Vec<u32>, Vec<bool>) = shards.into_iter().unzip();
+            let map = ShardMap::with_live(hash, distribution, None, &specs(&weights), &live);
+            match map.route(&key) {
+                Some(shard) => prop_assert!(live[shard]),
+                None => prop_assert!(live.iter().all(|&live| !live)),
+            }
+        }
+
+        #[test]
+        fn modula_matches_nutcracker_slot_list(
+            hash in hash_fn(),
+            shards in prop::collection::vec((0u32..6, any::<bool>()), 2..10),
+            key in prop::collection::vec(any::<u8>(), 1..40),
+        ) {
+            let (weights, live): (Vec<u32>, Vec<bool>) = shards.into_iter().unzip();
+            let slots: Vec<usize> = (0..weights.len())
+                .filter(|&n| live[n])
+                .flat_map(|n| std::iter::repeat(n).take(weights[n] as usize))
+                .collect();
+            let map = ShardMap::with_live(hash, Distribution::Modula, None, &specs(&weights), &live);
+            let expected = (!slots.is_empty())
+                .then(|| slots[(hash.hash(&key) % slots.len() as u32) as usize]);
+            prop_assert_eq!(map.route(&key), expected);
+        }
+
+        #[test]
+        fn hashed_part_is_the_tagged_substring(
+            prefix in prop::collection::vec(any::<u8>().prop_filter("no open", |&b| b != b'{'), 0..10),
+            inner in prop::collection::vec(any::<u8>().prop_filter("no close", |&b| b != b'}'), 1..10),
+            suffix in prop::collection::vec(any::<u8>(), 0..10),
+        ) {
+            let map = tagged(b"{}");
+            let key = [&prefix[..], b"{", &inner[..], b"}", &suffix[..]].concat();
+            prop_assert_eq!(map.hashed_part(&key), &inner[..]);
+            // Keys sharing a tag share a shard.
+            let other = [b"other:{", &inner[..], b"}"].concat();
+            prop_assert_eq!(map.route(&key), map.route(&other));
+        }
+
+        #[test]
+        fn hashed_part_is_a_nonempty_slice_of_the_key(key in prop::collection::vec(any::<u8>(), 0..40)) {
+            let map = tagged(b"{}");
+            let part = map.hashed_part(&key);
+            prop_assert_eq!(part.is_empty(), key.is_empty());
+            let found = key.windows(part.len().max(1)).any(|window| window == part) || part.is_empty();
+            prop_assert!(found);
+            if !key.contains(&b'{') {
+                prop_assert_eq!(part, &key[..]);
+            }
+        }
+
+        #[test]
+        fn empty_tag_or_no_close_hashes_whole_key(
+            prefix in prop::collection::vec(any::<u8>().prop_filter("no open", |&b| b != b'{'), 0..10),
+            rest in prop::collection::vec(any::<u8>().prop_filter("no close", |&b| b != b'}'), 0..10),
+        ) {
+            let map = tagged(b"{}");
+            let unclosed = [&prefix[..], b"{", &rest[..]].concat();
+            prop_assert_eq!(map.hashed_part(&unclosed), &unclosed[..]);
+            let empty = [&prefix[..], b"{}", &rest[..]].concat();
+            prop_assert_eq!(map.hashed_part(&empty), &empty[..]);
+        }
+    }
+
+    proptest! {
+        // Each case builds two continuums of up to 24 shards: fewer cases keep debug test runs short.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// With equal weights and at most 24 shards (see the 26-shard test below), every live shard keeps exactly
+        /// its 160 points when another is ejected, so only the ejected shard's keys move.
+        #[test]
+        fn ejecting_an_equal_weight_shard_moves_only_its_keys(
+            count in 2usize..=24,
+            weight in 1u32..4,
+            ejected_seed in any::<usize>(),
+            keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..24), 50),
+        ) {
+            let ejected = ejected_seed % count;
+            let shards = specs(&vec![weight; count]);
+            let mut live = vec![true; count];
+            live[ejected] = false;
+            let all = ShardMap::new(HashFn::Fnv1a_64, Distribution::Ketama, None, &shards);
+            let rest = ShardMap::with_live(HashFn::Fnv1a_64, Distribution::Ketama, None, &shards, &live);
+            for key in &keys {
+                let before = all.route(key);
+                let after = rest.route(key);
+                prop_assert!(after.is_some() && after != Some(ejected));
+                if before != Some(ejected) {
+                    prop_assert_eq!(before, after);
+                }
+            }
+        }
+
+        /// Whatever the weights, keys of the ejected shard land on live shards; the survivors'
+        /// keys may move too, as nutcracker re-weights the survivors' points.
+        #[test]
+        fn ejected_shards_keys_go_to_live_shards(
+            weights in prop::collection::vec(1u32..10, 2..12),
+            ejected_seed in any::<usize>(),
+            keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..24), 50),
+        ) {
+            let ejected = ejected_seed % weights.len();
+            let shards = specs(&weights);
+            let mut live = vec![true; weights.len()];
+            live[ejected] = false;
+            let rest = ShardMap::with_live(HashFn::Murmur, Distribution::Ketama, None, &shards, &live);
+            for key in &keys {
+                prop_assert!(rest.route(key).is_some_and(|shard| shard != ejected));
+            }
+        }
+
+    }
+}

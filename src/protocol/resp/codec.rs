@@ -568,6 +568,16 @@ mod tests {
         }
 
         #[test]
+        fn frames_agree_with_the_redis_protocol_crate(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..8)) {
+            use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+            let request = Request::from_args(args.iter().map(Vec::as_slice));
+            let (frame, used) = decode(request.frame()).unwrap().unwrap();
+            prop_assert_eq!(used, request.frame().len());
+            let expected = OwnedFrame::Array(args.iter().cloned().map(OwnedFrame::BulkString).collect());
+            prop_assert_eq!(frame, expected);
+        }
+
+        #[test]
         fn garbage_never_panics_and_consumes_at_most_its_input(input in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut decoder = RequestDecoder::default();
             let mut buf = BytesMut::from(&input[..]);
