@@ -207,6 +207,13 @@ impl PoolChecker<'_> {
                 }
             }
         }
+        // nutcracker sorts a pool's servers by name (shorter first, then bytewise) while
+        // checking for duplicates, and that sorted order is the shard order modula and
+        // random index into; keep it so placement matches.
+        servers.sort_by_cached_key(|server| {
+            let name = server.ketama_name();
+            (name.len(), name.into_bytes())
+        });
         valid.then_some(servers)
     }
 
@@ -667,6 +674,17 @@ mod tests {
             parse("a:\n  servers:\n   - 127.0.0.1:6379:1\n").unwrap_err(),
             ["pool 'a': key 'listen': is missing"]
         );
+    }
+
+    #[test]
+    fn servers_take_nutcracker_order_shorter_names_first_then_bytewise() {
+        let text = "a:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1 zz\n   - 127.0.0.1:6380:1 b\n   - 127.0.0.1:6381:1 a\n   - 127.0.0.1:6382:1 ab\n";
+        let names: Vec<String> = parse(text).unwrap().pools[0]
+            .servers
+            .iter()
+            .map(BackendConfig::ketama_name)
+            .collect();
+        assert_eq!(names, ["a", "b", "ab", "zz"]);
     }
 
     #[test]
