@@ -22,6 +22,9 @@ fi
 # Debian starts the packaged services on install; the tests start their own on free ports.
 export PATH="$PATH:/usr/sbin"
 
+# redis-py for the client-compatibility test (5.x speaks RESP2 by default).
+python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q 'redis>=5,<6'
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "== cargo fmt --check"

@@ -189,7 +189,11 @@ fn auth_setup() -> (Vec<RedisServer>, Proxy) {
     let shards: Vec<RedisServer> = (0..4)
         .map(|_| RedisServer::start_with(&["--requirepass", "secret"]))
         .collect();
-    let lines: Vec<String> = shards.iter().map(|s| server_line(s, 1, None)).collect();
+    let lines: Vec<String> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| server_line(s, 1, Some(&format!("s{i}"))))
+        .collect();
     let proxy = Proxy::start_on_free_port(ProxyKind::under_test(), |port| {
         pool_yaml(
             port,
@@ -228,21 +232,29 @@ fn pool_with_redis_auth_rejects_a_wrong_password_and_accepts_the_right_one() {
         "still unauthenticated: {still:?}"
     );
     assert_eq!(c.cmd(&["AUTH", "secret"]), Reply::ok());
-    for i in 0..20 {
-        let key = format!("auth:{i}");
+    for i in 0..100 {
+        let key = format!("auth:{i}:{}", i * 7919);
         assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
         assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v"));
     }
-    // the proxy authenticated to every backend it used
-    let used = shards
+    // the proxy authenticated to every backend it used: the keys are there
+    let sizes: Vec<i64> = shards
         .iter()
-        .filter(|s| {
+        .map(|s| {
             let mut d = s.client();
             assert_eq!(d.cmd(&["AUTH", "secret"]), Reply::ok());
-            d.cmd(&["DBSIZE"]).int() > 0
+            d.cmd(&["DBSIZE"]).int()
         })
-        .count();
-    assert!(used >= 2, "20 keys spread over the backends: {used}");
+        .collect();
+    assert_eq!(
+        sizes.iter().sum::<i64>(),
+        100,
+        "keys per backend: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().filter(|n| **n > 0).count() >= 2,
+        "100 keys spread over the backends: {sizes:?}"
+    );
 }
 
 #[test]
