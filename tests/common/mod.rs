@@ -505,6 +505,17 @@ impl Proxy {
         tail(&self.dir.path().join("stderr.log"), 16 * 1024)
     }
 
+    /// Waits up to `limit` for the process to exit; its exit status, or `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
     /// Asserts the process has not exited.
     pub fn assert_alive(&mut self) {
         assert!(
