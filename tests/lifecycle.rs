@@ -1,6 +1,8 @@
 //! The process as operators drive it: `-t`, graceful SIGTERM, unix-socket listeners,
 //! `client_connections`, `preconnect` with several `server_connections`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -149,7 +151,7 @@ fn preconnect_opens_every_server_connection_at_start() {
         let opened = wait_until(Duration::from_secs(10), || {
             let clients = shard.client().cmd(&["CLIENT", "LIST"]);
             let text = String::from_utf8_lossy(&clients.to_bytes()).into_owned();
-            text.matches("cmd=").count() >= 1 + 6
+            text.matches("cmd=").count() > 6
         });
         assert!(
             opened,

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Helper for scripts/bench.sh: the parts that are awkward in bash.
+
+Subcommands:
+  prefill PREFIX COUNT SIZE      RESP SET commands for PREFIX%012d (redis-benchmark's
+                                 __rand_int__ format), piped into `redis-cli --pipe`
+  idle PORT N STATE_FILE         hold N idle client connections to 127.0.0.1:PORT; writes
+                                 "opened" to STATE_FILE, then on SIGUSR1 sends one PING on
+                                 each and writes "pinged"; exits on SIGTERM (sockets close)
+  report OUT_DIR                 results.csv (+ memory.csv, meta.txt) -> summary.md, chart.png
+  profile OUT_DIR                strace.csv / callgrind.csv -> profile.md
+
+Only the standard library, except `report`, which needs matplotlib for the chart.
+"""
+
+import csv
+import os
+import signal
+import socket
+import statistics
+import sys
+import time
+
+# Display order and labels of the targets; bench.sh uses the same ids.
+TARGETS = [
+    ("direct", "direct Redis"),
+    ("nc_default", "nutcracker (default -v 5)"),
+    ("nc_v4", "nutcracker -v 4"),
+    ("kw_1t", "Keyway 1 thread"),
+    ("kw_2t", "Keyway 2 threads"),
+]
+LABEL = dict(TARGETS)
+PROXIES = [t for t, _ in TARGETS if t != "direct"]
+
+
+# --------------------------------------------------------------------------- prefill
+def prefill(prefix, count, size):
+    """Writes SET commands as RESP so that keys exist on a backend before any GET runs."""
+    value = ("v" * size).encode()
+    out = sys.stdout.buffer
+    chunk = []
+    for i in range(count):
+        key = f"{prefix}{i:012d}".encode()
+        chunk.append(
+            b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value)
+        )
+        if len(chunk) == 1000:
+            out.write(b"".join(chunk))
+            chunk.clear()
+    out.write(b"".join(chunk))
+    out.flush()
+
+
+# --------------------------------------------------------------------------- idle
+def idle(port, n, state_file):
+    """Holds n client connections open; they stay idle apart from the one PING on SIGUSR1."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        socks.append(s)
+    want_ping = []
+    signal.signal(signal.SIGUSR1, lambda *_: want_ping.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    write_state(state_file, "opened")
+    while not want_ping:
+        time.sleep(0.05)
+    for s in socks:
+        s.sendall(b"PING\r\n")
+    for s in socks:
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            part = s.recv(64)
+            if not part:
+                raise SystemExit("idle: connection closed by the proxy")
+            buf += part
+        if buf != b"+PONG\r\n":
+            raise SystemExit(f"idle: unexpected reply {buf!r}")
+    write_state(state_file, "pinged")
+    while True:
+        time.sleep(3600)
+
+
+def write_state(path, state):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(state + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- report
+def read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    r = a / b
+    return f"**{r:.2f}**" if r < 1.0 else f"{r:.2f}"
+
+
+def medians(rows):
+    """(workload, target) -> {metric: median over rounds}, workloads in first-seen order."""
+    order, groups = [], {}
+    for r in rows:
+        key = (r["workload"], r["target"])
+        if r["workload"] not in order:
+            order.append(r["workload"])
+        groups.setdefault(key, []).append(r)
+    med = {}
+    for key, rs in groups.items():
+        med[key] = {
+            m: median([num(r[m]) for r in rs])
+            for m in ("ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_mreq")
+        }
+        med[key]["rounds"] = len(rs)
+    return order, med
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report(out_dir):
+    rows = read_csv(os.path.join(out_dir, "results.csv"))
+    if not rows:
+        raise SystemExit("report: no rows in results.csv")
+    order, med = medians(rows)
+    present = [t for t, _ in TARGETS if any((w, t) in med for w in order)]
+
+    def m(w, t, metric):
+        return med.get((w, t), {}).get(metric)
+
+    md = ["# Keyway side-by-side benchmark", ""]
+    meta_path = os.path.join(out_dir, "meta.txt")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            md += [f"- {line.rstrip()}" for line in f if line.strip()]
+        md.append("")
+    rounds = max(v["rounds"] for v in med.values())
+    md += [
+        f"Medians of {rounds} interleaved round(s) (every workload runs on every target in turn, "
+        "then the next round). Ratios below 1.00 are **bold**: Keyway behind.",
+        "",
+        "## Throughput (ops/s, median)",
+        "",
+    ]
+    hdr = ["workload"] + [LABEL[t] for t in present] + [
+        "kw1t / nc -v4",
+        "kw1t / nc default",
+        "kw1t / direct",
+        "kw2t / kw1t",
+    ]
+    body = []
+    for w in order:
+        body.append(
+            [w]
+            + [fmt(m(w, t, "ops_per_sec")) for t in present]
+            + [
+                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "nc_v4", "ops_per_sec")),
+                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "nc_default", "ops_per_sec")),
+                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "direct", "ops_per_sec")),
+                ratio(m(w, "kw_2t", "ops_per_sec"), m(w, "kw_1t", "ops_per_sec")),
+            ]
+        )
+    md += [table(hdr, body), ""]
+
+    md += ["## Latency p50 / p99 (ms, median over rounds)", ""]
+    hdr = ["workload"] + [LABEL[t] for t in present]
+    body = [
+        [w] + [f"{fmt(m(w, t, 'p50_ms'), 3)} / {fmt(m(w, t, 'p99_ms'), 3)}" for t in present]
+        for w in order
+    ]
+    md += [table(hdr, body), ""]
+
+    md += [
+        "## CPU seconds per million requests (that process only: utime+stime from /proc)",
+        "",
+        "For direct Redis this is the one backend's CPU; for a proxy, the proxy's alone "
+        "(its backends' CPU is not included).",
+        "",
+    ]
+    hdr = ["workload"] + [LABEL[t] for t in present] + ["kw1t / nc -v4"]
+    body = [
+        [w]
+        + [fmt(m(w, t, "cpu_s_per_mreq"), 2) for t in present]
+        + [cpu_ratio(m(w, "kw_1t", "cpu_s_per_mreq"), m(w, "nc_v4", "cpu_s_per_mreq"))]
+        for w in order
+    ]
+    md += [table(hdr, body), ""]
+
+    hop = [w for w in order if "_c1" in w]
+    if hop and "direct" in present:
+        md += ["## Added latency per hop (1 client, unpipelined: proxy p50 − direct p50, µs)", ""]
+        hdr = ["workload"] + [LABEL[t] for t in present if t != "direct"]
+        body = []
+        for w in hop:
+            d = m(w, "direct", "p50_ms")
+            body.append(
+                [w]
+                + [
+                    fmt(None if m(w, t, "p50_ms") is None or d is None
+                        else (m(w, t, "p50_ms") - d) * 1000.0)
+                    for t in present
+                    if t != "direct"
+                ]
+            )
+        md += [table(hdr, body), ""]
+
+    mem = read_csv(os.path.join(out_dir, "memory.csv"))
+    if mem:
+        md += [
+            "## Memory per idle client connection (VmRSS delta / connections)",
+            "",
+            "`connected`: after the connections are accepted; `after PING`: after one "
+            "PING/PONG on each (buffers a real client would have touched).",
+            "",
+        ]
+        hdr = ["target", "connections", "RSS before (KiB)", "KiB/conn connected",
+               "KiB/conn after PING"]
+        body = [
+            [LABEL.get(r["target"], r["target"]), r["connections"], r["rss_before_kib"],
+             fmt(num(r["kib_per_conn_connected"]), 2), fmt(num(r["kib_per_conn_pinged"]), 2)]
+            for r in mem
+        ]
+        md += [table(hdr, body), ""]
+
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    chart(out_dir, order, med)
+
+
+def cpu_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    r = a / b
+    return f"**{r:.2f}**" if r > 1.0 else f"{r:.2f}"
+
+
+def chart(out_dir, order, med):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = [t for t, _ in TARGETS if any((w, t) in med for w in order)]
+    colors = {
+        "direct": "#9e9e9e",
+        "nc_default": "#f4a582",
+        "nc_v4": "#ca0020",
+        "kw_1t": "#0571b0",
+        "kw_2t": "#92c5de",
+    }
+    n = len(targets)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(10, 1.1 * len(order) + 3), 6.5))
+    for i, t in enumerate(targets):
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(order))]
+        ys = [(med.get((w, t), {}).get("ops_per_sec") or 0) / 1000.0 for w in order]
+        ax.bar(xs, ys, width, label=LABEL[t], color=colors[t])
+    ax.set_yscale("log")
+    ax.set_ylabel("thousand ops/s (median, log scale)")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=30, ha="right")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_title("Keyway vs nutcracker vs direct Redis: throughput per workload")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "chart.png"), dpi=110)
+
+
+# --------------------------------------------------------------------------- profile
+def profile(out_dir):
+    md = ["# Keyway profile modes", ""]
+    meta_path = os.path.join(out_dir, "meta.txt")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            md += [f"- {line.rstrip()}" for line in f if line.strip()]
+        md.append("")
+    st = read_csv(os.path.join(out_dir, "strace.csv"))
+    if st:
+        md += [
+            "## Syscalls per request (`strace -f -c -p PID`, unpipelined GET, 16 B values)",
+            "",
+            "All threads of the process; strace slows the process down, so only the counts "
+            "mean anything, not the times.",
+            "",
+        ]
+        hdr = ["target", "clients", "requests", "syscalls", "syscalls/request",
+               "top syscalls per request"]
+        body = [
+            [LABEL.get(r["target"], r["target"]), r["clients"], r["requests"], r["syscalls"],
+             fmt(num(r["syscalls_per_req"]), 2), r["top"]]
+            for r in st
+        ]
+        md += [table(hdr, body), ""]
+    cg = read_csv(os.path.join(out_dir, "callgrind.csv"))
+    if cg:
+        md += [
+            "## Instructions per request (`valgrind --tool=callgrind`, GET 16 B, counters "
+            "zeroed after a warm-up)",
+            "",
+            "Valgrind runs the threads of a process one at a time.",
+            "",
+        ]
+        hdr = ["target", "clients", "requests", "Ir", "Ir/request", "top functions (Ir share)"]
+        body = [
+            [LABEL.get(r["target"], r["target"]), r["clients"], r["requests"],
+             fmt(num(r["ir"])), fmt(num(r["ir_per_req"])), r["top"]]
+            for r in cg
+        ]
+        md += [table(hdr, body), ""]
+    with open(os.path.join(out_dir, "profile.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "prefill":
+        prefill(args[0], int(args[1]), int(args[2]))
+    elif cmd == "idle":
+        idle(int(args[0]), int(args[1]), args[2])
+    elif cmd == "report":
+        report(args[0])
+    elif cmd == "profile":
+        profile(args[0])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
