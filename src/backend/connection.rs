@@ -253,8 +253,9 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Result<Ended, Error> {
         self.handshake();
+        let now = Instant::now();
         for job in first {
-            self.push(job);
+            self.push(job, now);
         }
         let outcome = self.pump(jobs).await;
         if let Err(error) = &outcome {
@@ -289,8 +290,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
     }
 
-    fn push(&mut self, job: Job) {
-        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+    fn push(&mut self, job: Job, now: Instant) {
+        let deadline = self.target.timeout.map(|t| now + t);
         self.unwritten.push_back(job.frame);
         self.waiting.push_back(Waiting {
             reply: Some(job.reply),
@@ -332,10 +333,11 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 job = jobs.recv(), if open && self.waiting.len() < MAX_IN_FLIGHT => {
                     match job {
                         Some(job) => {
-                            self.push(job);
+                            let now = Instant::now();
+                            self.push(job, now);
                             while self.waiting.len() < MAX_IN_FLIGHT {
                                 let Ok(job) = jobs.try_recv() else { break };
-                                self.push(job);
+                                self.push(job, now);
                             }
                         }
                         None => open = false,

@@ -62,7 +62,8 @@ impl Pool {
     /// # Errors
     /// [`Error::Ejected`] when every backend is ejected.
     pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
-        if self.rebuild_at.load(Ordering::Relaxed) <= self.now_ms() {
+        let rebuild_at = self.rebuild_at.load(Ordering::Relaxed);
+        if rebuild_at != NEVER && rebuild_at <= self.now_ms() {
             self.rebuild();
         }
         self.map.load().route(key).ok_or(Error::Ejected)

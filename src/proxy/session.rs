@@ -94,6 +94,8 @@ impl Session {
         });
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             while reading && pending.len() < max_pipeline {
                 match decoder.decode(&mut input) {
@@ -134,7 +136,7 @@ impl Session {
                         reading = false;
                     }
                 }
-                () = shutdown.cancelled(), if reading => reading = false,
+                () = &mut cancelled, if reading => reading = false,
             }
         }
         let _ = wr.shutdown().await;

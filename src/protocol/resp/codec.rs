@@ -33,7 +33,65 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     frame: Bytes,
-    args: Vec<(u32, u32)>,
+    args: Spans,
+}
+
+/// Where each argument sits in a frame. Most requests have at most three arguments (`GET k`,
+/// `SET k v`), kept inline so that decoding them allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Spans {
+    Inline {
+        len: u8,
+        spans: [(u32, u32); INLINE_ARGS],
+    },
+    Heap(Vec<(u32, u32)>),
+}
+
+const INLINE_ARGS: usize = 3;
+
+impl Spans {
+    fn with_capacity(argc: usize) -> Spans {
+        if argc <= INLINE_ARGS {
+            Spans::Inline {
+                len: 0,
+                spans: [(0, 0); INLINE_ARGS],
+            }
+        } else {
+            Spans::Heap(Vec::with_capacity(argc.min(64)))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Spans::Inline { len, .. } => usize::from(*len),
+            Spans::Heap(spans) => spans.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<(u32, u32)> {
+        match self {
+            Spans::Inline { len, spans } if i < usize::from(*len) => spans.get(i).copied(),
+            Spans::Inline { .. } => None,
+            Spans::Heap(spans) => spans.get(i).copied(),
+        }
+    }
+
+    fn push(&mut self, span: (u32, u32)) {
+        match self {
+            Spans::Inline { len, spans } => match spans.get_mut(usize::from(*len)) {
+                Some(slot) => {
+                    *slot = span;
+                    *len += 1;
+                }
+                None => {
+                    let mut heap = spans.to_vec();
+                    heap.push(span);
+                    *self = Spans::Heap(heap);
+                }
+            },
+            Spans::Heap(spans) => spans.push(span),
+        }
+    }
 }
 
 impl Request {
@@ -48,7 +106,7 @@ impl Request {
         frame.put_u8(b'*');
         put_decimal(&mut frame, args.len() as u64);
         frame.put_slice(b"\r\n");
-        let mut spans = Vec::with_capacity(args.len());
+        let mut spans = Spans::with_capacity(args.len());
         for arg in args {
             frame.put_u8(b'$');
             put_decimal(&mut frame, arg.len() as u64);
@@ -76,7 +134,7 @@ impl Request {
 
     /// Argument `i` (0 is the command name).
     pub fn arg(&self, i: usize) -> Option<&[u8]> {
-        let &(start, end) = self.args.get(i)?;
+        let (start, end) = self.args.get(i)?;
         self.frame.get(start as usize..end as usize)
     }
 
@@ -101,7 +159,7 @@ impl super::command::Args for Request {
 struct Partial {
     argc: usize,
     pos: usize,
-    args: Vec<(u32, u32)>,
+    args: Spans,
 }
 
 /// Incremental request decoder for one client stream.
@@ -177,7 +235,7 @@ impl RequestDecoder {
         Ok(Header::Frame(Partial {
             argc,
             pos: next,
-            args: Vec::with_capacity(argc.min(64)),
+            args: Spans::with_capacity(argc),
         }))
     }
 
@@ -250,23 +308,38 @@ enum Inline {
 }
 
 /// Parses `<type byte><decimal>\r\n` at `at`: `None` if incomplete, `Some((None, _))` if the
-/// number is malformed, else the number and the offset after the line.
+/// number is malformed, else the number and the offset after the line. Runs once per argument,
+/// so it parses while it scans instead of searching for the line end first.
 fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, usize)>, Error> {
-    let rest = buf.get(at + 1..).unwrap_or_default();
-    let Some(cr) = memchr::memchr(b'\r', rest) else {
-        return if rest.len() > MAX_LINE {
-            Err(Error::Protocol("too big count string"))
-        } else {
-            Ok(None)
-        };
-    };
-    match rest.get(cr + 1) {
-        None => return Ok(None),
-        Some(b'\n') => {}
-        Some(_) => return Err(Error::Protocol("length line not terminated by CRLF")),
+    let mut i = at + 1;
+    let negative = buf.get(i) == Some(&b'-');
+    if negative {
+        i += 1;
     }
-    let number = rest.get(..cr).and_then(parse_i64);
-    Ok(Some((number, at + 1 + cr + 2)))
+    let digits_start = i;
+    let mut value: i64 = 0;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(&d) if d.is_ascii_digit() => {
+                if i - digits_start >= 18 {
+                    return Ok(Some((None, i)));
+                }
+                value = value * 10 + i64::from(d - b'0');
+                i += 1;
+            }
+            Some(b'\r') => break,
+            Some(_) => return Ok(Some((None, i))),
+        }
+    }
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') if i > digits_start => {
+            Ok(Some((Some(if negative { -value } else { value }), i + 2)))
+        }
+        Some(b'\n') => Ok(Some((None, i + 2))),
+        Some(_) => Err(Error::Protocol("length line not terminated by CRLF")),
+    }
 }
 
 /// Strict decimal parse: optional `-`, 1 to 18 digits.

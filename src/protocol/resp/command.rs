@@ -230,15 +230,45 @@ const MAX_NAME: usize = 32;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
-    let mut buf = [0u8; MAX_NAME];
-    let lower = buf.get_mut(..name.len())?;
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    let lower = &*lower;
-    let i = TABLE
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
-        .ok()?;
-    TABLE.get(i)
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let slots = &*INDEX;
+    let mask = slots.len() - 1;
+    let mut slot = name_hash(name) as usize & mask;
+    loop {
+        let entry = *slots.get(slot)?;
+        let command = TABLE.get(usize::from(entry.checked_sub(1)?))?;
+        if command.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(command);
+        }
+        slot = (slot + 1) & mask;
+    }
+}
+
+/// Open-addressing index over [`TABLE`] by [`name_hash`]: slot → table position + 1 (0 = empty).
+/// Four times as many slots as commands keep probe chains short; it runs once per request, so
+/// it must cost a hash and one comparison, not a binary search of string comparisons.
+static INDEX: std::sync::LazyLock<Box<[u16]>> = std::sync::LazyLock::new(|| {
+    let size = (TABLE.len() * 4).next_power_of_two();
+    let mut slots = vec![0u16; size];
+    for (position, command) in TABLE.iter().enumerate() {
+        let mut slot = name_hash(command.name.as_bytes()) as usize & (size - 1);
+        while slots.get(slot).is_some_and(|&s| s != 0) {
+            slot = (slot + 1) & (size - 1);
+        }
+        if let Some(entry) = slots.get_mut(slot) {
+            *entry = u16::try_from(position + 1).unwrap_or(0);
+        }
+    }
+    slots.into_boxed_slice()
+});
+
+/// FNV-1a over the ASCII-lowercased name.
+fn name_hash(name: &[u8]) -> u32 {
+    name.iter().fold(0x811c_9dc5, |hash: u32, &c| {
+        (hash ^ u32::from(c.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Every command in the table, sorted by name (for `COMMAND`, `COMMAND COUNT`, ...).

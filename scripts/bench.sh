@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark (DESIGN.md §7): direct Redis, nutcracker (default -v 5 and -v 4)
+# and Keyway (--threads 1 and 2) on the same nutcracker.yml and the same 4 redis-server
+# backends, driven by redis-benchmark in interleaved rounds.
+#
+#   scripts/bench.sh [--rounds N] [--quick] [--out DIR]   throughput / latency / CPU / memory
+#   scripts/bench.sh --strace [--quick]                   syscalls per request (strace -c)
+#   scripts/bench.sh --callgrind [--quick]                instructions per request (callgrind)
+#
+# KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
+# Outputs in bench-results/ (or --out): results.csv, memory.csv, summary.md, chart.png for the
+# load run; strace.csv, callgrind.csv, profile.md for the profile modes; logs/ holds configs,
+# process logs and raw strace / callgrind output. Everything listens on
+# 127.0.0.1 only, and every process started here is stopped by PID on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HELPER="$ROOT/scripts/bench_report.py"
+
+ROUNDS=3
+QUICK=0
+DO_LOAD=1
+DO_STRACE=0
+DO_CALLGRIND=0
+OUT="$ROOT/bench-results"
+
+KEYSPACE=10000      # -r: keys v16:000000000000.. and v1k:..; prefilled on every backend
+IDLE_CONNS=1000     # idle client connections for the memory and idle+load workloads
+LIST_LEN=600        # elements in `mylist`, enough for LRANGE 0 599
+CLK_TCK=$(getconf CLK_TCK)
+V16=0123456789abcdef
+V1K=$(printf 'x%.0s' $(seq 1024))
+
+# Targets in the order each round visits them. The direct target is backend 1 itself.
+TARGETS=(direct nc_default nc_v4 kw_1t kw_2t)
+declare -A PORT=()  # target -> listen port
+declare -A PID=()   # target -> pid whose CPU and memory are measured
+
+PIDS=()             # every long-running process started, stopped by cleanup
+IDLE_PID=""
+WORK=""
+
+usage() {
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+
+die() {
+  echo "bench: $*" >&2
+  exit 1
+}
+
+log() {
+  printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2
+}
+
+parse_args() {
+  while (($#)); do
+    case $1 in
+      --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+      --quick) QUICK=1 ;;
+      --strace) DO_STRACE=1; DO_LOAD=0 ;;
+      --callgrind) DO_CALLGRIND=1; DO_LOAD=0 ;;
+      --out) OUT=${2:?--out needs a directory}; shift ;;
+      -h | --help) usage ;;
+      *) echo "bench: unknown argument $1" >&2; usage 2 ;;
+    esac
+    shift
+  done
+  [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
+  # --quick: one round and smaller counts, about a minute in all.
+  if ((QUICK)); then ROUNDS=1; fi
+}
+
+# Stops everything this script started, by PID: idle-connection holder, proxies, backends.
+cleanup() {
+  local pid
+  [[ -n $IDLE_PID ]] && kill "$IDLE_PID" 2>/dev/null
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  return 0
+}
+
+# apt-get install for tools the benchmark drives; sudo only when not root.
+apt_install() {
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_tools() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+  command -v nutcracker >/dev/null || missing+=(nutcracker)
+  if ((DO_STRACE)) && ! command -v strace >/dev/null; then missing+=(strace); fi
+  if ((DO_CALLGRIND)) && ! command -v valgrind >/dev/null; then missing+=(valgrind); fi
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+  command -v python3 >/dev/null || die "python3 is needed (idle connections, report)"
+  # The chart needs matplotlib; install it for this user if it is missing.
+  if ((DO_LOAD)) && ! python3 -c 'import matplotlib' 2>/dev/null; then
+    log "installing matplotlib (pip)"
+    python3 -m pip install --quiet --user matplotlib 2>/dev/null ||
+      python3 -m pip install --quiet matplotlib
+  fi
+}
+
+build_keyway() {
+  if [[ -n ${KEYWAY_BIN:-} ]]; then
+    [[ -x $KEYWAY_BIN ]] || die "KEYWAY_BIN=$KEYWAY_BIN is not executable"
+    return
+  fi
+  log "building keyway (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --quiet)
+  KEYWAY_BIN="$ROOT/target/release/keyway"
+}
+
+# A loopback port nothing listens on, below the ephemeral range so that outgoing
+# connections cannot take it between this check and the bind.
+declare -A TAKEN=()
+free_port() {
+  local port
+  while true; do
+    port=$((20000 + RANDOM % 10000))
+    [[ -z ${TAKEN[$port]:-} ]] || continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      TAKEN[$port]=1
+      echo "$port"
+      return
+    fi
+  done
+}
+
+wait_port() {
+  local port=$1 tries=$((${2:-10} * 10))
+  for _ in $(seq "$tries"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "nothing listens on 127.0.0.1:$port (see $WORK/*.log)"
+}
+
+# utime + stime of the whole process (all threads), in clock ticks: /proc/PID/stat fields
+# 14 and 15. The comm field may contain spaces, so split after its closing parenthesis.
+cpu_ticks() {
+  local line rest fields
+  read -r line <"/proc/$1/stat"
+  rest=${line##*) }
+  read -r -a fields <<<"$rest"
+  echo $((fields[11] + fields[12]))
+}
+
+rss_kib() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# ------------------------------------------------------------------------------- setup
+BACKENDS=()
+start_backends() {
+  local port
+  for _ in 1 2 3 4; do
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --dir "$WORK" --logfile "$WORK/redis-$port.log" &
+    PIDS+=($!)
+    BACKENDS+=("$port")
+    if [[ -z ${PID[direct]:-} ]]; then PID[direct]=$!; PORT[direct]=$port; fi
+  done
+  for port in "${BACKENDS[@]}"; do wait_port "$port"; done
+}
+
+# One nutcracker.yml per proxy, identical but for the listen port.
+write_conf() {
+  local file=$1 port=$2 b
+  {
+    echo "bench:"
+    echo "  listen: 127.0.0.1:$port"
+    echo "  hash: fnv1a_64"
+    echo "  distribution: ketama"
+    echo "  redis: true"
+    echo "  servers:"
+    for b in "${BACKENDS[@]}"; do echo "    - 127.0.0.1:$b:1"; done
+  } >"$file"
+}
+
+# Prints the command line of a proxy target listening on PORT (config written here).
+proxy_cmd() {
+  local target=$1 port=$2 conf="$WORK/$1-$2.yml"
+  write_conf "$conf" "$port"
+  case $target in
+    nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
+    nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
+    kw_1t) echo "$KEYWAY_BIN" -c "$conf" --threads 1 -o "$WORK/$target-$port.log" ;;
+    kw_2t) echo "$KEYWAY_BIN" -c "$conf" --threads 2 -o "$WORK/$target-$port.log" ;;
+    *) die "unknown proxy $target" ;;
+  esac
+}
+
+start_proxies() {
+  local target port cmd
+  for target in nc_default nc_v4 kw_1t kw_2t; do
+    port=$(free_port)
+    read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
+    "${cmd[@]}" &
+    PIDS+=($!)
+    PID[$target]=$!
+    PORT[$target]=$port
+  done
+  for target in nc_default nc_v4 kw_1t kw_2t; do wait_port "${PORT[$target]}"; done
+}
+
+# Every key the read workloads touch exists on every backend, so GET, MGET and LRANGE hit
+# whether a target is one backend (direct) or routes the key to any of the four.
+prefill() {
+  local port elems=()
+  mapfile -t elems < <(seq -f 'element-%08g' 1 "$LIST_LEN")
+  for port in "${BACKENDS[@]}"; do
+    python3 "$HELPER" prefill v16: "$KEYSPACE" 16 | redis-cli -p "$port" --pipe >/dev/null
+    python3 "$HELPER" prefill v1k: "$KEYSPACE" 1024 | redis-cli -p "$port" --pipe >/dev/null
+    redis-cli -p "$port" del mylist >/dev/null
+    redis-cli -p "$port" rpush mylist "${elems[@]}" >/dev/null
+  done
+}
+
+# Fails loudly if a target does not answer the read workloads with real data: a proxy that
+# answered errors would otherwise post excellent numbers.
+check_targets() {
+  local target port got
+  for target in "${TARGETS[@]}"; do
+    port=${PORT[$target]}
+    got=$(redis-cli -p "$port" get v16:000000000042)
+    [[ $got == "vvvvvvvvvvvvvvvv" ]] || die "$target: GET returned '$got'"
+    got=$(redis-cli -p "$port" mget v16:000000000001 v16:000000000002 v16:000000000003 \
+      v16:000000000004 v16:000000000005 v16:000000000006 v16:000000000007 \
+      v16:000000000008 v16:000000000009 v16:000000000010 | grep -c '^vvvvvvvvvvvvvvvv$')
+    [[ $got == 10 ]] || die "$target: MGET returned $got of 10 values"
+    got=$(redis-cli -p "$port" lrange mylist 0 599 | wc -l)
+    [[ $got == "$LIST_LEN" ]] || die "$target: LRANGE returned $got elements"
+    # Connect every proxy to its backends before anything is measured.
+    redis-benchmark -p "$port" -c 50 -n 5000 -r "$KEYSPACE" get v16:__rand_int__ \
+      >/dev/null 2>>"$WORK/redis-benchmark.err"
+  done
+}
+
+# ------------------------------------------------------------------------ workloads
+WORKLOADS=(
+  set_16B_P1 get_16B_P1 set_16B_P16 get_16B_P16
+  set_1KiB_P1 get_1KiB_P1 set_1KiB_P16 get_1KiB_P16
+  mget_10keys lrange_100 lrange_600 get_16B_c1 get_16B_idle1000
+)
+
+# Sets WL_N (requests), WL_C (clients), WL_P (pipeline), WL_IDLE (idle connections held
+# during the run) and WL_CMD (the command, __rand_int__ drawn from the prefilled keyspace).
+# Counts are sized so that one run takes about a second on a 2-core machine.
+workload_spec() {
+  WL_C=50 WL_P=1 WL_IDLE=0
+  case $1 in
+    set_16B_P1) WL_N=60000 WL_CMD=(set v16:__rand_int__ "$V16") ;;
+    get_16B_P1) WL_N=60000 WL_CMD=(get v16:__rand_int__) ;;
+    set_16B_P16) WL_N=400000 WL_P=16 WL_CMD=(set v16:__rand_int__ "$V16") ;;
+    get_16B_P16) WL_N=400000 WL_P=16 WL_CMD=(get v16:__rand_int__) ;;
+    set_1KiB_P1) WL_N=50000 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
+    get_1KiB_P1) WL_N=50000 WL_CMD=(get v1k:__rand_int__) ;;
+    set_1KiB_P16) WL_N=200000 WL_P=16 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
+    get_1KiB_P16) WL_N=200000 WL_P=16 WL_CMD=(get v1k:__rand_int__) ;;
+    mget_10keys)
+      WL_N=30000
+      WL_CMD=(mget)
+      for _ in $(seq 10); do WL_CMD+=(v16:__rand_int__); done
+      ;;
+    lrange_100) WL_N=30000 WL_CMD=(lrange mylist 0 99) ;;
+    lrange_600) WL_N=10000 WL_CMD=(lrange mylist 0 599) ;;
+    get_16B_c1) WL_N=10000 WL_C=1 WL_CMD=(get v16:__rand_int__) ;;
+    get_16B_idle1000) WL_N=60000 WL_IDLE=$IDLE_CONNS WL_CMD=(get v16:__rand_int__) ;;
+    *) die "unknown workload $1" ;;
+  esac
+  if ((QUICK)); then WL_N=$((WL_N / 2)); fi
+}
+
+# Runs redis-benchmark once; prints "ops_per_sec p50_ms p99_ms" from its --csv line
+# ("test","rps","avg","min","p50","p95","p99","max"; read from the end because the test
+# name is the command line).
+run_benchmark() {
+  local port=$1 clients=$2 requests=$3 pipeline=$4 out line
+  shift 4
+  if ! out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -n "$requests" \
+    -P "$pipeline" -r "$KEYSPACE" --precision 3 --csv "$@" 2>>"$WORK/redis-benchmark.err"); then
+    die "redis-benchmark failed on port $port ($*)"
+  fi
+  line=$(tail -n 1 <<<"$out" | tr -d '"')
+  awk -F, '$(NF-6) ~ /^[0-9.]+$/ { print $(NF-6), $(NF-3), $(NF-1); ok = 1 }
+           END { exit !ok }' <<<"$line" || die "unparsable redis-benchmark output: $line"
+}
+
+# Holds IDLE_CONNS idle connections to a port (helper process), waiting until all are open.
+idle_open() {
+  local port=$1 n=$2
+  rm -f "$WORK/idle.state"
+  python3 "$HELPER" idle "$port" "$n" "$WORK/idle.state" &
+  IDLE_PID=$!
+  idle_wait opened
+}
+
+idle_wait() {
+  for _ in $(seq 300); do
+    [[ $(cat "$WORK/idle.state" 2>/dev/null) == "$1" ]] && return 0
+    kill -0 "$IDLE_PID" 2>/dev/null || die "idle-connection helper exited"
+    sleep 0.1
+  done
+  die "idle connections not $1 after 30 s"
+}
+
+# One PING on every idle connection, so the proxy has read and written on each.
+idle_ping() {
+  kill -USR1 "$IDLE_PID"
+  idle_wait pinged
+}
+
+idle_close() {
+  kill "$IDLE_PID" 2>/dev/null || true
+  wait "$IDLE_PID" 2>/dev/null || true
+  IDLE_PID=""
+}
+
+# VmRSS before and after IDLE_CONNS connections (then after one PING each), per target.
+measure_memory() {
+  local target pid before opened pinged
+  echo "target,connections,rss_before_kib,rss_connected_kib,rss_pinged_kib,kib_per_conn_connected,kib_per_conn_pinged" \
+    >"$OUT/memory.csv"
+  for target in "${TARGETS[@]}"; do
+    pid=${PID[$target]}
+    before=$(rss_kib "$pid")
+    idle_open "${PORT[$target]}" "$IDLE_CONNS"
+    sleep 0.5 # let the proxy finish accepting and registering the last connections
+    opened=$(rss_kib "$pid")
+    idle_ping
+    sleep 0.2
+    pinged=$(rss_kib "$pid")
+    idle_close
+    awk -v t="$target" -v n="$IDLE_CONNS" -v b="$before" -v o="$opened" -v p="$pinged" \
+      'BEGIN { printf "%s,%d,%d,%d,%d,%.2f,%.2f\n", t, n, b, o, p, (o-b)/n, (p-b)/n }' \
+      >>"$OUT/memory.csv"
+    log "memory $target: RSS $before -> $opened -> $pinged KiB for $IDLE_CONNS connections"
+  done
+}
+
+# One measured run of a workload on a target, appended to results.csv.
+run_one() {
+  local wl=$1 target=$2 round=$3 port pid t0 t1 rps p50 p99 cpu
+  port=${PORT[$target]} pid=${PID[$target]}
+  workload_spec "$wl"
+  ((WL_IDLE)) && idle_open "$port" "$WL_IDLE"
+  t0=$(cpu_ticks "$pid")
+  read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_N" "$WL_P" "${WL_CMD[@]}")
+  t1=$(cpu_ticks "$pid")
+  ((WL_IDLE)) && idle_close
+  [[ -n $rps ]] || die "$wl on $target: no result"
+  cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$WL_N" 'BEGIN { printf "%.3f", d / hz / (n / 1e6) }')
+  echo "$wl,$target,$round,$rps,$p50,$p99,$cpu" >>"$OUT/results.csv"
+  printf '  %-18s %-10s %12s ops/s  p50 %7s  p99 %7s ms  cpu %7s s/Mreq\n' \
+    "$wl" "$target" "$rps" "$p50" "$p99" "$cpu" >&2
+}
+
+write_meta() {
+  {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+    echo "keyway: $("$KEYWAY_BIN" -V 2>&1 | head -n 1) ($KEYWAY_BIN)"
+    echo "nutcracker: $(nutcracker -V 2>&1 | head -n 1)"
+    echo "redis-server: $(redis-server --version | awk '{ print $3 }'); redis-benchmark: $(redis-benchmark --version | awk '{ print $2 }')"
+    echo "config: 4 redis-server backends on loopback, ketama + fnv1a_64, redis: true, defaults otherwise; keyspace $KEYSPACE keys per value size"
+    echo "mode: $*"
+  } >"$OUT/meta.txt"
+}
+
+load_mode() {
+  local round wl target
+  write_meta "load, $ROUNDS round(s)$( ((QUICK)) && echo ', --quick (half request counts)')"
+  log "memory per idle connection ($IDLE_CONNS connections per target)"
+  measure_memory
+  echo "workload,target,round,ops_per_sec,p50_ms,p99_ms,cpu_s_per_mreq" >"$OUT/results.csv"
+  for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    for wl in "${WORKLOADS[@]}"; do
+      for target in "${TARGETS[@]}"; do run_one "$wl" "$target" "$round"; done
+    done
+  done
+  python3 "$HELPER" report "$OUT"
+  log "wrote $OUT/results.csv, memory.csv, summary.md, chart.png"
+  cat "$OUT/summary.md"
+}
+
+# ---------------------------------------------------------------------- profile modes
+# `strace -c` of each target (all its threads) during an unpipelined GET run; the count
+# of syscalls divided by the requests. The top syscalls are reported per request too.
+strace_mode() {
+  local target clients n pid sfile spid total top
+  echo "target,clients,requests,syscalls,syscalls_per_req,top" >"$OUT/strace.csv"
+  for target in "${TARGETS[@]}"; do
+    for clients in 50 1; do
+      n=20000
+      ((clients == 1)) && n=5000
+      ((QUICK)) && n=$((n / 2))
+      pid=${PID[$target]}
+      sfile="$WORK/strace-$target-$clients.txt"
+      strace -f -c -o "$sfile" -p "$pid" 2>>"$WORK/strace.err" &
+      spid=$!
+      PIDS+=("$spid")
+      sleep 1 # attaching to every thread takes a moment
+      run_benchmark "${PORT[$target]}" "$clients" "$n" 1 get v16:__rand_int__ >/dev/null
+      kill -INT "$spid"
+      wait "$spid" || true
+      total=$(awk '$NF == "total" { print $4 }' "$sfile")
+      [[ -n $total ]] || die "no strace summary for $target (see $sfile)"
+      top=$(awk -v n="$n" '/^-/ { body = 1; next } body && $NF != "total" && NF >= 5 {
+              printf "%s %s\n", $4, $NF }' "$sfile" | sort -rn | head -n 5 |
+        awk -v n="$n" '{ printf "%s%s %.2f", sep, $2, $1 / n; sep = "; " }')
+      awk -v t="$target" -v c="$clients" -v n="$n" -v s="$total" -v top="$top" \
+        'BEGIN { printf "%s,%d,%d,%d,%.2f,%s\n", t, c, n, s, s / n, top }' >>"$OUT/strace.csv"
+      log "strace $target c=$clients: $total syscalls for $n requests ($top)"
+    done
+  done
+}
+
+# Each proxy (a fresh instance) under callgrind: warm up, zero the counters, run a fixed
+# number of GETs, dump, and divide the instructions (Ir) by the requests.
+callgrind_mode() {
+  local target port pid cmd n warm=2000 dump ir top
+  n=20000
+  ((QUICK)) && n=5000
+  echo "target,clients,requests,ir,ir_per_req,top" >"$OUT/callgrind.csv"
+  for target in nc_default nc_v4 kw_1t kw_2t; do
+    port=$(free_port)
+    read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$target.%p" \
+      "${cmd[@]}" 2>"$WORK/valgrind-$target.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" 120
+    run_benchmark "$port" 50 "$warm" 1 get v16:__rand_int__ >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    run_benchmark "$port" 50 "$n" 1 get v16:__rand_int__ >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    kill "$pid"
+    wait "$pid" || true
+    dump="$WORK/callgrind.$target.$pid.1" # callgrind_control -d writes dump number 1
+    [[ -s $dump ]] || die "no callgrind dump for $target (see $WORK/valgrind-$target.log)"
+    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+    top=$(callgrind_annotate --inclusive=no "$dump" 2>/dev/null |
+      awk '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ { pct = $2; $1 = ""; $2 = "";
+             sub(/^ +/, ""); sub(/ \[.*$/, ""); gsub(/,/, " ");
+             printf "%s%s %s", sep, $0, pct; sep = "; "; if (++k == 6) exit }')
+    awk -v t="$target" -v n="$n" -v ir="$ir" -v top="$top" \
+      'BEGIN { printf "%s,50,%d,%d,%.0f,%s\n", t, n, ir, ir / n, top }' >>"$OUT/callgrind.csv"
+    log "callgrind $target: $ir Ir for $n requests"
+  done
+}
+
+main() {
+  parse_args "$@"
+  ensure_tools
+  build_keyway
+  mkdir -p "$OUT"
+  # Logs, configs and raw strace/callgrind output stay in OUT/logs for inspection.
+  WORK="$OUT/logs"
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # 1,000 idle clients need the descriptors
+  log "starting 4 redis-server backends, 2 nutcrackers, 2 keyways"
+  start_backends
+  start_proxies
+  log "prefilling $KEYSPACE keys x 2 sizes and a $LIST_LEN-element list on every backend"
+  prefill
+  check_targets
+  if ((DO_LOAD)); then load_mode; fi
+  if ((DO_STRACE || DO_CALLGRIND)); then
+    write_meta "profile:$( ((DO_STRACE)) && echo ' strace')$( ((DO_CALLGRIND)) && echo ' callgrind')"
+    if ((DO_STRACE)); then strace_mode; fi
+    if ((DO_CALLGRIND)); then callgrind_mode; fi
+    python3 "$HELPER" profile "$OUT"
+    cat "$OUT/profile.md"
+  fi
+}
+
+main "$@"
