@@ -1,5 +1,6 @@
 //! The only code that knows wire formats: requests in, replies out.
 
+pub mod memcache;
 pub mod resp;
 
 /// A malformed request. Decoder errors are fatal for the stream: the client gets the
