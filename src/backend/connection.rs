@@ -13,8 +13,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Error, Job, Outcome};
+use super::{Error, Expect, Job, Outcome};
 use crate::config::BackendAddr;
+use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
 
 /// Requests written but not yet answered on one connection; past it the connection stops
@@ -58,10 +59,16 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Queues `frame`; its reply (or error) arrives on the returned receiver.
-    pub fn send(&self, frame: Bytes) -> oneshot::Receiver<Outcome> {
+    /// Queues `frame`, whose reply looks like `expect`; the reply (or error) arrives on the
+    /// returned receiver.
+    pub fn send(&self, frame: Bytes, expect: Expect) -> oneshot::Receiver<Outcome> {
         let (reply, receiver) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { frame, reply }) {
+        let job = Job {
+            frame,
+            expect,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             let _ = job.reply.send(Err(Error::Closed));
         }
         receiver
@@ -216,6 +223,7 @@ enum Ended {
 /// A request written (or queued to be written) and waiting for its reply.
 struct Waiting {
     reply: Option<oneshot::Sender<Outcome>>,
+    expect: Expect,
     deadline: Option<Instant>,
 }
 
@@ -230,7 +238,8 @@ struct Pipeline<'a, R, W> {
     /// Every request whose reply has not arrived, oldest first.
     waiting: VecDeque<Waiting>,
     input: BytesMut,
-    scanner: ReplyScanner,
+    resp: ReplyScanner,
+    memcache: memcache::ReplyScanner,
 }
 
 impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
@@ -243,7 +252,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             unwritten: VecDeque::new(),
             waiting: VecDeque::new(),
             input: BytesMut::with_capacity(16 * 1024),
-            scanner: ReplyScanner::default(),
+            resp: ReplyScanner::default(),
+            memcache: memcache::ReplyScanner::default(),
         }
     }
 
@@ -276,6 +286,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             self.unwritten.push_back(auth.frame().clone());
             self.waiting.push_back(Waiting {
                 reply: None,
+                expect: Expect::Resp,
                 deadline,
             });
         }
@@ -285,6 +296,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             self.unwritten.push_back(select.frame().clone());
             self.waiting.push_back(Waiting {
                 reply: None,
+                expect: Expect::Resp,
                 deadline,
             });
         }
@@ -295,6 +307,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         self.unwritten.push_back(job.frame);
         self.waiting.push_back(Waiting {
             reply: Some(job.reply),
+            expect: job.expect,
             deadline,
         });
     }
@@ -350,11 +363,24 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 
     /// Hands every complete reply in the input buffer to the oldest waiting request.
     fn deliver(&mut self) -> Result<(), Error> {
-        while let Some(len) = self
-            .scanner
-            .scan(&self.input)
-            .map_err(|_| Error::Protocol)?
-        {
+        loop {
+            let Some(front) = self.waiting.front() else {
+                if self.input.is_empty() {
+                    break;
+                }
+                // Bytes nobody asked for: the stream is out of step.
+                return Err(Error::Protocol);
+            };
+            let scanned = match front.expect {
+                Expect::Resp => self.resp.scan(&self.input).map_err(|_| Error::Protocol)?,
+                Expect::Memcache(kind) => self
+                    .memcache
+                    .scan(&self.input, kind)
+                    .map_err(|_| Error::Protocol)?,
+            };
+            let Some(len) = scanned else {
+                break;
+            };
             let reply = self.input.split_to(len).freeze();
             let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
             match waiting.reply {

@@ -48,11 +48,22 @@ fn describe(kind: io::ErrorKind) -> &'static str {
 /// The outcome of one forwarded request: the backend's complete reply frame, or why none came.
 pub type Outcome = Result<Bytes, Error>;
 
+/// What a request's reply looks like, so the connection can find where it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One RESP reply.
+    Resp,
+    /// A memcached reply of this kind.
+    Memcache(crate::protocol::memcache::ReplyKind),
+}
+
 /// One request for a backend connection: the frame to write and where its reply goes.
 #[derive(Debug)]
 pub struct Job {
     /// The complete request frame.
     pub frame: Bytes,
+    /// The shape of its reply.
+    pub expect: Expect,
     /// Receives the reply (or the error) exactly once.
     pub reply: oneshot::Sender<Outcome>,
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::connection::{self, Handle, HealthReport, Target};
-use super::{Error, Outcome};
+use super::{Error, Expect, Outcome};
 use crate::config::PoolConfig;
 use crate::route::{ShardMap, ShardSpec};
 
@@ -202,13 +202,19 @@ impl BackendPool {
 
     /// Sends `frame` to backend `shard`. A client always uses the same connection to a
     /// backend, so its requests to that backend execute in the order it sent them.
-    pub fn send(&self, shard: usize, client: u64, frame: Bytes) -> oneshot::Receiver<Outcome> {
+    pub fn send(
+        &self,
+        shard: usize,
+        client: u64,
+        frame: Bytes,
+        expect: Expect,
+    ) -> oneshot::Receiver<Outcome> {
         let handle = self
             .shards
             .get(shard)
             .and_then(|conns| conns.get(client as usize % conns.len().max(1)));
         match handle {
-            Some(handle) => handle.send(frame),
+            Some(handle) => handle.send(frame, expect),
             None => {
                 let (reply, receiver) = oneshot::channel();
                 let _ = reply.send(Err(Error::Ejected));

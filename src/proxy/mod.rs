@@ -34,19 +34,10 @@ pub struct Proxy {
 /// with port 0) learn the addresses before traffic starts.
 ///
 /// # Errors
-/// A listener could not be bound, or a pool needs a protocol Keyway does not serve.
+/// A listener could not be bound.
 pub fn bind(config: Config, threads: usize) -> io::Result<Proxy> {
     let mut listeners = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
-        if !pool.redis {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "pool '{}': memcached pools (redis: false, nutcracker's default) are not served yet; set 'redis: true' for a Redis pool",
-                    pool.name
-                ),
-            ));
-        }
         let bound = listener::bind(pool).map_err(|error| {
             io::Error::new(
                 error.kind(),

@@ -13,11 +13,12 @@ use tokio::sync::oneshot;
 
 use super::local;
 use crate::backend::pool::Pool;
-use crate::backend::{self, BackendPool, Outcome};
+use crate::backend::{self, BackendPool, Expect, Outcome};
 use crate::config::Limits;
+use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge};
-use crate::protocol::resp::fanout::{self, Plan, Split};
+use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::shutdown::Shutdown;
 
@@ -45,13 +46,26 @@ pub struct Session {
     pool: Arc<Pool>,
     backends: Arc<BackendPool>,
     limits: Limits,
+    dialect: Dialect,
 }
 
 /// The reply to one request, in request order.
 enum Pending {
     Ready(Bytes),
-    Backend(oneshot::Receiver<Outcome>),
+    Backend(oneshot::Receiver<Outcome>, Dialect),
     Fanout(Box<FanoutReply>),
+    /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
+    /// policy lets through (often nothing).
+    Filtered(Box<Pending>, ReplyPolicy),
+}
+
+/// The protocol a pool's clients speak; it decides how errors are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// RESP (`redis: true`).
+    Redis,
+    /// memcached ASCII (`redis: false`).
+    Memcache,
 }
 
 /// A split request: its parts' replies, merged once all are in.
@@ -60,11 +74,40 @@ struct FanoutReply {
     parts: Vec<Pending>,
 }
 
+/// How a split request's replies merge, per protocol.
+enum Plan {
+    Resp(fanout::Plan),
+    Memcache(memcache::fanout::Plan),
+}
+
+/// The request decoder for the pool's protocol.
+enum Decoder {
+    Resp(RequestDecoder),
+    Memcache(memcache::RequestDecoder),
+}
+
+/// What decoding the buffered input produced.
+enum Decoded {
+    /// Nothing complete yet.
+    More,
+    /// A request (or a rejected one), with its reply to come.
+    Request(Pending),
+    /// A request that gets no reply at all.
+    Silent,
+    /// A malformed frame: reply, then close; the stream cannot be trusted.
+    Fatal(Bytes),
+}
+
 impl Session {
     /// A session for client `id` on `pool`, using this worker's `backends`.
     pub fn new(id: u64, pool: Arc<Pool>, backends: Arc<BackendPool>) -> Session {
         let config = pool.config();
         let limits = config.limits;
+        let dialect = if config.redis {
+            Dialect::Redis
+        } else {
+            Dialect::Memcache
+        };
         Session {
             client: Client {
                 id,
@@ -75,6 +118,7 @@ impl Session {
             pool,
             backends,
             limits,
+            dialect,
         }
     }
 
@@ -88,27 +132,36 @@ impl Session {
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut decoder = RequestDecoder::new(codec::Limits {
-            max_request_bytes: self.limits.max_request_bytes,
-            max_multibulk_length: self.limits.max_multibulk_length,
-        });
+        let mut decoder = match self.dialect {
+            Dialect::Redis => Decoder::Resp(RequestDecoder::new(codec::Limits {
+                max_request_bytes: self.limits.max_request_bytes,
+                max_multibulk_length: self.limits.max_multibulk_length,
+            })),
+            Dialect::Memcache => {
+                Decoder::Memcache(memcache::RequestDecoder::new(memcache::Limits::default()))
+            }
+        };
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         loop {
             while reading && pending.len() < max_pipeline {
-                match decoder.decode(&mut input) {
-                    Ok(Some(request)) => {
-                        pending.push_back(self.handle(request));
-                        reading = !self.client.quitting;
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::debug!(client = self.client.id, %error, "closing client after malformed request");
-                        pending.push_back(Pending::Ready(reply::error(&format!("ERR {error}"))));
+                match self.decode(&mut decoder, &mut input) {
+                    Decoded::More => break,
+                    Decoded::Request(reply) => pending.push_back(reply),
+                    Decoded::Silent => {}
+                    Decoded::Fatal(reply) => {
+                        tracing::debug!(
+                            client = self.client.id,
+                            "closing client after malformed request"
+                        );
+                        pending.push_back(Pending::Ready(reply));
                         reading = false;
                     }
+                }
+                if self.client.quitting {
+                    reading = false;
                 }
             }
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
@@ -142,7 +195,64 @@ impl Session {
         let _ = wr.shutdown().await;
     }
 
-    /// Classifies one request and starts its reply.
+    /// Takes the next request off the input and starts its reply.
+    fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
+        match decoder {
+            Decoder::Resp(decoder) => match decoder.decode(input) {
+                Ok(Some(request)) => Decoded::Request(self.handle(request)),
+                Ok(None) => Decoded::More,
+                Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
+            },
+            Decoder::Memcache(decoder) => match decoder.decode(input) {
+                Ok(Some(request)) => self.handle_memcache(request),
+                Ok(None) => Decoded::More,
+                Err(error) => match error.reply() {
+                    Some(reply) if error.is_fatal() => Decoded::Fatal(reply),
+                    Some(reply) => Decoded::Request(Pending::Ready(reply)),
+                    None => Decoded::Silent,
+                },
+            },
+        }
+    }
+
+    /// Starts the reply to a memcached request: answered here (`version`, `quit`, `mn`),
+    /// split by shard (multi-key retrievals), or forwarded by its key.
+    fn handle_memcache(&mut self, request: memcache::Request) -> Decoded {
+        let reply = match request.command() {
+            memcache::Command::Version => Pending::Ready(memcache::reply::version_reply()),
+            memcache::Command::MetaNoop => Pending::Ready(memcache::reply::noop_reply()),
+            memcache::Command::Quit => {
+                self.client.quitting = true;
+                return Decoded::Silent;
+            }
+            _ => {
+                let expect = Expect::Memcache(request.expect());
+                match memcache::fanout::split(&request, |key| self.route(key)) {
+                    Err(reply) => Pending::Ready(reply),
+                    Ok(memcache::fanout::Split::Whole(shard)) => {
+                        self.send(shard, request.frame().clone(), expect)
+                    }
+                    Ok(memcache::fanout::Split::Parts(parts, plan)) => {
+                        Pending::Fanout(Box::new(FanoutReply {
+                            plan: Plan::Memcache(plan),
+                            parts: parts
+                                .into_iter()
+                                .map(|part| {
+                                    self.send(part.shard, part.request.frame().clone(), expect)
+                                })
+                                .collect(),
+                        }))
+                    }
+                }
+            }
+        };
+        match request.reply_policy() {
+            ReplyPolicy::Always => Decoded::Request(reply),
+            policy => Decoded::Request(Pending::Filtered(Box::new(reply), policy)),
+        }
+    }
+
+    /// Classifies one RESP request and starts its reply.
     fn handle(&mut self, request: Request) -> Pending {
         let Some(command) = command::lookup(request.name()) else {
             return Pending::Ready(unknown_command(&request));
@@ -197,7 +307,7 @@ impl Session {
             }
         }
         match target {
-            Some(shard) => self.send(shard, request.frame().clone()),
+            Some(shard) => self.send(shard, request.frame().clone(), Expect::Resp),
             None => Pending::Ready(reply::error(&format!(
                 "ERR '{}' without keys cannot be routed by the proxy",
                 command.name
@@ -209,12 +319,12 @@ impl Session {
     fn fan_out(&self, merge: Merge, request: Request) -> Pending {
         match fanout::split(&request, merge, |key| self.route(key)) {
             Err(reply) => Pending::Ready(reply),
-            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone()),
+            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
             Ok(Split::Parts(parts, plan)) => Pending::Fanout(Box::new(FanoutReply {
-                plan,
+                plan: Plan::Resp(plan),
                 parts: parts
                     .into_iter()
-                    .map(|part| self.send(part.shard, part.request.frame().clone()))
+                    .map(|part| self.send(part.shard, part.request.frame().clone(), Expect::Resp))
                     .collect(),
             })),
         }
@@ -222,14 +332,17 @@ impl Session {
 
     /// The shard for `key`, or the error reply to give instead.
     fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
-        if key.len() > self.limits.max_key_bytes {
+        if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.pool.route(key).map_err(|error| backend_error(&error))
+        self.pool
+            .route(key)
+            .map_err(|error| backend_error(&error, self.dialect))
     }
 
-    fn send(&self, shard: usize, frame: Bytes) -> Pending {
-        Pending::Backend(self.backends.send(shard, self.client.id, frame))
+    fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
+        let receiver = self.backends.send(shard, self.client.id, frame, expect);
+        Pending::Backend(receiver, self.dialect)
     }
 }
 
@@ -238,27 +351,35 @@ impl Pending {
     fn try_take(&mut self) -> Option<Bytes> {
         match self {
             Pending::Ready(bytes) => Some(std::mem::take(bytes)),
-            Pending::Backend(receiver) => match receiver.try_recv() {
-                Ok(outcome) => Some(outcome_reply(outcome)),
+            Pending::Backend(receiver, dialect) => match receiver.try_recv() {
+                Ok(outcome) => Some(outcome_reply(outcome, *dialect)),
                 Err(oneshot::error::TryRecvError::Empty) => None,
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    Some(backend_error(&backend::Error::Closed))
+                    Some(backend_error(&backend::Error::Closed, *dialect))
                 }
             },
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
-                    if let Some(bytes) = part.try_take() {
-                        *part = Pending::Ready(bytes);
-                    } else {
-                        return None;
-                    }
+                    let bytes = part.try_take()?;
+                    *part = Pending::Ready(bytes);
                 }
                 let replies: Vec<Bytes> = fanout
                     .parts
                     .iter_mut()
                     .filter_map(Pending::try_take)
                     .collect();
-                Some(fanout::merge(&fanout.plan, &replies))
+                Some(match &fanout.plan {
+                    Plan::Resp(plan) => fanout::merge(plan, &replies),
+                    Plan::Memcache(plan) => memcache::fanout::merge(plan, &replies),
+                })
+            }
+            Pending::Filtered(inner, policy) => {
+                let bytes = inner.try_take()?;
+                Some(if policy.forwards(&bytes) {
+                    bytes
+                } else {
+                    Bytes::new()
+                })
             }
         }
     }
@@ -267,15 +388,16 @@ impl Pending {
     async fn ready(&mut self) {
         match self {
             Pending::Ready(_) => {}
-            Pending::Backend(receiver) => {
+            Pending::Backend(receiver, dialect) => {
                 let outcome = receiver.await.unwrap_or(Err(backend::Error::Closed));
-                *self = Pending::Ready(outcome_reply(outcome));
+                *self = Pending::Ready(outcome_reply(outcome, *dialect));
             }
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     Box::pin(part.ready()).await;
                 }
             }
+            Pending::Filtered(inner, _) => Box::pin(inner.ready()).await,
         }
     }
 }
@@ -288,12 +410,16 @@ async fn wait_front(pending: &mut VecDeque<Pending>) {
     }
 }
 
-fn outcome_reply(outcome: Outcome) -> Bytes {
-    outcome.unwrap_or_else(|error| backend_error(&error))
+fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {
+    outcome.unwrap_or_else(|error| backend_error(&error, dialect))
 }
 
-fn backend_error(error: &backend::Error) -> Bytes {
-    reply::error(&format!("ERR {error}"))
+/// A backend failure in the client's protocol: `-ERR ...` or `SERVER_ERROR ...`.
+fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
+    match dialect {
+        Dialect::Redis => reply::error(&format!("ERR {error}")),
+        Dialect::Memcache => memcache::reply::server_error(&error.to_string()),
+    }
 }
 
 fn unsupported(name: &str) -> Bytes {
