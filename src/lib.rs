@@ -15,16 +15,20 @@
 //! each session writes replies in the order its client sent the requests.
 //!
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
+//! - [`control`]: the only writer of the live pools: reload, and the key-move estimate.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
 //! - [`protocol`]: wire formats; the only code that knows them.
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random), nutcracker-exact.
 //! - [`backend`]: pipelined backend connections, reconnects, timeouts, ejection.
 //! - [`proxy`]: listeners, worker threads, sessions, locally answered commands.
+//! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod route;

@@ -50,7 +50,12 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n.get(),
     );
-    let proxy = keyway::bind(config, threads)?;
+    let options = keyway::proxy::Options {
+        threads,
+        config_path: Some(cli.conf_file.clone()),
+        signals: true,
+    };
+    let proxy = keyway::bind(config, options)?;
     for (pool, addr) in proxy.local_addrs() {
         tracing::info!(pool, ?addr, "listening");
     }
@@ -62,45 +67,12 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
         threads,
         "keyway started"
     );
-    let shutdown = Shutdown::new();
-    watch_signals(shutdown.clone())?;
-    let result = proxy.run(shutdown);
+    let result = proxy.run(Shutdown::new());
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     tracing::info!("keyway stopped");
     result
-}
-
-/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP is logged (reload comes later).
-fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let (mut term, mut int, mut hup) = runtime.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })?;
-    std::thread::Builder::new()
-        .name("keyway-signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => break,
-                        _ = int.recv() => break,
-                        _ = hup.recv() => tracing::info!("SIGHUP received: configuration reload is not supported yet"),
-                    }
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-                shutdown.cancel();
-            });
-        })?;
-    Ok(())
 }
 
 /// Maps nutcracker's `-v` levels (0..11, default 5 = notice) onto tracing levels.

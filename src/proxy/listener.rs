@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
-use tokio::sync::mpsc;
 
+use super::worker::Workers;
 use crate::config::{Listen, PoolConfig};
 use crate::shutdown::Shutdown;
 
@@ -140,22 +140,23 @@ impl ClientCount {
 /// A client handed to a worker: which pool, the socket, and its place in the count.
 #[derive(Debug)]
 pub struct Handoff {
-    /// Index of the pool in the config.
-    pub pool: usize,
+    /// The pool's name.
+    pub pool: Arc<str>,
     /// The accepted socket.
     pub stream: Accepted,
     /// Released when the session ends.
     pub slot: ClientSlot,
 }
 
-/// Accepts clients until shutdown, spreading them round-robin over the workers.
+/// Accepts clients until `stop` is cancelled (shutdown, or the pool left or moved its
+/// `listen` on reload), handing each to a worker.
 pub async fn accept_loop(
-    pool: usize,
-    config: &PoolConfig,
+    pool: Arc<str>,
+    config: PoolConfig,
     bound: Bound,
     count: Arc<ClientCount>,
-    workers: Vec<mpsc::UnboundedSender<Handoff>>,
-    shutdown: Shutdown,
+    workers: Arc<Workers>,
+    stop: Shutdown,
 ) -> io::Result<()> {
     let limit = config.client_connections as usize;
     let listener = match bound {
@@ -164,29 +165,28 @@ pub async fn accept_loop(
             Listener::Unix(tokio::net::UnixListener::from_std(listener)?, path)
         }
     };
-    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
         };
         let stream = match accepted {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(pool = %config.name, %error, "accept failed");
+                tracing::warn!(pool = %pool, %error, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
         let Some(slot) = count.admit(limit) else {
-            tracing::debug!(pool = %config.name, limit, "client_connections reached: closing new client");
+            tracing::debug!(pool = %pool, limit, "client_connections reached: closing new client");
             continue;
         };
-        let Some(worker) = workers.get(next % workers.len().max(1)) else {
-            break;
-        };
-        next = next.wrapping_add(1);
-        let _ = worker.send(Handoff { pool, stream, slot });
+        workers.hand_off(Handoff {
+            pool: Arc::clone(&pool),
+            stream,
+            slot,
+        });
     }
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);

@@ -1,33 +1,41 @@
 //! All talk with clients: listeners, worker threads, sessions, locally answered commands.
 //!
-//! Threads: one acceptor thread (signals, accept loops) and `--threads` workers, each a
+//! Threads: one control thread (signals, accept loops, reloads) and `--threads` workers, each a
 //! single-threaded runtime that owns its client sessions *and its own backend connections*, so a
 //! request never crosses a thread or takes a lock between client and backend.
 
 pub mod listener;
 pub mod local;
 pub mod session;
+pub mod worker;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
-
 use crate::backend::pool::Pool;
-use crate::backend::BackendPool;
 use crate::config::Config;
-use crate::shutdown::{Shutdown, GRACE};
-use listener::{Accepted, Bound, ClientCount, Handoff, LocalAddr};
-use session::Session;
+use crate::control::Control;
+use crate::shutdown::Shutdown;
+use listener::{Bound, LocalAddr};
+use worker::Workers;
+
+/// How to run the proxy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// The config file, re-read on reload (SIGHUP); `None` disables reload.
+    pub config_path: Option<PathBuf>,
+    /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
+    pub signals: bool,
+}
 
 /// A proxy with its listeners bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
     pools: Vec<Arc<Pool>>,
     listeners: Vec<Bound>,
-    counts: Vec<Arc<ClientCount>>,
-    threads: usize,
+    options: Options,
 }
 
 /// Binds every pool's listener. Binding is apart from running so that callers (and tests,
@@ -35,31 +43,29 @@ pub struct Proxy {
 ///
 /// # Errors
 /// A listener could not be bound.
-pub fn bind(config: Config, threads: usize) -> io::Result<Proxy> {
+pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
     let mut listeners = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
         let bound = listener::bind(pool).map_err(|error| {
             io::Error::new(
                 error.kind(),
                 format!(
-                    "pool '{}': cannot listen on {:?}: {error}",
+                    "pool '{}': cannot listen on {}: {error}",
                     pool.name, pool.listen
                 ),
             )
         })?;
         listeners.push(bound);
     }
-    let pools: Vec<Arc<Pool>> = config
+    let pools = config
         .pools
         .into_iter()
         .map(|p| Arc::new(Pool::new(p)))
         .collect();
-    let counts = pools.iter().map(|_| Arc::default()).collect();
     Ok(Proxy {
         pools,
         listeners,
-        counts,
-        threads: threads.max(1),
+        options,
     })
 }
 
@@ -79,114 +85,55 @@ impl Proxy {
     /// their in-flight requests (up to the grace period), and returns. Blocks the calling thread.
     ///
     /// # Errors
-    /// A runtime or thread could not be created.
+    /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
-        let mut senders = Vec::with_capacity(self.threads);
-        let mut workers = Vec::with_capacity(self.threads);
-        for index in 0..self.threads {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            senders.push(sender);
-            let pools = self.pools.clone();
-            let shutdown = shutdown.clone();
-            let worker = std::thread::Builder::new()
-                .name(format!("keyway-worker-{index}"))
-                .spawn(move || run_worker(pools, receiver, shutdown))?;
-            workers.push(worker);
-        }
+        let (workers, threads) = Workers::start(self.options.threads, &self.pools, &shutdown)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(async {
-            let mut accepting = Vec::new();
-            for (index, (bound, count)) in self.listeners.into_iter().zip(self.counts).enumerate() {
-                let Some(pool) = self.pools.get(index) else {
-                    continue;
-                };
-                let pool = Arc::clone(pool);
-                let senders = senders.clone();
-                let shutdown = shutdown.clone();
-                accepting.push(tokio::spawn(async move {
-                    let config = pool.config();
-                    if let Err(error) =
-                        listener::accept_loop(index, config, bound, count, senders, shutdown).await
-                    {
-                        tracing::error!(pool = %config.name, %error, "listener failed");
-                    }
-                }));
-            }
-            drop(senders);
-            for task in accepting {
-                let _ = task.await;
-            }
-        });
-        for worker in workers {
-            let _ = worker.join();
-        }
-        Ok(())
-    }
-}
-
-/// Process-wide client ids (also spread clients over a backend's connections).
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
-
-/// A worker: its own runtime, its own backend connections, the sessions handed to it.
-fn run_worker(
-    pools: Vec<Arc<Pool>>,
-    mut clients: mpsc::UnboundedReceiver<Handoff>,
-    shutdown: Shutdown,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start worker runtime");
-            return;
-        }
-    };
-    runtime.block_on(async {
-        let backends: Vec<Arc<BackendPool>> = pools
-            .iter()
-            .map(|pool| Arc::new(BackendPool::start(pool)))
-            .collect();
-        let sessions = TaskTracker::new();
-        while let Some(handoff) = clients.recv().await {
-            let (Some(pool), Some(backends)) =
-                (pools.get(handoff.pool), backends.get(handoff.pool))
-            else {
-                continue;
+        let result = runtime.block_on(async {
+            let control = Control::start(
+                self.options.config_path.clone(),
+                self.pools,
+                self.listeners,
+                workers,
+                shutdown.clone(),
+            );
+            let outcome = if self.options.signals {
+                watch_signals(&control, &shutdown).await
+            } else {
+                shutdown.cancelled().await;
+                Ok(())
             };
-            let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-            let session = Session::new(id, Arc::clone(pool), Arc::clone(backends));
-            let shutdown = shutdown.clone();
-            let slot = handoff.slot;
-            sessions.spawn(async move {
-                if let Err(error) = serve(session, handoff.stream, shutdown).await {
-                    tracing::debug!(client = id, %error, "client connection failed");
-                }
-                drop(slot);
-            });
+            control.stop().await;
+            outcome
+        });
+        shutdown.cancel();
+        for thread in threads {
+            let _ = thread.join();
         }
-        sessions.close();
-        if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
-            tracing::warn!("grace period over: closing remaining client connections");
-        }
-    });
+        result
+    }
 }
 
-async fn serve(session: Session, stream: Accepted, shutdown: Shutdown) -> io::Result<()> {
-    match stream {
-        Accepted::Tcp(stream) => {
-            let mut stream = tokio::net::TcpStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, shutdown).await;
-        }
-        Accepted::Unix(stream) => {
-            let mut stream = tokio::net::UnixStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, shutdown).await;
+/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads the config.
+async fn watch_signals(control: &Control, shutdown: &Shutdown) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            () = shutdown.cancelled() => break,
+            _ = hup.recv() => match control.reload().await {
+                Ok(report) => tracing::info!("SIGHUP: {}", report.trim_end().replace('\n', "; ")),
+                Err(error) => tracing::error!("SIGHUP: reload failed, nothing changed: {}", error.trim_end().replace('\n', "; ")),
+            },
         }
     }
+    tracing::info!("shutting down: finishing in-flight requests");
+    shutdown.cancel();
     Ok(())
 }

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::local;
-use crate::backend::pool::Pool;
-use crate::backend::{self, BackendPool, Expect, Outcome};
+use super::worker::{Route, RouteSlot};
+use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::codec;
@@ -43,9 +43,16 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    pool: Arc<Pool>,
-    backends: Arc<BackendPool>,
+    slot: RouteSlot,
     limits: Limits,
+    dialect: Dialect,
+}
+
+/// What handling one request needs: the client's state and the route loaded for it.
+struct Handler<'s> {
+    client: &'s mut Client,
+    route: &'s Route,
+    limits: &'s Limits,
     dialect: Dialect,
 }
 
@@ -99,9 +106,11 @@ enum Decoded {
 }
 
 impl Session {
-    /// A session for client `id` on `pool`, using this worker's `backends`.
-    pub fn new(id: u64, pool: Arc<Pool>, backends: Arc<BackendPool>) -> Session {
-        let config = pool.config();
+    /// A session for client `id` on the pool behind `slot` (this worker's route to it). The
+    /// protocol and limits are the pool's at connect time; routing follows every reload.
+    pub fn new(id: u64, slot: RouteSlot) -> Session {
+        let route = slot.load();
+        let config = route.pool.config();
         let limits = config.limits;
         let dialect = if config.redis {
             Dialect::Redis
@@ -115,8 +124,7 @@ impl Session {
                 name: None,
                 quitting: false,
             },
-            pool,
-            backends,
+            slot: Arc::clone(&slot),
             limits,
             dialect,
         }
@@ -195,16 +203,24 @@ impl Session {
         let _ = wr.shutdown().await;
     }
 
-    /// Takes the next request off the input and starts its reply.
+    /// Takes the next request off the input and starts its reply, on the pool's route as it
+    /// is now.
     fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
+        let route = self.slot.load();
+        let mut handler = Handler {
+            client: &mut self.client,
+            route: &route,
+            limits: &self.limits,
+            dialect: self.dialect,
+        };
         match decoder {
             Decoder::Resp(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => Decoded::Request(self.handle(request)),
+                Ok(Some(request)) => Decoded::Request(handler.handle(request)),
                 Ok(None) => Decoded::More,
                 Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
             },
             Decoder::Memcache(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => self.handle_memcache(request),
+                Ok(Some(request)) => handler.handle_memcache(request),
                 Ok(None) => Decoded::More,
                 Err(error) => match error.reply() {
                     Some(reply) if error.is_fatal() => Decoded::Fatal(reply),
@@ -214,7 +230,9 @@ impl Session {
             },
         }
     }
+}
 
+impl Handler<'_> {
     /// Starts the reply to a memcached request: answered here (`version`, `quit`, `mn`),
     /// split by shard (multi-key retrievals), or forwarded by its key.
     fn handle_memcache(&mut self, request: memcache::Request) -> Decoded {
@@ -270,8 +288,8 @@ impl Session {
         }
         match command.kind {
             Kind::Local => Pending::Ready(local::answer(
-                &mut self.client,
-                self.pool.config(),
+                self.client,
+                self.route.pool.config(),
                 command,
                 &request,
             )),
@@ -335,13 +353,17 @@ impl Session {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.pool
+        self.route
+            .pool
             .route(key)
             .map_err(|error| backend_error(&error, self.dialect))
     }
 
     fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
-        let receiver = self.backends.send(shard, self.client.id, frame, expect);
+        let receiver = self
+            .route
+            .backends
+            .send(shard, self.client.id, frame, expect);
         Pending::Backend(receiver, self.dialect)
     }
 }

@@ -1,0 +1,169 @@
+//! What a config change does to a pool: which settings changed, and the share of keys that
+//! would move to another backend (estimated by routing the same sample keys on both maps).
+
+use crate::config::{BackendAddr, PoolConfig};
+use crate::route::{Distribution, ShardMap};
+
+/// Sample keys routed on both maps; 20,000 keys give the share within about ±1%.
+const SAMPLES: usize = 20_000;
+
+/// The settings that differ between two versions of a pool, by their config key.
+pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            keys.push(key);
+        }
+    };
+    check("listen", old.listen != new.listen);
+    check("hash", old.hash != new.hash);
+    check("hash_tag", old.hash_tag != new.hash_tag);
+    check("distribution", old.distribution != new.distribution);
+    check("timeout", old.timeout != new.timeout);
+    check("backlog", old.backlog != new.backlog);
+    check(
+        "client_connections",
+        old.client_connections != new.client_connections,
+    );
+    check("redis", old.redis != new.redis);
+    check("tcpkeepalive", old.tcpkeepalive != new.tcpkeepalive);
+    check("reuseport", old.reuseport != new.reuseport);
+    check("redis_auth", old.redis_auth != new.redis_auth);
+    check("redis_db", old.redis_db != new.redis_db);
+    check("preconnect", old.preconnect != new.preconnect);
+    check(
+        "auto_eject_hosts",
+        old.auto_eject_hosts != new.auto_eject_hosts,
+    );
+    check(
+        "server_connections",
+        old.server_connections != new.server_connections,
+    );
+    check(
+        "server_retry_timeout",
+        old.server_retry_timeout != new.server_retry_timeout,
+    );
+    check(
+        "server_failure_limit",
+        old.server_failure_limit != new.server_failure_limit,
+    );
+    check("servers", old.servers != new.servers);
+    check("limits", old.limits != new.limits);
+    keys
+}
+
+/// The estimated share (0.0 to 1.0) of keys whose backend (by address) differs between the
+/// two pools' maps; `None` for `random` distribution, where keys have no fixed backend.
+///
+/// ```
+/// use keyway::config::Config;
+/// use keyway::control::diff::moved_share;
+/// let old = Config::parse("p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:7001:1\n   - 127.0.0.1:7002:1\n")?;
+/// let same = old.pools[0].clone();
+/// assert_eq!(moved_share(&old.pools[0], &same), Some(0.0));
+/// # Ok::<(), keyway::config::Error>(())
+/// ```
+pub fn moved_share(old: &PoolConfig, new: &PoolConfig) -> Option<f64> {
+    if old.distribution == Distribution::Random || new.distribution == Distribution::Random {
+        return None;
+    }
+    let old_map = map_of(old);
+    let new_map = map_of(new);
+    let mut key = String::with_capacity(32);
+    let mut moved = 0usize;
+    for i in 0..SAMPLES {
+        key.clear();
+        key.push_str("keyway:sample:");
+        key.push_str(&i.to_string());
+        let before = old_map.route(key.as_bytes()).and_then(|s| address(old, s));
+        let after = new_map.route(key.as_bytes()).and_then(|s| address(new, s));
+        if before != after {
+            moved += 1;
+        }
+    }
+    Some(moved as f64 / SAMPLES as f64)
+}
+
+fn map_of(pool: &PoolConfig) -> ShardMap {
+    let specs: Vec<_> = pool.servers.iter().map(|s| s.shard_spec()).collect();
+    ShardMap::new(pool.hash, pool.distribution, pool.hash_tag, &specs)
+}
+
+fn address(pool: &PoolConfig, shard: usize) -> Option<&BackendAddr> {
+    pool.servers.get(shard).map(|server| &server.addr)
+}
+
+/// One line per pool describing the change from `old` to `new` (pools matched by name).
+pub fn describe(old: &[PoolConfig], new: &[PoolConfig]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for pool in new {
+        match old.iter().find(|o| o.name == pool.name) {
+            None => lines.push(format!("pool '{}': added", pool.name)),
+            Some(before) if before == pool => {
+                lines.push(format!("pool '{}': unchanged", pool.name))
+            }
+            Some(before) => {
+                let keys = changed_keys(before, pool).join(", ");
+                let share = match moved_share(before, pool) {
+                    Some(share) => format!("~{:.1}% of keys move", share * 100.0),
+                    None => "keys have no fixed backend (random)".to_string(),
+                };
+                lines.push(format!("pool '{}': changed ({keys}); {share}", pool.name));
+            }
+        }
+    }
+    for pool in old {
+        if !new.iter().any(|n| n.name == pool.name) {
+            lines.push(format!("pool '{}': removed", pool.name));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn pool(servers: &[&str], extra: &str) -> PoolConfig {
+        let mut text = format!("p:\n  listen: 127.0.0.1:22121\n  redis: true\n{extra}  servers:\n");
+        for s in servers {
+            text.push_str(&format!("   - {s}\n"));
+        }
+        Config::parse(&text).unwrap().pools.remove(0)
+    }
+
+    #[test]
+    fn adding_one_of_five_ketama_backends_moves_about_a_fifth() {
+        let four = [
+            "127.0.0.1:7001:1",
+            "127.0.0.1:7002:1",
+            "127.0.0.1:7003:1",
+            "127.0.0.1:7004:1",
+        ];
+        let five = [&four[..], &["127.0.0.1:7005:1"]].concat();
+        let share = moved_share(&pool(&four, ""), &pool(&five, "")).unwrap();
+        assert!((0.12..0.28).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn changing_the_hash_moves_most_keys() {
+        let servers = ["127.0.0.1:7001:1", "127.0.0.1:7002:1", "127.0.0.1:7003:1"];
+        let share = moved_share(&pool(&servers, ""), &pool(&servers, "  hash: murmur\n")).unwrap();
+        assert!(share > 0.5, "{share}");
+    }
+
+    #[test]
+    fn describe_names_added_removed_and_changed_keys() {
+        let a = pool(&["127.0.0.1:7001:1"], "");
+        let mut b = pool(&["127.0.0.1:7001:1", "127.0.0.1:7002:1"], "");
+        b.name = "q".into();
+        let mut a2 = a.clone();
+        a2.timeout = Some(std::time::Duration::from_millis(5));
+        let lines = describe(std::slice::from_ref(&a), &[a2, b]);
+        assert_eq!(lines[0], "pool 'p': changed (timeout); ~0.0% of keys move");
+        assert_eq!(lines[1], "pool 'q': added");
+        let lines = describe(&[a], &[]);
+        assert_eq!(lines, ["pool 'p': removed"]);
+    }
+}

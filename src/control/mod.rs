@@ -1,0 +1,211 @@
+//! The only writer of the live pools: reload (SIGHUP, `POST /reload`) builds the new pools off
+//! the hot path, binds new listeners, then installs the pools on every worker at once. A bad
+//! file or an unbindable address changes nothing.
+
+pub mod diff;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::backend::pool::Pool;
+use crate::config::{Config, Listen, PoolConfig};
+use crate::proxy::listener::{self, Bound, ClientCount};
+use crate::proxy::worker::Workers;
+use crate::shutdown::Shutdown;
+
+/// A pool's running listener.
+struct Running {
+    listen: Listen,
+    stop: Shutdown,
+    task: JoinHandle<()>,
+}
+
+/// The live pools and listeners, and the ways to change them.
+pub struct Control {
+    config_path: Option<PathBuf>,
+    workers: Arc<Workers>,
+    shutdown: Shutdown,
+    state: tokio::sync::Mutex<State>,
+    generation: AtomicU64,
+}
+
+struct State {
+    pools: Vec<Arc<Pool>>,
+    listeners: HashMap<String, Running>,
+    /// Client counts per pool name, kept across reloads so `client_connections` holds.
+    counts: HashMap<String, Arc<ClientCount>>,
+}
+
+impl Control {
+    /// Takes over running `pools` (already installed on `workers`) and starts accepting on
+    /// their bound listeners. Must run inside the control runtime.
+    pub fn start(
+        config_path: Option<PathBuf>,
+        pools: Vec<Arc<Pool>>,
+        bound: Vec<Bound>,
+        workers: Arc<Workers>,
+        shutdown: Shutdown,
+    ) -> Arc<Control> {
+        let mut state = State {
+            pools: Vec::new(),
+            listeners: HashMap::new(),
+            counts: HashMap::new(),
+        };
+        for (pool, bound) in pools.iter().zip(bound) {
+            state.listen(pool.config(), bound, &workers, &shutdown);
+        }
+        state.pools = pools;
+        Arc::new(Control {
+            config_path,
+            workers,
+            shutdown,
+            state: tokio::sync::Mutex::new(state),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// The config generation: 1 at start, +1 per successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The live pools.
+    pub async fn pools(&self) -> Vec<Arc<Pool>> {
+        self.state.lock().await.pools.clone()
+    }
+
+    /// Re-reads the config file and applies it.
+    ///
+    /// # Errors
+    /// Why nothing changed: no file to read, or every problem the file has.
+    pub async fn reload(&self) -> Result<String, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no configuration file to reload".into());
+        };
+        let config = Config::load(path).map_err(|error| error.to_string())?;
+        self.apply(config).await
+    }
+
+    /// Makes `config` live: unchanged pools keep everything; changed pools get a new map and
+    /// new backend connections (in-flight requests finish on the old ones); added pools start
+    /// listening, removed pools stop; a moved `listen` moves the listener.
+    ///
+    /// # Errors
+    /// A new listener could not be bound; nothing changed.
+    pub async fn apply(&self, config: Config) -> Result<String, String> {
+        let mut state = self.state.lock().await;
+        let old: Vec<PoolConfig> = state.pools.iter().map(|p| p.config().clone()).collect();
+        let report = diff::describe(&old, &config.pools);
+
+        // Bind every listener the new config needs before anything changes.
+        let mut fresh = Vec::new();
+        for pool in &config.pools {
+            let moved = state
+                .listeners
+                .get(&pool.name)
+                .is_none_or(|running| running.listen != pool.listen);
+            if moved {
+                let bound = listener::bind(pool).map_err(|error| {
+                    format!(
+                        "pool '{}': cannot listen on {}: {error}",
+                        pool.name, pool.listen
+                    )
+                })?;
+                fresh.push((pool.clone(), bound));
+            }
+        }
+
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .into_iter()
+            .map(
+                |new| match state.pools.iter().find(|p| p.config() == &new) {
+                    Some(same) => Arc::clone(same),
+                    None => Arc::new(Pool::new(new)),
+                },
+            )
+            .collect();
+        self.workers.install(&pools).await;
+
+        let names: Vec<&str> = pools.iter().map(|p| p.config().name.as_str()).collect();
+        let fresh_names: Vec<String> = fresh.iter().map(|(p, _)| p.name.clone()).collect();
+        let retired: Vec<String> = state
+            .listeners
+            .keys()
+            .filter(|name| !names.contains(&name.as_str()) || fresh_names.contains(name))
+            .cloned()
+            .collect();
+        for name in retired {
+            if let Some(running) = state.listeners.remove(&name) {
+                running.stop.cancel();
+                let _ = running.task.await;
+            }
+        }
+        for (pool, bound) in fresh {
+            state.listen(&pool, bound, &self.workers, &self.shutdown);
+        }
+        state
+            .counts
+            .retain(|name, _| names.contains(&name.as_str()));
+        state.pools = pools;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut text = format!("reloaded: generation {generation}\n");
+        for line in &report {
+            text.push_str(line);
+            text.push('\n');
+        }
+        tracing::info!(generation, changes = %report.join("; "), "configuration reloaded");
+        Ok(text)
+    }
+
+    /// Stops every listener (shutdown).
+    pub async fn stop(&self) {
+        let mut state = self.state.lock().await;
+        for (_, running) in state.listeners.drain() {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+    }
+}
+
+impl State {
+    fn listen(
+        &mut self,
+        pool: &PoolConfig,
+        bound: Bound,
+        workers: &Arc<Workers>,
+        shutdown: &Shutdown,
+    ) {
+        let stop = shutdown.child_token();
+        let count = Arc::clone(self.counts.entry(pool.name.clone()).or_default());
+        let name: Arc<str> = Arc::from(pool.name.as_str());
+        let config = pool.clone();
+        let task = tokio::spawn(listener::accept_loop(
+            name,
+            config,
+            bound,
+            count,
+            Arc::clone(workers),
+            stop.clone(),
+        ));
+        let task = tokio::spawn(async move {
+            match task.await {
+                Ok(Err(error)) => tracing::error!(%error, "listener failed"),
+                Err(error) => tracing::error!(%error, "listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        });
+        self.listeners.insert(
+            pool.name.clone(),
+            Running {
+                listen: pool.listen.clone(),
+                stop,
+                task,
+            },
+        );
+    }
+}
