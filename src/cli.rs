@@ -100,6 +100,11 @@ pub struct Cli {
     /// HTTP admin address: /metrics, /healthz, /pools, POST /reload (Keyway).
     #[arg(long = "admin", value_name = "ADDR", default_value = "127.0.0.1:22223")]
     pub admin: SocketAddr,
+
+    /// With `-t`: also print what changes from this (old) config to `-c`'s, with the
+    /// estimated share of keys that move per pool (Keyway).
+    #[arg(long = "diff", value_name = "OLD")]
+    pub diff: Option<PathBuf>,
 }
 
 impl Cli {

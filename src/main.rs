@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     };
     if cli.test_conf {
         eprintln!("keyway: configuration file '{path}' syntax is ok");
-        return ExitCode::SUCCESS;
+        return match &cli.diff {
+            Some(old) => print_diff(old, &config),
+            None => ExitCode::SUCCESS,
+        };
     }
     if cli.daemonize {
         return daemonize();
@@ -73,6 +76,26 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
     }
     tracing::info!("keyway stopped");
     result
+}
+
+/// `-t --diff OLD`: what a reload from `old` to `new` would change, without touching a proxy.
+fn print_diff(old: &std::path::Path, new: &Config) -> ExitCode {
+    match Config::load(old) {
+        Ok(old) => {
+            for line in keyway::control::diff::describe(&old.pools, &new.pools) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "keyway: old configuration file '{}' is invalid",
+                old.display()
+            );
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Maps nutcracker's `-v` levels (0..11, default 5 = notice) onto tracing levels.
