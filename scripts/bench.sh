@@ -73,9 +73,11 @@ parse_args() {
 }
 
 # Stops everything this script started, by PID: idle-connection holder, proxies, backends.
+# errexit is off here: a process that already exited must not abort the rest of the cleanup.
 cleanup() {
   local pid
-  [[ -n $IDLE_PID ]] && kill "$IDLE_PID" 2>/dev/null
+  set +e
+  if [[ -n $IDLE_PID ]]; then kill "$IDLE_PID" 2>/dev/null; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -260,23 +262,23 @@ WORKLOADS=(
 workload_spec() {
   WL_C=50 WL_P=1 WL_IDLE=0
   case $1 in
-    set_16B_P1) WL_N=60000 WL_CMD=(set v16:__rand_int__ "$V16") ;;
-    get_16B_P1) WL_N=60000 WL_CMD=(get v16:__rand_int__) ;;
-    set_16B_P16) WL_N=400000 WL_P=16 WL_CMD=(set v16:__rand_int__ "$V16") ;;
-    get_16B_P16) WL_N=400000 WL_P=16 WL_CMD=(get v16:__rand_int__) ;;
-    set_1KiB_P1) WL_N=50000 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
-    get_1KiB_P1) WL_N=50000 WL_CMD=(get v1k:__rand_int__) ;;
-    set_1KiB_P16) WL_N=200000 WL_P=16 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
-    get_1KiB_P16) WL_N=200000 WL_P=16 WL_CMD=(get v1k:__rand_int__) ;;
+    set_16B_P1) WL_N=50000 WL_CMD=(set v16:__rand_int__ "$V16") ;;
+    get_16B_P1) WL_N=50000 WL_CMD=(get v16:__rand_int__) ;;
+    set_16B_P16) WL_N=300000 WL_P=16 WL_CMD=(set v16:__rand_int__ "$V16") ;;
+    get_16B_P16) WL_N=300000 WL_P=16 WL_CMD=(get v16:__rand_int__) ;;
+    set_1KiB_P1) WL_N=40000 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
+    get_1KiB_P1) WL_N=40000 WL_CMD=(get v1k:__rand_int__) ;;
+    set_1KiB_P16) WL_N=150000 WL_P=16 WL_CMD=(set v1k:__rand_int__ "$V1K") ;;
+    get_1KiB_P16) WL_N=150000 WL_P=16 WL_CMD=(get v1k:__rand_int__) ;;
     mget_10keys)
-      WL_N=30000
+      WL_N=20000
       WL_CMD=(mget)
       for _ in $(seq 10); do WL_CMD+=(v16:__rand_int__); done
       ;;
-    lrange_100) WL_N=30000 WL_CMD=(lrange mylist 0 99) ;;
-    lrange_600) WL_N=10000 WL_CMD=(lrange mylist 0 599) ;;
-    get_16B_c1) WL_N=10000 WL_C=1 WL_CMD=(get v16:__rand_int__) ;;
-    get_16B_idle1000) WL_N=60000 WL_IDLE=$IDLE_CONNS WL_CMD=(get v16:__rand_int__) ;;
+    lrange_100) WL_N=20000 WL_CMD=(lrange mylist 0 99) ;;
+    lrange_600) WL_N=8000 WL_CMD=(lrange mylist 0 599) ;;
+    get_16B_c1) WL_N=8000 WL_C=1 WL_CMD=(get v16:__rand_int__) ;;
+    get_16B_idle1000) WL_N=50000 WL_IDLE=$IDLE_CONNS WL_CMD=(get v16:__rand_int__) ;;
     *) die "unknown workload $1" ;;
   esac
   if ((QUICK)); then WL_N=$((WL_N / 2)); fi
@@ -375,6 +377,8 @@ write_meta() {
     echo "redis-server: $(redis-server --version | awk '{ print $3 }'); redis-benchmark: $(redis-benchmark --version | awk '{ print $2 }')"
     echo "config: 4 redis-server backends on loopback, ketama + fnv1a_64, redis: true, defaults otherwise; keyspace $KEYSPACE keys per value size"
     echo "mode: $*"
+    # Anything else running competes for the same cores; say so next to the numbers.
+    echo "load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$OUT/meta.txt"
 }
 
@@ -390,6 +394,7 @@ load_mode() {
       for target in "${TARGETS[@]}"; do run_one "$wl" "$target" "$round"; done
     done
   done
+  echo "load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
   python3 "$HELPER" report "$OUT"
   log "wrote $OUT/results.csv, memory.csv, summary.md, chart.png"
   cat "$OUT/summary.md"
@@ -430,10 +435,10 @@ strace_mode() {
 # Each proxy (a fresh instance) under callgrind: warm up, zero the counters, run a fixed
 # number of GETs, dump, and divide the instructions (Ir) by the requests.
 callgrind_mode() {
-  local target port pid cmd n warm=2000 dump ir top
+  local target port pid cmd n warm=2000 dump ir top areas
   n=20000
   ((QUICK)) && n=5000
-  echo "target,clients,requests,ir,ir_per_req,top" >"$OUT/callgrind.csv"
+  echo "target,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"
   for target in nc_default nc_v4 kw_1t kw_2t; do
     port=$(free_port)
     read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
@@ -450,13 +455,10 @@ callgrind_mode() {
     wait "$pid" || true
     dump="$WORK/callgrind.$target.$pid.1" # callgrind_control -d writes dump number 1
     [[ -s $dump ]] || die "no callgrind dump for $target (see $WORK/valgrind-$target.log)"
-    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
-    top=$(callgrind_annotate --inclusive=no "$dump" 2>/dev/null |
-      awk '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ { pct = $2; $1 = ""; $2 = "";
-             sub(/^ +/, ""); sub(/ \[.*$/, ""); gsub(/,/, " ");
-             printf "%s%s %s", sep, $0, pct; sep = "; "; if (++k == 6) exit }')
-    awk -v t="$target" -v n="$n" -v ir="$ir" -v top="$top" \
-      'BEGIN { printf "%s,50,%d,%d,%.0f,%s\n", t, n, ir, ir / n, top }' >>"$OUT/callgrind.csv"
+    IFS=$'\t' read -r ir top areas < <(python3 "$HELPER" callgrind "$dump")
+    awk -v t="$target" -v n="$n" -v ir="$ir" -v top="$top" -v areas="$areas" \
+      'BEGIN { printf "%s,50,%d,%d,%.0f,%s,%s\n", t, n, ir, ir / n, top, areas }' \
+      >>"$OUT/callgrind.csv"
     log "callgrind $target: $ir Ir for $n requests"
   done
 }

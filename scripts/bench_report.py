@@ -9,6 +9,8 @@ Subcommands:
                                  each and writes "pinged"; exits on SIGTERM (sockets close)
   report OUT_DIR                 results.csv (+ memory.csv, meta.txt) -> summary.md, chart.png
   profile OUT_DIR                strace.csv / callgrind.csv -> profile.md
+  callgrind FILE                 self cost (Ir) of a callgrind dump, by function and by area:
+                                 "TOTAL<TAB>top functions<TAB>areas"
 
 Only the standard library, except `report`, which needs matplotlib for the chart.
 """
@@ -65,7 +67,7 @@ def idle(port, n, state_file):
     while not want_ping:
         time.sleep(0.05)
     for s in socks:
-        s.sendall(b"PING\r\n")
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")  # RESP: nutcracker rejects inline commands
     for s in socks:
         buf = b""
         while not buf.endswith(b"\r\n"):
@@ -137,6 +139,10 @@ def medians(rows):
             for m in ("ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_mreq")
         }
         med[key]["rounds"] = len(rs)
+        ops = [num(r["ops_per_sec"]) for r in rs if num(r["ops_per_sec"])]
+        med[key]["spread"] = (
+            (max(ops) - min(ops)) / statistics.median(ops) if len(ops) > 1 else None
+        )
     return order, med
 
 
@@ -189,6 +195,23 @@ def report(out_dir):
             ]
         )
     md += [table(hdr, body), ""]
+
+    if rounds > 1:
+        md += [
+            "Round-to-round spread of ops/s, (max − min) / median: how far apart the rounds "
+            "were. Ratios smaller than the spread are within noise (other processes on the "
+            "machine compete for the same cores; see the load average above).",
+            "",
+        ]
+        hdr = ["workload"] + [LABEL[t] for t in present]
+        body = [
+            [w] + [
+                "–" if m(w, t, "spread") is None else f"{100.0 * m(w, t, 'spread'):.0f}%"
+                for t in present
+            ]
+            for w in order
+        ]
+        md += [table(hdr, body), ""]
 
     md += ["## Latency p50 / p99 (ms, median over rounds)", ""]
     hdr = ["workload"] + [LABEL[t] for t in present]
@@ -330,15 +353,108 @@ def profile(out_dir):
             "Valgrind runs the threads of a process one at a time.",
             "",
         ]
-        hdr = ["target", "clients", "requests", "Ir", "Ir/request", "top functions (Ir share)"]
+        hdr = ["target", "clients", "requests", "Ir", "Ir/request"]
         body = [
             [LABEL.get(r["target"], r["target"]), r["clients"], r["requests"],
-             fmt(num(r["ir"])), fmt(num(r["ir_per_req"])), r["top"]]
+             fmt(num(r["ir"])), fmt(num(r["ir_per_req"]))]
             for r in cg
         ]
         md += [table(hdr, body), ""]
+        md += ["Self cost (exclusive Ir) by area and by function:", ""]
+        hdr = ["target", "areas", "top functions"]
+        body = [[LABEL.get(r["target"], r["target"]), r["areas"], r["top"]] for r in cg]
+        md += [table(hdr, body), ""]
     with open(os.path.join(out_dir, "profile.md"), "w") as f:
         f.write("\n".join(md) + "\n")
+
+
+# --------------------------------------------------------------------------- callgrind
+def callgrind_self_cost(path):
+    """Self Ir per function, read straight from a callgrind dump.
+
+    callgrind_annotate mixes in inclusive costs when the counters were zeroed mid-run, so the
+    format is parsed here: a cost line belongs to the current fn=, except the line right
+    after calls=, which is the inclusive cost of that call."""
+    names, objects = {}, {}
+    cost, obj_of = {}, {}
+    ob = fn = None
+    skip_next = False
+
+    def name(table, value):
+        # "(id) name" defines an id, "(id)" refers to one, plain "name" has no id.
+        if value.startswith("("):
+            ident, _, rest = value.partition(")")
+            rest = rest.strip()
+            if rest:
+                table[ident] = rest
+            return table.get(ident, ident)
+        return value
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            c = line[:1]
+            if c.isdigit() or c in "+-*":
+                if skip_next:
+                    skip_next = False
+                    continue
+                parts = line.split()
+                if len(parts) >= 2 and fn is not None:
+                    cost[fn] = cost.get(fn, 0) + int(parts[1])
+                    obj_of.setdefault(fn, ob)
+            elif line.startswith("fn="):
+                fn = name(names, line[3:].strip())
+            elif line.startswith("ob="):
+                ob = name(objects, line[3:].strip())
+            elif line.startswith(("cfn=", "cfi=", "cfl=")):
+                if line.startswith("cfn="):
+                    name(names, line[4:].strip())
+            elif line.startswith("cob="):
+                name(objects, line[4:].strip())
+            elif line.startswith("calls="):
+                skip_next = True
+    return cost, obj_of
+
+
+def area(fn, ob):
+    """Coarse buckets that say where a proxy's instructions go."""
+    base = os.path.basename(ob or "?")
+    if base.startswith("libc.so"):
+        if any(k in fn for k in ("malloc", "free", "realloc", "calloc")):
+            return "malloc/free"
+        if fn.startswith(("__mem", "mem")):
+            return "libc mem*"
+        return "libc other"
+    if base.startswith("ld-linux") or base.startswith("vgpreload"):
+        return base
+    if "TrackedFuture" in fn:
+        # Keyway's session / connection task bodies are inlined into this poll.
+        return "keyway tasks (TrackedFuture::poll)"
+    if "keyway::" in fn:
+        return "keyway"
+    if "tokio_util" in fn:
+        return "tokio-util"
+    if "tokio" in fn:
+        return "tokio"
+    if fn.startswith(("core::", "alloc::", "std::", "<core::", "<alloc::", "<std::")):
+        return "std/core/alloc"
+    if "::" in fn:
+        return "other crates"
+    return base
+
+
+def callgrind_summary(path):
+    cost, obj_of = callgrind_self_cost(path)
+    total = sum(cost.values()) or 1
+    top = sorted(cost.items(), key=lambda kv: -kv[1])[:8]
+    top_s = "; ".join(f"{fn.replace(',', ' ')} {100.0 * c / total:.1f}%" for fn, c in top)
+    areas = {}
+    for fn, c in cost.items():
+        a = area(fn, obj_of.get(fn))
+        areas[a] = areas.get(a, 0) + c
+    area_s = "; ".join(
+        f"{a} {100.0 * c / total:.1f}%" for a, c in sorted(areas.items(), key=lambda kv: -kv[1])[:6]
+    )
+    print(f"{total}\t{top_s}\t{area_s}")
 
 
 def main(argv):
@@ -353,6 +469,8 @@ def main(argv):
         report(args[0])
     elif cmd == "profile":
         profile(args[0])
+    elif cmd == "callgrind":
+        callgrind_summary(args[0])
     else:
         raise SystemExit(__doc__)
 

@@ -23,8 +23,10 @@ use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::shutdown::Shutdown;
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
-const INITIAL_READ_BUFFER: usize = 4 * 1024;
-/// Spare room asked for before each read.
+const INITIAL_READ_BUFFER: usize = 1024;
+/// Below this much spare room the read buffer grows (by its size, at least [`READ_CHUNK`]),
+/// so that large requests are read in few calls while small ones never grow it.
+const MIN_SPARE: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// What the connection knows about its client.
@@ -186,8 +188,8 @@ impl Session {
             if !reading && pending.is_empty() {
                 break;
             }
-            if input.capacity() - input.len() < READ_CHUNK / 2 {
-                input.reserve(READ_CHUNK);
+            if input.capacity() - input.len() < MIN_SPARE {
+                input.reserve(input.len().max(READ_CHUNK));
             }
             tokio::select! {
                 biased;
