@@ -14,6 +14,7 @@
 //! keep replies in order: each backend connection pairs replies with requests oldest-first, and
 //! each session writes replies in the order its client sent the requests.
 //!
+//! - [`admin`]: the admin HTTP server: /metrics, /healthz, /pools, POST /reload.
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
 //! - [`control`]: the only writer of the live pools: reload, and the key-move estimate.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
@@ -24,6 +25,7 @@
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -53,14 +53,33 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n.get(),
     );
+    let stats =
+        std::net::ToSocketAddrs::to_socket_addrs(&(cli.stats_addr.as_str(), cli.stats_port))
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("invalid stats address '{}'", cli.stats_addr),
+                )
+            })?;
     let options = keyway::proxy::Options {
         threads,
         config_path: Some(cli.conf_file.clone()),
         signals: true,
+        admin: Some(cli.admin),
+        stats: Some(stats),
+        stats_interval: cli.stats_interval(),
     };
     let proxy = keyway::bind(config, options)?;
     for (pool, addr) in proxy.local_addrs() {
         tracing::info!(pool, ?addr, "listening");
+    }
+    if let Some(addr) = proxy.admin_addr() {
+        tracing::info!(%addr, "admin server: /metrics /healthz /pools, POST /reload");
+    }
+    if let Some(addr) = proxy.stats_addr() {
+        tracing::info!(%addr, "stats server (nutcracker JSON)");
     }
     if let Some(pid_file) = &cli.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))?;

@@ -44,12 +44,22 @@ pub struct Target {
     pub keepalive: bool,
 }
 
-/// Reports connection health to whoever keeps the failure count (the pool).
-pub trait HealthReport: Send + Sync + 'static {
-    /// A connection attempt, request or connection failed.
-    fn failure(&self);
+/// Where a connection reports its traffic and failures (the pool: failure counts, metrics).
+pub trait Report: Send + Sync + 'static {
+    /// The connection failed with `error`, failing `in_flight` requests with it.
+    fn failure(&self, error: &Error, in_flight: usize);
     /// The backend answered.
     fn success(&self);
+    /// A connection was established.
+    fn connected(&self);
+    /// An established connection closed.
+    fn disconnected(&self);
+    /// A connection attempt failed.
+    fn connect_failed(&self);
+    /// A request of `bytes` was queued for the backend.
+    fn request(&self, bytes: usize);
+    /// A reply of `bytes` arrived, `elapsed` after its request was queued.
+    fn response(&self, bytes: usize, elapsed: Duration);
 }
 
 /// Sends jobs to a connection task.
@@ -77,15 +87,15 @@ impl Handle {
 
 /// Starts a connection task on the current runtime. It ends when every [`Handle`] is dropped
 /// and its in-flight requests are answered.
-pub fn spawn(target: Arc<Target>, health: Arc<dyn HealthReport>, preconnect: bool) -> Handle {
+pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
     let (jobs, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(run(target, health, receiver, preconnect));
+    tokio::spawn(run(target, report, receiver, preconnect));
     Handle { jobs }
 }
 
 async fn run(
     target: Arc<Target>,
-    health: Arc<dyn HealthReport>,
+    report: Arc<dyn Report>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     preconnect: bool,
 ) {
@@ -104,23 +114,30 @@ async fn run(
         }
         connect_now = false;
         if let Some(error) = backoff.refusal() {
+            report.failure(&error, first.len());
             fail(first.drain(..), &error);
             continue;
         }
         let outcome = match connect(&target).await {
             Ok(stream) => {
                 backoff.reset();
-                stream
-                    .serve(&target, &*health, std::mem::take(&mut first), &mut jobs)
-                    .await
+                report.connected();
+                let outcome = stream
+                    .serve(&target, &*report, std::mem::take(&mut first), &mut jobs)
+                    .await;
+                report.disconnected();
+                outcome
             }
-            Err(error) => Err(error),
+            Err(error) => {
+                report.connect_failed();
+                report.failure(&error, first.len());
+                Err(error)
+            }
         };
         match outcome {
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {}
             Err(error) => {
-                health.failure();
                 if matches!(error, Error::Connect(_)) {
                     backoff.failed(error.clone());
                 }
@@ -195,18 +212,18 @@ impl Stream {
     async fn serve(
         mut self,
         target: &Target,
-        health: &dyn HealthReport,
+        report: &dyn Report,
         first: Vec<Job>,
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Result<Ended, Error> {
         match &mut self {
             Stream::Tcp(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, health, rd, wr).run(first, jobs).await
+                Pipeline::new(target, report, rd, wr).run(first, jobs).await
             }
             Stream::Unix(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, health, rd, wr).run(first, jobs).await
+                Pipeline::new(target, report, rd, wr).run(first, jobs).await
             }
         }
     }
@@ -224,13 +241,14 @@ enum Ended {
 struct Waiting {
     reply: Option<oneshot::Sender<Outcome>>,
     expect: Expect,
+    sent: Instant,
     deadline: Option<Instant>,
 }
 
 /// The connected state: requests out, replies in, strictly in order.
 struct Pipeline<'a, R, W> {
     target: &'a Target,
-    health: &'a dyn HealthReport,
+    report: &'a dyn Report,
     rd: R,
     wr: W,
     /// Frames not yet (fully) written.
@@ -243,10 +261,10 @@ struct Pipeline<'a, R, W> {
 }
 
 impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
-    fn new(target: &'a Target, health: &'a dyn HealthReport, rd: R, wr: W) -> Self {
+    fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
         Pipeline {
             target,
-            health,
+            report,
             rd,
             wr,
             unwritten: VecDeque::new(),
@@ -269,24 +287,29 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
         let outcome = self.pump(jobs).await;
         if let Err(error) = &outcome {
+            let mut failed = 0;
             for waiting in self.waiting.drain(..) {
                 if let Some(reply) = waiting.reply {
                     let _ = reply.send(Err(error.clone()));
+                    failed += 1;
                 }
             }
+            self.report.failure(error, failed);
         }
         outcome
     }
 
     /// Queues `AUTH` and `SELECT`; their replies are checked like any other, but go nowhere.
     fn handshake(&mut self) {
-        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+        let sent = Instant::now();
+        let deadline = self.target.timeout.map(|t| sent + t);
         if let Some(password) = &self.target.auth {
             let auth = Request::from_args([&b"AUTH"[..], password.as_bytes()]);
             self.unwritten.push_back(auth.frame().clone());
             self.waiting.push_back(Waiting {
                 reply: None,
                 expect: Expect::Resp,
+                sent,
                 deadline,
             });
         }
@@ -297,6 +320,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             self.waiting.push_back(Waiting {
                 reply: None,
                 expect: Expect::Resp,
+                sent,
                 deadline,
             });
         }
@@ -304,10 +328,12 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 
     fn push(&mut self, job: Job, now: Instant) {
         let deadline = self.target.timeout.map(|t| now + t);
+        self.report.request(job.frame.len());
         self.unwritten.push_back(job.frame);
         self.waiting.push_back(Waiting {
             reply: Some(job.reply),
             expect: job.expect,
+            sent: now,
             deadline,
         });
     }
@@ -363,6 +389,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 
     /// Hands every complete reply in the input buffer to the oldest waiting request.
     fn deliver(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
         loop {
             let Some(front) = self.waiting.front() else {
                 if self.input.is_empty() {
@@ -385,6 +412,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
             match waiting.reply {
                 Some(sender) => {
+                    self.report.response(reply.len(), now - waiting.sent);
                     let _ = sender.send(Ok(reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
@@ -395,7 +423,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 None => {}
             }
         }
-        self.health.success();
+        self.report.success();
         if self.input.capacity() - self.input.len() < 4096 {
             self.input.reserve(16 * 1024);
         }

@@ -9,9 +9,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::connection::{self, Handle, HealthReport, Target};
+use super::connection::{self, Handle, Report, Target};
 use super::{Error, Expect, Outcome};
 use crate::config::PoolConfig;
+use crate::metrics::{ErrorKind, Metrics, PoolMetrics};
 use crate::route::{ShardMap, ShardSpec};
 
 /// Marks "no rebuild scheduled" in [`Pool::rebuild_at`].
@@ -20,6 +21,7 @@ const NEVER: u64 = u64::MAX;
 /// A pool's state shared by every worker: its config, its live shard map, its backends' health.
 pub struct Pool {
     config: PoolConfig,
+    metrics: Arc<PoolMetrics>,
     specs: Vec<ShardSpec>,
     map: ArcSwap<ShardMap>,
     health: Vec<Health>,
@@ -37,13 +39,16 @@ struct Health {
 }
 
 impl Pool {
-    /// The pool for `config`, every backend live.
-    pub fn new(config: PoolConfig) -> Pool {
+    /// The pool for `config`, every backend live, counting into `metrics`.
+    pub fn new(config: PoolConfig, metrics: &Metrics) -> Pool {
+        let names: Vec<String> = config.servers.iter().map(|s| s.ketama_name()).collect();
+        let metrics = metrics.pool(&config.name, &names);
         let specs: Vec<ShardSpec> = config.servers.iter().map(|s| s.shard_spec()).collect();
         let map = ShardMap::new(config.hash, config.distribution, config.hash_tag, &specs);
         let health = specs.iter().map(|_| Health::default()).collect();
         Pool {
             config,
+            metrics,
             specs,
             map: ArcSwap::from_pointee(map),
             health,
@@ -55,6 +60,11 @@ impl Pool {
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    /// The pool's metric handles.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
     }
 
     /// The shard for `key`.
@@ -100,6 +110,7 @@ impl Pool {
         }
         let until = now + duration_ms(self.config.server_retry_timeout).max(1);
         health.ejected_until.store(until, Ordering::Relaxed);
+        self.metrics.eject(shard);
         tracing::warn!(pool = %self.config.name, backend = %self.config.servers.get(shard).map(|s| s.display_name()).unwrap_or_default(), failures, "backend ejected");
         self.rebuild();
     }
@@ -119,10 +130,15 @@ impl Pool {
         let live: Vec<bool> = self
             .health
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(shard, h)| {
                 let until = h.ejected_until.load(Ordering::Relaxed);
                 if until > now {
                     next = next.min(until);
+                } else if until != 0 {
+                    // Its retry time has come: back in the map (nutcracker's `next_retry = 0`).
+                    h.ejected_until.store(0, Ordering::Relaxed);
+                    self.metrics.readmit(shard);
                 }
                 until <= now
             })
@@ -144,19 +160,81 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reports one backend's connection health to its pool.
-struct ShardHealth {
+/// Reports one backend's traffic and health to its pool.
+struct ShardReport {
     pool: Arc<Pool>,
     shard: usize,
 }
 
-impl HealthReport for ShardHealth {
-    fn failure(&self) {
+impl ShardReport {
+    fn backend(&self) -> Option<&crate::metrics::BackendMetrics> {
+        self.pool.metrics.backend(self.shard)
+    }
+}
+
+impl Report for ShardReport {
+    fn failure(&self, error: &Error, in_flight: usize) {
+        if let Some(backend) = self.backend() {
+            let kind = match error {
+                Error::Timeout => {
+                    backend.server_timedout.inc();
+                    ErrorKind::Timeout
+                }
+                Error::Closed => {
+                    backend.server_eof.inc();
+                    ErrorKind::Refused
+                }
+                Error::Connect(_) => {
+                    backend.server_err.inc();
+                    backend.up.set(0);
+                    ErrorKind::Refused
+                }
+                Error::Protocol => {
+                    backend.server_err.inc();
+                    ErrorKind::Protocol
+                }
+                Error::Ejected => ErrorKind::Ejected,
+            };
+            backend.errors.of(kind).inc_by(in_flight as u64);
+        }
         self.pool.failure(self.shard);
     }
 
     fn success(&self) {
         self.pool.success(self.shard);
+    }
+
+    fn connected(&self) {
+        if let Some(backend) = self.backend() {
+            backend.connections_total.inc();
+            backend.connections.inc();
+            backend.up.set(1);
+        }
+    }
+
+    fn disconnected(&self) {
+        if let Some(backend) = self.backend() {
+            backend.connections.dec();
+        }
+    }
+
+    fn connect_failed(&self) {
+        if let Some(backend) = self.backend() {
+            backend.connections_total.inc();
+        }
+    }
+
+    fn request(&self, bytes: usize) {
+        if let Some(backend) = self.backend() {
+            backend.request(bytes);
+        }
+    }
+
+    fn response(&self, bytes: usize, elapsed: Duration) {
+        if let Some(backend) = self.backend() {
+            backend.response(bytes);
+        }
+        self.pool.metrics.observe(elapsed);
     }
 }
 
@@ -182,7 +260,7 @@ impl BackendPool {
                     timeout: config.timeout,
                     keepalive: config.tcpkeepalive,
                 });
-                let health: Arc<dyn HealthReport> = Arc::new(ShardHealth {
+                let report: Arc<dyn Report> = Arc::new(ShardReport {
                     pool: Arc::clone(pool),
                     shard,
                 });
@@ -190,7 +268,7 @@ impl BackendPool {
                     .map(|_| {
                         connection::spawn(
                             Arc::clone(&target),
-                            Arc::clone(&health),
+                            Arc::clone(&report),
                             config.preconnect,
                         )
                     })

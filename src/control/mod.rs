@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::pool::Pool;
 use crate::config::{Config, Listen, PoolConfig};
+use crate::metrics::Metrics;
 use crate::proxy::listener::{self, Bound, ClientCount};
 use crate::proxy::worker::Workers;
 use crate::shutdown::Shutdown;
@@ -28,6 +30,9 @@ struct Running {
 pub struct Control {
     config_path: Option<PathBuf>,
     workers: Arc<Workers>,
+    metrics: Arc<Metrics>,
+    /// The live pools, for readers outside the reload path (admin `/pools`).
+    live: ArcSwap<Vec<Arc<Pool>>>,
     shutdown: Shutdown,
     state: tokio::sync::Mutex<State>,
     generation: AtomicU64,
@@ -48,6 +53,7 @@ impl Control {
         pools: Vec<Arc<Pool>>,
         bound: Vec<Bound>,
         workers: Arc<Workers>,
+        metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Arc<Control> {
         let mut state = State {
@@ -58,10 +64,13 @@ impl Control {
         for (pool, bound) in pools.iter().zip(bound) {
             state.listen(pool.config(), bound, &workers, &shutdown);
         }
-        state.pools = pools;
+        state.pools = pools.clone();
+        metrics.set_generation(1);
         Arc::new(Control {
             config_path,
             workers,
+            metrics,
+            live: ArcSwap::from_pointee(pools),
             shutdown,
             state: tokio::sync::Mutex::new(state),
             generation: AtomicU64::new(1),
@@ -86,8 +95,54 @@ impl Control {
         let Some(path) = &self.config_path else {
             return Err("no configuration file to reload".into());
         };
-        let config = Config::load(path).map_err(|error| error.to_string())?;
-        self.apply(config).await
+        let outcome = match Config::load(path) {
+            Ok(config) => self.apply(config).await,
+            Err(error) => Err(error.to_string()),
+        };
+        self.metrics.reload(outcome.is_ok());
+        if let Err(error) = &outcome {
+            tracing::error!(
+                "reload failed, nothing changed: {}",
+                error.trim_end().replace('\n', "; ")
+            );
+        }
+        outcome
+    }
+
+    /// The live shard maps as JSON: per pool its settings and backends (address, weight,
+    /// shard index, ejected or not).
+    pub fn pools_json(&self) -> String {
+        let pools = self.live.load();
+        let mut out = format!("{{\"generation\": {}, \"pools\": [", self.generation());
+        for (i, pool) in pools.iter().enumerate() {
+            let config = pool.config();
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!(
+                "{{\"name\": {}, \"listen\": {}, \"protocol\": \"{}\", \"hash\": \"{}\", \"distribution\": \"{}\", \"backends\": [",
+                json_string(&config.name),
+                json_string(&config.listen.to_string()),
+                if config.redis { "redis" } else { "memcache" },
+                config.hash.name(),
+                format!("{:?}", config.distribution).to_lowercase(),
+            ));
+            for (shard, server) in config.servers.iter().enumerate() {
+                if shard > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&format!(
+                    "{{\"shard\": {shard}, \"name\": {}, \"address\": {}, \"weight\": {}, \"state\": \"{}\"}}",
+                    json_string(&server.ketama_name()),
+                    json_string(&server.addr.to_string()),
+                    server.weight,
+                    if pool.is_ejected(shard) { "ejected" } else { "live" },
+                ));
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}\n");
+        out
     }
 
     /// Makes `config` live: unchanged pools keep everything; changed pools get a new map and
@@ -125,7 +180,7 @@ impl Control {
             .map(
                 |new| match state.pools.iter().find(|p| p.config() == &new) {
                     Some(same) => Arc::clone(same),
-                    None => Arc::new(Pool::new(new)),
+                    None => Arc::new(Pool::new(new, &self.metrics)),
                 },
             )
             .collect();
@@ -208,4 +263,20 @@ impl State {
             },
         );
     }
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

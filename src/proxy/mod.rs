@@ -10,12 +10,16 @@ pub mod session;
 pub mod worker;
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::admin::{self, Admin};
 use crate::backend::pool::Pool;
 use crate::config::Config;
 use crate::control::Control;
+use crate::metrics::{stats, Metrics};
 use crate::shutdown::Shutdown;
 use listener::{Bound, LocalAddr};
 use worker::Workers;
@@ -29,13 +33,34 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
     pub signals: bool,
+    /// The HTTP admin address (`/metrics`, `/healthz`, `/pools`, `POST /reload`).
+    pub admin: Option<SocketAddr>,
+    /// nutcracker's stats port (`-a`:`-s`), serving the stats JSON.
+    pub stats: Option<SocketAddr>,
+    /// nutcracker's `-i`: how old the stats JSON's pool figures may be.
+    pub stats_interval: Duration,
 }
 
 /// A proxy with its listeners bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
     pools: Vec<Arc<Pool>>,
     listeners: Vec<Bound>,
+    metrics: Arc<Metrics>,
+    admin: Option<std::net::TcpListener>,
+    stats: Option<std::net::TcpListener>,
     options: Options,
+}
+
+/// Binds a TCP listener for the admin or stats server, ready for a runtime to take over.
+fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen on {addr} for the {what}: {error}"),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Binds every pool's listener. Binding is apart from running so that callers (and tests,
@@ -57,19 +82,41 @@ pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
         })?;
         listeners.push(bound);
     }
+    let admin = options
+        .admin
+        .map(|a| bind_tcp(a, "admin server"))
+        .transpose()?;
+    let stats = options
+        .stats
+        .map(|a| bind_tcp(a, "stats server"))
+        .transpose()?;
+    let metrics = Metrics::new();
     let pools = config
         .pools
         .into_iter()
-        .map(|p| Arc::new(Pool::new(p)))
+        .map(|p| Arc::new(Pool::new(p, &metrics)))
         .collect();
     Ok(Proxy {
         pools,
         listeners,
+        metrics,
+        admin,
+        stats,
         options,
     })
 }
 
 impl Proxy {
+    /// The admin server's bound address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The stats server's bound address, if it has one.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Each pool's name and bound address, in config order.
     pub fn local_addrs(&self) -> Vec<(String, LocalAddr)> {
         self.pools
@@ -97,8 +144,28 @@ impl Proxy {
                 self.pools,
                 self.listeners,
                 workers,
+                Arc::clone(&self.metrics),
                 shutdown.clone(),
             );
+            if let Some(listener) = self.stats {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let metrics = Arc::clone(&self.metrics);
+                let interval = self.options.stats_interval;
+                tokio::spawn(stats::serve_stats(
+                    listener,
+                    metrics,
+                    interval,
+                    shutdown.clone(),
+                ));
+            }
+            if let Some(listener) = self.admin {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tokio::spawn(admin::serve(
+                    listener,
+                    admin_of(&control, &self.metrics),
+                    shutdown.clone(),
+                ));
+            }
             let outcome = if self.options.signals {
                 watch_signals(&control, &shutdown).await
             } else {
@@ -113,6 +180,20 @@ impl Proxy {
             let _ = thread.join();
         }
         result
+    }
+}
+
+/// The admin server's view of the proxy: metrics, live pools, reload.
+fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
+    let pools = Arc::clone(control);
+    let reload = Arc::clone(control);
+    Admin {
+        metrics: Arc::clone(metrics),
+        pools: Arc::new(move || pools.pools_json()),
+        reload: Arc::new(move || {
+            let control = Arc::clone(&reload);
+            Box::pin(async move { control.reload().await })
+        }),
     }
 }
 

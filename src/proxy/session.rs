@@ -153,6 +153,11 @@ impl Session {
         };
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;
+        // Counted on the pool the client connected to, even if a reload replaces it.
+        let pool = Arc::clone(&self.slot.load().pool);
+        let metrics = pool.metrics();
+        metrics.client_connections.inc();
+        metrics.client_connections_total.inc();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         loop {
@@ -162,6 +167,7 @@ impl Session {
                     Decoded::Request(reply) => pending.push_back(reply),
                     Decoded::Silent => {}
                     Decoded::Fatal(reply) => {
+                        metrics.client_err.inc();
                         tracing::debug!(
                             client = self.client.id,
                             "closing client after malformed request"
@@ -180,6 +186,8 @@ impl Session {
             }
             if !output.is_empty() {
                 if wr.write_all(&output).await.is_err() {
+                    metrics.client_err.inc();
+                    metrics.client_connections.dec();
                     return;
                 }
                 output.clear();
@@ -196,12 +204,14 @@ impl Session {
                 () = wait_front(&mut pending) => {}
                 read = rd.read_buf(&mut input), if reading && pending.len() < max_pipeline => {
                     if !matches!(read, Ok(n) if n > 0) {
+                        metrics.client_eof.inc();
                         reading = false;
                     }
                 }
                 () = &mut cancelled, if reading => reading = false,
             }
         }
+        metrics.client_connections.dec();
         let _ = wr.shutdown().await;
     }
 
@@ -253,6 +263,7 @@ impl Handler<'_> {
                         self.send(shard, request.frame().clone(), expect)
                     }
                     Ok(memcache::fanout::Split::Parts(parts, plan)) => {
+                        self.fragments(parts.len());
                         Pending::Fanout(Box::new(FanoutReply {
                             plan: Plan::Memcache(plan),
                             parts: parts
@@ -340,13 +351,18 @@ impl Handler<'_> {
         match fanout::split(&request, merge, |key| self.route(key)) {
             Err(reply) => Pending::Ready(reply),
             Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
-            Ok(Split::Parts(parts, plan)) => Pending::Fanout(Box::new(FanoutReply {
-                plan: Plan::Resp(plan),
-                parts: parts
-                    .into_iter()
-                    .map(|part| self.send(part.shard, part.request.frame().clone(), Expect::Resp))
-                    .collect(),
-            })),
+            Ok(Split::Parts(parts, plan)) => {
+                self.fragments(parts.len());
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Resp(plan),
+                    parts: parts
+                        .into_iter()
+                        .map(|part| {
+                            self.send(part.shard, part.request.frame().clone(), Expect::Resp)
+                        })
+                        .collect(),
+                }))
+            }
         }
     }
 
@@ -355,10 +371,15 @@ impl Handler<'_> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.route
-            .pool
-            .route(key)
-            .map_err(|error| backend_error(&error, self.dialect))
+        self.route.pool.route(key).map_err(|error| {
+            self.route.pool.metrics().forward_error.inc();
+            backend_error(&error, self.dialect)
+        })
+    }
+
+    /// Counts the sub-requests of a split request (nutcracker's `fragments`).
+    fn fragments(&self, parts: usize) {
+        self.route.pool.metrics().fragments.inc_by(parts as u64);
     }
 
     fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {

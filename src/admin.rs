@@ -1,0 +1,641 @@
+//! The admin HTTP server (`--admin`): `GET /metrics`, `GET /healthz`, `GET /pools`,
+//! `POST /reload`. Minimal HTTP/1.1: one request per connection, bounded head, `Connection: close`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{Metrics, CONTENT_TYPE};
+
+/// Largest request head (request line + headers) accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// Largest request body read (and discarded: no route takes a body).
+const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to read the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to drain a client's unread input after an error response.
+const LINGER: Duration = Duration::from_secs(1);
+/// Connections served at once; further ones wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Back-off after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The future `POST /reload` awaits: the reload's report, or why the config was rejected.
+pub type ReloadFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// What the admin server serves.
+#[derive(Clone)]
+pub struct Admin {
+    /// Rendered by `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// `GET /pools`: the live shard maps as a JSON document.
+    pub pools: Arc<dyn Fn() -> String + Send + Sync>,
+    /// `POST /reload`: `Ok(report)` → 200 with the report, `Err(reason)` → 400 with the reason.
+    pub reload: Arc<dyn Fn() -> ReloadFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+/// Serves admin requests on `listener` until `shutdown`, then waits for the requests in flight.
+pub async fn serve(listener: TcpListener, admin: Admin, shutdown: CancellationToken) {
+    let admin = Arc::new(admin);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = TaskTracker::new();
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "admin: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let admin = Arc::clone(&admin);
+        connections.spawn(async move {
+            handle(stream, &admin).await;
+            drop(slot);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// A response: status, content type, body, and extra header lines (`Name: value\r\n`).
+#[derive(Debug, PartialEq, Eq)]
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: &'static str,
+}
+
+impl Response {
+    fn text(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            extra: "",
+        }
+    }
+
+    fn not_allowed(allow: &'static str) -> Response {
+        Response {
+            extra: allow,
+            ..Response::text(405, "method not allowed\n")
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len(),
+            self.extra,
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(self.body.as_bytes());
+        bytes
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "Internal Server Error",
+    }
+}
+
+async fn handle(mut stream: TcpStream, admin: &Admin) {
+    let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Err(_) => Some(Response::text(408, "request timeout\n")),
+        Ok(Err(response)) => Some(response),
+        Ok(Ok(None)) => None,
+        Ok(Ok(Some(request))) => Some(route(&request, admin).await),
+    };
+    let Some(response) = response else { return };
+    let write = async {
+        stream.write_all(&response.encode()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "admin: write failed"),
+        Err(_) => tracing::debug!("admin: client too slow, closed"),
+    }
+    if response.status >= 400 {
+        linger(&mut stream).await;
+    }
+}
+
+/// After an error response the client may still be sending (an oversized head, say): closing
+/// with unread input would reset the connection and could destroy the response in flight, so
+/// drain a bounded amount for a short while first.
+async fn linger(stream: &mut TcpStream) {
+    let drain = async {
+        let mut chunk = [0u8; 1024];
+        let mut left = MAX_BODY;
+        while left > 0 {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// A parsed request: only what routing needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+}
+
+/// Reads one request head (and any declared body, discarded). `Ok(None)`: the client closed
+/// before sending a complete head, so there is no one to answer. `Err`: the error response.
+async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Response> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(end) = find_head_end(&buf) {
+            break end;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Response::text(431, "request head too large\n"));
+        }
+        let room = (MAX_HEAD - buf.len()).min(chunk.len());
+        match stream.read(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = buf.get(..head_end).unwrap_or_default();
+    let (request, body_len) = parse_head(head)?;
+    // Read the body so that closing does not reset the connection under the response.
+    let mut remaining = body_len.saturating_sub(buf.len().saturating_sub(head_end));
+    while remaining > 0 {
+        let room = remaining.min(chunk.len());
+        match stream.read(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => remaining = remaining.saturating_sub(n),
+        }
+    }
+    Ok(Some(request))
+}
+
+/// Where the head ends (after its blank line), accepting bare LF line ends as RFC 9112 allows.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(buf, b"\n\r\n").map(|i| i + 3);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses the request line and headers; returns the request and its body length.
+fn parse_head(head: &[u8]) -> Result<(Request, usize), Response> {
+    let bad = |why: &str| Response::text(400, format!("bad request: {why}\n"));
+    let head = std::str::from_utf8(head).map_err(|_| bad("not UTF-8"))?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let line = lines.next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("request line is not METHOD TARGET VERSION"));
+    };
+    if method.is_empty() || !method.bytes().all(is_token) {
+        return Err(bad("invalid method"));
+    }
+    if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(bad("invalid target"));
+    }
+    match version {
+        "HTTP/1.1" | "HTTP/1.0" => {}
+        v if v.starts_with("HTTP/") && v.len() == 8 => {
+            return Err(Response::text(505, "only HTTP/1.x is served\n"))
+        }
+        _ => return Err(bad("invalid HTTP version")),
+    }
+    let mut body_len: Option<usize> = None;
+    for header in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(bad("header without ':'"));
+        };
+        if name.is_empty() || !name.bytes().all(is_token) {
+            return Err(bad("invalid header name"));
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Response::text(501, "transfer-encoding is not supported\n"));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let len: usize = value
+                .parse()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| bad("invalid content-length"))?;
+            if body_len.is_some_and(|previous| previous != len) {
+                return Err(bad("conflicting content-length"));
+            }
+            body_len = Some(len);
+        }
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > MAX_BODY {
+        return Err(Response::text(413, "request body too large\n"));
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    Ok((
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+        },
+        body_len,
+    ))
+}
+
+/// RFC 9110 `tchar`.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+async fn route(request: &Request, admin: &Admin) -> Response {
+    let method = request.method.as_str();
+    match (request.path.as_str(), method) {
+        ("/metrics", "GET") => Response {
+            content_type: CONTENT_TYPE,
+            ..Response::text(200, admin.metrics.render())
+        },
+        ("/healthz", "GET") => Response::text(200, "ok"),
+        ("/pools", "GET") => Response {
+            content_type: "application/json",
+            ..Response::text(200, (admin.pools)())
+        },
+        ("/reload", "POST") => match (admin.reload)().await {
+            Ok(report) => Response::text(200, report),
+            Err(reason) => Response::text(400, reason),
+        },
+        ("/metrics" | "/healthz" | "/pools", _) => Response::not_allowed("Allow: GET\r\n"),
+        ("/reload", _) => Response::not_allowed("Allow: POST\r\n"),
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A parsed response: status, headers (lower-case names), body.
+    #[derive(Debug)]
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn parse_reply(raw: &[u8]) -> Reply {
+        let text = std::str::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.splitn(3, ' ');
+        assert_eq!(parts.next(), Some("HTTP/1.1"));
+        let status: u16 = parts.next().unwrap().parse().unwrap();
+        assert_eq!(parts.next(), Some(reason(status)));
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_ascii_lowercase(), v.to_string())
+            })
+            .collect();
+        let reply = Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        };
+        assert_eq!(reply.header("connection"), Some("close"));
+        let len: usize = reply.header("content-length").unwrap().parse().unwrap();
+        assert_eq!(len, reply.body.len());
+        reply
+    }
+
+    struct Server {
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        metrics: Arc<Metrics>,
+        reloads: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            let metrics = Metrics::new();
+            let reloads = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&reloads);
+            let admin = Admin {
+                metrics: Arc::clone(&metrics),
+                pools: Arc::new(|| "{\"alpha\":[]}".to_string()),
+                reload: Arc::new(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(async move {
+                        if n == 0 {
+                            Ok("reloaded: generation 1".to_string())
+                        } else {
+                            Err("pool 'alpha': bad hash".to_string())
+                        }
+                    })
+                }),
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(serve(listener, admin, shutdown.clone()));
+            Server {
+                addr,
+                shutdown,
+                task,
+                metrics,
+                reloads,
+            }
+        }
+
+        /// Sends `raw`, reads until the server closes.
+        async fn raw(&self, raw: &[u8]) -> Vec<u8> {
+            let mut stream = TcpStream::connect(self.addr).await.unwrap();
+            stream.write_all(raw).await.unwrap();
+            let mut out = Vec::new();
+            stream.read_to_end(&mut out).await.unwrap();
+            out
+        }
+
+        async fn request(&self, method: &str, path: &str) -> Reply {
+            let raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            parse_reply(&self.raw(raw.as_bytes()).await)
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(10), self.task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_serves_the_prometheus_text() {
+        let server = Server::start().await;
+        let pool = server.metrics.pool("alpha", &["s0".to_string()]);
+        pool.backends[0].request(1);
+        let reply = server.request("GET", "/metrics").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; version=0.0.4")
+        );
+        assert!(reply
+            .body
+            .contains("# TYPE keyway_requests_total counter\n"));
+        assert!(reply
+            .body
+            .contains("keyway_requests_total{backend=\"s0\",pool=\"alpha\"} 1\n"));
+        let with_query = server.request("GET", "/metrics?name[]=x").await;
+        assert_eq!(with_query.status, 200);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn healthz_says_ok() {
+        let server = Server::start().await;
+        let reply = server.request("GET", "/healthz").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn pools_serves_the_callbacks_json() {
+        let server = Server::start().await;
+        let reply = server.request("GET", "/pools").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.body, "{\"alpha\":[]}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn reload_answers_200_with_the_report_then_400_with_the_error() {
+        let server = Server::start().await;
+        let ok = server.request("POST", "/reload").await;
+        assert_eq!(
+            (ok.status, ok.body.as_str()),
+            (200, "reloaded: generation 1")
+        );
+        let raw = b"POST /reload HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let error = parse_reply(&server.raw(raw).await);
+        assert_eq!(
+            (error.status, error.body.as_str()),
+            (400, "pool 'alpha': bad hash")
+        );
+        assert_eq!(server.reloads.load(Ordering::SeqCst), 2);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_404_and_wrong_methods_405() {
+        let server = Server::start().await;
+        assert_eq!(server.request("GET", "/").await.status, 404);
+        assert_eq!(server.request("GET", "/metricsx").await.status, 404);
+        assert_eq!(server.request("POST", "/nowhere").await.status, 404);
+        for path in ["/metrics", "/healthz", "/pools"] {
+            let reply = server.request("POST", path).await;
+            assert_eq!(reply.status, 405, "{path}");
+            assert_eq!(reply.header("allow"), Some("GET"));
+        }
+        let reply = server.request("GET", "/reload").await;
+        assert_eq!((reply.status, reply.header("allow")), (405, Some("POST")));
+        assert_eq!(
+            server.reloads.load(Ordering::SeqCst),
+            0,
+            "GET never reloads"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_400() {
+        let server = Server::start().await;
+        let cases: [&[u8]; 9] = [
+            b"GARBAGE\r\n\r\n",
+            b"GET /metrics\r\n\r\n",
+            b"GET  /metrics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1 extra\r\n\r\n",
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"G(T /metrics HTTP/1.1\r\n\r\n",
+            b"GET /metrics FTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"POST /reload HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        ];
+        for raw in cases {
+            let reply = parse_reply(&server.raw(raw).await);
+            assert_eq!(reply.status, 400, "{:?}", raw.escape_ascii().to_string());
+        }
+        let conflicting =
+            b"POST /reload HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\n";
+        assert_eq!(parse_reply(&server.raw(conflicting).await).status, 400);
+        assert_eq!(server.reloads.load(Ordering::SeqCst), 0);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bare_lf_and_http_1_0_are_accepted() {
+        let server = Server::start().await;
+        let reply = parse_reply(&server.raw(b"GET /healthz HTTP/1.0\nHost: x\n\n").await);
+        assert_eq!(reply.status, 200);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unsupported_versions_and_framings_are_refused() {
+        let server = Server::start().await;
+        let v2 = parse_reply(&server.raw(b"GET /healthz HTTP/2.0\r\n\r\n").await);
+        assert_eq!(v2.status, 505);
+        let chunked = b"POST /reload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(parse_reply(&server.raw(chunked).await).status, 501);
+        let big = format!(
+            "POST /reload HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(parse_reply(&server.raw(big.as_bytes()).await).status, 413);
+        assert_eq!(server.reloads.load(Ordering::SeqCst), 0);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_are_431() {
+        let server = Server::start().await;
+        let mut raw = b"GET /healthz HTTP/1.1\r\n".to_vec();
+        while raw.len() <= MAX_HEAD {
+            raw.extend_from_slice(
+                b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        raw.extend_from_slice(b"\r\n");
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        // The server answers once it has read MAX_HEAD bytes; the rest may be refused.
+        let _ = stream.write_all(&raw).await;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        assert_eq!(parse_reply(&out).status, 431);
+        // A head just under the limit is fine.
+        let mut fits = b"GET /healthz HTTP/1.1\r\nX-Filler: ".to_vec();
+        fits.resize(MAX_HEAD - 4, b'a');
+        fits.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_reply(&server.raw(&fits).await).status, 200);
+        server.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_gets_408_after_the_read_timeout() {
+        let server = Server::start().await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        assert_eq!(parse_reply(&out).status, 408);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_closing_early_gets_nothing_and_the_server_goes_on() {
+        let server = Server::start().await;
+        for sent in [&b""[..], b"GET /healthz HTTP/1.1\r\n"] {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream.write_all(sent).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            stream.read_to_end(&mut out).await.unwrap();
+            assert!(out.is_empty(), "{out:?}");
+        }
+        let mut half = TcpStream::connect(server.addr).await.unwrap();
+        half.write_all(b"GET /hea").await.unwrap();
+        drop(half);
+        assert_eq!(server.request("GET", "/healthz").await.status, 200);
+        server.stop().await;
+    }
+
+    #[test]
+    fn head_parsing_table() {
+        let ok = |raw: &str| parse_head(raw.as_bytes()).map(|(r, len)| (r.method, r.path, len));
+        assert_eq!(
+            ok("GET /pools?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(("GET".into(), "/pools".into(), 0))
+        );
+        assert_eq!(
+            ok("POST /reload HTTP/1.1\r\ncontent-length:  12 \r\n\r\n"),
+            Ok(("POST".into(), "/reload".into(), 12))
+        );
+        let status = |raw: &str| parse_head(raw.as_bytes()).map(|_| ()).map_err(|r| r.status);
+        assert_eq!(status("GET /\u{7f} HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(status("GET / HTTP/1.1\r\n: empty\r\n\r\n"), Err(400));
+        assert_eq!(status("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Err(400));
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nContent-Length: +3\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}
