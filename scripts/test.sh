@@ -22,8 +22,10 @@ fi
 # Debian starts the packaged services on install; the tests start their own on free ports.
 export PATH="$PATH:/usr/sbin"
 
-# redis-py for the client-compatibility test (5.x speaks RESP2 by default).
+# Real client libraries for the compatibility tests: redis-py (5.x speaks RESP2 by default)
+# and pymemcache.
 python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q 'redis>=5,<6'
+python3 -c 'import pymemcache' 2>/dev/null || python3 -m pip install -q pymemcache
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 

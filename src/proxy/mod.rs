@@ -43,6 +43,10 @@ pub struct Options {
 
 /// A proxy with its listeners bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
+    /// The control thread's runtime, made at bind time so signal handlers are in place before
+    /// any listener accepts.
+    runtime: tokio::runtime::Runtime,
+    signals: Option<Signals>,
     pools: Vec<Arc<Pool>>,
     listeners: Vec<Bound>,
     metrics: Arc<Metrics>,
@@ -69,6 +73,14 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
 /// # Errors
 /// A listener could not be bound.
 pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = if options.signals {
+        Some(runtime.block_on(async { Signals::install() })?)
+    } else {
+        None
+    };
     let mut listeners = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
         let bound = listener::bind(pool).map_err(|error| {
@@ -97,6 +109,8 @@ pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
         .map(|p| Arc::new(Pool::new(p, &metrics)))
         .collect();
     Ok(Proxy {
+        runtime,
+        signals,
         pools,
         listeners,
         metrics,
@@ -135,10 +149,8 @@ impl Proxy {
     /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
         let (workers, threads) = Workers::start(self.options.threads, &self.pools, &shutdown)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let result = runtime.block_on(async {
+        let signals = self.signals;
+        let result = self.runtime.block_on(async {
             let control = Control::start(
                 self.options.config_path.clone(),
                 self.pools,
@@ -166,11 +178,12 @@ impl Proxy {
                     shutdown.clone(),
                 ));
             }
-            let outcome = if self.options.signals {
-                watch_signals(&control, &shutdown).await
-            } else {
-                shutdown.cancelled().await;
-                Ok(())
+            let outcome = match signals {
+                Some(signals) => signals.watch(&control, &shutdown).await,
+                None => {
+                    shutdown.cancelled().await;
+                    Ok(())
+                }
             };
             control.stop().await;
             outcome
@@ -197,24 +210,38 @@ fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
     }
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads the config.
-async fn watch_signals(control: &Control, shutdown: &Shutdown) -> io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            () = shutdown.cancelled() => break,
-            _ = hup.recv() => match control.reload().await {
-                Ok(report) => tracing::info!("SIGHUP: {}", report.trim_end().replace('\n', "; ")),
-                Err(error) => tracing::error!("SIGHUP: reload failed, nothing changed: {}", error.trim_end().replace('\n', "; ")),
-            },
-        }
+/// The signals Keyway acts on: SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads
+/// the config.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    shutdown.cancel();
-    Ok(())
+
+    async fn watch(mut self, control: &Control, shutdown: &Shutdown) -> io::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                () = shutdown.cancelled() => break,
+                _ = self.hup.recv() => match control.reload().await {
+                    Ok(report) => tracing::info!("SIGHUP: {}", report.trim_end().replace('\n', "; ")),
+                    Err(_) => tracing::error!("SIGHUP: reload failed, nothing changed"),
+                },
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        shutdown.cancel();
+        Ok(())
+    }
 }
