@@ -6,6 +6,7 @@ mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,9 +57,11 @@ pub struct PoolConfig {
     /// Key hash function (`hash`, default `fnv1a_64`).
     pub hash: HashFn,
     /// Two bytes delimiting the part of a key that is hashed (`hash_tag`, default none).
-    /// Two *bytes*, as nutcracker counts: `"é"` is a valid hash tag to it.
+    /// Two *bytes*, as nutcracker counts: `"é"` is a valid hash tag to it. Always `{}` under
+    /// `distribution: slots`.
     pub hash_tag: Option<[u8; 2]>,
-    /// How hashes map to shards (`distribution`, default ketama).
+    /// How hashes map to shards (`distribution`, default ketama; Keyway adds `slots`, whose
+    /// assignment is each backend's [`BackendConfig::slots`]).
     pub distribution: Distribution,
     /// Per-request timeout (`timeout` in ms). `None` (absent or 0) waits forever, as in
     /// nutcracker, which arms no timer for a timeout of 0.
@@ -89,7 +92,8 @@ pub struct PoolConfig {
     pub server_retry_timeout: Duration,
     /// Consecutive failures before ejection (`server_failure_limit`, default 2).
     pub server_failure_limit: u32,
-    /// The backends, in file order: a backend's index here is its shard index.
+    /// The backends, in nutcracker's order (shorter name first, then bytewise): a backend's
+    /// index here is its shard index.
     pub servers: Vec<BackendConfig>,
     /// Keyway's own limits (extension keys).
     pub limits: Limits,
@@ -133,6 +137,9 @@ pub struct BackendConfig {
     pub weight: u32,
     /// The optional name after the address; it replaces the address as the ketama point name.
     pub name: Option<String>,
+    /// The slots it owns in a `distribution: slots` pool, sorted as written: from the pool's
+    /// `slots` key, else the even split in shard order. Empty in other pools.
+    pub slots: Vec<RangeInclusive<u16>>,
 }
 
 impl BackendConfig {
@@ -151,11 +158,12 @@ impl BackendConfig {
         }
     }
 
-    /// What routing needs: the ketama point name and the weight.
+    /// What routing needs: the ketama point name, the weight and the slots.
     pub fn shard_spec(&self) -> ShardSpec {
         ShardSpec {
             name: self.ketama_name(),
             weight: self.weight,
+            slots: self.slots.clone(),
         }
     }
 
@@ -335,6 +343,7 @@ mod tests {
                 },
                 weight: 1,
                 name: None,
+                slots: Vec::new(),
             }],
             limits: Limits::default(),
         };
@@ -359,6 +368,7 @@ mod tests {
             },
             weight: 3,
             name: None,
+            slots: Vec::new(),
         };
         assert_eq!(tcp("10.0.0.1", 6379).ketama_name(), "10.0.0.1:6379");
         assert_eq!(tcp("10.0.0.1", 11211).ketama_name(), "10.0.0.1");
@@ -369,13 +379,7 @@ mod tests {
         };
         assert_eq!(named.ketama_name(), "shard1");
         assert_eq!(named.display_name(), "shard1");
-        assert_eq!(
-            named.shard_spec(),
-            ShardSpec {
-                name: "shard1".into(),
-                weight: 3
-            }
-        );
+        assert_eq!(named.shard_spec(), ShardSpec::new("shard1", 3));
     }
 
     #[test]
@@ -384,6 +388,7 @@ mod tests {
             addr: BackendAddr::Unix("/tmp/redis.sock".into()),
             weight: 2,
             name: None,
+            slots: Vec::new(),
         };
         assert_eq!(unix.ketama_name(), "/tmp/redis.sock:");
         assert_eq!(unix.display_name(), "/tmp/redis.sock:2");
@@ -435,8 +440,40 @@ mod tests {
             }
         }
         assert!(
-            loaded >= 2,
-            "expected conf/nutcracker.yml and conf/keyway.yml"
+            loaded >= 3,
+            "expected conf/nutcracker.yml, conf/keyway.yml and conf/slots.yml"
+        );
+    }
+
+    #[test]
+    fn slots_example_splits_evenly_and_explicitly() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/slots.yml");
+        let config = Config::load(&path).unwrap();
+        let slots = |pool: &PoolConfig| -> Vec<(String, Vec<RangeInclusive<u16>>)> {
+            pool.servers
+                .iter()
+                .map(|s| (s.ketama_name(), s.slots.clone()))
+                .collect()
+        };
+        let [even, explicit] = &config.pools[..] else {
+            panic!("two pools expected")
+        };
+        assert!(even.distribution == Distribution::Slots && even.hash_tag == Some(*b"{}"));
+        assert_eq!(
+            slots(even),
+            [
+                ("s1".to_owned(), vec![0..=5460]),
+                ("s2".to_owned(), vec![5461..=10922]),
+                ("s3".to_owned(), vec![10923..=16383]),
+            ]
+        );
+        assert_eq!(
+            slots(explicit),
+            [
+                ("cache-a".to_owned(), vec![0..=5000, 16000..=16383]),
+                ("cache-b".to_owned(), vec![5001..=10922]),
+                ("127.0.0.1:7013".to_owned(), vec![10923..=15999]),
+            ]
         );
     }
 

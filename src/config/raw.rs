@@ -31,11 +31,12 @@ pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
 ];
 
 /// Keyway's own pool keys, flat like nutcracker's.
-pub(crate) const EXTENSION_KEYS: [&str; 4] = [
+pub(crate) const EXTENSION_KEYS: [&str; 5] = [
     "max_request_bytes",
     "max_multibulk_length",
     "max_key_bytes",
     "max_pipeline",
+    "slots",
 ];
 
 /// One scalar value exactly as written: `None` when the key is absent.
@@ -100,6 +101,38 @@ pub(crate) struct RawPool {
     pub(crate) max_key_bytes: Scalar,
     #[serde(default)]
     pub(crate) max_pipeline: Scalar,
+    /// `distribution: slots` only: server name → slot ranges, in file order.
+    #[serde(default)]
+    pub(crate) slots: Option<RawSlots>,
+}
+
+/// The `slots` mapping as written: `(server name, ranges text)` pairs in file order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawSlots(pub(crate) Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for RawSlots {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SlotsVisitor;
+
+        impl<'de> Visitor<'de> for SlotsVisitor {
+            type Value = RawSlots;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of server name to slot ranges")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSlots, A::Error> {
+                let mut entries = Vec::new();
+                // Through `String`, as `Scalar`: `6000` stays the text "6000".
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(RawSlots(entries))
+            }
+        }
+
+        deserializer.deserialize_map(SlotsVisitor)
+    }
 }
 
 /// The whole file: pools in file order.
@@ -236,11 +269,37 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
                     kind(other)
                 ))),
             }
+        } else if key == "slots" {
+            check_slots(value, &problem, problems);
         } else if scalar_text(value).is_none() {
             problems.push(problem(format!(
                 "must be a single value, found {}",
                 kind(value)
             )));
+        }
+    }
+}
+
+/// `slots` must map single values (server names) to single values (slot ranges).
+fn check_slots(value: &Value, problem: &dyn Fn(String) -> Problem, problems: &mut Vec<Problem>) {
+    let Value::Mapping(entries) = value else {
+        problems.push(problem(format!(
+            "must be a mapping of server name to slot ranges (e.g. 's1: 0-5460'), found {}",
+            kind(value)
+        )));
+        return;
+    };
+    for (name, ranges) in entries {
+        match (scalar_text(name), scalar_text(ranges)) {
+            (None, _) => problems.push(problem(format!(
+                "a server name must be a single value, found {}",
+                kind(name)
+            ))),
+            (Some(name), None) => problems.push(problem(format!(
+                "server '{name}': slot ranges must be a single value such as '0-5460,6000', found {}",
+                kind(ranges)
+            ))),
+            (Some(_), Some(_)) => {}
         }
     }
 }
@@ -385,6 +444,36 @@ mod tests {
         assert_eq!(
             problems("a:\n  servers:\n   - [x]\n"),
             ["pool 'a': key 'servers': entry 1 must be a server line, found a list"]
+        );
+    }
+
+    #[test]
+    fn slots_keep_file_order_and_text() {
+        let raw = parse("a:\n  slots:\n    s2: 0-5460, 6000\n    1: 6001\n    s0: ~\n").unwrap();
+        let slots = raw.pools[0].1.slots.as_ref().unwrap();
+        assert_eq!(
+            slots.0,
+            [
+                ("s2".to_owned(), "0-5460, 6000".to_owned()),
+                ("1".to_owned(), "6001".to_owned()),
+                ("s0".to_owned(), "~".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn slots_must_be_a_mapping_of_single_values() {
+        assert_eq!(
+            problems("a:\n  slots: 0-16383\n"),
+            ["pool 'a': key 'slots': must be a mapping of server name to slot ranges (e.g. 's1: 0-5460'), found a single value"]
+        );
+        assert_eq!(
+            problems("a:\n  slots:\n    s1: [0-5460, 6000]\n"),
+            ["pool 'a': key 'slots': server 's1': slot ranges must be a single value such as '0-5460,6000', found a list"]
+        );
+        assert_eq!(
+            problems("a:\n  slots:\n    [s1]: 0\n"),
+            ["pool 'a': key 'slots': a server name must be a single value, found a list"]
         );
     }
 

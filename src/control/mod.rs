@@ -206,8 +206,13 @@ impl Control {
         state
             .counts
             .retain(|name, _| names.contains(&name.as_str()));
+        for gone in old.iter().filter(|o| !names.contains(&o.name.as_str())) {
+            self.metrics.forget_pool(&gone.name);
+        }
+        self.live.store(Arc::new(pools.clone()));
         state.pools = pools;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.set_generation(generation);
         let mut text = format!("reloaded: generation {generation}\n");
         for line in &report {
             text.push_str(line);

@@ -18,8 +18,8 @@ const MAX_POINT_NAME: usize = 86;
 /// use keyway::route::ShardSpec;
 ///
 /// let shards = [
-///     ShardSpec { name: "a".into(), weight: 1 },
-///     ShardSpec { name: "b".into(), weight: 1 },
+///     ShardSpec::new("a", 1),
+///     ShardSpec::new("b", 1),
 /// ];
 /// let continuum = Continuum::new(&shards, &[true, true]);
 /// assert_eq!(continuum.len(), 320);
@@ -146,10 +146,7 @@ mod tests {
     fn specs(shards: &[(&str, u32)]) -> Vec<ShardSpec> {
         shards
             .iter()
-            .map(|&(name, weight)| ShardSpec {
-                name: name.into(),
-                weight,
-            })
+            .map(|&(name, weight)| ShardSpec::new(name, weight))
             .collect()
     }
 

@@ -1,10 +1,13 @@
 //! Key → shard index: hash tag → hash → distribution. Pure, no I/O: cheap to test, bench and
 //! diff against nutcracker. A [`ShardMap`] is immutable and replaced whole.
 
+use std::ops::RangeInclusive;
+
 pub mod hash;
 pub mod ketama;
 pub mod modula;
 pub mod random;
+pub mod slots;
 
 pub use hash::HashFn;
 
@@ -17,6 +20,10 @@ pub enum Distribution {
     Modula,
     /// A random live shard per request.
     Random,
+    /// Keyway's extension: Redis Cluster's 16384 slots, `CRC16(key or {tag}) mod 16384`, each
+    /// slot owned by one shard (presharding). Always uses the `{}` hash tag; ignores the hash
+    /// function and weights.
+    Slots,
 }
 
 /// One backend as routing sees it.
@@ -26,15 +33,30 @@ pub struct ShardSpec {
     pub name: String,
     /// Relative weight, at least 1.
     pub weight: u32,
+    /// The slots this shard owns under [`Distribution::Slots`]; ignored by the others. When no
+    /// shard of a slots map owns any, the map splits the slots evenly ([`slots::even_split`]).
+    pub slots: Vec<RangeInclusive<u16>>,
+}
+
+impl ShardSpec {
+    /// A shard named `name` with `weight` and no explicit slots.
+    pub fn new(name: impl Into<String>, weight: u32) -> ShardSpec {
+        ShardSpec {
+            name: name.into(),
+            weight,
+            slots: Vec::new(),
+        }
+    }
 }
 
 impl Distribution {
-    /// The distribution with this config name: `ketama`, `modula` or `random`.
+    /// The distribution with this config name: `ketama`, `modula`, `random` or `slots`.
     pub fn parse(name: &str) -> Option<Distribution> {
         match name {
             "ketama" => Some(Distribution::Ketama),
             "modula" => Some(Distribution::Modula),
             "random" => Some(Distribution::Random),
+            "slots" => Some(Distribution::Slots),
             _ => None,
         }
     }
@@ -57,6 +79,7 @@ enum Dispatch {
     Ketama(ketama::Continuum),
     Modula(modula::Modula),
     Random(random::Random),
+    Slots(slots::SlotMap),
 }
 
 impl ShardMap {
@@ -74,6 +97,10 @@ impl ShardMap {
     /// live): nutcracker's `auto_eject_hosts`. Ejected shards leave the distribution and the
     /// live ones are re-weighted among themselves, as `ketama_update`, `modula_update` and
     /// `random_update` do.
+    ///
+    /// Under [`Distribution::Slots`] a slot belongs to one shard whatever its liveness (moving
+    /// it would split its keys over two backends): an ejected shard's slots route nowhere, and
+    /// `hash_tag` is always `{}`, as Redis Cluster's.
     pub fn with_live(
         hash: HashFn,
         distribution: Distribution,
@@ -88,6 +115,11 @@ impl ShardMap {
             Distribution::Ketama => Dispatch::Ketama(ketama::Continuum::new(shards, live)),
             Distribution::Modula => Dispatch::Modula(modula::Modula::new(shards, live)),
             Distribution::Random => Dispatch::Random(random::Random::new(shards, live)),
+            Distribution::Slots => Dispatch::Slots(slots::SlotMap::new(shards, live)),
+        };
+        let hash_tag = match distribution {
+            Distribution::Slots => Some(*b"{}"),
+            _ => hash_tag,
         };
         ShardMap {
             hash,
@@ -103,13 +135,14 @@ impl ShardMap {
     ///
     /// As in nutcracker's `server_pool_idx`: a pool of one shard always answers 0 without
     /// hashing; otherwise the hash tag is applied, an empty key hashes to 0, and the hash is
-    /// looked up in the distribution (random ignores it).
+    /// looked up in the distribution (random ignores it). [`Distribution::Slots`] instead
+    /// answers the owner of [`slots::slot`]`(key)`, `None` when that owner is ejected.
     ///
     /// ```
     /// use keyway::route::{Distribution, HashFn, ShardMap, ShardSpec};
     ///
     /// let shards: Vec<ShardSpec> = (1..=3)
-    ///     .map(|n| ShardSpec { name: format!("10.0.0.{n}:6379"), weight: 1 })
+    ///     .map(|n| ShardSpec::new(format!("10.0.0.{n}:6379"), 1))
     ///     .collect();
     /// let map = ShardMap::new(HashFn::Fnv1a_64, Distribution::Ketama, Some(*b"{}"), &shards);
     ///
@@ -128,19 +161,47 @@ impl ShardMap {
     ///     &[false, false, true],
     /// );
     /// assert_eq!(map.route(b"anything"), Some(2));
+    ///
+    /// // Slots: three shards own 0-5460, 5461-10922, 10923-16383.
+    /// let map = ShardMap::new(HashFn::Fnv1a_64, Distribution::Slots, None, &shards);
+    /// assert_eq!(keyway::route::slots::slot(b"{user1000}.following"), 3443);
+    /// assert_eq!(map.route(b"{user1000}.following"), Some(0));
+    /// assert_eq!(map.route(b"foo"), Some(2)); // slot 12182
     /// ```
     #[inline]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
         if self.live_count == 0 {
             return None;
         }
-        if self.shard_count == 1 {
-            return Some(0);
-        }
         match &self.dispatch {
+            Dispatch::Slots(table) => table.dispatch(slots::slot(key)),
+            _ if self.shard_count == 1 => Some(0),
             Dispatch::Ketama(continuum) => continuum.dispatch(self.key_hash(key)),
             Dispatch::Modula(modula) => modula.dispatch(self.key_hash(key)),
             Dispatch::Random(random) => random.dispatch(),
+        }
+    }
+
+    /// Under [`Distribution::Slots`], every shard (in shard order, those owning nothing
+    /// included) with its slots, sorted and merged, as assigned: an ejected shard keeps its
+    /// ranges here though its keys route nowhere. `None` for the other distributions.
+    ///
+    /// ```
+    /// use keyway::route::{Distribution, HashFn, ShardMap, ShardSpec};
+    ///
+    /// let shards = [ShardSpec::new("a", 1), ShardSpec::new("b", 1)];
+    /// let map = ShardMap::new(HashFn::Fnv1a_64, Distribution::Slots, None, &shards);
+    /// assert_eq!(
+    ///     map.slot_ranges(),
+    ///     Some(vec![(0, vec![0..=8191]), (1, vec![8192..=16383])])
+    /// );
+    /// let ketama = ShardMap::new(HashFn::Fnv1a_64, Distribution::Ketama, None, &shards);
+    /// assert_eq!(ketama.slot_ranges(), None);
+    /// ```
+    pub fn slot_ranges(&self) -> Option<Vec<(usize, Vec<RangeInclusive<u16>>)>> {
+        match &self.dispatch {
+            Dispatch::Slots(table) => Some(table.ranges().iter().cloned().enumerate().collect()),
+            _ => None,
         }
     }
 
@@ -197,10 +258,7 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(n, &weight)| ShardSpec {
-                name: format!("10.0.0.{n}:6379"),
-                weight,
-            })
+            .map(|(n, &weight)| ShardSpec::new(format!("10.0.0.{n}:6379"), weight))
             .collect()
     }
 
@@ -218,6 +276,7 @@ mod tests {
         assert_eq!(Distribution::parse("ketama"), Some(Distribution::Ketama));
         assert_eq!(Distribution::parse("modula"), Some(Distribution::Modula));
         assert_eq!(Distribution::parse("random"), Some(Distribution::Random));
+        assert_eq!(Distribution::parse("slots"), Some(Distribution::Slots));
         assert_eq!(Distribution::parse("Ketama"), None);
         assert_eq!(Distribution::parse("vnode"), None);
     }
@@ -269,11 +328,90 @@ mod tests {
     }
 
     #[test]
+    fn slots_route_by_cluster_slot_with_curly_tags_whatever_the_hash_tag() {
+        let shards = specs(&[1, 1, 1]);
+        // A `$$` tag or none: a slots map hashes `{}` tags, as Redis Cluster does.
+        for tag in [None, Some(*b"$$"), Some(*b"{}")] {
+            let map = ShardMap::new(HashFn::Md5, Distribution::Slots, tag, &shards);
+            assert_eq!(map.hashed_part(b"a{b}c"), b"b");
+            assert_eq!(map.hashed_part(b"a$b$c"), b"a$b$c");
+            for key in [&b"foo"[..], b"bar", b"{user1000}.x", b"", b"\x00\xff{\x01}"] {
+                let expected = match slots::slot(key) {
+                    0..=5460 => 0,
+                    5461..=10922 => 1,
+                    _ => 2,
+                };
+                assert_eq!(map.route(key), Some(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn slots_of_an_ejected_shard_route_nowhere() {
+        let shards = specs(&[1, 1, 1]);
+        let map = ShardMap::with_live(
+            HashFn::Fnv1a_64,
+            Distribution::Slots,
+            None,
+            &shards,
+            &[true, false, true],
+        );
+        // foo is slot 12182 (shard 2), bar 5061 (shard 0).
+        assert_eq!(map.route(b"foo"), Some(2));
+        assert_eq!(map.route(b"bar"), Some(0));
+        let of_shard_1 = (0..1000u32)
+            .map(|n| format!("key:{n}"))
+            .find(|key| (5461..=10922).contains(&slots::slot(key.as_bytes())));
+        assert!(of_shard_1.is_some_and(|key| map.route(key.as_bytes()).is_none()));
+        assert_eq!(map.live_count(), 2);
+        // The assignment still shows shard 1's slots.
+        assert_eq!(
+            map.slot_ranges(),
+            Some(vec![
+                (0, vec![0..=5460]),
+                (1, vec![5461..=10922]),
+                (2, vec![10923..=16383])
+            ])
+        );
+    }
+
+    #[test]
+    fn slots_honour_explicit_assignment() {
+        let mut shards = specs(&[1, 1]);
+        shards[0].slots = vec![0..=99, 12000..=16383];
+        shards[1].slots = vec![100..=11999];
+        let map = ShardMap::new(HashFn::Fnv1a_64, Distribution::Slots, None, &shards);
+        assert_eq!(map.route(b"foo"), Some(0)); // 12182
+        assert_eq!(map.route(b"bar"), Some(1)); // 5061
+        assert_eq!(
+            map.slot_ranges(),
+            Some(vec![
+                (0, vec![0..=99, 12000..=16383]),
+                (1, vec![100..=11999])
+            ])
+        );
+    }
+
+    #[test]
+    fn one_shard_slots_pool_routes_through_the_table() {
+        let mut shards = specs(&[1]);
+        assert_eq!(
+            ShardMap::new(HashFn::Md5, Distribution::Slots, None, &shards).route(b"foo"),
+            Some(0)
+        );
+        // A hand-built map owning part of the slots routes the rest nowhere.
+        shards[0].slots = vec![0..=99];
+        let map = ShardMap::new(HashFn::Md5, Distribution::Slots, None, &shards);
+        assert_eq!(map.route(b"foo"), None);
+    }
+
+    #[test]
     fn no_live_shard_routes_nowhere() {
         for distribution in [
             Distribution::Ketama,
             Distribution::Modula,
             Distribution::Random,
+            Distribution::Slots,
         ] {
             let empty = ShardMap::new(HashFn::Md5, distribution, None, &[]);
             assert_eq!(
@@ -416,7 +554,7 @@ mod tests {
             let (weights, live): (Vec<u32>, Vec<bool>) = shards.into_iter().unzip();
             let slots: Vec<usize> = (0..weights.len())
                 .filter(|&n| live[n])
-                .flat_map(|n| std::iter::repeat(n).take(weights[n] as usize))
+                .flat_map(|n| std::iter::repeat_n(n, weights[n] as usize))
                 .collect();
             let map = ShardMap::with_live(hash, Distribution::Modula, None, &specs(&weights), &live);
             let expected = (!slots.is_empty())

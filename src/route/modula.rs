@@ -11,8 +11,8 @@ use super::ShardSpec;
 /// use keyway::route::ShardSpec;
 ///
 /// let shards = [
-///     ShardSpec { name: "a".into(), weight: 1 },
-///     ShardSpec { name: "b".into(), weight: 2 },
+///     ShardSpec::new("a", 1),
+///     ShardSpec::new("b", 2),
 /// ];
 /// let modula = Modula::new(&shards, &[true, true]);
 /// let owners: Vec<_> = (0..6).map(|hash| modula.dispatch(hash)).collect();

@@ -12,8 +12,8 @@ use super::ShardSpec;
 /// use keyway::route::ShardSpec;
 ///
 /// let shards = [
-///     ShardSpec { name: "a".into(), weight: 1 },
-///     ShardSpec { name: "b".into(), weight: 5 },
+///     ShardSpec::new("a", 1),
+///     ShardSpec::new("b", 5),
 /// ];
 /// let random = Random::new(&shards, &[false, true]);
 /// assert_eq!(random.dispatch(), Some(1));
