@@ -79,6 +79,11 @@ impl Pool {
         self.map.load().route(key).ok_or(Error::Ejected)
     }
 
+    /// Each shard's slot ranges, for a `distribution: slots` pool.
+    pub fn slot_ranges(&self) -> Option<Vec<(usize, Vec<std::ops::RangeInclusive<u16>>)>> {
+        self.map.load().slot_ranges()
+    }
+
     /// Whether backend `shard` is currently ejected.
     pub fn is_ejected(&self, shard: usize) -> bool {
         self.health

@@ -127,12 +127,24 @@ impl Control {
                 config.hash.name(),
                 format!("{:?}", config.distribution).to_lowercase(),
             ));
+            let slots = pool.slot_ranges();
             for (shard, server) in config.servers.iter().enumerate() {
                 if shard > 0 {
                     out.push_str(", ");
                 }
+                let ranges = slots
+                    .as_ref()
+                    .and_then(|all| all.iter().find(|(s, _)| *s == shard))
+                    .map(|(_, ranges)| {
+                        let list: Vec<String> = ranges
+                            .iter()
+                            .map(|r| format!("\"{}-{}\"", r.start(), r.end()))
+                            .collect();
+                        format!(", \"slots\": [{}]", list.join(", "))
+                    })
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "{{\"shard\": {shard}, \"name\": {}, \"address\": {}, \"weight\": {}, \"state\": \"{}\"}}",
+                    "{{\"shard\": {shard}, \"name\": {}, \"address\": {}, \"weight\": {}, \"state\": \"{}\"{ranges}}}",
                     json_string(&server.ketama_name()),
                     json_string(&server.addr.to_string()),
                     server.weight,
