@@ -23,7 +23,9 @@ pub struct Pool {
     config: PoolConfig,
     metrics: Arc<PoolMetrics>,
     specs: Vec<ShardSpec>,
-    map: ArcSwap<ShardMap>,
+    /// Shared so that sessions can keep an `arc_swap::Cache` of it: one atomic load per
+    /// request instead of a full `ArcSwap::load`.
+    map: Arc<ArcSwap<ShardMap>>,
     health: Vec<Health>,
     epoch: Instant,
     /// When (ms since `epoch`) an ejected backend is due back, so the map must be rebuilt.
@@ -50,7 +52,7 @@ impl Pool {
             config,
             metrics,
             specs,
-            map: ArcSwap::from_pointee(map),
+            map: Arc::new(ArcSwap::from_pointee(map)),
             health,
             epoch: Instant::now(),
             rebuild_at: AtomicU64::new(NEVER),
@@ -72,11 +74,25 @@ impl Pool {
     /// # Errors
     /// [`Error::Ejected`] when every backend is ejected.
     pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
+        self.route_on(&self.map.load(), key)
+    }
+
+    /// The shard for `key` on `map`, a recent (cached) copy of this pool's map; schedules the
+    /// rebuild an ejected backend's return needs.
+    ///
+    /// # Errors
+    /// [`Error::Ejected`] when every backend is ejected.
+    pub fn route_on(&self, map: &ShardMap, key: &[u8]) -> Result<usize, Error> {
         let rebuild_at = self.rebuild_at.load(Ordering::Relaxed);
         if rebuild_at != NEVER && rebuild_at <= self.now_ms() {
             self.rebuild();
         }
-        self.map.load().route(key).ok_or(Error::Ejected)
+        map.route(key).ok_or(Error::Ejected)
+    }
+
+    /// The pool's live shard map, for [`arc_swap::Cache`].
+    pub fn map(&self) -> &Arc<ArcSwap<ShardMap>> {
+        &self.map
     }
 
     /// Each shard's slot ranges, for a `distribution: slots` pool.

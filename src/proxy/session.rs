@@ -20,7 +20,9 @@ use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
+use crate::route::ShardMap;
 use crate::shutdown::Shutdown;
+use arc_swap::{ArcSwap, Cache};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -45,7 +47,10 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    slot: RouteSlot,
+    /// This worker's route to the pool, cached: a reload is noticed with one atomic load.
+    route: Cache<RouteSlot, Arc<Route>>,
+    /// The route's pool's shard map, cached likewise (ejections replace it).
+    map: Cache<Arc<ArcSwap<ShardMap>>, Arc<ShardMap>>,
     limits: Limits,
     dialect: Dialect,
 }
@@ -54,6 +59,7 @@ pub struct Session {
 struct Handler<'s> {
     client: &'s mut Client,
     route: &'s Route,
+    map: &'s ShardMap,
     limits: &'s Limits,
     dialect: Dialect,
 }
@@ -126,7 +132,8 @@ impl Session {
                 name: None,
                 quitting: false,
             },
-            slot: Arc::clone(&slot),
+            map: Cache::new(Arc::clone(route.pool.map())),
+            route: Cache::new(Arc::clone(&slot)),
             limits,
             dialect,
         }
@@ -154,7 +161,7 @@ impl Session {
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;
         // Counted on the pool the client connected to, even if a reload replaces it.
-        let pool = Arc::clone(&self.slot.load().pool);
+        let pool = Arc::clone(&self.route.load().pool);
         let metrics = pool.metrics();
         metrics.client_connections.inc();
         metrics.client_connections_total.inc();
@@ -218,10 +225,14 @@ impl Session {
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
     fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
-        let route = self.slot.load();
+        let route = self.route.load();
+        if !std::ptr::eq(self.map.arc_swap(), &**route.pool.map()) {
+            self.map = Cache::new(Arc::clone(route.pool.map()));
+        }
         let mut handler = Handler {
             client: &mut self.client,
-            route: &route,
+            route,
+            map: self.map.load(),
             limits: &self.limits,
             dialect: self.dialect,
         };
@@ -371,7 +382,7 @@ impl Handler<'_> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.route.pool.route(key).map_err(|error| {
+        self.route.pool.route_on(self.map, key).map_err(|error| {
             self.route.pool.metrics().forward_error.inc();
             backend_error(&error, self.dialect)
         })
