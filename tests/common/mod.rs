@@ -387,9 +387,18 @@ impl Proxy {
     /// Starts `kind` on `yaml_of(listen_port)`, retrying on another port if the process exits
     /// at start (another process may have taken the port between `free_port` and bind).
     pub fn start_on_free_port(kind: ProxyKind, yaml_of: impl Fn(u16) -> String) -> Proxy {
+        Proxy::start_probed_on_free_port(kind, yaml_of, answers_ping)
+    }
+
+    /// [`Proxy::start_on_free_port`] with `probe` telling when the listen address is ready.
+    fn start_probed_on_free_port(
+        kind: ProxyKind,
+        yaml_of: impl Fn(u16) -> String,
+        probe: fn(&str) -> bool,
+    ) -> Proxy {
         let mut errors = Vec::new();
         for _ in 0..3 {
-            match Proxy::try_start(kind, &yaml_of(free_port())) {
+            match Proxy::try_start_probed(kind, &yaml_of(free_port()), probe) {
                 Ok(p) => return p,
                 Err(e) => errors.push(e),
             }
@@ -398,6 +407,15 @@ impl Proxy {
     }
 
     pub fn try_start(kind: ProxyKind, yaml: &str) -> Result<Proxy, String> {
+        Proxy::try_start_probed(kind, yaml, answers_ping)
+    }
+
+    /// Starts `kind` on `yaml`; ready once `probe` succeeds on the first pool's address.
+    fn try_start_probed(
+        kind: ProxyKind,
+        yaml: &str,
+        probe: fn(&str) -> bool,
+    ) -> Result<Proxy, String> {
         let dir = TempDir::new("proxy");
         let conf = dir.path().join("nutcracker.yml");
         fs::write(&conf, yaml).expect("write config");
@@ -453,7 +471,7 @@ impl Proxy {
             dir,
         };
         let addr = proxy.listen.clone();
-        let ready = wait_until(START_TIMEOUT, || !proxy.is_alive() || answers_ping(&addr));
+        let ready = wait_until(START_TIMEOUT, || !proxy.is_alive() || probe(&addr));
         if ready && proxy.is_alive() {
             Ok(proxy)
         } else {
@@ -1528,76 +1546,12 @@ impl Proxy {
     /// [`Proxy::start_on_free_port`] for a config whose first pool is a memcached pool: ready
     /// once its `listen` address answers `version`.
     pub fn start_memcache_on_free_port(kind: ProxyKind, yaml_of: impl Fn(u16) -> String) -> Proxy {
-        let mut errors = Vec::new();
-        for _ in 0..3 {
-            match Proxy::try_start_memcache(kind, &yaml_of(free_port())) {
-                Ok(p) => return p,
-                Err(e) => errors.push(e),
-            }
-        }
-        panic!("{kind:?} failed to start 3 times:\n{}", errors.join("\n"));
+        Proxy::start_probed_on_free_port(kind, yaml_of, answers_version)
     }
 
     /// [`Proxy::try_start`] for a memcached pool (the readiness probe is `version`).
     pub fn try_start_memcache(kind: ProxyKind, yaml: &str) -> Result<Proxy, String> {
-        let dir = TempDir::new("proxy");
-        let conf = dir.path().join("nutcracker.yml");
-        fs::write(&conf, yaml).expect("write config");
-        let listen = yaml
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("listen:"))
-            .map(|l| l.trim().trim_matches('"').to_string())
-            .expect("the YAML has a `listen:` line");
-        let stats_port = free_port();
-        let admin_port = free_port();
-        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log file");
-        let mut cmd = match kind {
-            ProxyKind::Keyway => {
-                let mut c = Command::new(keyway_bin());
-                c.arg("-c").arg(&conf);
-                c.args(["-s", &stats_port.to_string(), "-v", &verbosity()]);
-                c.args([
-                    "--threads",
-                    "2",
-                    "--admin",
-                    &format!("127.0.0.1:{admin_port}"),
-                ]);
-                c
-            }
-            ProxyKind::Nutcracker => {
-                let mut c = Command::new(nutcracker_bin());
-                c.arg("-c").arg(&conf);
-                c.args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"]);
-                c.args(["-v", &verbosity()]);
-                c
-            }
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(stderr.try_clone().expect("clone fd")))
-            .stderr(Stdio::from(stderr));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {kind:?}: {e}"));
-        let mut proxy = Proxy {
-            child: Some(child),
-            kind,
-            listen,
-            stats_port,
-            admin_port,
-            dir,
-        };
-        let addr = proxy.listen.clone();
-        let ready = wait_until(START_TIMEOUT, || {
-            !proxy.is_alive() || answers_version(&addr)
-        });
-        if ready && proxy.is_alive() {
-            Ok(proxy)
-        } else {
-            Err(format!(
-                "{kind:?} did not become ready on {addr} within {START_TIMEOUT:?}; config:\n{yaml}\noutput:\n{}",
-                proxy.stderr()
-            ))
-        }
+        Proxy::try_start_probed(kind, yaml, answers_version)
     }
 
     /// A memcached-protocol connection to the first pool.
@@ -1656,5 +1610,129 @@ impl McSetup {
             show(key)
         );
         holding[0]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-sentinel
+// ---------------------------------------------------------------------------------------------
+
+pub fn redis_sentinel_bin() -> PathBuf {
+    find_binary("redis-sentinel", "redis-sentinel")
+}
+
+/// A `redis-sentinel` on a free loopback port monitoring some masters (quorum 2, down after 1 s,
+/// failover timeout 5 s), killed by PID on drop. Its config file lives in its own temp dir, which
+/// Sentinel rewrites as it learns replicas, other Sentinels and failovers.
+pub struct SentinelServer {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl SentinelServer {
+    /// Starts a Sentinel monitoring each `(master name, port on 127.0.0.1)`.
+    pub fn start(masters: &[(&str, u16)]) -> SentinelServer {
+        let bin = redis_sentinel_bin();
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let mut sentinel = SentinelServer {
+                child: None,
+                port: free_port(),
+                dir: TempDir::new("sentinel"),
+            };
+            let mut conf = format!(
+                "port {}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {}\n",
+                sentinel.port,
+                sentinel.dir.path().display()
+            );
+            for (name, port) in masters {
+                conf.push_str(&format!(
+                    "sentinel monitor {name} 127.0.0.1 {port} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n\
+                     sentinel parallel-syncs {name} 1\n"
+                ));
+            }
+            let conf_path = sentinel.dir.path().join("sentinel.conf");
+            fs::write(&conf_path, conf).expect("write sentinel.conf");
+            let log_path = sentinel.dir.path().join("sentinel.log");
+            let log = File::create(&log_path).expect("sentinel log file");
+            let mut child = Command::new(&bin)
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().expect("clone log fd")))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn redis-sentinel: {e}"));
+            let addr = sentinel.addr();
+            let ready = wait_until(START_TIMEOUT, || {
+                matches!(child.try_wait(), Ok(Some(_))) || answers_ping(&addr)
+            });
+            if ready && matches!(child.try_wait(), Ok(None)) {
+                sentinel.child = Some(child);
+                return sentinel;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = tail(&log_path, 2000);
+        }
+        panic!("redis-sentinel did not start after 3 attempts; log:\n{last_log}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+
+    /// `SENTINEL get-master-addr-by-name`: where this Sentinel thinks `master` is.
+    pub fn master_addr(&self, master: &str) -> Option<String> {
+        match self
+            .client()
+            .cmd(&["SENTINEL", "get-master-addr-by-name", master])
+        {
+            Reply::Array(Some(items)) => match &items[..] {
+                [Reply::Bulk(Some(ip)), Reply::Bulk(Some(port))] => Some(format!(
+                    "{}:{}",
+                    String::from_utf8_lossy(ip),
+                    String::from_utf8_lossy(port)
+                )),
+                other => panic!("get-master-addr-by-name {master}: {other:?}"),
+            },
+            _ => None,
+        }
+    }
+
+    /// How many replicas and other Sentinels this Sentinel knows for `master`.
+    pub fn known(&self, master: &str) -> (usize, usize) {
+        let mut c = self.client();
+        let count = |reply: Reply| match reply {
+            Reply::Array(Some(items)) => items.len(),
+            _ => 0,
+        };
+        (
+            count(c.cmd(&["SENTINEL", "replicas", master])),
+            count(c.cmd(&["SENTINEL", "sentinels", master])),
+        )
+    }
+
+    pub fn log(&self) -> String {
+        tail(&self.dir.path().join("sentinel.log"), 4000)
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
