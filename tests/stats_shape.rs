@@ -274,3 +274,150 @@ fn nutcracker_writes_names_unescaped_keyway_escapes_them() {
     let ours = parse(&stats::render(&metrics)).expect("Keyway escapes names");
     assert_eq!(ours.get("alpha").keys()[6..], [r#""we\"ird""#]);
 }
+
+/// A proxy process started with a short stats interval, so its counters are fresh.
+struct StatsProxy {
+    child: std::process::Child,
+    listen: u16,
+    stats: u16,
+    _dir: common::TempDir,
+}
+
+impl StatsProxy {
+    fn start(
+        binary: std::path::PathBuf,
+        yaml_of: impl Fn(u16) -> String,
+        extra: &[&str],
+    ) -> StatsProxy {
+        let dir = common::TempDir::new("stats");
+        let (listen, stats) = (common::free_port(), common::free_port());
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(&conf, yaml_of(listen)).unwrap();
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .args([
+                "-s",
+                &stats.to_string(),
+                "-a",
+                "127.0.0.1",
+                "-i",
+                "100",
+                "-v",
+                "3",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = common::wait_until(common::START_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", listen)).is_ok()
+                && TcpStream::connect(("127.0.0.1", stats)).is_ok()
+        });
+        assert!(up, "proxy did not start");
+        StatsProxy {
+            child,
+            listen,
+            stats,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for StatsProxy {
+    fn drop(&mut self) {
+        common::signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// An integer field of an object.
+fn int(doc: &Json, key: &str) -> i64 {
+    match doc.get(key) {
+        Json::Int(n) => *n,
+        other => panic!("{key} is {other:?}"),
+    }
+}
+
+#[test]
+fn the_same_traffic_gives_the_same_counters_as_nutcracker() {
+    // Each proxy gets its own two backends, named alike, so both place every key alike.
+    let run = |binary: std::path::PathBuf, extra: &[&str]| -> Json {
+        let backends = start_redis_servers(2);
+        let servers = vec![
+            server_line(&backends[0], 1, Some("s0")),
+            server_line(&backends[1], 1, Some("s1")),
+        ];
+        let proxy = StatsProxy::start(
+            binary,
+            |port| pool_yaml(port, &servers, &[("timeout", "5000")]),
+            extra,
+        );
+        // The start-up probe's connection counts as one client EOF: take a settled baseline.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let baseline = int(
+            parse(&read_stats(proxy.stats)).unwrap().get("alpha"),
+            "client_eof",
+        );
+        let mut client = common::Client::connect(&format!("127.0.0.1:{}", proxy.listen));
+        for i in 0..50 {
+            let key = format!("key:{i}:{}", i * 7919);
+            client.cmd(&["SET", key.as_str(), "value"]);
+            client.cmd(&["GET", key.as_str()]);
+        }
+        drop(client);
+        // nutcracker aggregates every -i ms: wait until a read shows the whole run.
+        let mut doc = parse(&read_stats(proxy.stats)).unwrap();
+        let settled = common::wait_until(std::time::Duration::from_secs(10), || {
+            doc = parse(&read_stats(proxy.stats)).unwrap();
+            let pool = doc.get("alpha");
+            int(pool.get("s0"), "requests") + int(pool.get("s1"), "requests") == 100
+                && int(pool, "client_eof") == baseline + 1
+        });
+        assert!(settled, "counters never showed the run: {doc:?}");
+        doc
+    };
+    let theirs = run(common::nutcracker_bin(), &[]);
+    let ours = run(
+        common::keyway_bin(),
+        &[
+            "--threads",
+            "1",
+            "--admin",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ],
+    );
+    let (theirs, ours) = (theirs.get("alpha"), ours.get("alpha"));
+    for pool_field in [
+        "client_err",
+        "client_connections",
+        "server_ejects",
+        "forward_error",
+        "fragments",
+    ] {
+        assert_eq!(
+            int(ours, pool_field),
+            int(theirs, pool_field),
+            "pool field {pool_field}"
+        );
+    }
+    for server in ["s0", "s1"] {
+        for field in [
+            "requests",
+            "request_bytes",
+            "responses",
+            "response_bytes",
+            "server_eof",
+            "server_err",
+            "server_timedout",
+            "server_ejected_at",
+        ] {
+            assert_eq!(
+                int(ours.get(server), field),
+                int(theirs.get(server), field),
+                "server {server} field {field}"
+            );
+        }
+    }
+}
