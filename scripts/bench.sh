@@ -197,8 +197,10 @@ proxy_cmd() {
   case $target in
     nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
     nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
-    kw_1t) echo "$KEYWAY_BIN" -c "$conf" --threads 1 -o "$WORK/$target-$port.log" ;;
-    kw_2t) echo "$KEYWAY_BIN" -c "$conf" --threads 2 -o "$WORK/$target-$port.log" ;;
+    kw_1t | kw_2t)
+      # Each Keyway gets its own stats and admin ports, so several run side by side.
+      echo "$KEYWAY_BIN" -c "$conf" --threads "${target:3:1}" -s "$(free_port)" -a 127.0.0.1 \
+        --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
   esac
 }
