@@ -81,21 +81,37 @@ fn client_setinfo_is_answered_ok() {
 }
 
 #[test]
-fn hello_3_gets_noproto_and_the_connection_stays_in_resp2() {
+fn hello_3_switches_the_client_to_resp3_replies_from_the_backends() {
+    use std::io::{Read, Write};
     let setup = Setup::new(4, &[]);
-    let mut c = setup.client();
-    c.send(&["HELLO", "3"]);
-    let raw = c.read_reply_raw();
-    assert!(raw.starts_with(b"-NOPROTO "), "HELLO 3 -> {}", show(&raw));
+    let mut stream = std::net::TcpStream::connect(setup.proxy.addr()).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream
+        .write_all(
+            &[
+                encode(&["HELLO", "3"]),
+                encode(&["HSET", "r3:h", "f", "v"]),
+                encode(&["HGETALL", "r3:h"]),
+                encode(&["GET", "r3:missing"]),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    // HGETALL's map and GET's RESP3 null prove the backend connection speaks RESP3 too.
+    let tail: &[u8] = b":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(tail) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", show(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"%7\r\n$6\r\nserver\r\n"), "{}", show(&got));
     assert!(
-        raw.ends_with(b"\r\n") && !raw[..raw.len() - 2].contains(&b'\n'),
-        "one error line: {}",
-        show(&raw)
+        got.windows(15).any(|w| w == b"$5\r\nproto\r\n:3\r\n"),
+        "{}",
+        show(&got)
     );
-    // still RESP2: a bulk string, not a RESP3 verbatim or map
-    assert_eq!(c.cmd(&["SET", "hello:k", "v"]), Reply::ok());
-    c.send(&["GET", "hello:k"]);
-    assert_eq!(show(&c.read_reply_raw()), "$1\\r\\nv\\r\\n");
 }
 
 #[test]
@@ -277,9 +293,10 @@ fn redis_db_selects_the_backend_database() {
 const REDIS_PY_SCRIPT: &str = r#"
 import sys
 import redis
-host, port = sys.argv[1], int(sys.argv[2])
-r = redis.Redis(host=host, port=port, socket_timeout=10, client_name=None)
+host, port, protocol = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = redis.Redis(host=host, port=port, socket_timeout=10, client_name=None, protocol=protocol)
 assert r.ping() is True
+r.delete("py:n", "py:h", "py:z")  # the script runs once per protocol on the same backends
 assert r.set("py:key", "value") is True
 assert r.get("py:key") == b"value"
 assert r.incr("py:n") == 1
@@ -294,11 +311,14 @@ out = p.execute()
 assert out == [x for i in range(100) for x in (True, str(i).encode())], out
 r.hset("py:h", mapping={"f": "v"})
 assert r.hgetall("py:h") == {b"f": b"v"}
-print("redis-py %s OK" % redis.__version__)
+r.zadd("py:z", {"a": 1.5})
+# redis-py gives pairs as tuples in RESP2 and as lists in RESP3; the score is a float in both.
+assert [tuple(p) for p in r.zrange("py:z", 0, -1, withscores=True)] == [(b"a", 1.5)]
+print("redis-py %s protocol %d OK" % (redis.__version__, protocol))
 "#;
 
 #[test]
-fn redis_py_client_works_through_the_proxy() {
+fn redis_py_client_works_through_the_proxy_in_resp2_and_resp3() {
     let python = find_binary("python3", "python3");
     let check = Command::new(&python)
         .args(["-c", "import redis"])
@@ -311,15 +331,17 @@ fn redis_py_client_works_through_the_proxy() {
     );
     let setup = Setup::new(4, &[]);
     let port = setup.proxy.addr().rsplit(':').next().unwrap().to_string();
-    let out = Command::new(&python)
-        .args(["-c", REDIS_PY_SCRIPT, "127.0.0.1", &port])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "redis-py script failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(" OK"));
+    for protocol in ["2", "3"] {
+        let out = Command::new(&python)
+            .args(["-c", REDIS_PY_SCRIPT, "127.0.0.1", &port, protocol])
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "redis-py script (protocol {protocol}) failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("protocol {protocol} OK")));
+    }
 }

@@ -38,6 +38,8 @@ pub struct Target {
     pub auth: Option<String>,
     /// Sent as `SELECT` after connecting when not 0.
     pub db: u32,
+    /// Sent `HELLO 3` after connecting: replies come in RESP3.
+    pub resp3: bool,
     /// Bound on connecting and on each request's reply.
     pub timeout: Option<Duration>,
     /// `SO_KEEPALIVE` on the socket.
@@ -306,6 +308,16 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         if let Some(password) = &self.target.auth {
             let auth = Request::from_args([&b"AUTH"[..], password.as_bytes()]);
             self.unwritten.push_back(auth.frame().clone());
+            self.waiting.push_back(Waiting {
+                reply: None,
+                expect: Expect::Resp,
+                sent,
+                deadline,
+            });
+        }
+        if self.target.resp3 {
+            let hello = Request::from_args([&b"HELLO"[..], b"3"]);
+            self.unwritten.push_back(hello.frame().clone());
             self.waiting.push_back(Waiting {
                 reply: None,
                 expect: Expect::Resp,

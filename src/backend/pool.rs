@@ -259,17 +259,29 @@ impl Report for ShardReport {
     }
 }
 
-/// One worker's connections to a pool's backends: `server_connections` per backend.
+/// One worker's connections to a pool's backends: `server_connections` per backend, and as
+/// many again for RESP3 clients (connected lazily, on their first request).
 #[derive(Debug)]
 pub struct BackendPool {
     shards: Vec<Vec<Handle>>,
+    resp3: Vec<Vec<Handle>>,
 }
 
 impl BackendPool {
     /// Starts the connection tasks on the current runtime.
     pub fn start(pool: &Arc<Pool>) -> BackendPool {
+        let shards = Self::connections(pool, false, pool.config().preconnect);
+        let resp3 = if pool.config().redis {
+            Self::connections(pool, true, false)
+        } else {
+            Vec::new()
+        };
+        BackendPool { shards, resp3 }
+    }
+
+    fn connections(pool: &Arc<Pool>, resp3: bool, preconnect: bool) -> Vec<Vec<Handle>> {
         let config = pool.config();
-        let shards = config
+        config
             .servers
             .iter()
             .enumerate()
@@ -278,6 +290,7 @@ impl BackendPool {
                     addr: server.addr.clone(),
                     auth: config.redis_auth.clone(),
                     db: config.redis_db,
+                    resp3,
                     timeout: config.timeout,
                     keepalive: config.tcpkeepalive,
                 });
@@ -287,29 +300,26 @@ impl BackendPool {
                 });
                 (0..config.server_connections.max(1))
                     .map(|_| {
-                        connection::spawn(
-                            Arc::clone(&target),
-                            Arc::clone(&report),
-                            config.preconnect,
-                        )
+                        connection::spawn(Arc::clone(&target), Arc::clone(&report), preconnect)
                     })
                     .collect()
             })
-            .collect();
-        BackendPool { shards }
+            .collect()
     }
 
-    /// Sends `frame` to backend `shard`. A client always uses the same connection to a
-    /// backend, so its requests to that backend execute in the order it sent them.
+    /// Sends `frame` to backend `shard`, over a RESP3 connection for a RESP3 client. A client
+    /// always uses the same connection to a backend, so its requests to that backend execute
+    /// in the order it sent them.
     pub fn send(
         &self,
         shard: usize,
         client: u64,
         frame: Bytes,
         expect: Expect,
+        resp3: bool,
     ) -> oneshot::Receiver<Outcome> {
-        let handle = self
-            .shards
+        let set = if resp3 { &self.resp3 } else { &self.shards };
+        let handle = set
             .get(shard)
             .and_then(|conns| conns.get(client as usize % conns.len().max(1)));
         match handle {

@@ -63,16 +63,19 @@ fn auth(client: &mut Client, pool: &PoolConfig, user: &[u8], password: &[u8]) ->
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Only RESP2 is served, so `HELLO 3`
-/// gets `NOPROTO` exactly as a Redis without RESP3 would answer, and clients fall back.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 or RESP3. A RESP3 client's
+/// requests go over backend connections that said `HELLO 3` too, so every reply (maps, sets,
+/// doubles, nulls) is in the protocol the client asked for.
 fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
     let arg = |i: usize| request.arg(i).unwrap_or_default();
+    let mut resp3 = client.resp3;
     if request.argc() > 1 {
         match std::str::from_utf8(arg(1))
             .ok()
             .and_then(|v| v.parse::<i64>().ok())
         {
-            Some(2) => {}
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
             Some(_) => return reply::error("NOPROTO unsupported protocol version"),
             None => return reply::error("ERR Protocol version is not an integer or out of range"),
         }
@@ -99,14 +102,19 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
     if !client.authenticated {
         return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
+    client.resp3 = resp3;
     let mut out = BytesMut::new();
-    reply::put_array_header(&mut out, 14);
+    if resp3 {
+        out.extend_from_slice(b"%7\r\n");
+    } else {
+        reply::put_array_header(&mut out, 14);
+    }
     for (field, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
         reply::put_bulk(&mut out, field.as_bytes());
         reply::put_bulk(&mut out, value.as_bytes());
     }
     reply::put_bulk(&mut out, b"proto");
-    out.extend_from_slice(&reply::integer(2));
+    out.extend_from_slice(&reply::integer(if resp3 { 3 } else { 2 }));
     reply::put_bulk(&mut out, b"id");
     out.extend_from_slice(&reply::integer(client.id as i64));
     for (field, value) in [("mode", "standalone"), ("role", "master")] {

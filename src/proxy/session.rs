@@ -42,6 +42,8 @@ pub struct Client {
     pub name: Option<Bytes>,
     /// Set by `QUIT`: reply, then close.
     pub quitting: bool,
+    /// Set by `HELLO 3`: the client speaks RESP3.
+    pub resp3: bool,
 }
 
 /// A client session on one pool.
@@ -131,6 +133,7 @@ impl Session {
                 authenticated: config.redis_auth.is_none(),
                 name: None,
                 quitting: false,
+                resp3: false,
             },
             map: Cache::new(Arc::clone(route.pool.map())),
             route: Cache::new(Arc::clone(&slot)),
@@ -394,10 +397,10 @@ impl Handler<'_> {
     }
 
     fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
-        let receiver = self
-            .route
-            .backends
-            .send(shard, self.client.id, frame, expect);
+        let receiver =
+            self.route
+                .backends
+                .send(shard, self.client.id, frame, expect, self.client.resp3);
         Pending::Backend(receiver, self.dialect)
     }
 }
