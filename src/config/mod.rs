@@ -97,6 +97,35 @@ pub struct PoolConfig {
     pub servers: Vec<BackendConfig>,
     /// Keyway's own limits (extension keys).
     pub limits: Limits,
+    /// Where the backends' addresses come from when Redis Sentinel manages them (extension keys
+    /// `sentinels`, `sentinel_auth`); `None` for a pool of fixed addresses.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// A pool whose backends are Redis Sentinel masters: each `servers` line is `mastername:weight`,
+/// the master name is the backend's ring name (so a failover moves no key), and its address is
+/// [`BackendAddr::unresolved`] until Keyway asks the Sentinels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The Sentinels to ask and watch (`sentinels`), in file order; never empty.
+    pub sentinels: Vec<SentinelAddr>,
+    /// Password sent to the Sentinels with `AUTH` (`sentinel_auth`); never empty.
+    pub auth: Option<String>,
+}
+
+/// One Sentinel's address (`host:port`), resolved when Keyway connects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SentinelAddr {
+    /// Hostname or IP address (an IPv6 address may be bracketed).
+    pub host: String,
+    /// TCP port, 1..=65535.
+    pub port: u16,
+}
+
+impl fmt::Display for SentinelAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 /// Where a pool listens.
@@ -179,7 +208,7 @@ impl BackendConfig {
 }
 
 /// A backend's address; resolved lazily, at connect time, as nutcracker does.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BackendAddr {
     /// Host and port as written. The host is kept verbatim (it is part of the ketama name):
     /// nutcracker's IPv6 form is `::1:6379:1` (host `::1`); a bracketed `[::1]` stays bracketed
@@ -192,6 +221,23 @@ pub enum BackendAddr {
     },
     /// A unix socket path.
     Unix(PathBuf),
+}
+
+impl BackendAddr {
+    /// The address of a Sentinel pool's backend before the Sentinels are asked: empty host,
+    /// port 0, which never connects. Keyway fills in the master's address before it builds the
+    /// pool (at start and on every reload), so a live pool never holds it.
+    pub fn unresolved() -> BackendAddr {
+        BackendAddr::Tcp {
+            host: String::new(),
+            port: 0,
+        }
+    }
+
+    /// Whether this is [`BackendAddr::unresolved`].
+    pub fn is_unresolved(&self) -> bool {
+        matches!(self, BackendAddr::Tcp { host, port: 0 } if host.is_empty())
+    }
 }
 
 impl fmt::Display for BackendAddr {
@@ -346,6 +392,7 @@ mod tests {
                 slots: Vec::new(),
             }],
             limits: Limits::default(),
+            sentinel: None,
         };
         assert_eq!(config.pools, [expected]);
     }
@@ -475,6 +522,25 @@ mod tests {
                 ("127.0.0.1:7013".to_owned(), vec![10923..=15999]),
             ]
         );
+    }
+
+    #[test]
+    fn sentinel_example_names_masters() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/sentinel.yml");
+        let config = Config::load(&path).unwrap();
+        let [pool] = &config.pools[..] else {
+            panic!("one pool expected")
+        };
+        let sentinel = pool.sentinel.as_ref().unwrap();
+        assert_eq!(sentinel.sentinels.len(), 3);
+        assert_eq!(sentinel.auth.as_deref(), Some("change-me"));
+        let names: Vec<_> = pool
+            .servers
+            .iter()
+            .map(BackendConfig::ketama_name)
+            .collect();
+        assert_eq!(names, ["shard-1", "shard-2"]);
+        assert!(pool.servers.iter().all(|s| s.addr.is_unresolved()));
     }
 
     #[test]

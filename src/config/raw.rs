@@ -31,12 +31,14 @@ pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
 ];
 
 /// Keyway's own pool keys, flat like nutcracker's.
-pub(crate) const EXTENSION_KEYS: [&str; 5] = [
+pub(crate) const EXTENSION_KEYS: [&str; 7] = [
     "max_request_bytes",
     "max_multibulk_length",
     "max_key_bytes",
     "max_pipeline",
     "slots",
+    "sentinels",
+    "sentinel_auth",
 ];
 
 /// One scalar value exactly as written: `None` when the key is absent.
@@ -104,6 +106,11 @@ pub(crate) struct RawPool {
     /// `distribution: slots` only: server name → slot ranges, in file order.
     #[serde(default)]
     pub(crate) slots: Option<RawSlots>,
+    /// Redis Sentinel addresses (`host:port` lines); the servers are then master names.
+    #[serde(default)]
+    pub(crate) sentinels: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) sentinel_auth: Scalar,
 }
 
 /// The `slots` mapping as written: `(server name, ranges text)` pairs in file order.
@@ -252,23 +259,14 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
                 EXTENSION_KEYS.join(" ")
             )));
         } else if key == "servers" {
-            match value {
-                Value::Sequence(lines) => {
-                    for (i, line) in lines.iter().enumerate() {
-                        if scalar_text(line).is_none() {
-                            problems.push(problem(format!(
-                                "entry {} must be a server line, found {}",
-                                i + 1,
-                                kind(line)
-                            )));
-                        }
-                    }
-                }
-                other => problems.push(problem(format!(
-                    "must be a list of server lines, found {}",
-                    kind(other)
-                ))),
-            }
+            check_lines(value, ("server line", "server lines"), &problem, problems);
+        } else if key == "sentinels" {
+            check_lines(
+                value,
+                ("Sentinel address", "Sentinel addresses (host:port)"),
+                &problem,
+                problems,
+            );
         } else if key == "slots" {
             check_slots(value, &problem, problems);
         } else if scalar_text(value).is_none() {
@@ -277,6 +275,32 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
                 kind(value)
             )));
         }
+    }
+}
+
+/// `servers` and `sentinels` must be lists of single values; `(one, many)` names the entries.
+fn check_lines(
+    value: &Value,
+    (one, many): (&str, &str),
+    problem: &dyn Fn(String) -> Problem,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        Value::Sequence(lines) => {
+            for (i, line) in lines.iter().enumerate() {
+                if scalar_text(line).is_none() {
+                    problems.push(problem(format!(
+                        "entry {} must be a {one}, found {}",
+                        i + 1,
+                        kind(line)
+                    )));
+                }
+            }
+        }
+        other => problems.push(problem(format!(
+            "must be a list of {many}, found {}",
+            kind(other)
+        ))),
     }
 }
 
@@ -474,6 +498,21 @@ mod tests {
         assert_eq!(
             problems("a:\n  slots:\n    [s1]: 0\n"),
             ["pool 'a': key 'slots': a server name must be a single value, found a list"]
+        );
+    }
+
+    #[test]
+    fn sentinels_must_be_a_list_of_addresses() {
+        let raw = parse("a:\n  sentinels:\n   - 10.0.0.5:26379\n  sentinel_auth: pw\n").unwrap();
+        let pool = &raw.pools[0].1;
+        assert_eq!(
+            pool.sentinels.as_deref(),
+            Some(&["10.0.0.5:26379".to_owned()][..])
+        );
+        assert_eq!(pool.sentinel_auth.0.as_deref(), Some("pw"));
+        assert_eq!(
+            problems("a:\n  sentinels:\n   - [x]\n"),
+            ["pool 'a': key 'sentinels': entry 1 must be a Sentinel address, found a list"]
         );
     }
 

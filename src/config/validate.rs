@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawConfig, RawPool, RawSlots, Scalar};
-use super::{BackendAddr, BackendConfig, Config, Limits, Listen, PoolConfig, Problem};
+use super::{
+    BackendAddr, BackendConfig, Config, Limits, Listen, PoolConfig, Problem, SentinelAddr,
+    SentinelConfig,
+};
 use crate::route::slots::{self, Flaw, MAX_SLOT, SLOTS};
 use crate::route::{Distribution, HashFn};
 
@@ -145,8 +148,10 @@ impl PoolChecker<'_> {
             2,
             parse_number,
         );
+        let masters = raw.sentinels.is_some();
+        let sentinel = self.sentinel(raw.sentinels, raw.sentinel_auth, redis);
         let mut servers = match raw.servers {
-            Some(lines) => self.servers(&lines),
+            Some(lines) => self.servers(&lines, masters),
             None => self.missing("servers"),
         };
         let mut hash_tag = hash_tag;
@@ -191,10 +196,70 @@ impl PoolChecker<'_> {
             server_failure_limit: server_failure_limit?,
             servers: servers?,
             limits: limits?,
+            sentinel: sentinel?,
         })
     }
 
-    fn servers(&mut self, lines: &[String]) -> Option<Vec<BackendConfig>> {
+    /// The `sentinels` and `sentinel_auth` keys: `Some(None)` for a pool without Sentinel,
+    /// `None` when either key is wrong (the problems are recorded).
+    fn sentinel(
+        &mut self,
+        lines: Option<Vec<String>>,
+        auth: Scalar,
+        redis: Option<bool>,
+    ) -> Option<Option<SentinelConfig>> {
+        let Some(lines) = lines else {
+            if auth.0.is_some() {
+                self.problem(
+                    "sentinel_auth",
+                    "is only valid with 'sentinels' (the Sentinels' password)".into(),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let before = self.problems.len();
+        if redis == Some(false) {
+            self.problem(
+                "sentinels",
+                "is only valid on a redis pool (redis: true): Sentinel manages Redis masters"
+                    .into(),
+            );
+        }
+        if lines.is_empty() {
+            self.problem(
+                "sentinels",
+                "has no Sentinels (list at least one host:port, or leave the key out)".into(),
+            );
+        }
+        let mut sentinels: Vec<SentinelAddr> = Vec::with_capacity(lines.len());
+        for line in &lines {
+            match parse_sentinel(line) {
+                Ok(addr) if sentinels.contains(&addr) => {
+                    self.problem("sentinels", format!("'{line}' is listed more than once"));
+                }
+                Ok(addr) => sentinels.push(addr),
+                Err(message) => self.problem("sentinels", format!("'{line}': {message}")),
+            }
+        }
+        let auth = self.optional(auth, "sentinel_auth", |text| {
+            if text.is_empty() {
+                Err("must not be empty (leave the key out for no password)".into())
+            } else {
+                Ok(text.to_owned())
+            }
+        });
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Some(SentinelConfig {
+            sentinels,
+            auth: auth?,
+        }))
+    }
+
+    /// The `servers` lines: addresses, or Sentinel master names when `masters`.
+    fn servers(&mut self, lines: &[String], masters: bool) -> Option<Vec<BackendConfig>> {
         if lines.is_empty() {
             self.problem("servers", "has no servers".into());
             return None;
@@ -202,7 +267,12 @@ impl PoolChecker<'_> {
         let mut servers: Vec<BackendConfig> = Vec::with_capacity(lines.len());
         let mut valid = true;
         for line in lines {
-            match parse_server(line) {
+            let parsed = if masters {
+                parse_master(line)
+            } else {
+                parse_server(line)
+            };
+            match parsed {
                 Ok(server) => servers.push(server),
                 Err(message) => {
                     self.problem("servers", format!("'{line}': {message}"));
@@ -633,6 +703,62 @@ fn parse_server(line: &str) -> Result<BackendConfig, String> {
         addr,
         weight: weight?,
         name,
+        slots: Vec::new(),
+    })
+}
+
+/// A `sentinels` entry: `host:port` (IPv6 as `::1:port` or `[::1]:port`).
+fn parse_sentinel(text: &str) -> Result<SentinelAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "is not host:port (a Sentinel's address, e.g. 10.0.0.5:26379)".to_owned())?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if host.contains(char::is_whitespace) {
+        return Err("the host contains a space".into());
+    }
+    Ok(SentinelAddr {
+        host: host.to_owned(),
+        port: parse_port(port)?,
+    })
+}
+
+/// A `servers` line of a Sentinel pool: `mastername:weight`. The master name becomes the
+/// backend's name (its ring position); the address stays [`BackendAddr::unresolved`] until the
+/// Sentinels are asked.
+fn parse_master(line: &str) -> Result<BackendConfig, String> {
+    let looks_like_address = || {
+        "looks like an address: in a pool with 'sentinels' a server line names a Sentinel \
+         master as 'mastername:weight', and the Sentinels give its address"
+            .to_owned()
+    };
+    if line.contains(' ') {
+        return Err(
+            "expected 'mastername:weight' (no name after it: in a pool with 'sentinels' the \
+             master name is the server's name)"
+                .into(),
+        );
+    }
+    let (master, weight) = line
+        .rsplit_once(':')
+        .ok_or_else(|| "expected 'mastername:weight'".to_owned())?;
+    if master.is_empty() {
+        return Err("the master name is empty".into());
+    }
+    if master.contains(':') || master.starts_with('/') || master.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(looks_like_address());
+    }
+    let weight = match parse_number(weight) {
+        Ok(0) => return Err("weight must be at least 1".into()),
+        Ok(w) => w,
+        Err(_) => return Err(format!("weight '{weight}' is not a positive number")),
+    };
+    Ok(BackendConfig {
+        addr: BackendAddr::unresolved(),
+        weight,
+        name: Some(master.to_owned()),
         slots: Vec::new(),
     })
 }
@@ -1409,6 +1535,163 @@ mod tests {
         for bad in ["", " 1", "1 ", "-0", "+1", "1e3", "٣"] {
             assert!(parse_number(bad).is_err(), "{bad:?}");
         }
+    }
+
+    const SENTINEL_POOL: &str = "ha:\n  listen: 127.0.0.1:22124\n  redis: true\n  sentinels:\n   - 10.0.0.5:26379\n   - sentinel-2:26379\n  servers:\n   - mymaster-2:1\n   - mymaster-1:3\n";
+
+    /// The problems of the sentinel pool with `from` replaced by `to`.
+    fn sentinel_problems(from: &str, to: &str) -> Vec<String> {
+        assert!(SENTINEL_POOL.contains(from), "{from}");
+        parse(&SENTINEL_POOL.replace(from, to)).unwrap_err()
+    }
+
+    #[test]
+    fn sentinel_pool_names_masters_and_leaves_addresses_unresolved() {
+        let config = parse(SENTINEL_POOL).unwrap();
+        let pool = &config.pools[0];
+        let sentinel = pool.sentinel.as_ref().unwrap();
+        assert_eq!(
+            sentinel.sentinels,
+            [
+                SentinelAddr {
+                    host: "10.0.0.5".into(),
+                    port: 26379
+                },
+                SentinelAddr {
+                    host: "sentinel-2".into(),
+                    port: 26379
+                }
+            ]
+        );
+        assert_eq!(sentinel.auth, None);
+        let servers: Vec<_> = pool
+            .servers
+            .iter()
+            .map(|s| (s.ketama_name(), s.weight, s.addr.is_unresolved()))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                ("mymaster-1".to_owned(), 3, true),
+                ("mymaster-2".to_owned(), 1, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn sentinel_auth_is_read() {
+        let text = SENTINEL_POOL.replace("  servers:", "  sentinel_auth: s3cret\n  servers:");
+        let config = parse(&text).unwrap();
+        let auth = config.pools[0].sentinel.as_ref().unwrap().auth.clone();
+        assert_eq!(auth.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn pool_without_sentinels_has_none() {
+        assert_eq!(first("").sentinel, None);
+    }
+
+    #[test]
+    fn sentinels_on_a_memcached_pool_are_rejected() {
+        assert_eq!(
+            sentinel_problems("  redis: true\n", ""),
+            ["pool 'ha': key 'sentinels': is only valid on a redis pool (redis: true): Sentinel manages Redis masters"]
+        );
+    }
+
+    #[test]
+    fn empty_sentinel_list_is_rejected() {
+        assert_eq!(
+            sentinel_problems("  sentinels:\n   - 10.0.0.5:26379\n   - sentinel-2:26379\n", "  sentinels: []\n"),
+            ["pool 'ha': key 'sentinels': has no Sentinels (list at least one host:port, or leave the key out)"]
+        );
+    }
+
+    #[test]
+    fn bad_sentinel_address_is_rejected() {
+        assert_eq!(
+            sentinel_problems("10.0.0.5:26379", "10.0.0.5"),
+            ["pool 'ha': key 'sentinels': '10.0.0.5': is not host:port (a Sentinel's address, e.g. 10.0.0.5:26379)"]
+        );
+        assert_eq!(
+            sentinel_problems("10.0.0.5:26379", "10.0.0.5:0"),
+            ["pool 'ha': key 'sentinels': '10.0.0.5:0': '0' is not a port (1-65535)"]
+        );
+        assert_eq!(
+            sentinel_problems("10.0.0.5:26379", ":26379"),
+            ["pool 'ha': key 'sentinels': ':26379': the host is empty"]
+        );
+    }
+
+    #[test]
+    fn duplicate_sentinel_is_rejected() {
+        assert_eq!(
+            sentinel_problems("sentinel-2:26379", "10.0.0.5:26379"),
+            ["pool 'ha': key 'sentinels': '10.0.0.5:26379' is listed more than once"]
+        );
+    }
+
+    #[test]
+    fn sentinels_must_be_a_list() {
+        let problems = sentinel_problems(
+            "  sentinels:\n   - 10.0.0.5:26379\n   - sentinel-2:26379\n",
+            "  sentinels: 10.0.0.5:26379\n",
+        );
+        assert_eq!(
+            problems,
+            ["pool 'ha': key 'sentinels': must be a list of Sentinel addresses (host:port), found a single value"]
+        );
+    }
+
+    #[test]
+    fn address_in_a_sentinel_pool_is_rejected() {
+        for line in [
+            "127.0.0.1:6379:1",
+            "127.0.0.1:1",
+            "/tmp/redis.sock:1",
+            "::1:1",
+        ] {
+            let problems = sentinel_problems("mymaster-2:1", line);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("pool 'ha': key 'servers': '{line}': looks like an address: in a pool with 'sentinels'")),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_master_lines_are_rejected() {
+        assert_eq!(
+            sentinel_problems("mymaster-2:1", "mymaster-2"),
+            ["pool 'ha': key 'servers': 'mymaster-2': expected 'mastername:weight'"]
+        );
+        assert_eq!(
+            sentinel_problems("mymaster-2:1", "mymaster-2:0"),
+            ["pool 'ha': key 'servers': 'mymaster-2:0': weight must be at least 1"]
+        );
+        assert_eq!(
+            sentinel_problems("mymaster-2:1", ":1"),
+            ["pool 'ha': key 'servers': ':1': the master name is empty"]
+        );
+        assert!(sentinel_problems("mymaster-2:1", "mymaster-2:1 alias")[0]
+            .starts_with("pool 'ha': key 'servers': 'mymaster-2:1 alias': expected 'mastername:weight' (no name after it"));
+        assert_eq!(
+            sentinel_problems("mymaster-2:1", "mymaster-1:1"),
+            ["pool 'ha': key 'servers': more than one server is named 'mymaster-1' (names must be unique)"]
+        );
+    }
+
+    #[test]
+    fn sentinel_auth_needs_sentinels_and_a_value() {
+        assert_eq!(
+            rejection("  redis: true\n  sentinel_auth: x\n"),
+            "pool 'alpha': key 'sentinel_auth': is only valid with 'sentinels' (the Sentinels' password)"
+        );
+        assert_eq!(
+            sentinel_problems("  servers:", "  sentinel_auth: \"\"\n  servers:"),
+            ["pool 'ha': key 'sentinel_auth': must not be empty (leave the key out for no password)"]
+        );
     }
 
     mod properties {

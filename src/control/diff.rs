@@ -49,6 +49,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
     );
     check("servers", old.servers != new.servers);
     check("limits", old.limits != new.limits);
+    check("sentinels", old.sentinel != new.sentinel);
     keys
 }
 

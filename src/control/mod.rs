@@ -1,19 +1,21 @@
 //! The only writer of the live pools: reload (SIGHUP, `POST /reload`) builds the new pools off
 //! the hot path, binds new listeners, then installs the pools on every worker at once. A bad
-//! file or an unbindable address changes nothing.
+//! file or an unbindable address changes nothing. Sentinel failovers re-point one shard through
+//! the same install path ([`Control::repoint`]).
 
 pub mod diff;
+pub mod sentinel;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::pool::Pool;
-use crate::config::{Config, Listen, PoolConfig};
+use crate::config::{BackendAddr, Config, Listen, PoolConfig};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, Bound, ClientCount};
 use crate::proxy::worker::Workers;
@@ -36,6 +38,11 @@ pub struct Control {
     shutdown: Shutdown,
     state: tokio::sync::Mutex<State>,
     generation: AtomicU64,
+    /// Itself, for the Sentinel watchers it starts (they must not keep it alive).
+    this: Weak<Control>,
+    /// What the Sentinel watchers watch, and what stops them; replaced when an apply changes
+    /// the watched set.
+    watchers: Mutex<(sentinel::Watched, Shutdown)>,
 }
 
 struct State {
@@ -66,15 +73,91 @@ impl Control {
         }
         state.pools = pools.clone();
         metrics.set_generation(1);
-        Arc::new(Control {
+        let watchers = Mutex::new((sentinel::Watched::default(), shutdown.child_token()));
+        let control = Arc::new_cyclic(|this| Control {
             config_path,
             workers,
             metrics,
-            live: ArcSwap::from_pointee(pools),
+            live: ArcSwap::from_pointee(pools.clone()),
             shutdown,
             state: tokio::sync::Mutex::new(state),
             generation: AtomicU64::new(1),
-        })
+            this: this.clone(),
+            watchers,
+        });
+        control.watch_sentinels(&pools);
+        control
+    }
+
+    /// Makes the Sentinel watchers follow `pools`: when the watched pools, Sentinels or masters
+    /// differ from the running watchers', stops them and starts new ones. Watchers find pools by
+    /// name, so a pool rebuilt with the same Sentinel settings keeps its watchers.
+    fn watch_sentinels(&self, pools: &[Arc<Pool>]) {
+        let watched = sentinel::Watched::of(pools);
+        let mut current = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 == watched && !current.1.is_cancelled() {
+            return;
+        }
+        let stop = self.shutdown.child_token();
+        let (_, old) = std::mem::replace(&mut *current, (watched, stop.clone()));
+        old.cancel();
+        sentinel::watch(self.this.clone(), pools, &stop);
+    }
+
+    /// Makes `pools` live on every worker and for the admin readers.
+    async fn install(&self, state: &mut State, pools: Vec<Arc<Pool>>) {
+        self.workers.install(&pools).await;
+        self.live.store(Arc::new(pools.clone()));
+        state.pools = pools;
+    }
+
+    /// Re-points backend `master` of Sentinel pool `pool` to `addr`: a new pool, identical but
+    /// for that address, replaces the old one on every worker (so every shard of the pool gets
+    /// new connections; requests in flight finish on the old ones, and those to a dead or
+    /// demoted master end in an error reply). The ring position is the master's name, so no key
+    /// moves; listeners and other pools are untouched. Returns whether anything changed: a
+    /// switch every Sentinel announces is applied once.
+    ///
+    /// # Errors
+    /// No pool `pool`, or it has no Sentinel backend `master` (a reload removed it).
+    pub async fn repoint(
+        &self,
+        pool: &str,
+        master: &str,
+        addr: BackendAddr,
+    ) -> Result<bool, String> {
+        let mut state = self.state.lock().await;
+        let Some(index) = state.pools.iter().position(|p| p.config().name == pool) else {
+            return Err(format!("no pool '{pool}'"));
+        };
+        let Some(old) = state.pools.get(index).map(Arc::clone) else {
+            return Err(format!("no pool '{pool}'"));
+        };
+        let config = old.config();
+        let shard = config
+            .servers
+            .iter()
+            .position(|s| config.sentinel.is_some() && s.name.as_deref() == Some(master))
+            .ok_or_else(|| format!("pool '{pool}' has no Sentinel master '{master}'"))?;
+        let mut new = config.clone();
+        let Some(server) = new.servers.get_mut(shard) else {
+            return Err(format!("pool '{pool}' has no Sentinel master '{master}'"));
+        };
+        if server.addr == addr {
+            return Ok(false);
+        }
+        let from = std::mem::replace(&mut server.addr, addr.clone());
+        let replacement = Arc::new(Pool::new(new, &self.metrics));
+        if let Some(backend) = replacement.metrics().backend(shard) {
+            backend.sentinel_switches.inc();
+        }
+        let mut pools = state.pools.clone();
+        if let Some(slot) = pools.get_mut(index) {
+            *slot = replacement;
+        }
+        self.install(&mut state, pools).await;
+        tracing::info!(pool, master, %from, to = %addr, "backend re-pointed");
+        Ok(true)
     }
 
     /// The config generation: 1 at start, +1 per successful reload.
@@ -159,11 +242,14 @@ impl Control {
 
     /// Makes `config` live: unchanged pools keep everything; changed pools get a new map and
     /// new backend connections (in-flight requests finish on the old ones); added pools start
-    /// listening, removed pools stop; a moved `listen` moves the listener.
+    /// listening, removed pools stop; a moved `listen` moves the listener. Sentinel pools get
+    /// their masters' addresses from the Sentinels first, and the Sentinel watchers restart on
+    /// the new config.
     ///
     /// # Errors
-    /// A new listener could not be bound; nothing changed.
-    pub async fn apply(&self, config: Config) -> Result<String, String> {
+    /// No Sentinel placed a master, or a new listener could not be bound; nothing changed.
+    pub async fn apply(&self, mut config: Config) -> Result<String, String> {
+        sentinel::resolve(&mut config).await?;
         let mut state = self.state.lock().await;
         let old: Vec<PoolConfig> = state.pools.iter().map(|p| p.config().clone()).collect();
         let report = diff::describe(&old, &config.pools);
@@ -196,9 +282,10 @@ impl Control {
                 },
             )
             .collect();
-        self.workers.install(&pools).await;
+        let names: Vec<String> = pools.iter().map(|p| p.config().name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.install(&mut state, pools.clone()).await;
 
-        let names: Vec<&str> = pools.iter().map(|p| p.config().name.as_str()).collect();
         let fresh_names: Vec<String> = fresh.iter().map(|(p, _)| p.name.clone()).collect();
         let retired: Vec<String> = state
             .listeners
@@ -221,8 +308,7 @@ impl Control {
         for gone in old.iter().filter(|o| !names.contains(&o.name.as_str())) {
             self.metrics.forget_pool(&gone.name);
         }
-        self.live.store(Arc::new(pools.clone()));
-        state.pools = pools;
+        self.watch_sentinels(&pools);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics.set_generation(generation);
         let mut text = format!("reloaded: generation {generation}\n");

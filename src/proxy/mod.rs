@@ -68,14 +68,18 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
 }
 
 /// Binds every pool's listener. Binding is apart from running so that callers (and tests,
-/// with port 0) learn the addresses before traffic starts.
+/// with port 0) learn the addresses before traffic starts. Sentinel pools learn their masters'
+/// addresses here, before anything is served.
 ///
 /// # Errors
-/// A listener could not be bound.
-pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
+/// A listener could not be bound, or no Sentinel placed a master.
+pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    runtime
+        .block_on(crate::control::sentinel::resolve(&mut config))
+        .map_err(io::Error::other)?;
     let signals = if options.signals {
         Some(runtime.block_on(async { Signals::install() })?)
     } else {

@@ -1633,6 +1633,11 @@ pub struct SentinelServer {
 impl SentinelServer {
     /// Starts a Sentinel monitoring each `(master name, port on 127.0.0.1)`.
     pub fn start(masters: &[(&str, u16)]) -> SentinelServer {
+        SentinelServer::start_with(masters, &[])
+    }
+
+    /// Starts with extra config lines, e.g. `&["requirepass secret"]`.
+    pub fn start_with(masters: &[(&str, u16)], extra: &[&str]) -> SentinelServer {
         let bin = redis_sentinel_bin();
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -1654,6 +1659,10 @@ impl SentinelServer {
                      sentinel parallel-syncs {name} 1\n"
                 ));
             }
+            for line in extra {
+                conf.push_str(line);
+                conf.push('\n');
+            }
             let conf_path = sentinel.dir.path().join("sentinel.conf");
             fs::write(&conf_path, conf).expect("write sentinel.conf");
             let log_path = sentinel.dir.path().join("sentinel.log");
@@ -1666,8 +1675,9 @@ impl SentinelServer {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn redis-sentinel: {e}"));
             let addr = sentinel.addr();
+            // With `requirepass`, PING answers -NOAUTH: being connectable is enough then.
             let ready = wait_until(START_TIMEOUT, || {
-                matches!(child.try_wait(), Ok(Some(_))) || answers_ping(&addr)
+                matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(&addr).is_ok()
             });
             if ready && matches!(child.try_wait(), Ok(None)) {
                 sentinel.child = Some(child);
