@@ -268,6 +268,13 @@ fn five_reloads_under_load_drop_no_client_and_mismatch_no_reply() {
             assert_eq!(extra.cmd(&["SET", "x", "1"]), Reply::ok());
             assert_eq!(b.client().cmd(&["GET", "x"]), Reply::bulk("1"));
         }
+        if i == 1 {
+            // A bad file mid-run changes nothing and says why.
+            let (status, body) = live.reload(&format!("{yaml}  distribution: nope\n"));
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("'distribution'"), "{body}");
+            live.rewrite(yaml);
+        }
         if i == 4 {
             assert!(
                 TcpStream::connect(("127.0.0.1", extra_port)).is_err(),
@@ -297,6 +304,10 @@ fn five_reloads_under_load_drop_no_client_and_mismatch_no_reply() {
     assert!(metrics.contains("keyway_config_generation 6"), "{metrics}");
     assert!(
         metrics.contains("keyway_reloads_total{result=\"ok\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyway_reloads_total{result=\"error\"} 1"),
         "{metrics}"
     );
     eprintln!(
