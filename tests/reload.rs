@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -57,25 +56,7 @@ impl Live {
     }
 
     fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: keyway\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        http(self.admin, method, path)
     }
 
     fn reload(&self, yaml: &str) -> (u16, String) {

@@ -152,25 +152,7 @@ impl Live {
     /// Rewrites the config file and asks for a reload: the status and the report.
     fn reload(&self, yaml: &str) -> (u16, String) {
         std::fs::write(self.dir.path().join("keyway.yml"), yaml).unwrap();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        write!(
-            stream,
-            "POST /reload HTTP/1.1\r\nHost: keyway\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        http(self.admin, "POST", "/reload")
     }
 
     fn log(&self) -> String {
@@ -182,15 +164,7 @@ impl Live {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: keyway\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default()
+        http(self.admin, "GET", path).1
     }
 
     fn shows_address(&self, addr: &str) -> bool {
