@@ -310,7 +310,7 @@ enum Inline {
 /// Parses `<type byte><decimal>\r\n` at `at`: `None` if incomplete, `Some((None, _))` if the
 /// number is malformed, else the number and the offset after the line. Runs once per argument,
 /// so it parses while it scans instead of searching for the line end first.
-fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, usize)>, Error> {
+pub(crate) fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, usize)>, Error> {
     let mut i = at + 1;
     let negative = buf.get(i) == Some(&b'-');
     if negative {

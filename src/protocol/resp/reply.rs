@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::{parse_i64, put_decimal};
+use super::codec::{length_line, parse_i64, put_decimal};
 use crate::protocol::Error;
 
 /// Longest reply header line accepted from a backend (a simple string or error reply can be long).
@@ -31,18 +31,24 @@ impl ReplyScanner {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
             };
-            let Some((line_end, next)) = line(buf, self.pos)? else {
-                return Ok(None);
-            };
-            let number = || {
-                buf.get(self.pos + 1..line_end)
-                    .and_then(parse_i64)
-                    .ok_or(Error::Protocol("invalid length in reply"))
+            // Length-prefixed types parse their number while scanning for the line end (one
+            // pass, no search call): an array of many bulk strings is mostly such lines.
+            let number = |buf: &[u8], at: usize| match length_line(buf, at)? {
+                None => Ok(None),
+                Some((Some(n), next)) => Ok(Some((n, next))),
+                Some((None, _)) => Err(Error::Protocol("invalid length in reply")),
             };
             match kind {
-                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => self.pos = next,
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                    let Some((_, next)) = line(buf, self.pos)? else {
+                        return Ok(None);
+                    };
+                    self.pos = next;
+                }
                 b'$' | b'!' | b'=' => {
-                    let len = number()?;
+                    let Some((len, next)) = number(buf, self.pos)? else {
+                        return Ok(None);
+                    };
                     if len < 0 {
                         self.pos = next;
                     } else {
@@ -55,7 +61,9 @@ impl ReplyScanner {
                     }
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let count = number()?;
+                    let Some((count, next)) = number(buf, self.pos)? else {
+                        return Ok(None);
+                    };
                     self.pos = next;
                     let count = match kind {
                         b'%' => count.saturating_mul(2),
