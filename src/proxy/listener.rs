@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub fn bind(pool: &PoolConfig) -> io::Result<Bound> {
         }
         Listen::Unix { path, mode } => {
             // As nutcracker: a stale socket file from an earlier run is replaced.
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket_like()) {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
                 std::fs::remove_file(path)?;
             }
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
@@ -77,16 +77,6 @@ pub fn bind(pool: &PoolConfig) -> io::Result<Bound> {
             }
             Ok(Bound::Unix(socket.into(), path.clone()))
         }
-    }
-}
-
-trait SocketLike {
-    fn is_socket_like(&self) -> bool;
-}
-
-impl SocketLike for std::fs::FileType {
-    fn is_socket_like(&self) -> bool {
-        std::os::unix::fs::FileTypeExt::is_socket(self)
     }
 }
 
