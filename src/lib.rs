@@ -16,12 +16,14 @@
 //!
 //! - [`admin`]: the admin HTTP server: /metrics, /healthz, /pools, POST /reload.
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
-//! - [`control`]: the only writer of the live pools: reload, and the key-move estimate.
+//! - [`control`]: the only writer of the live pools: reload, Sentinel failover, the key-move
+//!   estimate.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
 //! - [`protocol`]: wire formats; the only code that knows them.
-//! - [`route`]: pure key → shard maps (hashes, ketama, modula, random), nutcracker-exact.
+//! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
 //! - [`backend`]: pipelined backend connections, reconnects, timeouts, ejection.
-//! - [`proxy`]: listeners, worker threads, sessions, locally answered commands.
+//! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
+//!   speaking RESP2/RESP3 or memcached, locally answered commands.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 
