@@ -1,4 +1,4 @@
-//! nutcracker.yml → raw serde types ([`raw`]) → validated, typed [`Config`] ([`validate`]).
+//! nutcracker.yml → raw serde types (`raw`) → validated, typed [`Config`] (`validate`).
 //! Startup, `-t` and reload all go through [`Config::parse`], so the three can never disagree.
 
 mod raw;

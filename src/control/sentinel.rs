@@ -359,7 +359,7 @@ struct Watch {
 }
 
 /// Starts watching every Sentinel pool of `pools`: one task per Sentinel subscribed to
-/// `+switch-master`, and one per pool re-asking the addresses every [`RECHECK`]. They run until
+/// `+switch-master`, and one per pool re-asking the addresses every `RECHECK`. They run until
 /// `stop` is cancelled (the control cancels it when it installs another config).
 pub fn watch(control: Weak<Control>, pools: &[Arc<Pool>], stop: &Shutdown) {
     for pool in pools {

@@ -1,7 +1,7 @@
 //! One task per client: decode requests → classify → route → dispatch to backend
 //! connections → write replies strictly in request order.
 //!
-//! Replies are kept in a FIFO of [`Pending`] entries, one per request; the head is written as
+//! Replies are kept in a FIFO of `Pending` entries, one per request; the head is written as
 //! soon as it is ready, and everything ready behind it goes out in the same write.
 
 use std::collections::VecDeque;

@@ -2,7 +2,7 @@
 //!
 //! nutcracker reads keys through `const char *`, and `char` is signed on x86-64: wherever it
 //! widens a key byte without an `unsigned char` cast, bytes >= 0x80 are sign-extended
-//! ([`sext`]). That changes where binary keys land, so it is reproduced here function by function.
+//! (`sext`). That changes where binary keys land, so it is reproduced here function by function.
 
 use md5::{Digest, Md5};
 
