@@ -39,6 +39,7 @@ Keyway is listening on 127.0.0.1:22121 (pool "main", 4 redis shards on 7001-7004
   redis-cli -p 22121 set hello world
   redis-cli -p 22121 mget hello missing
   redis-benchmark -p 22121 -t get,set -q
+  curl -s 127.0.0.1:22223/metrics     # admin: /metrics /healthz /pools, POST /reload
 Ctrl-C stops Keyway and the shards.
 MSG
 wait "${pids[@]}"
