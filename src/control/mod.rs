@@ -165,9 +165,9 @@ impl Control {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// The live pools.
-    pub async fn pools(&self) -> Vec<Arc<Pool>> {
-        self.state.lock().await.pools.clone()
+    /// The live pools (a snapshot; reloads replace it whole).
+    pub fn pools(&self) -> Arc<Vec<Arc<Pool>>> {
+        self.live.load_full()
     }
 
     /// Re-reads the config file and applies it.
@@ -195,7 +195,7 @@ impl Control {
     /// The live shard maps as JSON: per pool its settings and backends (address, weight,
     /// shard index, ejected or not).
     pub fn pools_json(&self) -> String {
-        let pools = self.live.load();
+        let pools = self.pools();
         let mut out = format!("{{\"generation\": {}, \"pools\": [", self.generation());
         for (i, pool) in pools.iter().enumerate() {
             let config = pool.config();
