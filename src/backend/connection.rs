@@ -48,8 +48,11 @@ pub struct Target {
 
 /// Where a connection reports its traffic and failures (the pool: failure counts, metrics).
 pub trait Report: Send + Sync + 'static {
-    /// The connection failed with `error`, failing `in_flight` requests with it.
-    fn failure(&self, error: &Error, in_flight: usize);
+    /// A connection attempt, or an established connection, failed with `error`: counts
+    /// towards auto-eject.
+    fn failed(&self, error: &Error);
+    /// `requests` requests were answered with `error` instead of a reply.
+    fn errored(&self, error: &Error, requests: usize);
     /// The backend answered.
     fn success(&self);
     /// A connection was established.
@@ -116,7 +119,8 @@ async fn run(
         }
         connect_now = false;
         if let Some(error) = backoff.refusal() {
-            report.failure(&error, first.len());
+            // Refused while backing off: no attempt was made, so nothing counts towards eject.
+            report.errored(&error, first.len());
             fail(first.drain(..), &error);
             continue;
         }
@@ -132,7 +136,8 @@ async fn run(
             }
             Err(error) => {
                 report.connect_failed();
-                report.failure(&error, first.len());
+                report.failed(&error);
+                report.errored(&error, first.len());
                 Err(error)
             }
         };
@@ -296,7 +301,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                     failed += 1;
                 }
             }
-            self.report.failure(error, failed);
+            self.report.failed(error);
+            self.report.errored(error, failed);
         }
         outcome
     }

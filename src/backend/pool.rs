@@ -194,31 +194,32 @@ impl ShardReport {
 }
 
 impl Report for ShardReport {
-    fn failure(&self, error: &Error, in_flight: usize) {
+    fn failed(&self, error: &Error) {
         if let Some(backend) = self.backend() {
-            let kind = match error {
-                Error::Timeout => {
-                    backend.server_timedout.inc();
-                    ErrorKind::Timeout
-                }
-                Error::Closed => {
-                    backend.server_eof.inc();
-                    ErrorKind::Refused
-                }
+            match error {
+                Error::Timeout => backend.server_timedout.inc(),
+                Error::Closed => backend.server_eof.inc(),
                 Error::Connect(_) => {
                     backend.server_err.inc();
                     backend.up.set(0);
-                    ErrorKind::Refused
                 }
-                Error::Protocol => {
-                    backend.server_err.inc();
-                    ErrorKind::Protocol
-                }
-                Error::Ejected => ErrorKind::Ejected,
-            };
-            backend.errors.of(kind).inc_by(in_flight as u64);
+                Error::Protocol => backend.server_err.inc(),
+                Error::Ejected => {}
+            }
         }
         self.pool.failure(self.shard);
+    }
+
+    fn errored(&self, error: &Error, requests: usize) {
+        let kind = match error {
+            Error::Timeout => ErrorKind::Timeout,
+            Error::Closed | Error::Connect(_) => ErrorKind::Refused,
+            Error::Protocol => ErrorKind::Protocol,
+            Error::Ejected => ErrorKind::Ejected,
+        };
+        if let Some(backend) = self.backend() {
+            backend.errors.of(kind).inc_by(requests as u64);
+        }
     }
 
     fn success(&self) {
