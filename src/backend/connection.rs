@@ -365,12 +365,13 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             if !open && self.waiting.is_empty() {
                 return Ok(Ended::Shutdown);
             }
-            let deadline = self.waiting.front().and_then(|w| w.deadline);
-            if deadline != armed {
-                if let Some(at) = deadline {
+            // Deadlines only grow along the queue, so a timer armed for an older request may
+            // fire early but never late: it is re-armed only when it fires, not per reply.
+            if armed.is_none() {
+                if let Some(at) = self.waiting.front().and_then(|w| w.deadline) {
                     timer.as_mut().reset(at);
+                    armed = Some(at);
                 }
-                armed = deadline;
             }
             tokio::select! {
                 biased;
@@ -400,7 +401,13 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                         None => open = false,
                     }
                 }
-                () = &mut timer, if armed.is_some() => return Err(Error::Timeout),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    let expired = self.waiting.front().and_then(|w| w.deadline);
+                    if expired.is_some_and(|at| at <= Instant::now()) {
+                        return Err(Error::Timeout);
+                    }
+                }
             }
         }
     }
