@@ -127,20 +127,22 @@ impl Control {
         addr: BackendAddr,
     ) -> Result<bool, String> {
         let mut state = self.state.lock().await;
-        let Some(index) = state.pools.iter().position(|p| p.config().name == pool) else {
-            return Err(format!("no pool '{pool}'"));
-        };
-        let Some(old) = state.pools.get(index).map(Arc::clone) else {
-            return Err(format!("no pool '{pool}'"));
-        };
-        let config = old.config();
-        let shard = config
-            .servers
+        let Some((index, old)) = state
+            .pools
             .iter()
-            .position(|s| config.sentinel.is_some() && s.name.as_deref() == Some(master))
-            .ok_or_else(|| format!("pool '{pool}' has no Sentinel master '{master}'"))?;
-        let mut new = config.clone();
-        let Some(server) = new.servers.get_mut(shard) else {
+            .enumerate()
+            .find(|(_, p)| p.config().name == pool)
+        else {
+            return Err(format!("no pool '{pool}'"));
+        };
+        let mut new = old.config().clone();
+        let Some((shard, server)) = new
+            .servers
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| s.name.as_deref() == Some(master))
+            .filter(|_| old.config().sentinel.is_some())
+        else {
             return Err(format!("pool '{pool}' has no Sentinel master '{master}'"));
         };
         if server.addr == addr {
