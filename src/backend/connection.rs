@@ -1,5 +1,5 @@
 //! One task per backend connection: it connects lazily (or at start with `preconnect`), sends
-//! `AUTH`/`SELECT`, writes queued requests in vectored batches, pairs each reply with the oldest
+//! its setup commands (`AUTH`, `HELLO 3`, `SELECT`, `READONLY`), writes queued requests in vectored batches, pairs each reply with the oldest
 //! waiting request (FIFO), enforces the per-request timeout, and reconnects with backoff.
 
 use std::collections::VecDeque;
@@ -40,6 +40,8 @@ pub struct Target {
     pub db: u32,
     /// Sent `HELLO 3` after connecting: replies come in RESP3.
     pub resp3: bool,
+    /// Sent `READONLY` after connecting: a Redis Cluster replica then serves reads.
+    pub readonly: bool,
     /// Bound on connecting and on each request's reply.
     pub timeout: Option<Duration>,
     /// `SO_KEEPALIVE` on the socket.
@@ -307,34 +309,26 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         outcome
     }
 
-    /// Queues `AUTH` and `SELECT`; their replies are checked like any other, but go nowhere.
+    /// Queues `AUTH`, `HELLO 3`, `SELECT` and `READONLY` as the target needs; their replies are checked like any other, but go nowhere.
     fn handshake(&mut self) {
         let sent = Instant::now();
         let deadline = self.target.timeout.map(|t| sent + t);
+        let mut setup = Vec::new();
         if let Some(password) = &self.target.auth {
-            let auth = Request::from_args([&b"AUTH"[..], password.as_bytes()]);
-            self.unwritten.push_back(auth.frame().clone());
-            self.waiting.push_back(Waiting {
-                reply: None,
-                expect: Expect::Resp,
-                sent,
-                deadline,
-            });
+            setup.push(Request::from_args([&b"AUTH"[..], password.as_bytes()]));
         }
         if self.target.resp3 {
-            let hello = Request::from_args([&b"HELLO"[..], b"3"]);
-            self.unwritten.push_back(hello.frame().clone());
-            self.waiting.push_back(Waiting {
-                reply: None,
-                expect: Expect::Resp,
-                sent,
-                deadline,
-            });
+            setup.push(Request::from_args([&b"HELLO"[..], b"3"]));
         }
         if self.target.db != 0 {
             let db = self.target.db.to_string();
-            let select = Request::from_args([&b"SELECT"[..], db.as_bytes()]);
-            self.unwritten.push_back(select.frame().clone());
+            setup.push(Request::from_args([&b"SELECT"[..], db.as_bytes()]));
+        }
+        if self.target.readonly {
+            setup.push(Request::from_args([&b"READONLY"[..]]));
+        }
+        for request in setup {
+            self.unwritten.push_back(request.frame().clone());
             self.waiting.push_back(Waiting {
                 reply: None,
                 expect: Expect::Resp,

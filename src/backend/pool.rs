@@ -1,19 +1,21 @@
 //! A pool's backends: the shared shard map with nutcracker's auto-eject (failure counts,
 //! ejection, retry), and each worker's own pipelined connections to every backend.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::connection::{self, Handle, Report, Target};
 use super::{Error, Expect, Outcome};
-use crate::config::PoolConfig;
+use crate::config::{BackendAddr, PoolConfig, ReadFrom};
 use crate::metrics::{ErrorKind, Metrics, PoolMetrics};
-use crate::route::{ShardMap, ShardSpec};
+use crate::route::cluster::Layout;
+use crate::route::{slots, ShardMap, ShardSpec};
 
 /// Marks "no rebuild scheduled" in [`Pool::rebuild_at`].
 const NEVER: u64 = u64::MAX;
@@ -30,6 +32,72 @@ pub struct Pool {
     epoch: Instant,
     /// When (ms since `epoch`) an ejected backend is due back, so the map must be rebuilt.
     rebuild_at: AtomicU64,
+    /// A Redis Cluster pool's slot layout; `None` for every other pool.
+    cluster: Option<Cluster>,
+}
+
+/// A Redis Cluster pool's routing state: the layout the control plane keeps current, and the
+/// way the data path asks it for a refresh.
+pub struct Cluster {
+    layout: ArcSwap<Layout>,
+    read_from: ReadFrom,
+    /// Node index by the `host:port` the cluster names it with (as in `-MOVED` replies).
+    nodes: HashMap<String, usize>,
+    /// Wakes the control plane's watcher; requests coalesce into one refresh.
+    refresh: Notify,
+}
+
+impl Cluster {
+    /// The current layout.
+    pub fn layout(&self) -> Guard<Arc<Layout>> {
+        self.layout.load()
+    }
+
+    /// Makes `layout` current; whether it differs from the one it replaces.
+    pub fn set_layout(&self, layout: Layout) -> bool {
+        if **self.layout.load() == layout {
+            return false;
+        }
+        self.layout.store(Arc::new(layout));
+        true
+    }
+
+    /// The node the cluster calls `addr` (`host:port`), if it is one of the pool's.
+    pub fn node(&self, addr: &str) -> Option<usize> {
+        self.nodes.get(addr).copied()
+    }
+
+    /// Asks the control plane to re-read the cluster's layout soon (cheap; coalesced).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Completes when a refresh was asked for since the last one completed.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
+    }
+
+    /// The node to send a request for `slot` to: its master, or for a read (`read`) a replica
+    /// as `read_from` says, `pick` choosing among several. `None` when no node serves the slot
+    /// (or `read_from: replica` and it has no healthy replica).
+    pub fn node_for(&self, slot: u16, read: bool, pick: u64) -> Option<usize> {
+        let layout = self.layout.load();
+        if !read || self.read_from == ReadFrom::Master {
+            return layout.master(slot);
+        }
+        let replicas = layout.replicas(slot);
+        let index = usize::try_from(pick).unwrap_or(0) % replicas.len().max(1);
+        match (replicas.get(index), self.read_from) {
+            (Some(&replica), _) => Some(replica),
+            (None, ReadFrom::Replica) => None,
+            (None, _) => layout.master(slot),
+        }
+    }
+
+    /// Which nodes serve reads.
+    pub fn read_from(&self) -> ReadFrom {
+        self.read_from
+    }
 }
 
 /// One backend's failure bookkeeping.
@@ -48,7 +116,19 @@ impl Pool {
         let specs: Vec<ShardSpec> = config.servers.iter().map(|s| s.shard_spec()).collect();
         let map = ShardMap::new(config.hash, config.distribution, config.hash_tag, &specs);
         let health = specs.iter().map(|_| Health::default()).collect();
+        let cluster = config.cluster.as_ref().map(|cluster| Cluster {
+            layout: ArcSwap::from_pointee(Layout::empty()),
+            read_from: cluster.read_from,
+            nodes: config
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(index, server)| (server.addr.to_string(), index))
+                .collect(),
+            refresh: Notify::new(),
+        });
         Pool {
+            cluster,
             config,
             metrics,
             specs,
@@ -82,7 +162,13 @@ impl Pool {
     ///
     /// # Errors
     /// [`Error::Ejected`] when every backend is ejected.
+    /// A cluster pool answers the key's slot instead: the node is chosen when the request is
+    /// sent ([`Cluster::node_for`]), and requests split and co-locate by slot, as Redis
+    /// Cluster requires.
     pub fn route_on(&self, map: &ShardMap, key: &[u8]) -> Result<usize, Error> {
+        if self.cluster.is_some() {
+            return Ok(usize::from(slots::slot(key)));
+        }
         let rebuild_at = self.rebuild_at.load(Ordering::Relaxed);
         if rebuild_at != NEVER && rebuild_at <= self.now_ms() {
             self.rebuild();
@@ -95,9 +181,25 @@ impl Pool {
         &self.map
     }
 
-    /// Each shard's slot ranges, for a `distribution: slots` pool.
+    /// Each shard's slot ranges, for a `distribution: slots` pool; for a cluster pool each
+    /// node's slots as master.
     pub fn slot_ranges(&self) -> Option<Vec<(usize, Vec<std::ops::RangeInclusive<u16>>)>> {
-        self.map.load().slot_ranges()
+        match &self.cluster {
+            Some(cluster) => Some(
+                cluster
+                    .layout()
+                    .master_ranges(self.config.servers.len())
+                    .into_iter()
+                    .enumerate()
+                    .collect(),
+            ),
+            None => self.map.load().slot_ranges(),
+        }
+    }
+
+    /// A Redis Cluster pool's routing state; `None` for other pools.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// Whether backend `shard` is currently ejected.
@@ -115,6 +217,10 @@ impl Pool {
     /// `server_failure_limit` (nutcracker keeps counting, so a backend that fails again right
     /// after its retry is ejected again at once).
     fn failure(&self, shard: usize) {
+        if let Some(cluster) = &self.cluster {
+            // A failing node may have lost its slots (failover): ask the cluster.
+            cluster.request_refresh();
+        }
         let Some(health) = self.health.get(shard) else {
             return;
         };
@@ -260,12 +366,32 @@ impl Report for ShardReport {
     }
 }
 
+/// How to reach `addr` for `config`'s pool: its password, database, timeout and keepalive;
+/// `READONLY` on cluster connections when replicas serve reads.
+fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
+    Target {
+        addr,
+        auth: config.redis_auth.clone(),
+        db: config.redis_db,
+        resp3,
+        readonly: config
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.read_from != ReadFrom::Master),
+        timeout: config.timeout,
+        keepalive: config.tcpkeepalive,
+    }
+}
+
 /// One worker's connections to a pool's backends: `server_connections` per backend, and as
 /// many again for RESP3 clients (connected lazily, on their first request).
 #[derive(Debug)]
 pub struct BackendPool {
     shards: Vec<Vec<Handle>>,
     resp3: Vec<Vec<Handle>>,
+    /// A cluster pool's connections to nodes a redirect named before the layout listed them,
+    /// by address and protocol (RESP3 or not); made on first use.
+    strays: Mutex<HashMap<(String, bool), Handle>>,
 }
 
 impl BackendPool {
@@ -277,7 +403,11 @@ impl BackendPool {
         } else {
             Vec::new()
         };
-        BackendPool { shards, resp3 }
+        BackendPool {
+            shards,
+            resp3,
+            strays: Mutex::new(HashMap::new()),
+        }
     }
 
     fn connections(pool: &Arc<Pool>, resp3: bool, preconnect: bool) -> Vec<Vec<Handle>> {
@@ -287,14 +417,7 @@ impl BackendPool {
             .iter()
             .enumerate()
             .map(|(shard, server)| {
-                let target = Arc::new(Target {
-                    addr: server.addr.clone(),
-                    auth: config.redis_auth.clone(),
-                    db: config.redis_db,
-                    resp3,
-                    timeout: config.timeout,
-                    keepalive: config.tcpkeepalive,
-                });
+                let target = Arc::new(target(config, server.addr.clone(), resp3));
                 let report: Arc<dyn Report> = Arc::new(ShardReport {
                     pool: Arc::clone(pool),
                     shard,
@@ -306,6 +429,33 @@ impl BackendPool {
                     .collect()
             })
             .collect()
+    }
+
+    /// This worker's connection to node `node` of a cluster pool for `client` (RESP3 when
+    /// `resp3`): always the same one, so that `ASKING` and the request after it stay together.
+    pub fn node(&self, node: usize, client: u64, resp3: bool) -> Option<&Handle> {
+        let set = if resp3 { &self.resp3 } else { &self.shards };
+        let conns = set.get(node)?;
+        conns.get(client as usize % conns.len().max(1))
+    }
+
+    /// A connection to `addr`, a cluster node the pool's layout does not list yet (a redirect
+    /// named it): made on first use, kept for this route's life.
+    pub fn stray(&self, pool: &Arc<Pool>, addr: &BackendAddr, resp3: bool) -> Handle {
+        let mut strays = self.strays.lock().unwrap_or_else(PoisonError::into_inner);
+        strays
+            .entry((addr.to_string(), resp3))
+            .or_insert_with(|| {
+                let target = Arc::new(target(pool.config(), addr.clone(), resp3));
+                // No shard of the pool: counts nothing per backend, but its failures still ask
+                // for a refresh of the layout.
+                let report: Arc<dyn Report> = Arc::new(ShardReport {
+                    pool: Arc::clone(pool),
+                    shard: usize::MAX,
+                });
+                connection::spawn(target, report, false)
+            })
+            .clone()
     }
 
     /// Sends `frame` to backend `shard`, over a RESP3 connection for a RESP3 client. A client

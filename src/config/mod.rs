@@ -100,6 +100,45 @@ pub struct PoolConfig {
     /// Where the backends' addresses come from when Redis Sentinel manages them (extension keys
     /// `sentinels`, `sentinel_auth`); `None` for a pool of fixed addresses.
     pub sentinel: Option<SentinelConfig>,
+    /// Where the backends come from when they are a Redis Cluster's nodes (extension keys
+    /// `cluster`, `read_from`); `None` otherwise. A cluster pool's `servers` are the nodes
+    /// Keyway learnt from the cluster (empty until it asks), and it routes by slot.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A pool whose backends are a Redis Cluster: Keyway learns the nodes and the slot map from
+/// any reachable seed, follows `-MOVED`/`-ASK`, and refreshes the map as it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Nodes to ask for the cluster's layout (`cluster`), in file order; never empty.
+    pub seeds: Vec<HostPort>,
+    /// Which nodes serve read-only commands (`read_from`, default `master`).
+    pub read_from: ReadFrom,
+}
+
+/// Which nodes of a Redis Cluster serve read-only commands (writes always go to the master).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The slot's master only: reads see every acknowledged write.
+    #[default]
+    Master,
+    /// A replica of the slot's master only (`READONLY` connections); a slot without a healthy
+    /// replica is an error. Reads may lag writes.
+    Replica,
+    /// A replica when the slot has a healthy one, else the master.
+    PreferReplica,
+}
+
+impl ReadFrom {
+    /// The setting named `name` in the config file.
+    pub fn parse(name: &str) -> Option<ReadFrom> {
+        match name {
+            "master" => Some(ReadFrom::Master),
+            "replica" => Some(ReadFrom::Replica),
+            "prefer_replica" => Some(ReadFrom::PreferReplica),
+            _ => None,
+        }
+    }
 }
 
 /// A pool whose backends are Redis Sentinel masters: each `servers` line is `mastername:weight`,
@@ -108,21 +147,21 @@ pub struct PoolConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentinelConfig {
     /// The Sentinels to ask and watch (`sentinels`), in file order; never empty.
-    pub sentinels: Vec<SentinelAddr>,
+    pub sentinels: Vec<HostPort>,
     /// Password sent to the Sentinels with `AUTH` (`sentinel_auth`); never empty.
     pub auth: Option<String>,
 }
 
-/// One Sentinel's address (`host:port`), resolved when Keyway connects.
+/// A Sentinel's or cluster seed's address (`host:port`), resolved when Keyway connects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SentinelAddr {
+pub struct HostPort {
     /// Hostname or IP address (an IPv6 address may be bracketed).
     pub host: String,
     /// TCP port, 1..=65535.
     pub port: u16,
 }
 
-impl fmt::Display for SentinelAddr {
+impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
     }
@@ -393,6 +432,7 @@ mod tests {
             }],
             limits: Limits::default(),
             sentinel: None,
+            cluster: None,
         };
         assert_eq!(config.pools, [expected]);
     }

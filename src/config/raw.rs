@@ -31,7 +31,7 @@ pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
 ];
 
 /// Keyway's own pool keys, flat like nutcracker's.
-pub(crate) const EXTENSION_KEYS: [&str; 7] = [
+pub(crate) const EXTENSION_KEYS: [&str; 9] = [
     "max_request_bytes",
     "max_multibulk_length",
     "max_key_bytes",
@@ -39,6 +39,8 @@ pub(crate) const EXTENSION_KEYS: [&str; 7] = [
     "slots",
     "sentinels",
     "sentinel_auth",
+    "cluster",
+    "read_from",
 ];
 
 /// One scalar value exactly as written: `None` when the key is absent.
@@ -111,6 +113,11 @@ pub(crate) struct RawPool {
     pub(crate) sentinels: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) sentinel_auth: Scalar,
+    /// Redis Cluster seed addresses (`host:port` lines); the nodes come from the cluster.
+    #[serde(default)]
+    pub(crate) cluster: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) read_from: Scalar,
 }
 
 /// The `slots` mapping as written: `(server name, ranges text)` pairs in file order.
@@ -267,6 +274,13 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
                 &problem,
                 problems,
             );
+        } else if key == "cluster" {
+            check_lines(
+                value,
+                ("seed address", "seed addresses (host:port)"),
+                &problem,
+                problems,
+            );
         } else if key == "slots" {
             check_slots(value, &problem, problems);
         } else if scalar_text(value).is_none() {
@@ -278,7 +292,7 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
     }
 }
 
-/// `servers` and `sentinels` must be lists of single values; `(one, many)` names the entries.
+/// `servers`, `sentinels` and `cluster` must be lists of single values; `(one, many)` names the entries.
 fn check_lines(
     value: &Value,
     (one, many): (&str, &str),

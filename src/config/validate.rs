@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawPool, RawSlots, Scalar};
 use super::{
-    BackendAddr, BackendConfig, Config, Limits, Listen, PoolConfig, Problem, SentinelAddr,
-    SentinelConfig,
+    BackendAddr, BackendConfig, ClusterConfig, Config, HostPort, Limits, Listen, PoolConfig,
+    Problem, ReadFrom, SentinelConfig,
 };
 use crate::route::slots::{self, Flaw, MAX_SLOT, SLOTS};
 use crate::route::{Distribution, HashFn};
@@ -87,6 +87,7 @@ impl PoolChecker<'_> {
                 format!("'{text}' is not a hash tag of exactly two characters, e.g. \"{{}}\"")
             })
         });
+        let distribution_is_set = raw.distribution.0.is_some();
         let distribution = self.or_default(
             raw.distribution,
             "distribution",
@@ -149,13 +150,72 @@ impl PoolChecker<'_> {
             parse_number,
         );
         let masters = raw.sentinels.is_some();
+        let clustered = raw.cluster.is_some();
         let sentinel = self.sentinel(raw.sentinels, raw.sentinel_auth, redis);
+        let cluster = self.cluster(raw.cluster, raw.read_from, redis);
         let mut servers = match raw.servers {
+            Some(_) if clustered => {
+                self.problem(
+                    "servers",
+                    "is not used with 'cluster': Keyway learns the nodes from the cluster \
+                     (remove the key)"
+                        .into(),
+                );
+                None
+            }
+            None if clustered => Some(Vec::new()),
             Some(lines) => self.servers(&lines, masters),
             None => self.missing("servers"),
         };
         let mut hash_tag = hash_tag;
-        if distribution == Some(Distribution::Slots) {
+        let mut distribution = distribution;
+        if clustered {
+            if masters {
+                self.problem(
+                    "cluster",
+                    "cannot be combined with 'sentinels' (a Redis Cluster fails over by itself)"
+                        .into(),
+                );
+            }
+            if distribution_is_set && distribution != Some(Distribution::Slots) {
+                self.problem(
+                    "distribution",
+                    "a cluster pool routes by Redis Cluster's slots (remove the key or write \
+                     slots)"
+                        .into(),
+                );
+            }
+            distribution = Some(Distribution::Slots);
+            if hash_is_set {
+                self.problem(
+                    "hash",
+                    "is not used by a cluster pool, which hashes CRC16(key) mod 16384 as Redis \
+                     Cluster does (remove the key)"
+                        .into(),
+                );
+            }
+            hash_tag = self.slots_hash_tag(hash_tag);
+            if redis_db.is_some_and(|db| db != 0) {
+                self.problem(
+                    "redis_db",
+                    "must be 0 in a cluster pool (Redis Cluster has only database 0)".into(),
+                );
+            }
+            if auto_eject_hosts == Some(true) {
+                self.problem(
+                    "auto_eject_hosts",
+                    "is not used by a cluster pool: the cluster promotes a replica when a \
+                     master fails, and Keyway follows (remove the key)"
+                        .into(),
+                );
+            }
+            if raw.slots.is_some() {
+                self.problem(
+                    "slots",
+                    "is not used with 'cluster': the cluster says which node owns each slot".into(),
+                );
+            }
+        } else if distribution == Some(Distribution::Slots) {
             if hash_is_set {
                 self.problem(
                     "hash",
@@ -197,7 +257,63 @@ impl PoolChecker<'_> {
             servers: servers?,
             limits: limits?,
             sentinel: sentinel?,
+            cluster: cluster?,
         })
+    }
+
+    /// The `cluster` and `read_from` keys: `Some(None)` for a pool that is not a cluster,
+    /// `None` when either key is wrong (the problems are recorded).
+    fn cluster(
+        &mut self,
+        lines: Option<Vec<String>>,
+        read_from: Scalar,
+        redis: Option<bool>,
+    ) -> Option<Option<ClusterConfig>> {
+        let Some(lines) = lines else {
+            if read_from.0.is_some() {
+                self.problem(
+                    "read_from",
+                    "is only valid with 'cluster' (which Redis Cluster nodes serve reads)".into(),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let before = self.problems.len();
+        if redis == Some(false) {
+            self.problem(
+                "cluster",
+                "is only valid on a redis pool (redis: true): it names Redis Cluster nodes".into(),
+            );
+        }
+        if lines.is_empty() {
+            self.problem(
+                "cluster",
+                "has no seeds (list at least one node as host:port, or leave the key out)".into(),
+            );
+        }
+        let mut seeds: Vec<HostPort> = Vec::with_capacity(lines.len());
+        for line in &lines {
+            match parse_host_port(line, "a cluster node's address, e.g. 10.0.0.5:7000") {
+                Ok(addr) if seeds.contains(&addr) => {
+                    self.problem("cluster", format!("'{line}' is listed more than once"));
+                }
+                Ok(addr) => seeds.push(addr),
+                Err(message) => self.problem("cluster", format!("'{line}': {message}")),
+            }
+        }
+        let read_from = self.or_default(read_from, "read_from", ReadFrom::Master, |text| {
+            ReadFrom::parse(text).ok_or_else(|| {
+                format!("unknown value '{text}' (expected master, replica or prefer_replica)")
+            })
+        });
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Some(ClusterConfig {
+            seeds,
+            read_from: read_from?,
+        }))
     }
 
     /// The `sentinels` and `sentinel_auth` keys: `Some(None)` for a pool without Sentinel,
@@ -232,9 +348,9 @@ impl PoolChecker<'_> {
                 "has no Sentinels (list at least one host:port, or leave the key out)".into(),
             );
         }
-        let mut sentinels: Vec<SentinelAddr> = Vec::with_capacity(lines.len());
+        let mut sentinels: Vec<HostPort> = Vec::with_capacity(lines.len());
         for line in &lines {
-            match parse_sentinel(line) {
+            match parse_host_port(line, "a Sentinel's address, e.g. 10.0.0.5:26379") {
                 Ok(addr) if sentinels.contains(&addr) => {
                     self.problem("sentinels", format!("'{line}' is listed more than once"));
                 }
@@ -707,18 +823,19 @@ fn parse_server(line: &str) -> Result<BackendConfig, String> {
     })
 }
 
-/// A `sentinels` entry: `host:port` (IPv6 as `::1:port` or `[::1]:port`).
-fn parse_sentinel(text: &str) -> Result<SentinelAddr, String> {
+/// A `sentinels` or `cluster` entry: `host:port` (IPv6 as `::1:port` or `[::1]:port`);
+/// `what` says what it should be, for the error.
+fn parse_host_port(text: &str, what: &str) -> Result<HostPort, String> {
     let (host, port) = text
         .rsplit_once(':')
-        .ok_or_else(|| "is not host:port (a Sentinel's address, e.g. 10.0.0.5:26379)".to_owned())?;
+        .ok_or_else(|| format!("is not host:port ({what})"))?;
     if host.is_empty() {
         return Err("the host is empty".into());
     }
     if host.contains(char::is_whitespace) {
         return Err("the host contains a space".into());
     }
-    Ok(SentinelAddr {
+    Ok(HostPort {
         host: host.to_owned(),
         port: parse_port(port)?,
     })
@@ -1537,6 +1654,112 @@ mod tests {
         }
     }
 
+    const CLUSTER_POOL: &str = "cl:\n  listen: 127.0.0.1:22124\n  redis: true\n  cluster:\n   - 10.0.0.5:7000\n   - node-2:7001\n";
+
+    /// The problems of the cluster pool with `extra` lines added.
+    fn cluster_problems(extra: &str) -> Vec<String> {
+        parse(&format!("{CLUSTER_POOL}{extra}")).unwrap_err()
+    }
+
+    #[test]
+    fn cluster_pool_has_seeds_no_servers_and_routes_by_slot() {
+        let config = parse(CLUSTER_POOL).unwrap();
+        let pool = &config.pools[0];
+        let cluster = pool.cluster.as_ref().unwrap();
+        assert_eq!(
+            cluster.seeds,
+            [
+                HostPort {
+                    host: "10.0.0.5".into(),
+                    port: 7000
+                },
+                HostPort {
+                    host: "node-2".into(),
+                    port: 7001
+                }
+            ]
+        );
+        assert_eq!(cluster.read_from, ReadFrom::Master);
+        assert!(pool.servers.is_empty());
+        assert_eq!(pool.distribution, Distribution::Slots);
+        assert_eq!(pool.hash_tag, Some(*b"{}"));
+        let replica = parse(&format!("{CLUSTER_POOL}  read_from: prefer_replica\n")).unwrap();
+        assert_eq!(
+            replica.pools[0].cluster.as_ref().unwrap().read_from,
+            ReadFrom::PreferReplica
+        );
+    }
+
+    #[test]
+    fn cluster_pool_rejects_keys_that_cannot_apply() {
+        let cases: [(&str, &str); 9] = [
+            (
+                "  servers:\n   - 127.0.0.1:6379:1\n",
+                "key 'servers': is not used with 'cluster'",
+            ),
+            (
+                "  distribution: ketama\n",
+                "key 'distribution': a cluster pool routes by Redis Cluster's slots",
+            ),
+            ("  hash: md5\n", "key 'hash': is not used by a cluster pool"),
+            (
+                "  hash_tag: \"$$\"\n",
+                "key 'hash_tag': '$$' cannot be used",
+            ),
+            (
+                "  redis_db: 2\n",
+                "key 'redis_db': must be 0 in a cluster pool",
+            ),
+            (
+                "  auto_eject_hosts: true\n",
+                "key 'auto_eject_hosts': is not used by a cluster pool",
+            ),
+            (
+                "  read_from: nearest\n",
+                "key 'read_from': unknown value 'nearest'",
+            ),
+            (
+                "  sentinels:\n   - 10.0.0.9:26379\n",
+                "key 'cluster': cannot be combined with 'sentinels'",
+            ),
+            (
+                "  slots:\n    a: 0-16383\n",
+                "key 'slots': is not used with 'cluster'",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let problems = cluster_problems(extra);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{extra:?}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_seeds_must_be_addresses_and_read_from_needs_a_cluster() {
+        let problems = parse(&CLUSTER_POOL.replace("node-2:7001", "node-2")).unwrap_err();
+        assert_eq!(
+            problems,
+            ["pool 'cl': key 'cluster': 'node-2': is not host:port (a cluster node's address, e.g. 10.0.0.5:7000)"]
+        );
+        let problems = parse(&CLUSTER_POOL.replace("node-2:7001", "10.0.0.5:7000")).unwrap_err();
+        assert_eq!(
+            problems,
+            ["pool 'cl': key 'cluster': '10.0.0.5:7000' is listed more than once"]
+        );
+        let problems = parse(&CLUSTER_POOL.replace("  redis: true\n", "")).unwrap_err();
+        assert!(
+            problems[0].contains("is only valid on a redis pool"),
+            "{problems:?}"
+        );
+        let problems = parse(
+            "a:\n  listen: 127.0.0.1:1\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1\n",
+        )
+        .unwrap_err();
+        assert_eq!(problems, ["pool 'a': key 'read_from': is only valid with 'cluster' (which Redis Cluster nodes serve reads)"]);
+    }
+
     const SENTINEL_POOL: &str = "ha:\n  listen: 127.0.0.1:22124\n  redis: true\n  sentinels:\n   - 10.0.0.5:26379\n   - sentinel-2:26379\n  servers:\n   - mymaster-2:1\n   - mymaster-1:3\n";
 
     /// The problems of the sentinel pool with `from` replaced by `to`.
@@ -1553,11 +1776,11 @@ mod tests {
         assert_eq!(
             sentinel.sentinels,
             [
-                SentinelAddr {
+                HostPort {
                     host: "10.0.0.5".into(),
                     port: 26379
                 },
-                SentinelAddr {
+                HostPort {
                     host: "sentinel-2".into(),
                     port: 26379
                 }

@@ -1,8 +1,11 @@
 //! The only writer of the live pools: reload (SIGHUP, `POST /reload`) builds the new pools off
 //! the hot path, binds new listeners, then installs the pools on every worker at once. A bad
 //! file or an unbindable address changes nothing. Sentinel failovers re-point one shard through
-//! the same install path ([`Control::repoint`]).
+//! the same install path ([`Control::repoint`]), and a Redis Cluster whose nodes change gets a
+//! rebuilt pool likewise ([`Control::recluster`]).
 
+pub mod client;
+pub mod cluster;
 pub mod diff;
 pub mod sentinel;
 
@@ -43,6 +46,8 @@ pub struct Control {
     /// What the Sentinel watchers watch, and what stops them; replaced when an apply changes
     /// the watched set.
     watchers: Mutex<(sentinel::Watched, Shutdown)>,
+    /// What stops the cluster watchers; replaced (and they restarted) on every apply.
+    cluster_watchers: Mutex<Shutdown>,
 }
 
 struct State {
@@ -74,6 +79,7 @@ impl Control {
         state.pools = pools.clone();
         metrics.set_generation(1);
         let watchers = Mutex::new((sentinel::Watched::default(), shutdown.child_token()));
+        let cluster_watchers = Mutex::new(shutdown.child_token());
         let control = Arc::new_cyclic(|this| Control {
             config_path,
             workers,
@@ -84,9 +90,59 @@ impl Control {
             generation: AtomicU64::new(1),
             this: this.clone(),
             watchers,
+            cluster_watchers,
         });
         control.watch_sentinels(&pools);
+        control.watch_clusters(&pools);
         control
+    }
+
+    /// (Re)starts the watchers that keep every cluster pool of `pools` current.
+    fn watch_clusters(&self, pools: &[Arc<Pool>]) {
+        let stop = self.shutdown.child_token();
+        let mut current = self
+            .cluster_watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *current, stop.clone()).cancel();
+        cluster::watch(self.this.clone(), pools, &stop);
+    }
+
+    /// The live pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools()
+            .iter()
+            .find(|pool| pool.config().name == name)
+            .cloned()
+    }
+
+    /// Rebuilds cluster pool `pool` on the nodes of `topology` (the cluster gained or lost a
+    /// node): a new pool with those nodes and that layout replaces the old one on every worker,
+    /// as [`Control::repoint`] does; requests in flight finish on the old connections.
+    ///
+    /// # Errors
+    /// No cluster pool `pool` (a reload removed it).
+    pub async fn recluster(&self, pool: &str, topology: &cluster::Topology) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let Some(index) = state
+            .pools
+            .iter()
+            .position(|p| p.config().name == pool && p.config().cluster.is_some())
+        else {
+            return Err(format!("no cluster pool '{pool}'"));
+        };
+        let mut pools = state.pools.clone();
+        if let Some(slot) = pools.get_mut(index) {
+            let mut config = slot.config().clone();
+            config.servers = topology.servers();
+            let replacement = Arc::new(Pool::new(config, &self.metrics));
+            if let Some(cluster) = replacement.cluster() {
+                cluster.set_layout(topology.layout(&replacement.config().servers));
+            }
+            *slot = replacement;
+        }
+        self.install(&mut state, pools).await;
+        Ok(())
     }
 
     /// Makes the Sentinel watchers follow `pools`: when the watched pools, Sentinels or masters
@@ -245,13 +301,15 @@ impl Control {
     /// Makes `config` live: unchanged pools keep everything; changed pools get a new map and
     /// new backend connections (in-flight requests finish on the old ones); added pools start
     /// listening, removed pools stop; a moved `listen` moves the listener. Sentinel pools get
-    /// their masters' addresses from the Sentinels first, and the Sentinel watchers restart on
-    /// the new config.
+    /// their masters' addresses from the Sentinels first, cluster pools their nodes and layout
+    /// from the cluster, and the watchers restart on the new config.
     ///
     /// # Errors
-    /// No Sentinel placed a master, or a new listener could not be bound; nothing changed.
+    /// No Sentinel placed a master, no seed of a cluster pool answered, or a new listener
+    /// could not be bound; nothing changed.
     pub async fn apply(&self, mut config: Config) -> Result<String, String> {
         sentinel::resolve(&mut config).await?;
+        let layouts = cluster::resolve(&mut config).await?;
         let mut state = self.state.lock().await;
         let old: Vec<PoolConfig> = state.pools.iter().map(|p| p.config().clone()).collect();
         let report = diff::describe(&old, &config.pools);
@@ -284,6 +342,7 @@ impl Control {
                 },
             )
             .collect();
+        cluster::install_layouts(&pools, &layouts);
         let names: Vec<String> = pools.iter().map(|p| p.config().name.clone()).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.install(&mut state, pools.clone()).await;
@@ -311,6 +370,7 @@ impl Control {
             self.metrics.forget_pool(&gone.name);
         }
         self.watch_sentinels(&pools);
+        self.watch_clusters(&pools);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics.set_generation(generation);
         let mut text = format!("reloaded: generation {generation}\n");

@@ -3,20 +3,19 @@
 //! re-points the shard through [`Control::repoint`] when a master moves.
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
+use super::client::{unexpected, Connection, Error, Value};
 use super::Control;
 use crate::backend::pool::Pool;
-use crate::config::{BackendAddr, Config, SentinelAddr, SentinelConfig};
-use crate::protocol::resp::{ReplyScanner, Request};
+use crate::config::{BackendAddr, Config, HostPort, SentinelConfig};
 use crate::shutdown::Shutdown;
+
+#[cfg(test)]
+use super::client::parse_value;
 
 /// Bound on connecting to a Sentinel and on each of its replies.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,44 +30,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Largest reply accepted from a Sentinel; the few replies Keyway asks for are tiny.
 const MAX_REPLY: usize = 64 * 1024;
+
+/// Connects to a Sentinel (authenticating with `auth` when set).
+async fn open(addr: &HostPort, auth: Option<&str>) -> Result<Connection, Error> {
+    Connection::open(addr, auth, TIMEOUT, MAX_REPLY).await
+}
 /// The channel Sentinel announces failovers on.
 const SWITCH_CHANNEL: &str = "+switch-master";
-
-/// Why a Sentinel could not be asked.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The TCP connection could not be made.
-    #[error("cannot connect: {0}")]
-    Connect(io::Error),
-    /// The connection broke while talking.
-    #[error("connection failed: {0}")]
-    Io(io::Error),
-    /// No answer within the bound.
-    #[error("timed out")]
-    Timeout,
-    /// The Sentinel closed the connection.
-    #[error("connection closed")]
-    Closed,
-    /// The Sentinel sent something that is not the expected RESP reply.
-    #[error("unexpected reply: {0}")]
-    Protocol(String),
-    /// The Sentinel answered with an error (e.g. a wrong `sentinel_auth`).
-    #[error("error reply: {0}")]
-    Refused(String),
-    /// The Sentinel does not monitor this master.
-    #[error("does not monitor this master")]
-    UnknownMaster,
-}
-
-/// One reply, as much of RESP2 as Sentinel's answers need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Value>>),
-}
 
 /// A `+switch-master` announcement: `<master> <old-ip> <old-port> <new-ip> <new-port>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,141 +86,16 @@ fn backend_addr(ip: &str, port: &str) -> Option<BackendAddr> {
     })
 }
 
-/// A connection to one Sentinel.
-struct Connection {
-    stream: TcpStream,
-    buf: BytesMut,
-    scanner: ReplyScanner,
-}
-
-impl Connection {
-    /// Connects (under [`TIMEOUT`]) and authenticates when `auth` is set.
-    async fn open(addr: &SentinelAddr, auth: Option<&str>) -> Result<Connection, Error> {
-        let host = addr.host.trim_start_matches('[').trim_end_matches(']');
-        let stream = timeout(TIMEOUT, TcpStream::connect((host, addr.port)))
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(Error::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let mut connection = Connection {
-            stream,
-            buf: BytesMut::with_capacity(512),
-            scanner: ReplyScanner::default(),
-        };
-        if let Some(password) = auth {
-            match connection.call(&[b"AUTH", password.as_bytes()]).await? {
-                Value::Simple(_) => {}
-                other => return Err(unexpected(other)),
-            }
-        }
-        Ok(connection)
-    }
-
-    /// Sends one command (under [`TIMEOUT`]).
-    async fn send(&mut self, args: &[&[u8]]) -> Result<(), Error> {
-        let request = Request::from_args(args.iter().copied());
-        timeout(TIMEOUT, self.stream.write_all(request.frame()))
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(Error::Io)
-    }
-
-    /// Sends one command and reads its reply (under [`TIMEOUT`]).
-    async fn call(&mut self, args: &[&[u8]]) -> Result<Value, Error> {
-        self.send(args).await?;
-        timeout(TIMEOUT, self.read())
-            .await
-            .map_err(|_| Error::Timeout)?
-    }
-
-    /// The next reply, however long it takes. Cancel-safe: a partly read reply stays buffered.
-    async fn read(&mut self) -> Result<Value, Error> {
-        loop {
-            let scanned = self
-                .scanner
-                .scan(&self.buf)
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            if let Some(len) = scanned {
-                let frame = self.buf.split_to(len);
-                self.scanner = ReplyScanner::default();
-                return match parse_value(&frame) {
-                    Some((value, _)) => Ok(value),
-                    None => Err(Error::Protocol("malformed reply".into())),
-                };
-            }
-            if self.buf.len() > MAX_REPLY {
-                return Err(Error::Protocol(format!(
-                    "reply longer than {MAX_REPLY} bytes"
-                )));
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(Error::Closed),
-                Ok(_) => {}
-                Err(error) => return Err(Error::Io(error)),
-            }
-        }
-    }
-}
-
-fn unexpected(value: Value) -> Error {
-    match value {
-        Value::Error(text) => Error::Refused(text),
-        other => Error::Protocol(format!("{other:?}")),
-    }
-}
-
-/// Parses one complete RESP2 reply at the start of `frame` (RESP3's null too): the value and
-/// the bytes it took. `None` when the bytes are not a reply of that shape.
-fn parse_value(frame: &[u8]) -> Option<(Value, usize)> {
-    let kind = *frame.first()?;
-    let line_end = memchr::memmem::find(frame, b"\r\n")?;
-    let line = std::str::from_utf8(frame.get(1..line_end)?).ok()?;
-    let next = line_end + 2;
-    match kind {
-        b'+' => Some((Value::Simple(line.to_owned()), next)),
-        b'-' => Some((Value::Error(line.to_owned()), next)),
-        b':' => Some((Value::Int(line.parse().ok()?), next)),
-        b'_' => Some((Value::Bulk(None), next)),
-        b'$' => {
-            let len: i64 = line.parse().ok()?;
-            let Ok(len) = usize::try_from(len) else {
-                return Some((Value::Bulk(None), next));
-            };
-            let end = next.checked_add(len)?;
-            let data = frame.get(next..end)?;
-            if frame.get(end..end + 2)? != b"\r\n" {
-                return None;
-            }
-            Some((Value::Bulk(Some(data.to_vec())), end + 2))
-        }
-        b'*' => {
-            let len: i64 = line.parse().ok()?;
-            let Ok(len) = usize::try_from(len) else {
-                return Some((Value::Array(None), next));
-            };
-            let mut items = Vec::with_capacity(len.min(16));
-            let mut at = next;
-            for _ in 0..len {
-                let (item, used) = parse_value(frame.get(at..)?)?;
-                items.push(item);
-                at += used;
-            }
-            Some((Value::Array(Some(items)), at))
-        }
-        _ => None,
-    }
-}
-
 /// Asks one Sentinel where `master` is (`SENTINEL get-master-addr-by-name`).
 ///
 /// # Errors
 /// The Sentinel could not be reached, refused, or does not monitor `master`.
 pub async fn master_addr(
-    sentinel: &SentinelAddr,
+    sentinel: &HostPort,
     auth: Option<&str>,
     master: &str,
 ) -> Result<BackendAddr, Error> {
-    let mut connection = Connection::open(sentinel, auth).await?;
+    let mut connection = open(sentinel, auth).await?;
     let reply = connection
         .call(&[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()])
         .await?;
@@ -264,7 +107,9 @@ pub async fn master_addr(
             }
             _ => Err(Error::Protocol(format!("{items:?}"))),
         },
-        Value::Array(None) | Value::Bulk(None) => Err(Error::UnknownMaster),
+        Value::Array(None) | Value::Bulk(None) => {
+            Err(Error::Protocol("does not monitor this master".into()))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -397,7 +242,7 @@ impl Backoff {
 }
 
 /// Stays subscribed to `+switch-master` on one Sentinel, reconnecting with backoff.
-async fn subscribe(watch: Arc<Watch>, addr: SentinelAddr) {
+async fn subscribe(watch: Arc<Watch>, addr: HostPort) {
     let mut backoff = Backoff(BACKOFF_MIN);
     loop {
         let outcome = tokio::select! {
@@ -419,8 +264,8 @@ async fn subscribe(watch: Arc<Watch>, addr: SentinelAddr) {
 
 /// One subscription: applies each switch of a watched master until the connection fails.
 /// `Ok` only when the control is gone.
-async fn listen(watch: &Watch, addr: &SentinelAddr, backoff: &mut Backoff) -> Result<(), Error> {
-    let mut connection = Connection::open(addr, watch.sentinel.auth.as_deref()).await?;
+async fn listen(watch: &Watch, addr: &HostPort, backoff: &mut Backoff) -> Result<(), Error> {
+    let mut connection = open(addr, watch.sentinel.auth.as_deref()).await?;
     match connection
         .call(&[b"SUBSCRIBE", SWITCH_CHANNEL.as_bytes()])
         .await?
@@ -521,11 +366,11 @@ async fn recheck(watch: Arc<Watch>) {
 /// Asks one Sentinel, on one connection, for each master's address and config epoch
 /// (`SENTINEL MASTER`); a master it does not know is left out.
 async fn master_states(
-    sentinel: &SentinelAddr,
+    sentinel: &HostPort,
     auth: Option<&str>,
     masters: &[String],
 ) -> Result<Vec<(String, BackendAddr, u64)>, Error> {
-    let mut connection = Connection::open(sentinel, auth).await?;
+    let mut connection = open(sentinel, auth).await?;
     let mut states = Vec::with_capacity(masters.len());
     for master in masters {
         let reply = connection

@@ -26,6 +26,8 @@ const POOL: &[&str] = &["pool"];
 const BACKEND: &[&str] = &["pool", "backend"];
 const BACKEND_KIND: &[&str] = &["pool", "backend", "kind"];
 const BACKEND_QUEUE: &[&str] = &["pool", "backend", "queue"];
+const POOL_KIND: &[&str] = &["pool", "kind"];
+const POOL_RESULT: &[&str] = &["pool", "result"];
 
 /// The Prometheus text exposition content type, for `GET /metrics`.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -113,6 +115,8 @@ pub struct Metrics {
     queue_requests: IntGaugeVec,
     queue_bytes: IntGaugeVec,
     sentinel_switches: IntCounterVec,
+    redirects: IntCounterVec,
+    cluster_refreshes: IntCounterVec,
     reloads: IntCounterVec,
     generation: IntGauge,
 }
@@ -274,6 +278,16 @@ impl Metrics {
                 "Sentinel master switches applied to a backend.",
                 BACKEND,
             ),
+            redirects: counters(
+                "keyway_cluster_redirects_total",
+                "Redis Cluster redirects followed for clients, by kind (moved or ask).",
+                POOL_KIND,
+            ),
+            cluster_refreshes: counters(
+                "keyway_cluster_refreshes_total",
+                "Redis Cluster slot map refreshes, by result (ok or error).",
+                POOL_RESULT,
+            ),
             reloads: counters(
                 "keyway_reloads_total",
                 "Configuration reloads, by result (ok or error).",
@@ -316,6 +330,10 @@ impl Metrics {
             fragments: self.fragments.with_label_values(&[pool]),
             server_ejects: self.server_ejects.with_label_values(&[pool]),
             request_duration: self.request_duration.with_label_values(&[pool]),
+            moved: self.redirects.with_label_values(&[pool, "moved"]),
+            ask: self.redirects.with_label_values(&[pool, "ask"]),
+            refreshed: self.cluster_refreshes.with_label_values(&[pool, "ok"]),
+            refresh_failed: self.cluster_refreshes.with_label_values(&[pool, "error"]),
             backends: backends.iter().map(|b| self.backend(pool, b)).collect(),
         });
         let mut pools = self.lock_pools();
@@ -388,6 +406,12 @@ impl Metrics {
         let _ = self.fragments.remove_label_values(&labels);
         let _ = self.server_ejects.remove_label_values(&labels);
         let _ = self.request_duration.remove_label_values(&labels);
+        for kind in ["moved", "ask"] {
+            let _ = self.redirects.remove_label_values(&[pool, kind]);
+        }
+        for result in ["ok", "error"] {
+            let _ = self.cluster_refreshes.remove_label_values(&[pool, result]);
+        }
     }
 
     fn remove_backend(&self, pool: &str, backend: &str) {
@@ -486,6 +510,14 @@ pub struct PoolMetrics {
     pub server_ejects: IntCounter,
     /// Request latency in seconds; see [`PoolMetrics::observe`].
     pub request_duration: Histogram,
+    /// Redis Cluster `-MOVED` redirects followed.
+    pub moved: IntCounter,
+    /// Redis Cluster `-ASK` redirects followed.
+    pub ask: IntCounter,
+    /// Redis Cluster slot map refreshes that succeeded.
+    pub refreshed: IntCounter,
+    /// Redis Cluster slot map refreshes that reached no node.
+    pub refresh_failed: IntCounter,
     /// Per backend, in shard order.
     pub backends: Vec<BackendMetrics>,
 }
@@ -710,6 +742,8 @@ mod tests {
             ("keyway_reloads_total", "counter"),
             ("keyway_config_generation", "gauge"),
             ("keyway_sentinel_switches_total", "counter"),
+            ("keyway_cluster_redirects_total", "counter"),
+            ("keyway_cluster_refreshes_total", "counter"),
             ("keyway_client_eof_total", "counter"),
             ("keyway_client_errors_total", "counter"),
             ("keyway_forward_errors_total", "counter"),

@@ -4,6 +4,7 @@
 //! single-threaded runtime that owns its client sessions *and its own backend connections*, so a
 //! request never crosses a thread or takes a lock between client and backend.
 
+pub mod cluster;
 pub mod listener;
 pub mod local;
 pub mod session;
@@ -69,16 +70,20 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
 
 /// Binds every pool's listener. Binding is apart from running so that callers (and tests,
 /// with port 0) learn the addresses before traffic starts. Sentinel pools learn their masters'
-/// addresses here, before anything is served.
+/// addresses here, and cluster pools their nodes and slot layout, before anything is served.
 ///
 /// # Errors
-/// A listener could not be bound, or no Sentinel placed a master.
+/// A listener could not be bound, no Sentinel placed a master, or no seed of a cluster pool
+/// answered.
 pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime
         .block_on(crate::control::sentinel::resolve(&mut config))
+        .map_err(io::Error::other)?;
+    let layouts = runtime
+        .block_on(crate::control::cluster::resolve(&mut config))
         .map_err(io::Error::other)?;
     let signals = if options.signals {
         Some(runtime.block_on(async { Signals::install() })?)
@@ -107,11 +112,12 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
         .map(|a| bind_tcp(a, "stats server"))
         .transpose()?;
     let metrics = Metrics::new();
-    let pools = config
+    let pools: Vec<Arc<Pool>> = config
         .pools
         .into_iter()
         .map(|p| Arc::new(Pool::new(p, &metrics)))
         .collect();
+    crate::control::cluster::install_layouts(&pools, &layouts);
     Ok(Proxy {
         runtime,
         signals,

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::cluster::ClusterRequest;
 use super::local;
 use super::worker::{Route, RouteSlot};
 use crate::backend::{self, Expect, Outcome};
@@ -60,16 +61,20 @@ pub struct Session {
 /// What handling one request needs: the client's state and the route loaded for it.
 struct Handler<'s> {
     client: &'s mut Client,
-    route: &'s Route,
+    route: &'s Arc<Route>,
     map: &'s ShardMap,
     limits: &'s Limits,
     dialect: Dialect,
+    /// The request never writes (a cluster pool may send it to a replica).
+    read: bool,
 }
 
 /// The reply to one request, in request order.
 enum Pending {
     Ready(Bytes),
     Backend(oneshot::Receiver<Outcome>, Dialect),
+    /// A request to a Redis Cluster pool, following redirects.
+    Cluster(Box<ClusterRequest>),
     Fanout(Box<FanoutReply>),
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
@@ -238,6 +243,7 @@ impl Session {
             map: self.map.load(),
             limits: &self.limits,
             dialect: self.dialect,
+            read: false,
         };
         match decoder {
             Decoder::Resp(decoder) => match decoder.decode(input) {
@@ -313,6 +319,7 @@ impl Handler<'_> {
         if !self.client.authenticated && !local::allowed_before_auth(command) {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
+        self.read = command.is_read_only();
         match command.kind {
             Kind::Local => Pending::Ready(local::answer(
                 self.client,
@@ -396,7 +403,18 @@ impl Handler<'_> {
         self.route.pool.metrics().fragments.inc_by(parts as u64);
     }
 
+    /// Sends `frame` to `shard`: a backend index, or in a cluster pool the keys' slot.
     fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
+        if self.route.pool.cluster().is_some() {
+            return Pending::Cluster(Box::new(ClusterRequest::start(
+                Arc::clone(self.route),
+                frame,
+                u16::try_from(shard).unwrap_or_default(),
+                self.client.id,
+                self.client.resp3,
+                self.read,
+            )));
+        }
         let receiver =
             self.route
                 .backends
@@ -417,6 +435,7 @@ impl Pending {
                     Some(backend_error(&backend::Error::Closed, *dialect))
                 }
             },
+            Pending::Cluster(request) => request.try_take(),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     let bytes = part.try_take()?;
@@ -451,6 +470,7 @@ impl Pending {
                 let outcome = receiver.await.unwrap_or(Err(backend::Error::Closed));
                 *self = Pending::Ready(outcome_reply(outcome, *dialect));
             }
+            Pending::Cluster(request) => request.ready().await,
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     Box::pin(part.ready()).await;

@@ -3,6 +3,7 @@
 
 use std::ops::RangeInclusive;
 
+pub mod cluster;
 pub mod hash;
 pub mod ketama;
 pub mod modula;

@@ -236,7 +236,7 @@ impl fmt::Debug for SlotMap {
 }
 
 /// The runs of `owners`, grouped per owner `0..shards`.
-fn ranges_by_owner(owners: &[u16], shards: usize) -> Vec<Vec<RangeInclusive<u16>>> {
+pub(crate) fn ranges_by_owner(owners: &[u16], shards: usize) -> Vec<Vec<RangeInclusive<u16>>> {
     let mut ranges = vec![Vec::new(); shards];
     let mut start = 0usize;
     while let Some(&owner) = owners.get(start) {

@@ -276,7 +276,99 @@ pub fn all() -> impl Iterator<Item = &'static Command> {
     TABLE.iter()
 }
 
+/// The keyed commands Redis 7.0 flags `readonly` in `COMMAND`, sorted: a cluster pool with
+/// `read_from: replica` (or `prefer_replica`) may send these to a replica.
+const READ_ONLY: &[&str] = &[
+    "bitcount",
+    "bitfield_ro",
+    "bitpos",
+    "dump",
+    "eval_ro",
+    "evalsha_ro",
+    "exists",
+    "expiretime",
+    "fcall_ro",
+    "geodist",
+    "geohash",
+    "geopos",
+    "georadius_ro",
+    "georadiusbymember_ro",
+    "geosearch",
+    "get",
+    "getbit",
+    "getrange",
+    "hexists",
+    "hget",
+    "hgetall",
+    "hkeys",
+    "hlen",
+    "hmget",
+    "hrandfield",
+    "hscan",
+    "hstrlen",
+    "hvals",
+    "lcs",
+    "lindex",
+    "llen",
+    "lpos",
+    "lrange",
+    "mget",
+    "pexpiretime",
+    "pfcount",
+    "pttl",
+    "scard",
+    "sdiff",
+    "sinter",
+    "sintercard",
+    "sismember",
+    "smembers",
+    "smismember",
+    "sort_ro",
+    "srandmember",
+    "sscan",
+    "strlen",
+    "substr",
+    "sunion",
+    "touch",
+    "ttl",
+    "type",
+    "xlen",
+    "xpending",
+    "xrange",
+    "xread",
+    "xrevrange",
+    "zcard",
+    "zcount",
+    "zdiff",
+    "zinter",
+    "zintercard",
+    "zlexcount",
+    "zmscore",
+    "zrandmember",
+    "zrange",
+    "zrangebylex",
+    "zrangebyscore",
+    "zrank",
+    "zrevrange",
+    "zrevrangebylex",
+    "zrevrangebyscore",
+    "zrevrank",
+    "zscan",
+    "zscore",
+    "zunion",
+];
+
+/// The names of the commands [`Command::is_read_only`] accepts, sorted.
+pub fn read_only_names() -> &'static [&'static str] {
+    READ_ONLY
+}
+
 impl Command {
+    /// Whether Redis flags the command `readonly` (it never writes).
+    pub fn is_read_only(&self) -> bool {
+        READ_ONLY.binary_search(&self.name).is_ok()
+    }
+
     /// Redis's legacy `(first key, last key, step)` for `COMMAND INFO`: a negative last key
     /// counts from the end; `(0, 0, 0)` when the keys move with the arguments (`EVAL`,
     /// `XREAD`, `ZUNION`...) or there are none. As Redis reports it, except that unsupported
@@ -862,6 +954,21 @@ static TABLE: &[Command] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_commands_are_sorted_and_known() {
+        assert!(READ_ONLY.windows(2).all(|pair| pair[0] < pair[1]));
+        for name in READ_ONLY {
+            let command = lookup(name.as_bytes()).unwrap();
+            assert!(command.is_read_only(), "{name}");
+            assert!(
+                matches!(command.kind, Kind::Routed | Kind::Fanout(_)),
+                "{name}"
+            );
+        }
+        assert!(!lookup(b"set").unwrap().is_read_only());
+        assert!(!lookup(b"sort").unwrap().is_read_only());
+    }
     use proptest::prelude::*;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::UnixStream;
