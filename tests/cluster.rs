@@ -570,3 +570,60 @@ fn start_fails_clearly_when_no_seed_answers() {
         "{error}"
     );
 }
+
+#[test]
+fn a_node_added_to_the_cluster_is_reached_before_and_after_the_pool_learns_it() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let keyway = proxy(&cluster, "");
+    let mut c = keyway.client();
+    assert_eq!(c.cmd(&["SET", "{nw}a", "1"]), Reply::ok());
+    let node = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+    ]);
+    let out = Command::new(redis_cli_bin())
+        .args([
+            "--cluster",
+            "add-node",
+            &node.addr(),
+            &cluster.nodes[0].addr(),
+        ])
+        .output()
+        .expect("run redis-cli --cluster add-node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let new_port = node.port();
+    cluster.nodes.push(node);
+    cluster.wait_converged(3, 4);
+    let slot = cluster.keyslot("{nw}");
+    let from = cluster.master_of_slot(slot).port;
+    move_slot(&cluster, slot, from, new_port, &["{nw}a"], || {});
+    // The proxy's map still says `from`, which answers -MOVED to a node the pool has no
+    // connection to yet: reached directly, then the refresh rebuilds the pool with it.
+    assert_eq!(c.cmd(&["GET", "{nw}a"]), Reply::bulk("1"));
+    assert_eq!(c.cmd(&["SET", "{nw}b", "2"]), Reply::ok());
+    assert_eq!(
+        cluster.node(new_port).client().cmd(&["GET", "{nw}b"]),
+        Reply::bulk("2")
+    );
+    let learnt = wait_until(Duration::from_secs(10), || {
+        let (_, body) = http(keyway.admin_port(), "GET", "/pools");
+        body.contains(&format!("\"address\": \"127.0.0.1:{new_port}\", \"weight\": 1, \"state\": \"live\", \"slots\": [\"{slot}-{slot}\"]"))
+    });
+    assert!(learnt, "/pools lists the new node with its slot");
+    let before = metric(&keyway, "keyway_cluster_redirects_total", "");
+    for i in 0..20 {
+        assert_eq!(c.cmd(&["SET", &format!("{{nw}}{i}"), "x"]), Reply::ok());
+    }
+    assert_eq!(
+        metric(&keyway, "keyway_cluster_redirects_total", ""),
+        before
+    );
+}
