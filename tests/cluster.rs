@@ -134,9 +134,9 @@ fn keys_land_on_their_slot_master_and_multi_key_commands_split_by_slot() {
     );
 }
 
-/// Moves `slot` from master `from` to master `to` the way `redis-cli --cluster reshard` does,
-/// key by key, calling `during` while the slot is half-moved (`MIGRATING`/`IMPORTING`, `keys`
-/// already on `to`).
+/// Moves `slot` from master `from` to master `to` the way `redis-cli --cluster reshard` does:
+/// `IMPORTING`/`MIGRATING`, `keys` migrated first, `during` called while the slot is half-moved,
+/// then every key left, then `SETSLOT NODE` on the target, the source and the other masters.
 fn move_slot(
     cluster: &RedisCluster,
     slot: u16,
@@ -149,6 +149,10 @@ fn move_slot(
     let slot = slot.to_string();
     let mut src = cluster.node(from).client();
     let mut dst = cluster.node(to).client();
+    let migrate = |src: &mut Client, key: &str| {
+        let moved = src.cmd(&["MIGRATE", "127.0.0.1", &to.to_string(), key, "0", "5000"]);
+        assert_eq!(moved, Reply::ok(), "MIGRATE {key}");
+    };
     assert_eq!(
         dst.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
         Reply::ok()
@@ -158,16 +162,30 @@ fn move_slot(
         Reply::ok()
     );
     for key in keys {
-        let moved = src.cmd(&["MIGRATE", "127.0.0.1", &to.to_string(), key, "0", "5000"]);
-        assert_eq!(moved, Reply::ok(), "MIGRATE {key}");
+        migrate(&mut src, key);
     }
     during();
-    for node in cluster.view().iter().filter(|n| n.master) {
+    let left = src.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]);
+    for key in left.items() {
+        let Reply::Bulk(Some(key)) = key else {
+            panic!("GETKEYSINSLOT item {key:?}");
+        };
+        migrate(&mut src, &String::from_utf8_lossy(key));
+    }
+    let mut order = vec![to, from];
+    order.extend(
+        cluster
+            .view()
+            .iter()
+            .filter(|n| n.master && n.port != to && n.port != from)
+            .map(|n| n.port),
+    );
+    for port in order {
         let reply = cluster
-            .node(node.port)
+            .node(port)
             .client()
             .cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
-        assert_eq!(reply, Reply::ok());
+        assert_eq!(reply, Reply::ok(), "SETSLOT NODE on :{port}");
     }
 }
 
@@ -202,11 +220,14 @@ fn moved_and_ask_are_followed_without_the_client_seeing_them() {
         "written on the target"
     );
 
-    // Moved for good: the old key is still on the source (the test did not migrate it), so
-    // move it too, then the proxy's stale map gets `-MOVED` and follows it.
+    // Moved for good, `{mv}old` with it: the proxy's stale map gets `-MOVED` and follows it.
     let mut src = cluster.node(from).client();
     let stale = src.cmd(&["GET", "{mv}old"]);
-    assert!(stale.is_error(), "the source now redirects: {stale:?}");
+    assert!(
+        stale.error_text().starts_with("MOVED"),
+        "the source now redirects: {stale:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "{mv}old"]), Reply::bulk("1"));
     assert_eq!(c.cmd(&["GET", "{mv}moving"]), Reply::bulk("2"));
     assert_eq!(c.cmd(&["SET", "{mv}old", "4"]), Reply::ok());
     assert_eq!(direct.cmd(&["GET", "{mv}old"]), Reply::bulk("4"));

@@ -93,11 +93,6 @@ impl Cluster {
             (None, _) => layout.master(slot),
         }
     }
-
-    /// Which nodes serve reads.
-    pub fn read_from(&self) -> ReadFrom {
-        self.read_from
-    }
 }
 
 /// One backend's failure bookkeeping.
@@ -160,11 +155,12 @@ impl Pool {
     /// The shard for `key` on `map`, a recent (cached) copy of this pool's map; schedules the
     /// rebuild an ejected backend's return needs.
     ///
-    /// # Errors
-    /// [`Error::Ejected`] when every backend is ejected.
     /// A cluster pool answers the key's slot instead: the node is chosen when the request is
     /// sent ([`Cluster::node_for`]), and requests split and co-locate by slot, as Redis
     /// Cluster requires.
+    ///
+    /// # Errors
+    /// [`Error::Ejected`] when every backend is ejected.
     pub fn route_on(&self, map: &ShardMap, key: &[u8]) -> Result<usize, Error> {
         if self.cluster.is_some() {
             return Ok(usize::from(slots::slot(key)));
@@ -431,8 +427,9 @@ impl BackendPool {
             .collect()
     }
 
-    /// This worker's connection to node `node` of a cluster pool for `client` (RESP3 when
-    /// `resp3`): always the same one, so that `ASKING` and the request after it stay together.
+    /// This worker's connection to backend (or cluster node) `node` for `client`, RESP3 when
+    /// `resp3`: always the same one, so that a client's requests (and a cluster's `ASKING` and
+    /// the request after it) stay in order.
     pub fn node(&self, node: usize, client: u64, resp3: bool) -> Option<&Handle> {
         let set = if resp3 { &self.resp3 } else { &self.shards };
         let conns = set.get(node)?;
@@ -469,10 +466,7 @@ impl BackendPool {
         expect: Expect,
         resp3: bool,
     ) -> oneshot::Receiver<Outcome> {
-        let set = if resp3 { &self.resp3 } else { &self.shards };
-        let handle = set
-            .get(shard)
-            .and_then(|conns| conns.get(client as usize % conns.len().max(1)));
+        let handle = self.node(shard, client, resp3);
         match handle {
             Some(handle) => handle.send(frame, expect),
             None => {

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::worker::Route;
+use crate::backend::connection::Handle;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::BackendAddr;
 use crate::protocol::resp::{reply, Request};
@@ -179,8 +180,11 @@ impl ClusterRequest {
         let retryable = self.may_retry();
         match outcome {
             Ok(bytes) => {
-                let host = self.node_host();
-                match Redirect::parse(&bytes, &host) {
+                let redirect = match bytes.first() {
+                    Some(b'-') => Redirect::parse(&bytes, &self.node_host()),
+                    _ => None,
+                };
+                match redirect {
                     Some(Redirect::Moved(addr)) if self.redirects < MAX_REDIRECTS => {
                         self.redirects += 1;
                         pool.metrics().moved.inc();
@@ -288,11 +292,7 @@ impl ClusterRequest {
     }
 
     /// Queues the frame on `handle`, after `ASKING` when `asking` (its reply is dropped).
-    fn dispatch(
-        &self,
-        handle: &crate::backend::connection::Handle,
-        asking: bool,
-    ) -> oneshot::Receiver<Outcome> {
+    fn dispatch(&self, handle: &Handle, asking: bool) -> oneshot::Receiver<Outcome> {
         if asking {
             let asking = Request::from_args([&b"ASKING"[..]]);
             drop(handle.send(asking.frame().clone(), Expect::Resp));
