@@ -494,14 +494,22 @@ fn replicas_serve_reads_when_read_from_says_so() {
             Reply::ok()
         );
     }
-    // Wait until every replica has caught up (WAIT on each master).
-    for master in cluster.view().iter().filter(|n| n.master) {
-        let acked = cluster
-            .node(master.port)
-            .client()
-            .cmd(&["WAIT", "1", "5000"]);
-        assert_eq!(acked, Reply::Int(1));
-    }
+    // Wait until the replicas hold every key (WAIT on a fresh connection would not wait: it
+    // counts that connection's own writes, and it made none).
+    let replicas: Vec<u16> = cluster
+        .view()
+        .iter()
+        .filter(|n| !n.master)
+        .map(|n| n.port)
+        .collect();
+    let synced = wait_until(Duration::from_secs(10), || {
+        replicas
+            .iter()
+            .map(|&port| cluster.node(port).client().cmd(&["DBSIZE"]).int())
+            .sum::<i64>()
+            == 100
+    });
+    assert!(synced, "the replicas caught up");
     for i in 0..100 {
         assert_eq!(
             c.cmd(&["GET", &format!("r:{i}")]),

@@ -1,6 +1,7 @@
 //! One task per backend connection: it connects lazily (or at start with `preconnect`), sends
-//! its setup commands (`AUTH`, `HELLO 3`, `SELECT`, `READONLY`), writes queued requests in vectored batches, pairs each reply with the oldest
-//! waiting request (FIFO), enforces the per-request timeout, and reconnects with backoff.
+//! its setup commands (`AUTH`, `HELLO 3`, `SELECT`, `READONLY`), writes queued requests in
+//! vectored batches, pairs each reply with the oldest waiting request (FIFO), enforces the
+//! per-request timeout, and reconnects with backoff.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -309,7 +310,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         outcome
     }
 
-    /// Queues `AUTH`, `HELLO 3`, `SELECT` and `READONLY` as the target needs; their replies are checked like any other, but go nowhere.
+    /// Queues `AUTH`, `HELLO 3`, `SELECT` and `READONLY` as the target needs; their replies
+    /// are checked like any other, but go nowhere.
     fn handshake(&mut self) {
         let sent = Instant::now();
         let deadline = self.target.timeout.map(|t| sent + t);

@@ -19,6 +19,8 @@ use crate::route::{slots, ShardMap, ShardSpec};
 
 /// Marks "no rebuild scheduled" in [`Pool::rebuild_at`].
 const NEVER: u64 = u64::MAX;
+/// Most connections a worker keeps to cluster nodes its pool's layout does not list yet.
+const MAX_STRAYS: usize = 64;
 
 /// A pool's state shared by every worker: its config, its live shard map, its backends' health.
 pub struct Pool {
@@ -67,6 +69,11 @@ impl Cluster {
         self.nodes.get(addr).copied()
     }
 
+    /// Whether read-only commands may go to replicas (`read_from` other than `master`).
+    pub fn replica_reads(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
     /// Asks the control plane to re-read the cluster's layout soon (cheap; coalesced).
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
@@ -82,7 +89,7 @@ impl Cluster {
     /// (or `read_from: replica` and it has no healthy replica).
     pub fn node_for(&self, slot: u16, read: bool, pick: u64) -> Option<usize> {
         let layout = self.layout.load();
-        if !read || self.read_from == ReadFrom::Master {
+        if !read || !self.replica_reads() {
             return layout.master(slot);
         }
         let replicas = layout.replicas(slot);
@@ -437,11 +444,17 @@ impl BackendPool {
     }
 
     /// A connection to `addr`, a cluster node the pool's layout does not list yet (a redirect
-    /// named it): made on first use, kept for this route's life.
-    pub fn stray(&self, pool: &Arc<Pool>, addr: &BackendAddr, resp3: bool) -> Handle {
+    /// named it): made on first use, kept for this route's life. `None` once [`MAX_STRAYS`]
+    /// exist, so a backend naming ever new addresses cannot make Keyway open connections
+    /// without bound.
+    pub fn stray(&self, pool: &Arc<Pool>, addr: &BackendAddr, resp3: bool) -> Option<Handle> {
         let mut strays = self.strays.lock().unwrap_or_else(PoisonError::into_inner);
-        strays
-            .entry((addr.to_string(), resp3))
+        let key = (addr.to_string(), resp3);
+        if !strays.contains_key(&key) && strays.len() >= MAX_STRAYS {
+            return None;
+        }
+        let handle = strays
+            .entry(key)
             .or_insert_with(|| {
                 let target = Arc::new(target(pool.config(), addr.clone(), resp3));
                 // No shard of the pool: counts nothing per backend, but its failures still ask
@@ -452,7 +465,8 @@ impl BackendPool {
                 });
                 connection::spawn(target, report, false)
             })
-            .clone()
+            .clone();
+        Some(handle)
     }
 
     /// Sends `frame` to backend `shard`, over a RESP3 connection for a RESP3 client. A client

@@ -226,3 +226,33 @@ pub fn parse_value(frame: &[u8]) -> Option<(Value, usize)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse() {
+        assert_eq!(
+            parse_value(b"+OK\r\n"),
+            Some((Value::Simple("OK".into()), 5))
+        );
+        assert_eq!(
+            parse_value(b"-ERR no\r\n"),
+            Some((Value::Error("ERR no".into()), 9))
+        );
+        assert_eq!(parse_value(b":12\r\n"), Some((Value::Int(12), 5)));
+        assert_eq!(parse_value(b"*-1\r\n"), Some((Value::Array(None), 5)));
+        assert_eq!(parse_value(b"$-1\r\n"), Some((Value::Bulk(None), 5)));
+        assert_eq!(
+            parse_value(b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n").map(|(v, _)| v),
+            Some(Value::Array(Some(vec![
+                Value::Bulk(Some(b"127.0.0.1".to_vec())),
+                Value::Bulk(Some(b"6379".to_vec()))
+            ])))
+        );
+        assert_eq!(parse_value(b"*2\r\n$9\r\n127.0.0.1\r\n"), None);
+        assert_eq!(parse_value(b"$3\r\nabcd\r\n"), None);
+        assert_eq!(parse_value(b"?x\r\n"), None);
+    }
+}

@@ -188,9 +188,7 @@ impl ClusterRequest {
                     Some(Redirect::Moved(addr)) if self.redirects < MAX_REDIRECTS => {
                         self.redirects += 1;
                         pool.metrics().moved.inc();
-                        if let Some(cluster) = pool.cluster() {
-                            cluster.request_refresh();
-                        }
+                        self.refresh();
                         self.send(Destination::Node(addr, false));
                     }
                     Some(Redirect::Ask(addr)) if self.redirects < MAX_REDIRECTS => {
@@ -199,9 +197,7 @@ impl ClusterRequest {
                         self.send(Destination::Node(addr, true));
                     }
                     Some(Redirect::Retry) if retryable => {
-                        if let Some(cluster) = pool.cluster() {
-                            cluster.request_refresh();
-                        }
+                        self.refresh();
                         self.retry_later();
                     }
                     _ => self.state = State::Done(bytes),
@@ -209,12 +205,17 @@ impl ClusterRequest {
             }
             // Never sent: safe to send again once the cluster has moved the slot elsewhere.
             Err(backend::Error::Connect(_)) if retryable => {
-                if let Some(cluster) = pool.cluster() {
-                    cluster.request_refresh();
-                }
+                self.refresh();
                 self.retry_later();
             }
             Err(error) => self.state = State::Done(reply::error(&format!("ERR {error}"))),
+        }
+    }
+
+    /// Asks the control plane for a fresh layout.
+    fn refresh(&self) {
+        if let Some(cluster) = self.route.pool.cluster() {
+            cluster.request_refresh();
         }
     }
 
@@ -276,9 +277,13 @@ impl ClusterRequest {
                     // A node the layout does not list yet: reach it directly meanwhile.
                     cluster.request_refresh();
                     let pool = &self.route.pool;
-                    let handle = self.route.backends.stray(pool, &addr, self.resp3);
                     self.node = None;
-                    self.state = State::Waiting(self.dispatch(&handle, asking));
+                    self.state = match self.route.backends.stray(pool, &addr, self.resp3) {
+                        Some(handle) => State::Waiting(self.dispatch(&handle, asking)),
+                        None => State::Done(reply::error(&format!(
+                            "ERR too many unknown cluster nodes (redirected to {addr})"
+                        ))),
+                    };
                     return;
                 }
             },

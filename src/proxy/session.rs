@@ -319,7 +319,9 @@ impl Handler<'_> {
         if !self.client.authenticated && !local::allowed_before_auth(command) {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
-        self.read = command.is_read_only();
+        // Looked up only where it decides something: a cluster pool reading from replicas.
+        self.read =
+            self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
         match command.kind {
             Kind::Local => Pending::Ready(local::answer(
                 self.client,
