@@ -2,18 +2,21 @@
 //! `AUTH`/`SELECT`, writes queued requests in vectored batches, pairs each reply with the oldest
 //! waiting request (FIFO), enforces the per-request timeout, and reconnects with backoff.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Error, Expect, Job, Outcome};
+use super::reply::{self, ReplyReceiver, ReplySender};
+use super::{Error, Expect, Job};
 use crate::config::BackendAddr;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
@@ -67,43 +70,119 @@ pub trait Report: Send + Sync + 'static {
     fn response(&self, bytes: usize, elapsed: Duration);
 }
 
-/// Sends jobs to a connection task.
-#[derive(Debug, Clone)]
+/// Sends jobs to a connection task. Dropping it tells the task that no more will come.
 pub struct Handle {
-    jobs: mpsc::UnboundedSender<Job>,
+    queue: Rc<Queue>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("queued", &self.queue.jobs.borrow().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handle {
     /// Queues `frame`, whose reply looks like `expect`; the reply (or error) arrives on the
     /// returned receiver.
-    pub fn send(&self, frame: Bytes, expect: Expect) -> oneshot::Receiver<Outcome> {
-        let (reply, receiver) = oneshot::channel();
-        let job = Job {
-            frame,
-            expect,
-            reply,
-        };
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
-            let _ = job.reply.send(Err(Error::Closed));
+    pub fn send(&self, frame: Bytes, expect: Expect) -> ReplyReceiver {
+        let (reply, receiver) = reply::channel();
+        // Once the task is gone the job is dropped here, and its reply says `Closed`.
+        if !self.queue.gone.get() {
+            self.queue.jobs.borrow_mut().push_back(Job {
+                frame,
+                expect,
+                reply,
+            });
+            self.queue.wake();
         }
         receiver
     }
 }
 
-/// Starts a connection task on the current runtime. It ends when every [`Handle`] is dropped
-/// and its in-flight requests are answered.
-pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
-    let (jobs, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(run(target, report, receiver, preconnect));
-    Handle { jobs }
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.queue.closed.set(true);
+        self.queue.wake();
+    }
 }
 
-async fn run(
-    target: Arc<Target>,
-    report: Arc<dyn Report>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    preconnect: bool,
-) {
+/// The jobs between the sessions and one connection task of a worker. Both sides run on the
+/// worker's thread, so plain cells do: no atomics, no lock.
+#[derive(Default)]
+struct Queue {
+    /// Jobs not yet taken by the task. Borrowed only inside this file's short methods, never
+    /// across a call out, so the borrows cannot overlap.
+    jobs: RefCell<VecDeque<Job>>,
+    /// The task, while it waits for jobs.
+    waker: Cell<Option<Waker>>,
+    /// The handle is gone: no more jobs will come.
+    closed: Cell<bool>,
+    /// The task is gone: jobs would never be served.
+    gone: Cell<bool>,
+}
+
+impl Queue {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The connection task's end of its [`Queue`].
+struct Jobs {
+    queue: Rc<Queue>,
+}
+
+impl Jobs {
+    /// The oldest queued job, or `None` when none is queued and the handle is gone.
+    async fn recv(&mut self) -> Option<Job> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Job>> {
+        if let Some(job) = self.try_recv() {
+            return Poll::Ready(Some(job));
+        }
+        if self.queue.closed.get() {
+            return Poll::Ready(None);
+        }
+        let waker = match self.queue.waker.take() {
+            Some(waker) if waker.will_wake(cx.waker()) => waker,
+            _ => cx.waker().clone(),
+        };
+        self.queue.waker.set(Some(waker));
+        Poll::Pending
+    }
+
+    fn try_recv(&mut self) -> Option<Job> {
+        self.queue.jobs.borrow_mut().pop_front()
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.queue.gone.set(true);
+        // Dropped outside the borrow: each job's reply then says `Closed`.
+        let jobs = std::mem::take(&mut *self.queue.jobs.borrow_mut());
+        drop(jobs);
+    }
+}
+
+/// Starts a connection task on the current worker's `LocalSet`. It ends when its [`Handle`]
+/// is dropped and its in-flight requests are answered.
+pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
+    let queue = Rc::new(Queue::default());
+    let jobs = Jobs {
+        queue: Rc::clone(&queue),
+    };
+    tokio::task::spawn_local(run(target, report, jobs, preconnect));
+    Handle { queue }
+}
+
+async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preconnect: bool) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();
     let mut connect_now = preconnect;
@@ -113,7 +192,7 @@ async fn run(
                 return;
             };
             first.push(job);
-            while let Ok(job) = jobs.try_recv() {
+            while let Some(job) = jobs.try_recv() {
                 first.push(job);
             }
         }
@@ -157,7 +236,7 @@ async fn run(
 
 fn fail(jobs: impl Iterator<Item = Job>, error: &Error) {
     for job in jobs {
-        let _ = job.reply.send(Err(error.clone()));
+        job.reply.send(Err(error.clone()));
     }
 }
 
@@ -221,7 +300,7 @@ impl Stream {
         target: &Target,
         report: &dyn Report,
         first: Vec<Job>,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
+        jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
         match &mut self {
             Stream::Tcp(stream) => {
@@ -246,7 +325,7 @@ enum Ended {
 
 /// A request written (or queued to be written) and waiting for its reply.
 struct Waiting {
-    reply: Option<oneshot::Sender<Outcome>>,
+    reply: Option<ReplySender>,
     expect: Expect,
     sent: Instant,
     deadline: Option<Instant>,
@@ -282,11 +361,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
     }
 
-    async fn run(
-        mut self,
-        first: Vec<Job>,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
-    ) -> Result<Ended, Error> {
+    async fn run(mut self, first: Vec<Job>, jobs: &mut Jobs) -> Result<Ended, Error> {
         self.handshake();
         let now = Instant::now();
         for job in first {
@@ -297,7 +372,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             let mut failed = 0;
             for waiting in self.waiting.drain(..) {
                 if let Some(reply) = waiting.reply {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                     failed += 1;
                 }
             }
@@ -356,7 +431,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         });
     }
 
-    async fn pump(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<Ended, Error> {
+    async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
         let mut open = true;
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
@@ -394,7 +469,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                             let now = Instant::now();
                             self.push(job, now);
                             while self.waiting.len() < MAX_IN_FLIGHT {
-                                let Ok(job) = jobs.try_recv() else { break };
+                                let Some(job) = jobs.try_recv() else { break };
                                 self.push(job, now);
                             }
                         }
@@ -438,7 +513,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             match waiting.reply {
                 Some(sender) => {
                     self.report.response(reply.len(), now - waiting.sent);
-                    let _ = sender.send(Ok(reply));
+                    sender.send(Ok(reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use super::connection::{self, Handle, Report, Target};
-use super::{Error, Expect, Outcome};
+use super::{Error, Expect, ReplyReceiver};
 use crate::config::PoolConfig;
 use crate::metrics::{ErrorKind, Metrics, PoolMetrics};
 use crate::route::{ShardMap, ShardSpec};
@@ -318,18 +317,14 @@ impl BackendPool {
         frame: Bytes,
         expect: Expect,
         resp3: bool,
-    ) -> oneshot::Receiver<Outcome> {
+    ) -> ReplyReceiver {
         let set = if resp3 { &self.resp3 } else { &self.shards };
         let handle = set
             .get(shard)
             .and_then(|conns| conns.get(client as usize % conns.len().max(1)));
         match handle {
             Some(handle) => handle.send(frame, expect),
-            None => {
-                let (reply, receiver) = oneshot::channel();
-                let _ = reply.send(Err(Error::Ejected));
-                receiver
-            }
+            None => ReplyReceiver::ready(Err(Error::Ejected)),
         }
     }
 }

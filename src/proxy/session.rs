@@ -10,10 +10,10 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use super::local;
-use super::worker::{Route, RouteSlot};
+use super::worker::{Closing, Route, RouteCache, RouteSlot};
+use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
@@ -22,7 +22,6 @@ use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::route::ShardMap;
-use crate::shutdown::Shutdown;
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -49,8 +48,8 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    /// This worker's route to the pool, cached: a reload is noticed with one atomic load.
-    route: Cache<RouteSlot, Arc<Route>>,
+    /// This worker's route to the pool, cached: a reload is noticed with one plain load.
+    route: RouteCache,
     /// The route's pool's shard map, cached likewise (ejections replace it).
     map: Cache<Arc<ArcSwap<ShardMap>>, Arc<ShardMap>>,
     limits: Limits,
@@ -69,7 +68,7 @@ struct Handler<'s> {
 /// The reply to one request, in request order.
 enum Pending {
     Ready(Bytes),
-    Backend(oneshot::Receiver<Outcome>, Dialect),
+    Backend(backend::ReplyReceiver, Dialect),
     Fanout(Box<FanoutReply>),
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
@@ -136,7 +135,7 @@ impl Session {
                 resp3: false,
             },
             map: Cache::new(Arc::clone(route.pool.map())),
-            route: Cache::new(Arc::clone(&slot)),
+            route: RouteCache::new(slot),
             limits,
             dialect,
         }
@@ -144,7 +143,7 @@ impl Session {
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
     /// starts; in-flight requests are answered first in every case but a broken connection.
-    pub async fn run<R, W>(mut self, mut rd: R, mut wr: W, shutdown: Shutdown)
+    pub async fn run<R, W>(mut self, mut rd: R, mut wr: W, closing: &Closing)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -168,8 +167,7 @@ impl Session {
         let metrics = pool.metrics();
         metrics.client_connections.inc();
         metrics.client_connections_total.inc();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
+        let mut registered = None;
         loop {
             while reading && pending.len() < max_pipeline {
                 match self.decode(&mut decoder, &mut input) {
@@ -218,7 +216,7 @@ impl Session {
                         reading = false;
                     }
                 }
-                () = &mut cancelled, if reading => reading = false,
+                () = closing.wait(self.client.id, &mut registered), if reading => reading = false,
             }
         }
         metrics.client_connections.dec();
@@ -412,10 +410,8 @@ impl Pending {
             Pending::Ready(bytes) => Some(std::mem::take(bytes)),
             Pending::Backend(receiver, dialect) => match receiver.try_recv() {
                 Ok(outcome) => Some(outcome_reply(outcome, *dialect)),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    Some(backend_error(&backend::Error::Closed, *dialect))
-                }
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(backend_error(&backend::Error::Closed, *dialect)),
             },
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
