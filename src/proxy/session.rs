@@ -5,11 +5,15 @@
 //! soon as it is ready, and everything ready behind it goes out in the same write.
 
 use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio_util::io::poll_read_buf;
 
 use super::local;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
@@ -143,11 +147,12 @@ impl Session {
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
     /// starts; in-flight requests are answered first in every case but a broken connection.
-    pub async fn run<R, W>(mut self, mut rd: R, mut wr: W, closing: &Closing)
+    pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
-        R: AsyncRead + Unpin,
+        R: ClientRead,
         W: AsyncWrite + Unpin,
     {
+        let mut rd = Reader { rd, armed: false };
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -210,7 +215,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = wait_front(&mut pending) => {}
-                read = rd.read_buf(&mut input), if reading && pending.len() < max_pipeline => {
+                read = std::future::poll_fn(|cx| rd.poll_read(cx, &mut input)), if reading && pending.len() < max_pipeline => {
                     if !matches!(read, Ok(n) if n > 0) {
                         metrics.client_eof.inc();
                         reading = false;
@@ -252,6 +257,54 @@ impl Session {
                     None => Decoded::Silent,
                 },
             },
+        }
+    }
+}
+
+/// A client socket's read half.
+pub trait ClientRead: AsyncRead + Unpin {
+    /// Whether the runtime saw it readable (or closed) since the last read that found it
+    /// drained; no syscall, no waker registration.
+    fn is_read_ready(&self) -> bool;
+}
+
+impl ClientRead for tokio::net::tcp::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+impl ClientRead for tokio::net::unix::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+/// Reads a client's requests, and skips polling a socket that has nothing new: once a read
+/// returned `Pending`, the session's waker stays registered until the socket turns readable,
+/// so polling it again before then (the session also wakes for replies) would only take the
+/// registration lock again. The session is one task, so the registered waker stays right.
+struct Reader<R> {
+    rd: R,
+    /// The last poll registered the waker and the socket has not been readable since.
+    armed: bool,
+}
+
+impl<R: ClientRead> Reader<R> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if self.armed && !self.rd.is_read_ready() {
+            return Poll::Pending;
+        }
+        match poll_read_buf(Pin::new(&mut self.rd), cx, input) {
+            Poll::Pending => {
+                // Out of cooperative budget, the read registered nothing: poll it next time.
+                self.armed = tokio::task::coop::has_budget_remaining();
+                Poll::Pending
+            }
+            ready => {
+                self.armed = false;
+                ready
+            }
         }
     }
 }
