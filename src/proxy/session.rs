@@ -5,6 +5,7 @@
 //! soon as it is ready, and everything ready behind it goes out in the same write.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -150,7 +151,7 @@ impl Session {
     pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
         R: ClientRead,
-        W: AsyncWrite + Unpin,
+        W: ClientWrite,
     {
         let mut rd = Reader { rd, armed: false };
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
@@ -193,12 +194,33 @@ impl Session {
                     reading = false;
                 }
             }
+            // A reply ready alone is written as it is; several are gathered into `output`.
+            let mut single: Option<Bytes> = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
-                output.extend_from_slice(&bytes);
                 pending.pop_front();
+                if single.is_none() && output.is_empty() {
+                    single = Some(bytes);
+                    continue;
+                }
+                if let Some(first) = single.take() {
+                    output.extend_from_slice(&first);
+                }
+                output.extend_from_slice(&bytes);
             }
-            if !output.is_empty() {
-                if wr.write_all(&output).await.is_err() {
+            let ready = single.as_deref().unwrap_or(&output);
+            if !ready.is_empty() {
+                // Straight away when the socket takes it all (the usual case), else wait.
+                let written = match wr.try_write(ready) {
+                    Ok(n) => Ok(n),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(error) => Err(error),
+                };
+                let written = match written {
+                    Ok(n) if n >= ready.len() => Ok(()),
+                    Ok(n) => wr.write_all(ready.get(n..).unwrap_or_default()).await,
+                    Err(error) => Err(error),
+                };
+                if written.is_err() {
                     metrics.client_err.inc();
                     metrics.client_connections.dec();
                     return;
@@ -212,16 +234,36 @@ impl Session {
             if input.capacity() - input.len() < MIN_SPARE {
                 input.reserve(input.len().max(READ_CHUNK));
             }
-            tokio::select! {
-                biased;
-                () = wait_front(&mut pending) => {}
-                read = std::future::poll_fn(|cx| rd.poll_read(cx, &mut input)), if reading && pending.len() < max_pipeline => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        metrics.client_eof.inc();
-                        reading = false;
+            let can_read = reading && pending.len() < max_pipeline;
+            let woke = std::future::poll_fn(|cx| {
+                if let Some(front) = pending.front_mut() {
+                    if front.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Woke::Reply);
                     }
                 }
-                () = closing.wait(self.client.id, &mut registered), if reading => reading = false,
+                if can_read {
+                    if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
+                        return Poll::Ready(Woke::Read(read));
+                    }
+                }
+                if reading
+                    && closing
+                        .poll_closed(self.client.id, &mut registered, cx)
+                        .is_ready()
+                {
+                    return Poll::Ready(Woke::Closing);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Reply => {}
+                Woke::Read(Ok(n)) if n > 0 => {}
+                Woke::Read(_) => {
+                    metrics.client_eof.inc();
+                    reading = false;
+                }
+                Woke::Closing => reading = false,
             }
         }
         metrics.client_connections.dec();
@@ -277,6 +319,24 @@ impl ClientRead for tokio::net::tcp::ReadHalf<'_> {
 impl ClientRead for tokio::net::unix::ReadHalf<'_> {
     fn is_read_ready(&self) -> bool {
         self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+/// A client socket's write half.
+pub trait ClientWrite: AsyncWrite + Unpin {
+    /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl ClientWrite for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.as_ref().try_write(bytes)
+    }
+}
+
+impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.as_ref().try_write(bytes)
     }
 }
 
@@ -492,30 +552,40 @@ impl Pending {
         }
     }
 
-    /// Waits until the reply is complete.
-    async fn ready(&mut self) {
+    /// Whether the reply is complete; if not, the task is woken when the part it waits for
+    /// arrives.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
-            Pending::Ready(_) => {}
-            Pending::Backend(receiver, dialect) => {
-                let outcome = receiver.await.unwrap_or(Err(backend::Error::Closed));
-                *self = Pending::Ready(outcome_reply(outcome, *dialect));
-            }
+            Pending::Ready(_) => Poll::Ready(()),
+            Pending::Backend(receiver, dialect) => match Pin::new(receiver).poll(cx) {
+                Poll::Ready(outcome) => {
+                    let outcome = outcome.unwrap_or(Err(backend::Error::Closed));
+                    *self = Pending::Ready(outcome_reply(outcome, *dialect));
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
-                    Box::pin(part.ready()).await;
+                    if part.poll_ready(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
+                Poll::Ready(())
             }
-            Pending::Filtered(inner, _) => Box::pin(inner.ready()).await,
+            Pending::Filtered(inner, _) => inner.poll_ready(cx),
         }
     }
 }
 
-/// Waits for the oldest reply; never completes when there is none.
-async fn wait_front(pending: &mut VecDeque<Pending>) {
-    match pending.front_mut() {
-        Some(front) => front.ready().await,
-        None => std::future::pending().await,
-    }
+/// What ended a session's wait.
+enum Woke {
+    /// The oldest reply is complete.
+    Reply,
+    /// The client socket was read: bytes, 0 at end of stream, or an error.
+    Read(io::Result<usize>),
+    /// Shutdown started.
+    Closing,
 }
 
 fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {

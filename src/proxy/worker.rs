@@ -3,12 +3,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -98,23 +97,23 @@ pub struct Closing {
 }
 
 impl Closing {
-    /// Completes once shutdown has started. `registered` is the session's own record of the
-    /// waker it registered, so that waiting again from the same task costs no lookup.
-    pub fn wait<'a>(
-        &'a self,
+    /// Whether shutdown has started; if not, `cx`'s task is woken when it does. `registered`
+    /// is the session's own record of the waker it registered, so that polling again from
+    /// the same task costs no lookup.
+    pub fn poll_closed(
+        &self,
         client: u64,
-        registered: &'a mut Option<Waker>,
-    ) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if self.closed.get() {
-                return Poll::Ready(());
-            }
-            if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                self.waiting.borrow_mut().insert(client, cx.waker().clone());
-                *registered = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+        registered: &mut Option<Waker>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if self.closed.get() {
+            return Poll::Ready(());
+        }
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waiting.borrow_mut().insert(client, cx.waker().clone());
+            *registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Forgets a session that ended.
