@@ -1,10 +1,11 @@
 //! The hand-off of one reply from a backend connection task to the session that asked for it.
 //!
 //! A session and the backend connections it talks to run on the same worker thread (one
-//! `LocalSet`), so the hand-off is a single-slot cell behind an `Rc`: no atomics, no lock,
-//! one allocation per request. Its API mirrors `tokio::sync::oneshot`'s receiver.
+//! `LocalSet`), so the hand-off is a single-slot cell behind an `Rc`: no atomics, no lock, and
+//! slots are reused per thread rather than allocated per request. Its API mirrors
+//! `tokio::sync::oneshot`'s receiver.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -25,9 +26,22 @@ struct Slot {
     waker: Cell<Option<Waker>>,
 }
 
+/// Most unused slots a thread keeps for reuse: more than the requests in flight on a busy
+/// worker, little memory.
+const SPARE_SLOTS: usize = 1024;
+
+thread_local! {
+    /// Slots whose sender and receiver are both gone, clean, ready for the next request.
+    static SPARE: RefCell<Vec<Rc<Slot>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A new reply slot: the connection side and the session side.
 pub fn channel() -> (ReplySender, ReplyReceiver) {
-    let slot = Rc::new(Slot::default());
+    let spare = SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten();
+    let slot = spare.unwrap_or_default();
     (
         ReplySender {
             slot: Some(Rc::clone(&slot)),
@@ -131,6 +145,24 @@ impl Future for ReplyReceiver {
     }
 }
 
+impl Drop for ReplyReceiver {
+    fn drop(&mut self) {
+        // Reusable once the sender is gone too: the last owner puts it back, clean.
+        if Rc::strong_count(&self.slot) != 1 {
+            return;
+        }
+        drop(self.slot.outcome.take());
+        drop(self.slot.waker.take());
+        self.slot.taken.set(false);
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_SLOTS {
+                spare.push(Rc::clone(&self.slot));
+            }
+        });
+    }
+}
+
 impl std::fmt::Debug for ReplyReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplyReceiver").finish_non_exhaustive()
@@ -156,6 +188,22 @@ mod tests {
         let (sender, mut receiver) = channel();
         drop(sender);
         assert_eq!(receiver.try_recv(), Ok(Err(Error::Closed)));
+    }
+
+    #[test]
+    fn a_reused_slot_starts_empty() {
+        for _ in 0..3 {
+            let (sender, mut receiver) = channel();
+            assert_eq!(receiver.try_recv(), Err(TryRecvError::Empty));
+            sender.send(Ok(Bytes::from_static(b"+OK\r\n")));
+            assert_eq!(receiver.try_recv(), Ok(Ok(Bytes::from_static(b"+OK\r\n"))));
+        }
+        // Dropped before it was read: the next user must not see this reply.
+        let (sender, receiver) = channel();
+        sender.send(Ok(Bytes::from_static(b"+STALE\r\n")));
+        drop(receiver);
+        let (_sender, mut receiver) = channel();
+        assert_eq!(receiver.try_recv(), Err(TryRecvError::Empty));
     }
 
     #[tokio::test]
