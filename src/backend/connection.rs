@@ -5,15 +5,18 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
 use super::reply::{self, ReplyReceiver, ReplySender};
 use super::{Error, Expect, Job};
@@ -346,7 +349,7 @@ struct Pipeline<'a, R, W> {
     memcache: memcache::ReplyScanner,
 }
 
-impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
+impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
         Pipeline {
             target,
@@ -432,57 +435,92 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     }
 
     async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
-        let mut open = true;
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+        let mut state = Pump {
+            open: true,
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed: None,
+            read_armed: false,
+        };
+        std::future::poll_fn(|cx| self.poll_pump(cx, jobs, &mut state)).await
+    }
+
+    /// Takes jobs, writes, reads and delivers replies until none of them can go on; then the
+    /// task sleeps until a job, the socket or the timer wakes it.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        jobs: &mut Jobs,
+        state: &mut Pump,
+    ) -> Poll<Result<Ended, Error>> {
         loop {
-            if !open && self.waiting.is_empty() {
-                return Ok(Ended::Shutdown);
+            if !state.open && self.waiting.is_empty() {
+                return Poll::Ready(Ok(Ended::Shutdown));
+            }
+            let mut progress = false;
+            if state.open && self.waiting.len() < MAX_IN_FLIGHT {
+                match jobs.poll_recv(cx) {
+                    Poll::Ready(Some(job)) => {
+                        let now = Instant::now();
+                        self.push(job, now);
+                        while self.waiting.len() < MAX_IN_FLIGHT {
+                            let Some(job) = jobs.try_recv() else { break };
+                            self.push(job, now);
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(None) => {
+                        state.open = false;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !self.unwritten.is_empty() {
+                match poll_write_some(&mut self.wr, cx, &mut self.unwritten) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
+                    Poll::Pending => {}
+                }
+            }
+            // After a read returned `Pending` the waker stays registered until the socket turns
+            // readable; polling it again before then would only take tokio's lock again.
+            if !state.read_armed || self.rd.is_read_ready() {
+                match poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.input) {
+                    Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
+                        return Poll::Ready(Ok(Ended::Idle));
+                    }
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        state.read_armed = false;
+                        if let Err(error) = self.deliver() {
+                            return Poll::Ready(Err(error));
+                        }
+                        progress = true;
+                    }
+                    // Out of cooperative budget, the read registered nothing: poll it next time.
+                    Poll::Pending => state.read_armed = tokio::task::coop::has_budget_remaining(),
+                }
             }
             // Deadlines only grow along the queue, so a timer armed for an older request may
             // fire early but never late: it is re-armed only when it fires, not per reply.
-            if armed.is_none() {
+            if state.armed.is_none() {
                 if let Some(at) = self.waiting.front().and_then(|w| w.deadline) {
-                    timer.as_mut().reset(at);
-                    armed = Some(at);
+                    state.timer.as_mut().reset(at);
+                    state.armed = Some(at);
                 }
             }
-            tokio::select! {
-                biased;
-                read = self.rd.read_buf(&mut self.input) => {
-                    match read {
-                        Ok(0) if self.waiting.is_empty() => return Ok(Ended::Idle),
-                        Ok(0) => return Err(Error::Closed),
-                        Ok(_) => self.deliver()?,
-                        Err(_) => return Err(Error::Closed),
-                    }
+            if state.armed.is_some() && state.timer.as_mut().poll(cx).is_ready() {
+                state.armed = None;
+                let expired = self.waiting.front().and_then(|w| w.deadline);
+                if expired.is_some_and(|at| at <= Instant::now()) {
+                    return Poll::Ready(Err(Error::Timeout));
                 }
-                written = write_some(&mut self.wr, &mut self.unwritten), if !self.unwritten.is_empty() => {
-                    if written.is_err() {
-                        return Err(Error::Closed);
-                    }
-                }
-                job = jobs.recv(), if open && self.waiting.len() < MAX_IN_FLIGHT => {
-                    match job {
-                        Some(job) => {
-                            let now = Instant::now();
-                            self.push(job, now);
-                            while self.waiting.len() < MAX_IN_FLIGHT {
-                                let Some(job) = jobs.try_recv() else { break };
-                                self.push(job, now);
-                            }
-                        }
-                        None => open = false,
-                    }
-                }
-                () = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    let expired = self.waiting.front().and_then(|w| w.deadline);
-                    if expired.is_some_and(|at| at <= Instant::now()) {
-                        return Err(Error::Timeout);
-                    }
-                }
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
             }
         }
     }
@@ -532,21 +570,25 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 }
 
 /// Writes as much of the queued frames as one vectored write takes.
-async fn write_some<W: AsyncWrite + Unpin>(
+fn poll_write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
+    cx: &mut Context<'_>,
     queue: &mut VecDeque<Bytes>,
-) -> io::Result<()> {
+) -> Poll<io::Result<()>> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let mut count = 0;
     for (slot, frame) in slices.iter_mut().zip(queue.iter()) {
         *slot = IoSlice::new(frame);
         count += 1;
     }
-    let mut written = wr
-        .write_vectored(slices.get(..count).unwrap_or_default())
-        .await?;
+    let mut written =
+        match Pin::new(wr).poll_write_vectored(cx, slices.get(..count).unwrap_or_default()) {
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        };
     if written == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
+        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
     }
     while written > 0 {
         let Some(front) = queue.front_mut() else {
@@ -560,5 +602,35 @@ async fn write_some<W: AsyncWrite + Unpin>(
             written = 0;
         }
     }
-    Ok(())
+    Poll::Ready(Ok(()))
+}
+
+/// The pump's state between polls.
+struct Pump {
+    /// Whether the handle is still there (jobs may come).
+    open: bool,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline the timer is set for, if it is.
+    armed: Option<Instant>,
+    /// The last read returned `Pending` and the socket has not been readable since.
+    read_armed: bool,
+}
+
+/// A backend socket's read half.
+trait BackendRead: AsyncRead + Unpin {
+    /// Whether the runtime saw it readable (or closed) since the last read that found it
+    /// drained; no syscall, no waker registration.
+    fn is_read_ready(&self) -> bool;
+}
+
+impl BackendRead for tokio::net::tcp::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+impl BackendRead for tokio::net::unix::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
 }
