@@ -482,9 +482,7 @@ impl Handler<'_> {
                     plan: Plan::Resp(plan),
                     parts: parts
                         .into_iter()
-                        .map(|part| {
-                            self.send(part.shard, part.request.frame().clone(), Expect::Resp)
-                        })
+                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
                         .collect(),
                 }))
             }

@@ -132,6 +132,17 @@ pub fn array_elements(reply: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
     Some(elements)
 }
 
+/// The element count of an array reply and where its first element starts; `None` if `reply`
+/// is not an array (an error, or a nil array).
+pub fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let (line_end, at) = line(reply, 0).ok()??;
+    let count = usize::try_from(parse_i64(reply.get(1..line_end)?)?).ok()?;
+    Some((count, at))
+}
+
 /// Reads an integer reply (`:<n>\r\n`).
 pub fn integer_value(reply: &[u8]) -> Option<i64> {
     let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
