@@ -28,6 +28,18 @@ impl ReplyScanner {
     /// The bytes are not RESP; the connection cannot be trusted afterwards.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         loop {
+            // Large replies are mostly arrays of bulk strings: walk runs of them in a tight
+            // loop, leaving the aggregate's last element (and anything else) to the general
+            // path below.
+            if let Some(missing) = self.open.last_mut() {
+                while *missing > 1 {
+                    let Some(next) = bulk_end(buf, self.pos) else {
+                        break;
+                    };
+                    self.pos = next;
+                    *missing -= 1;
+                }
+            }
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
             };
@@ -99,6 +111,38 @@ impl ReplyScanner {
         let len = self.pos;
         self.pos = 0;
         Some(len)
+    }
+}
+
+/// Where the bulk string `$<len>\r\n<data>\r\n` starting at `at` ends, for a complete one
+/// with a length of 1 to 9 digits; `None` for anything else (incomplete, nil, another type,
+/// malformed), which the general scan then handles.
+#[inline]
+fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
+    if *buf.get(at)? != b'$' {
+        return None;
+    }
+    let mut i = at + 1;
+    let mut len = 0usize;
+    loop {
+        let d = *buf.get(i)?;
+        if d == b'\r' {
+            break;
+        }
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 || i - at > 9 {
+            return None;
+        }
+        len = len * 10 + usize::from(digit);
+        i += 1;
+    }
+    if i == at + 1 || buf.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    let end = i + 2 + len;
+    match buf.get(end..end + 2) {
+        Some(b"\r\n") => Some(end + 2),
+        _ => None,
     }
 }
 
@@ -307,6 +351,35 @@ mod tests {
             if let Ok(Some(len)) = scanner.scan(&input) {
                 prop_assert!(len <= input.len());
             }
+        }
+
+        #[test]
+        fn chunked_scan_of_bulk_arrays_finds_the_same_boundaries(replies in proptest::collection::vec(proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)), 0..8), 1..6), step in 1usize..24) {
+            let mut wire = BytesMut::new();
+            let mut lengths = Vec::new();
+            for elements in &replies {
+                let start = wire.len();
+                put_array_header(&mut wire, elements.len());
+                for element in elements {
+                    match element {
+                        Some(value) => put_bulk(&mut wire, value),
+                        None => wire.put_slice(b"$-1\r\n"),
+                    }
+                }
+                lengths.push(wire.len() - start);
+            }
+            let mut scanner = ReplyScanner::default();
+            let mut buf = Vec::new();
+            let mut found = Vec::new();
+            for chunk in wire.chunks(step) {
+                buf.extend_from_slice(chunk);
+                while let Some(len) = scanner.scan(&buf).unwrap() {
+                    buf.drain(..len);
+                    found.push(len);
+                }
+            }
+            prop_assert_eq!(found, lengths);
+            prop_assert!(buf.is_empty());
         }
 
         #[test]
