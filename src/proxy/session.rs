@@ -273,6 +273,10 @@ impl Session {
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
     fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
+        // Both decoders make nothing of nothing; the session asks after every read and reply.
+        if input.is_empty() {
+            return Decoded::More;
+        }
         let route = self.route.load();
         if !std::ptr::eq(self.map.arc_swap(), &**route.pool.map()) {
             self.map = Cache::new(Arc::clone(route.pool.map()));
