@@ -283,13 +283,21 @@ impl RequestDecoder {
             if kind != b'$' {
                 return Err(Error::Protocol("expected '$'"));
             }
-            let Some((len, start)) = length_line(buf, partial.pos)? else {
-                return Ok(false);
+            let (len, start) = match short_length(buf, partial.pos) {
+                Some(header) => header,
+                None => {
+                    let Some((len, start)) = length_line(buf, partial.pos)? else {
+                        return Ok(false);
+                    };
+                    let len = len
+                        .and_then(|len| usize::try_from(len).ok())
+                        .ok_or(Error::Protocol("invalid bulk length"))?;
+                    (len, start)
+                }
             };
-            let len = len
-                .and_then(|len| usize::try_from(len).ok())
-                .filter(|&len| len <= self.limits.max_request_bytes)
-                .ok_or(Error::Protocol("invalid bulk length"))?;
+            if len > self.limits.max_request_bytes {
+                return Err(Error::Protocol("invalid bulk length"));
+            }
             let end = start + len;
             if end + 2 > self.limits.max_request_bytes {
                 return Err(Error::Protocol("request too large"));
@@ -418,6 +426,31 @@ pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
         }
     }
     buf.put_slice(&digits[at..]);
+}
+
+/// The common case of [`length_line`], in a tight loop: a complete `<type byte><1 to 9
+/// digits>\r\n` at `at` gives `(value, index after \n)`; anything else (a sign, more digits,
+/// no digits, incomplete, malformed) gives `None`, for `length_line` to judge.
+#[inline]
+pub(crate) fn short_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut i = at + 1;
+    let mut value = 0usize;
+    loop {
+        let d = *buf.get(i)?;
+        if d == b'\r' {
+            break;
+        }
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 || i - at > 9 {
+            return None;
+        }
+        value = value * 10 + usize::from(digit);
+        i += 1;
+    }
+    if i == at + 1 || buf.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((value, i + 2))
 }
 
 /// How many digits `put_decimal` writes for `n`.

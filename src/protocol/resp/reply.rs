@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::{length_line, parse_i64, put_decimal};
+use super::codec::{length_line, parse_i64, put_decimal, short_length};
 use crate::protocol::Error;
 
 /// Longest reply header line accepted from a backend (a simple string or error reply can be long).
@@ -122,24 +122,8 @@ fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
     if *buf.get(at)? != b'$' {
         return None;
     }
-    let mut i = at + 1;
-    let mut len = 0usize;
-    loop {
-        let d = *buf.get(i)?;
-        if d == b'\r' {
-            break;
-        }
-        let digit = d.wrapping_sub(b'0');
-        if digit > 9 || i - at > 9 {
-            return None;
-        }
-        len = len * 10 + usize::from(digit);
-        i += 1;
-    }
-    if i == at + 1 || buf.get(i + 1) != Some(&b'\n') {
-        return None;
-    }
-    let end = i + 2 + len;
+    let (len, start) = short_length(buf, at)?;
+    let end = start + len;
     match buf.get(end..end + 2) {
         Some(b"\r\n") => Some(end + 2),
         _ => None,
