@@ -4,8 +4,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -73,7 +73,8 @@ pub trait Report: Send + Sync + 'static {
     fn response(&self, bytes: usize, elapsed: Duration);
 }
 
-/// Sends jobs to a connection task. Dropping it tells the task that no more will come.
+/// Sends jobs to a connection task; once every clone is dropped the task knows no more will
+/// come.
 pub struct Handle {
     queue: Rc<Queue>,
 }
@@ -104,10 +105,25 @@ impl Handle {
     }
 }
 
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        self.queue
+            .handles
+            .set(self.queue.handles.get().saturating_add(1));
+        Handle {
+            queue: Rc::clone(&self.queue),
+        }
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.queue.closed.set(true);
-        self.queue.wake();
+        let handles = self.queue.handles.get().saturating_sub(1);
+        self.queue.handles.set(handles);
+        if handles == 0 {
+            self.queue.closed.set(true);
+            self.queue.wake();
+        }
     }
 }
 
@@ -120,7 +136,9 @@ struct Queue {
     jobs: RefCell<VecDeque<Job>>,
     /// The task, while it waits for jobs.
     waker: Cell<Option<Waker>>,
-    /// The handle is gone: no more jobs will come.
+    /// How many [`Handle`]s there are.
+    handles: Cell<usize>,
+    /// Every handle is gone: no more jobs will come.
     closed: Cell<bool>,
     /// The task is gone: jobs would never be served.
     gone: Cell<bool>,
@@ -174,10 +192,13 @@ impl Drop for Jobs {
     }
 }
 
-/// Starts a connection task on the current worker's `LocalSet`. It ends when its [`Handle`]
-/// is dropped and its in-flight requests are answered.
+/// Starts a connection task on the current worker's `LocalSet`. It ends when every clone of
+/// its [`Handle`] is dropped and its in-flight requests are answered.
 pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
-    let queue = Rc::new(Queue::default());
+    let queue = Rc::new(Queue {
+        handles: Cell::new(1),
+        ..Queue::default()
+    });
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
