@@ -478,6 +478,29 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 return Poll::Ready(Ok(Ended::Shutdown));
             }
             let mut progress = false;
+            // Reads first, as before any new job: a backend that closed an idle connection is then
+            // seen idle, and the job goes to a fresh connection instead of failing on this one.
+            // After a read returned `Pending` the waker stays registered until the socket turns
+            // readable; polling it again before then would only take tokio's lock again.
+            if !state.read_armed || self.rd.is_read_ready() {
+                match poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.input) {
+                    Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
+                        return Poll::Ready(Ok(Ended::Idle));
+                    }
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        state.read_armed = false;
+                        if let Err(error) = self.deliver() {
+                            return Poll::Ready(Err(error));
+                        }
+                        progress = true;
+                    }
+                    // Out of cooperative budget, the read registered nothing: poll it next time.
+                    Poll::Pending => state.read_armed = tokio::task::coop::has_budget_remaining(),
+                }
+            }
             if state.open && self.waiting.len() < MAX_IN_FLIGHT {
                 match jobs.poll_recv(cx) {
                     Poll::Ready(Some(job)) => {
@@ -501,27 +524,6 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                     Poll::Ready(Ok(())) => progress = true,
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
                     Poll::Pending => {}
-                }
-            }
-            // After a read returned `Pending` the waker stays registered until the socket turns
-            // readable; polling it again before then would only take tokio's lock again.
-            if !state.read_armed || self.rd.is_read_ready() {
-                match poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.input) {
-                    Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
-                        return Poll::Ready(Ok(Ended::Idle));
-                    }
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Err(Error::Closed));
-                    }
-                    Poll::Ready(Ok(_)) => {
-                        state.read_armed = false;
-                        if let Err(error) = self.deliver() {
-                            return Poll::Ready(Err(error));
-                        }
-                        progress = true;
-                    }
-                    // Out of cooperative budget, the read registered nothing: poll it next time.
-                    Poll::Pending => state.read_armed = tokio::task::coop::has_budget_remaining(),
                 }
             }
             // Deadlines only grow along the queue, so a timer armed for an older request may
