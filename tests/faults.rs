@@ -264,3 +264,25 @@ fn client_vanishing_mid_pipeline_harms_no_one() {
         assert_eq!(fresh.cmd(&["GET", &key]), Reply::bulk(format!("fresh {i}")));
     }
 }
+
+#[test]
+fn a_backend_closing_idle_connections_is_transparent() {
+    // Redis closes idle clients after its `timeout`; CLIENT KILL does the same at once. A
+    // request arriving as the proxy learns of the close goes to a fresh connection.
+    let setup = Setup::new(1, &[]);
+    let mut c = setup.client();
+    assert_eq!(c.cmd(&["SET", "idle", "still here"]), Reply::ok());
+    let mut backend = setup.shards[0].client();
+    for round in 0..20 {
+        let killed = backend.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        assert!(
+            matches!(killed, Reply::Int(n) if n >= 1),
+            "round {round}: {killed:?}"
+        );
+        assert_eq!(
+            c.cmd(&["GET", "idle"]),
+            Reply::bulk("still here"),
+            "round {round}"
+        );
+    }
+}

@@ -3,18 +3,24 @@
 //! vectored batches, pairs each reply with the oldest waiting request (FIFO), enforces the
 //! per-request timeout, and reconnects with backoff.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
-use super::{Error, Expect, Job, Outcome};
+use super::reply::{self, ReplyReceiver, ReplySender};
+use super::{Error, Expect, Job};
 use crate::config::BackendAddr;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
@@ -70,43 +76,140 @@ pub trait Report: Send + Sync + 'static {
     fn response(&self, bytes: usize, elapsed: Duration);
 }
 
-/// Sends jobs to a connection task.
-#[derive(Debug, Clone)]
+/// Sends jobs to a connection task; once every clone is dropped the task knows no more will
+/// come.
 pub struct Handle {
-    jobs: mpsc::UnboundedSender<Job>,
+    queue: Rc<Queue>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("queued", &self.queue.jobs.borrow().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handle {
     /// Queues `frame`, whose reply looks like `expect`; the reply (or error) arrives on the
     /// returned receiver.
-    pub fn send(&self, frame: Bytes, expect: Expect) -> oneshot::Receiver<Outcome> {
-        let (reply, receiver) = oneshot::channel();
-        let job = Job {
-            frame,
-            expect,
-            reply,
-        };
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
-            let _ = job.reply.send(Err(Error::Closed));
+    pub fn send(&self, frame: Bytes, expect: Expect) -> ReplyReceiver {
+        let (reply, receiver) = reply::channel();
+        // Once the task is gone the job is dropped here, and its reply says `Closed`.
+        if !self.queue.gone.get() {
+            self.queue.jobs.borrow_mut().push_back(Job {
+                frame,
+                expect,
+                reply,
+            });
+            self.queue.wake();
         }
         receiver
     }
 }
 
-/// Starts a connection task on the current runtime. It ends when every [`Handle`] is dropped
-/// and its in-flight requests are answered.
-pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
-    let (jobs, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(run(target, report, receiver, preconnect));
-    Handle { jobs }
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        self.queue
+            .handles
+            .set(self.queue.handles.get().saturating_add(1));
+        Handle {
+            queue: Rc::clone(&self.queue),
+        }
+    }
 }
 
-async fn run(
-    target: Arc<Target>,
-    report: Arc<dyn Report>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    preconnect: bool,
-) {
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let handles = self.queue.handles.get().saturating_sub(1);
+        self.queue.handles.set(handles);
+        if handles == 0 {
+            self.queue.closed.set(true);
+            self.queue.wake();
+        }
+    }
+}
+
+/// The jobs between the sessions and one connection task of a worker. Both sides run on the
+/// worker's thread, so plain cells do: no atomics, no lock.
+#[derive(Default)]
+struct Queue {
+    /// Jobs not yet taken by the task. Borrowed only inside this file's short methods, never
+    /// across a call out, so the borrows cannot overlap.
+    jobs: RefCell<VecDeque<Job>>,
+    /// The task, while it waits for jobs.
+    waker: Cell<Option<Waker>>,
+    /// How many [`Handle`]s there are.
+    handles: Cell<usize>,
+    /// Every handle is gone: no more jobs will come.
+    closed: Cell<bool>,
+    /// The task is gone: jobs would never be served.
+    gone: Cell<bool>,
+}
+
+impl Queue {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The connection task's end of its [`Queue`].
+struct Jobs {
+    queue: Rc<Queue>,
+}
+
+impl Jobs {
+    /// The oldest queued job, or `None` when none is queued and the handle is gone.
+    async fn recv(&mut self) -> Option<Job> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Job>> {
+        if let Some(job) = self.try_recv() {
+            return Poll::Ready(Some(job));
+        }
+        if self.queue.closed.get() {
+            return Poll::Ready(None);
+        }
+        let waker = match self.queue.waker.take() {
+            Some(waker) if waker.will_wake(cx.waker()) => waker,
+            _ => cx.waker().clone(),
+        };
+        self.queue.waker.set(Some(waker));
+        Poll::Pending
+    }
+
+    fn try_recv(&mut self) -> Option<Job> {
+        self.queue.jobs.borrow_mut().pop_front()
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.queue.gone.set(true);
+        // Dropped outside the borrow: each job's reply then says `Closed`.
+        let jobs = std::mem::take(&mut *self.queue.jobs.borrow_mut());
+        drop(jobs);
+    }
+}
+
+/// Starts a connection task on the current worker's `LocalSet`. It ends when every clone of
+/// its [`Handle`] is dropped and its in-flight requests are answered.
+pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
+    let queue = Rc::new(Queue {
+        handles: Cell::new(1),
+        ..Queue::default()
+    });
+    let jobs = Jobs {
+        queue: Rc::clone(&queue),
+    };
+    tokio::task::spawn_local(run(target, report, jobs, preconnect));
+    Handle { queue }
+}
+
+async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preconnect: bool) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();
     let mut connect_now = preconnect;
@@ -116,7 +219,7 @@ async fn run(
                 return;
             };
             first.push(job);
-            while let Ok(job) = jobs.try_recv() {
+            while let Some(job) = jobs.try_recv() {
                 first.push(job);
             }
         }
@@ -160,7 +263,7 @@ async fn run(
 
 fn fail(jobs: impl Iterator<Item = Job>, error: &Error) {
     for job in jobs {
-        let _ = job.reply.send(Err(error.clone()));
+        job.reply.send(Err(error.clone()));
     }
 }
 
@@ -224,7 +327,7 @@ impl Stream {
         target: &Target,
         report: &dyn Report,
         first: Vec<Job>,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
+        jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
         match &mut self {
             Stream::Tcp(stream) => {
@@ -249,7 +352,7 @@ enum Ended {
 
 /// A request written (or queued to be written) and waiting for its reply.
 struct Waiting {
-    reply: Option<oneshot::Sender<Outcome>>,
+    reply: Option<ReplySender>,
     expect: Expect,
     sent: Instant,
     deadline: Option<Instant>,
@@ -270,7 +373,7 @@ struct Pipeline<'a, R, W> {
     memcache: memcache::ReplyScanner,
 }
 
-impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
+impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
         Pipeline {
             target,
@@ -285,11 +388,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
     }
 
-    async fn run(
-        mut self,
-        first: Vec<Job>,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
-    ) -> Result<Ended, Error> {
+    async fn run(mut self, first: Vec<Job>, jobs: &mut Jobs) -> Result<Ended, Error> {
         self.handshake();
         let now = Instant::now();
         for job in first {
@@ -300,7 +399,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             let mut failed = 0;
             for waiting in self.waiting.drain(..) {
                 if let Some(reply) = waiting.reply {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                     failed += 1;
                 }
             }
@@ -352,58 +451,95 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         });
     }
 
-    async fn pump(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<Ended, Error> {
-        let mut open = true;
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+    async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
+        let mut state = Pump {
+            open: true,
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed: None,
+            read_armed: false,
+        };
+        std::future::poll_fn(|cx| self.poll_pump(cx, jobs, &mut state)).await
+    }
+
+    /// Takes jobs, writes, reads and delivers replies until none of them can go on; then the
+    /// task sleeps until a job, the socket or the timer wakes it.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        jobs: &mut Jobs,
+        state: &mut Pump,
+    ) -> Poll<Result<Ended, Error>> {
         loop {
-            if !open && self.waiting.is_empty() {
-                return Ok(Ended::Shutdown);
+            if !state.open && self.waiting.is_empty() {
+                return Poll::Ready(Ok(Ended::Shutdown));
+            }
+            let mut progress = false;
+            // Reads first, as before any new job: a backend that closed an idle connection is then
+            // seen idle, and the job goes to a fresh connection instead of failing on this one.
+            // After a read returned `Pending` the waker stays registered until the socket turns
+            // readable; polling it again before then would only take tokio's lock again.
+            if !state.read_armed || self.rd.is_read_ready() {
+                match poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.input) {
+                    Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
+                        return Poll::Ready(Ok(Ended::Idle));
+                    }
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        state.read_armed = false;
+                        if let Err(error) = self.deliver() {
+                            return Poll::Ready(Err(error));
+                        }
+                        progress = true;
+                    }
+                    // Out of cooperative budget, the read registered nothing: poll it next time.
+                    Poll::Pending => state.read_armed = tokio::task::coop::has_budget_remaining(),
+                }
+            }
+            if state.open && self.waiting.len() < MAX_IN_FLIGHT {
+                match jobs.poll_recv(cx) {
+                    Poll::Ready(Some(job)) => {
+                        let now = Instant::now();
+                        self.push(job, now);
+                        while self.waiting.len() < MAX_IN_FLIGHT {
+                            let Some(job) = jobs.try_recv() else { break };
+                            self.push(job, now);
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(None) => {
+                        state.open = false;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !self.unwritten.is_empty() {
+                match poll_write_some(&mut self.wr, cx, &mut self.unwritten) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
+                    Poll::Pending => {}
+                }
             }
             // Deadlines only grow along the queue, so a timer armed for an older request may
             // fire early but never late: it is re-armed only when it fires, not per reply.
-            if armed.is_none() {
+            if state.armed.is_none() {
                 if let Some(at) = self.waiting.front().and_then(|w| w.deadline) {
-                    timer.as_mut().reset(at);
-                    armed = Some(at);
+                    state.timer.as_mut().reset(at);
+                    state.armed = Some(at);
                 }
             }
-            tokio::select! {
-                biased;
-                read = self.rd.read_buf(&mut self.input) => {
-                    match read {
-                        Ok(0) if self.waiting.is_empty() => return Ok(Ended::Idle),
-                        Ok(0) => return Err(Error::Closed),
-                        Ok(_) => self.deliver()?,
-                        Err(_) => return Err(Error::Closed),
-                    }
+            if state.armed.is_some() && state.timer.as_mut().poll(cx).is_ready() {
+                state.armed = None;
+                let expired = self.waiting.front().and_then(|w| w.deadline);
+                if expired.is_some_and(|at| at <= Instant::now()) {
+                    return Poll::Ready(Err(Error::Timeout));
                 }
-                written = write_some(&mut self.wr, &mut self.unwritten), if !self.unwritten.is_empty() => {
-                    if written.is_err() {
-                        return Err(Error::Closed);
-                    }
-                }
-                job = jobs.recv(), if open && self.waiting.len() < MAX_IN_FLIGHT => {
-                    match job {
-                        Some(job) => {
-                            let now = Instant::now();
-                            self.push(job, now);
-                            while self.waiting.len() < MAX_IN_FLIGHT {
-                                let Ok(job) = jobs.try_recv() else { break };
-                                self.push(job, now);
-                            }
-                        }
-                        None => open = false,
-                    }
-                }
-                () = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    let expired = self.waiting.front().and_then(|w| w.deadline);
-                    if expired.is_some_and(|at| at <= Instant::now()) {
-                        return Err(Error::Timeout);
-                    }
-                }
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
             }
         }
     }
@@ -434,7 +570,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             match waiting.reply {
                 Some(sender) => {
                     self.report.response(reply.len(), now - waiting.sent);
-                    let _ = sender.send(Ok(reply));
+                    sender.send(Ok(reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {
@@ -453,21 +589,25 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 }
 
 /// Writes as much of the queued frames as one vectored write takes.
-async fn write_some<W: AsyncWrite + Unpin>(
+fn poll_write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
+    cx: &mut Context<'_>,
     queue: &mut VecDeque<Bytes>,
-) -> io::Result<()> {
+) -> Poll<io::Result<()>> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let mut count = 0;
     for (slot, frame) in slices.iter_mut().zip(queue.iter()) {
         *slot = IoSlice::new(frame);
         count += 1;
     }
-    let mut written = wr
-        .write_vectored(slices.get(..count).unwrap_or_default())
-        .await?;
+    let mut written =
+        match Pin::new(wr).poll_write_vectored(cx, slices.get(..count).unwrap_or_default()) {
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        };
     if written == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
+        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
     }
     while written > 0 {
         let Some(front) = queue.front_mut() else {
@@ -481,5 +621,35 @@ async fn write_some<W: AsyncWrite + Unpin>(
             written = 0;
         }
     }
-    Ok(())
+    Poll::Ready(Ok(()))
+}
+
+/// The pump's state between polls.
+struct Pump {
+    /// Whether the handle is still there (jobs may come).
+    open: bool,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline the timer is set for, if it is.
+    armed: Option<Instant>,
+    /// The last read returned `Pending` and the socket has not been readable since.
+    read_armed: bool,
+}
+
+/// A backend socket's read half.
+trait BackendRead: AsyncRead + Unpin {
+    /// Whether the runtime saw it readable (or closed) since the last read that found it
+    /// drained; no syscall, no waker registration.
+    fn is_read_ready(&self) -> bool;
+}
+
+impl BackendRead for tokio::net::tcp::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+impl BackendRead for tokio::net::unix::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
 }

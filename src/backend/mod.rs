@@ -1,15 +1,17 @@
 //! All talk with backends: a task per backend connection, pipelined, replies paired FIFO.
-//! Sessions never touch a backend socket; they send [`Job`]s and await the reply.
+//! Sessions never touch a backend socket; they send [`Job`]s and await the reply
+//! on a [`ReplyReceiver`].
 
 pub mod connection;
 pub mod pool;
+pub mod reply;
 
 use std::io;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 pub use pool::BackendPool;
+pub use reply::{ReplyReceiver, ReplySender};
 
 /// Why a request got no reply from its backend. The variant decides what happens next:
 /// every one becomes an error reply to that request; all but `Ejected` count as a backend
@@ -65,5 +67,5 @@ pub struct Job {
     /// The shape of its reply.
     pub expect: Expect,
     /// Receives the reply (or the error) exactly once.
-    pub reply: oneshot::Sender<Outcome>,
+    pub reply: ReplySender,
 }

@@ -1,17 +1,18 @@
 //! A pool's backends: the shared shard map with nutcracker's auto-eject (failure counts,
 //! ejection, retry), and each worker's own pipelined connections to every backend.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::connection::{self, Handle, Report, Target};
-use super::{Error, Expect, Outcome};
+use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
 use crate::metrics::{ErrorKind, Metrics, PoolMetrics};
 use crate::route::cluster::Layout;
@@ -394,11 +395,11 @@ pub struct BackendPool {
     resp3: Vec<Vec<Handle>>,
     /// A cluster pool's connections to nodes a redirect named before the layout listed them,
     /// by address and protocol (RESP3 or not); made on first use.
-    strays: Mutex<HashMap<(String, bool), Handle>>,
+    strays: RefCell<HashMap<(String, bool), Handle>>,
 }
 
 impl BackendPool {
-    /// Starts the connection tasks on the current runtime.
+    /// Starts the connection tasks on the current worker (its `LocalSet`).
     pub fn start(pool: &Arc<Pool>) -> BackendPool {
         let shards = Self::connections(pool, false, pool.config().preconnect);
         let resp3 = if pool.config().redis {
@@ -409,7 +410,7 @@ impl BackendPool {
         BackendPool {
             shards,
             resp3,
-            strays: Mutex::new(HashMap::new()),
+            strays: RefCell::new(HashMap::new()),
         }
     }
 
@@ -448,7 +449,7 @@ impl BackendPool {
     /// exist, so a backend naming ever new addresses cannot make Keyway open connections
     /// without bound.
     pub fn stray(&self, pool: &Arc<Pool>, addr: &BackendAddr, resp3: bool) -> Option<Handle> {
-        let mut strays = self.strays.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut strays = self.strays.borrow_mut();
         let key = (addr.to_string(), resp3);
         if !strays.contains_key(&key) && strays.len() >= MAX_STRAYS {
             return None;
@@ -479,15 +480,11 @@ impl BackendPool {
         frame: Bytes,
         expect: Expect,
         resp3: bool,
-    ) -> oneshot::Receiver<Outcome> {
+    ) -> ReplyReceiver {
         let handle = self.node(shard, client, resp3);
         match handle {
             Some(handle) => handle.send(frame, expect),
-            None => {
-                let (reply, receiver) = oneshot::channel();
-                let _ = reply.send(Err(Error::Ejected));
-                receiver
-            }
+            None => ReplyReceiver::ready(Err(Error::Ejected)),
         }
     }
 }

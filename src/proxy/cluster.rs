@@ -5,16 +5,19 @@
 //! ([`DEFAULT_RETRY_WINDOW`] without one). Clients never see a redirect unless the cluster keeps
 //! redirecting past [`MAX_REDIRECTS`].
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::worker::Route;
 use crate::backend::connection::Handle;
-use crate::backend::{self, Expect, Outcome};
+use crate::backend::reply::TryRecvError;
+use crate::backend::{self, Expect, Outcome, ReplyReceiver};
 use crate::config::BackendAddr;
 use crate::protocol::resp::{reply, Request};
 
@@ -90,14 +93,15 @@ enum Destination {
 }
 
 enum State {
-    Waiting(oneshot::Receiver<Outcome>),
-    RetryAt(Instant),
+    Waiting(ReplyReceiver),
+    /// Paused until the timer fires, then sent to the slot's owner again.
+    RetryAt(Pin<Box<Sleep>>),
     Done(Bytes),
 }
 
 /// A request to a cluster pool and what became of it so far.
 pub struct ClusterRequest {
-    route: Arc<Route>,
+    route: Rc<Route>,
     frame: Bytes,
     slot: u16,
     client: u64,
@@ -115,7 +119,7 @@ impl ClusterRequest {
     /// Sends `frame`, whose keys hash to `slot`, for `client` (RESP3 when `resp3`); `read`:
     /// it never writes, so `read_from` may send it to a replica.
     pub fn start(
-        route: Arc<Route>,
+        route: Rc<Route>,
         frame: Bytes,
         slot: u16,
         client: u64,
@@ -133,7 +137,7 @@ impl ClusterRequest {
             redirects: 0,
             retries: 0,
             node: None,
-            state: State::RetryAt(Instant::now()),
+            state: State::Done(Bytes::new()),
         };
         request.send(Destination::Slot);
         request
@@ -146,30 +150,33 @@ impl ClusterRequest {
                 State::Done(bytes) => return Some(std::mem::take(bytes)),
                 State::Waiting(receiver) => match receiver.try_recv() {
                     Ok(outcome) => self.advance(outcome),
-                    Err(oneshot::error::TryRecvError::Empty) => return None,
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        self.advance(Err(backend::Error::Closed));
-                    }
+                    Err(TryRecvError::Empty) => return None,
+                    Err(TryRecvError::Closed) => self.advance(Err(backend::Error::Closed)),
                 },
-                State::RetryAt(at) if *at <= Instant::now() => self.send(Destination::Slot),
+                State::RetryAt(sleep) if sleep.deadline() <= Instant::now() => {
+                    self.send(Destination::Slot);
+                }
                 State::RetryAt(_) => return None,
             }
         }
     }
 
-    /// Waits until the final reply is in. Cancel-safe: every step leaves a consistent state.
-    pub async fn ready(&mut self) {
+    /// Whether the final reply is in; if not, the task is woken when the reply or retry it
+    /// waits for is due. Every step leaves a consistent state.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match &mut self.state {
-                State::Done(_) => return,
-                State::Waiting(receiver) => {
-                    let outcome = receiver.await.unwrap_or(Err(backend::Error::Closed));
-                    self.advance(outcome);
-                }
-                State::RetryAt(at) => {
-                    tokio::time::sleep_until(*at).await;
-                    self.send(Destination::Slot);
-                }
+                State::Done(_) => return Poll::Ready(()),
+                State::Waiting(receiver) => match Pin::new(receiver).poll(cx) {
+                    Poll::Ready(outcome) => {
+                        self.advance(outcome.unwrap_or(Err(backend::Error::Closed)));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                State::RetryAt(sleep) => match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => self.send(Destination::Slot),
+                    Poll::Pending => return Poll::Pending,
+                },
             }
         }
     }
@@ -235,7 +242,7 @@ impl ClusterRequest {
             .saturating_mul(1 << self.retries.min(8))
             .min(RETRY_MAX);
         self.retries += 1;
-        self.state = State::RetryAt(Instant::now() + pause);
+        self.state = State::RetryAt(Box::pin(tokio::time::sleep(pause)));
     }
 
     /// The host of the node the last attempt went to ("" when unknown).
@@ -297,7 +304,7 @@ impl ClusterRequest {
     }
 
     /// Queues the frame on `handle`, after `ASKING` when `asking` (its reply is dropped).
-    fn dispatch(&self, handle: &Handle, asking: bool) -> oneshot::Receiver<Outcome> {
+    fn dispatch(&self, handle: &Handle, asking: bool) -> ReplyReceiver {
         if asking {
             let asking = Request::from_args([&b"ASKING"[..]]);
             drop(handle.send(asking.frame().clone(), Expect::Resp));

@@ -5,16 +5,22 @@
 //! soon as it is ready, and everything ready behind it goes out in the same write.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio_util::io::poll_read_buf;
 
 use super::cluster::ClusterRequest;
 use super::local;
-use super::worker::{Route, RouteSlot};
+use super::worker::{Closing, Route, RouteCache, RouteSlot};
+use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
@@ -23,7 +29,6 @@ use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::route::ShardMap;
-use crate::shutdown::Shutdown;
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -50,8 +55,8 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    /// This worker's route to the pool, cached: a reload is noticed with one atomic load.
-    route: Cache<RouteSlot, Arc<Route>>,
+    /// This worker's route to the pool, cached: a reload is noticed with one plain load.
+    route: RouteCache,
     /// The route's pool's shard map, cached likewise (ejections replace it).
     map: Cache<Arc<ArcSwap<ShardMap>>, Arc<ShardMap>>,
     limits: Limits,
@@ -61,7 +66,7 @@ pub struct Session {
 /// What handling one request needs: the client's state and the route loaded for it.
 struct Handler<'s> {
     client: &'s mut Client,
-    route: &'s Arc<Route>,
+    route: &'s Rc<Route>,
     map: &'s ShardMap,
     limits: &'s Limits,
     dialect: Dialect,
@@ -72,7 +77,7 @@ struct Handler<'s> {
 /// The reply to one request, in request order.
 enum Pending {
     Ready(Bytes),
-    Backend(oneshot::Receiver<Outcome>, Dialect),
+    Backend(backend::ReplyReceiver, Dialect),
     /// A request to a Redis Cluster pool, following redirects.
     Cluster(Box<ClusterRequest>),
     Fanout(Box<FanoutReply>),
@@ -141,7 +146,7 @@ impl Session {
                 resp3: false,
             },
             map: Cache::new(Arc::clone(route.pool.map())),
-            route: Cache::new(Arc::clone(&slot)),
+            route: RouteCache::new(slot),
             limits,
             dialect,
         }
@@ -149,11 +154,12 @@ impl Session {
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
     /// starts; in-flight requests are answered first in every case but a broken connection.
-    pub async fn run<R, W>(mut self, mut rd: R, mut wr: W, shutdown: Shutdown)
+    pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: ClientRead,
+        W: ClientWrite,
     {
+        let mut rd = Reader { rd, armed: false };
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -173,8 +179,7 @@ impl Session {
         let metrics = pool.metrics();
         metrics.client_connections.inc();
         metrics.client_connections_total.inc();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
+        let mut registered = None;
         loop {
             while reading && pending.len() < max_pipeline {
                 match self.decode(&mut decoder, &mut input) {
@@ -195,12 +200,33 @@ impl Session {
                     reading = false;
                 }
             }
+            // A reply ready alone is written as it is; several are gathered into `output`.
+            let mut single: Option<Bytes> = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
-                output.extend_from_slice(&bytes);
                 pending.pop_front();
+                if single.is_none() && output.is_empty() {
+                    single = Some(bytes);
+                    continue;
+                }
+                if let Some(first) = single.take() {
+                    output.extend_from_slice(&first);
+                }
+                output.extend_from_slice(&bytes);
             }
-            if !output.is_empty() {
-                if wr.write_all(&output).await.is_err() {
+            let ready = single.as_deref().unwrap_or(&output);
+            if !ready.is_empty() {
+                // Straight away when the socket takes it all (the usual case), else wait.
+                let written = match wr.try_write(ready) {
+                    Ok(n) => Ok(n),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(error) => Err(error),
+                };
+                let written = match written {
+                    Ok(n) if n >= ready.len() => Ok(()),
+                    Ok(n) => wr.write_all(ready.get(n..).unwrap_or_default()).await,
+                    Err(error) => Err(error),
+                };
+                if written.is_err() {
                     metrics.client_err.inc();
                     metrics.client_connections.dec();
                     return;
@@ -214,16 +240,36 @@ impl Session {
             if input.capacity() - input.len() < MIN_SPARE {
                 input.reserve(input.len().max(READ_CHUNK));
             }
-            tokio::select! {
-                biased;
-                () = wait_front(&mut pending) => {}
-                read = rd.read_buf(&mut input), if reading && pending.len() < max_pipeline => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        metrics.client_eof.inc();
-                        reading = false;
+            let can_read = reading && pending.len() < max_pipeline;
+            let woke = std::future::poll_fn(|cx| {
+                if let Some(front) = pending.front_mut() {
+                    if front.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Woke::Reply);
                     }
                 }
-                () = &mut cancelled, if reading => reading = false,
+                if can_read {
+                    if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
+                        return Poll::Ready(Woke::Read(read));
+                    }
+                }
+                if reading
+                    && closing
+                        .poll_closed(self.client.id, &mut registered, cx)
+                        .is_ready()
+                {
+                    return Poll::Ready(Woke::Closing);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Reply => {}
+                Woke::Read(Ok(n)) if n > 0 => {}
+                Woke::Read(_) => {
+                    metrics.client_eof.inc();
+                    reading = false;
+                }
+                Woke::Closing => reading = false,
             }
         }
         metrics.client_connections.dec();
@@ -233,6 +279,10 @@ impl Session {
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
     fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
+        // Both decoders make nothing of nothing; the session asks after every read and reply.
+        if input.is_empty() {
+            return Decoded::More;
+        }
         let route = self.route.load();
         if !std::ptr::eq(self.map.arc_swap(), &**route.pool.map()) {
             self.map = Cache::new(Arc::clone(route.pool.map()));
@@ -260,6 +310,72 @@ impl Session {
                     None => Decoded::Silent,
                 },
             },
+        }
+    }
+}
+
+/// A client socket's read half.
+pub trait ClientRead: AsyncRead + Unpin {
+    /// Whether the runtime saw it readable (or closed) since the last read that found it
+    /// drained; no syscall, no waker registration.
+    fn is_read_ready(&self) -> bool;
+}
+
+impl ClientRead for tokio::net::tcp::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+impl ClientRead for tokio::net::unix::ReadHalf<'_> {
+    fn is_read_ready(&self) -> bool {
+        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+/// A client socket's write half.
+pub trait ClientWrite: AsyncWrite + Unpin {
+    /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl ClientWrite for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.as_ref().try_write(bytes)
+    }
+}
+
+impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.as_ref().try_write(bytes)
+    }
+}
+
+/// Reads a client's requests, and skips polling a socket that has nothing new: once a read
+/// returned `Pending`, the session's waker stays registered until the socket turns readable,
+/// so polling it again before then (the session also wakes for replies) would only take the
+/// registration lock again. The session is one task, so the registered waker stays right.
+struct Reader<R> {
+    rd: R,
+    /// The last poll registered the waker and the socket has not been readable since.
+    armed: bool,
+}
+
+impl<R: ClientRead> Reader<R> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if self.armed && !self.rd.is_read_ready() {
+            return Poll::Pending;
+        }
+        match poll_read_buf(Pin::new(&mut self.rd), cx, input) {
+            Poll::Pending => {
+                // Out of cooperative budget, the read registered nothing: poll it next time.
+                self.armed = tokio::task::coop::has_budget_remaining();
+                Poll::Pending
+            }
+            ready => {
+                self.armed = false;
+                ready
+            }
         }
     }
 }
@@ -380,9 +496,7 @@ impl Handler<'_> {
                     plan: Plan::Resp(plan),
                     parts: parts
                         .into_iter()
-                        .map(|part| {
-                            self.send(part.shard, part.request.frame().clone(), Expect::Resp)
-                        })
+                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
                         .collect(),
                 }))
             }
@@ -409,7 +523,7 @@ impl Handler<'_> {
     fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
         if self.route.pool.cluster().is_some() {
             return Pending::Cluster(Box::new(ClusterRequest::start(
-                Arc::clone(self.route),
+                Rc::clone(self.route),
                 frame,
                 u16::try_from(shard).unwrap_or_default(),
                 self.client.id,
@@ -432,10 +546,8 @@ impl Pending {
             Pending::Ready(bytes) => Some(std::mem::take(bytes)),
             Pending::Backend(receiver, dialect) => match receiver.try_recv() {
                 Ok(outcome) => Some(outcome_reply(outcome, *dialect)),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    Some(backend_error(&backend::Error::Closed, *dialect))
-                }
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(backend_error(&backend::Error::Closed, *dialect)),
             },
             Pending::Cluster(request) => request.try_take(),
             Pending::Fanout(fanout) => {
@@ -464,31 +576,41 @@ impl Pending {
         }
     }
 
-    /// Waits until the reply is complete.
-    async fn ready(&mut self) {
+    /// Whether the reply is complete; if not, the task is woken when the part it waits for
+    /// arrives.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
-            Pending::Ready(_) => {}
-            Pending::Backend(receiver, dialect) => {
-                let outcome = receiver.await.unwrap_or(Err(backend::Error::Closed));
-                *self = Pending::Ready(outcome_reply(outcome, *dialect));
-            }
-            Pending::Cluster(request) => request.ready().await,
+            Pending::Ready(_) => Poll::Ready(()),
+            Pending::Backend(receiver, dialect) => match Pin::new(receiver).poll(cx) {
+                Poll::Ready(outcome) => {
+                    let outcome = outcome.unwrap_or(Err(backend::Error::Closed));
+                    *self = Pending::Ready(outcome_reply(outcome, *dialect));
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            Pending::Cluster(request) => request.poll_ready(cx),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
-                    Box::pin(part.ready()).await;
+                    if part.poll_ready(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
+                Poll::Ready(())
             }
-            Pending::Filtered(inner, _) => Box::pin(inner.ready()).await,
+            Pending::Filtered(inner, _) => inner.poll_ready(cx),
         }
     }
 }
 
-/// Waits for the oldest reply; never completes when there is none.
-async fn wait_front(pending: &mut VecDeque<Pending>) {
-    match pending.front_mut() {
-        Some(front) => front.ready().await,
-        None => std::future::pending().await,
-    }
+/// What ended a session's wait.
+enum Woke {
+    /// The oldest reply is complete.
+    Reply,
+    /// The client socket was read: bytes, 0 at end of stream, or an error.
+    Read(io::Result<usize>),
+    /// Shutdown started.
+    Closing,
 }
 
 fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {

@@ -1,13 +1,15 @@
 //! Worker threads: each runs a single-threaded runtime owning its client sessions and its own
 //! connections to every backend, and swaps a pool's [`Route`] whole when the pool changes.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -24,11 +26,109 @@ pub struct Route {
     /// The pool's shared state.
     pub pool: Arc<Pool>,
     /// This worker's connections to the pool's backends.
-    pub backends: Arc<BackendPool>,
+    pub backends: BackendPool,
 }
 
-/// A worker's current route for one pool; sessions load it once per request.
-pub type RouteSlot = Arc<ArcSwap<Route>>;
+/// A worker's current route for one pool. Only the worker's own thread reads or replaces it,
+/// so it is a plain cell with a version that sessions compare once per request.
+#[derive(Clone)]
+pub struct RouteSlot(Rc<SlotCell>);
+
+struct SlotCell {
+    route: RefCell<Rc<Route>>,
+    version: Cell<u64>,
+}
+
+impl RouteSlot {
+    fn new(route: Route) -> RouteSlot {
+        RouteSlot(Rc::new(SlotCell {
+            route: RefCell::new(Rc::new(route)),
+            version: Cell::new(0),
+        }))
+    }
+
+    /// The current route.
+    pub fn load(&self) -> Rc<Route> {
+        Rc::clone(&self.0.route.borrow())
+    }
+
+    fn store(&self, route: Route) {
+        *self.0.route.borrow_mut() = Rc::new(route);
+        self.0.version.set(self.0.version.get().wrapping_add(1));
+    }
+}
+
+/// A session's copy of its [`RouteSlot`]'s route, refreshed when the slot's version moves.
+pub struct RouteCache {
+    slot: RouteSlot,
+    route: Rc<Route>,
+    version: u64,
+}
+
+impl RouteCache {
+    /// Caches `slot`'s current route.
+    pub fn new(slot: RouteSlot) -> RouteCache {
+        RouteCache {
+            route: slot.load(),
+            version: slot.0.version.get(),
+            slot,
+        }
+    }
+
+    /// The slot's current route.
+    pub fn load(&mut self) -> &Rc<Route> {
+        let version = self.slot.0.version.get();
+        if version != self.version {
+            self.route = self.slot.load();
+            self.version = version;
+        }
+        &self.route
+    }
+}
+
+/// Tells this worker's sessions that shutdown started. Each session registers its waker once
+/// and then checks a plain flag per wait, instead of polling the process-wide token (a mutex)
+/// every time it waits.
+#[derive(Default)]
+pub struct Closing {
+    closed: Cell<bool>,
+    /// The waker of each session that waits, by client id.
+    waiting: RefCell<HashMap<u64, Waker>>,
+}
+
+impl Closing {
+    /// Whether shutdown has started; if not, `cx`'s task is woken when it does. `registered`
+    /// is the session's own record of the waker it registered, so that polling again from
+    /// the same task costs no lookup.
+    pub fn poll_closed(
+        &self,
+        client: u64,
+        registered: &mut Option<Waker>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if self.closed.get() {
+            return Poll::Ready(());
+        }
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waiting.borrow_mut().insert(client, cx.waker().clone());
+            *registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Forgets a session that ended.
+    pub fn leave(&self, client: u64) {
+        self.waiting.borrow_mut().remove(&client);
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for waker in waiting.into_values() {
+            waker.wake();
+        }
+    }
+}
 
 /// A message to a worker.
 enum ToWorker {
@@ -119,10 +219,22 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
             return;
         }
     };
-    runtime.block_on(async {
+    // Sessions and backend connections share plain `Rc` cells (see `backend::reply`), so they
+    // all run on this thread's `LocalSet`.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
         let mut routes: HashMap<Arc<str>, RouteSlot> = HashMap::new();
         install(&mut routes, pools);
         let sessions = TaskTracker::new();
+        let closing = Rc::new(Closing::default());
+        tokio::task::spawn_local({
+            let closing = Rc::clone(&closing);
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                closing.close();
+            }
+        });
         loop {
             let message = tokio::select! {
                 message = inbox.recv() => message,
@@ -131,7 +243,7 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
             match message {
                 Some(ToWorker::Client(handoff)) => {
                     if let Some(slot) = routes.get(&handoff.pool) {
-                        spawn_session(&sessions, Arc::clone(slot), handoff, &shutdown);
+                        spawn_session(&sessions, slot.clone(), handoff, &closing);
                     }
                 }
                 Some(ToWorker::Install { pools, done }) => {
@@ -157,10 +269,10 @@ fn install(routes: &mut HashMap<Arc<str>, RouteSlot>, pools: Vec<Arc<Pool>>) {
         let slot = match routes.remove(&name) {
             Some(slot) if Arc::ptr_eq(&slot.load().pool, &pool) => slot,
             Some(slot) => {
-                slot.store(Arc::new(start_route(pool)));
+                slot.store(start_route(pool));
                 slot
             }
-            None => Arc::new(ArcSwap::from_pointee(start_route(pool))),
+            None => RouteSlot::new(start_route(pool)),
         };
         live.insert(name, slot);
     }
@@ -169,34 +281,35 @@ fn install(routes: &mut HashMap<Arc<str>, RouteSlot>, pools: Vec<Arc<Pool>>) {
 }
 
 fn start_route(pool: Arc<Pool>) -> Route {
-    let backends = Arc::new(BackendPool::start(&pool));
+    let backends = BackendPool::start(&pool);
     Route { pool, backends }
 }
 
-fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, shutdown: &Shutdown) {
+fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, closing: &Rc<Closing>) {
     let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
     let session = Session::new(id, slot);
-    let shutdown = shutdown.clone();
+    let closing = Rc::clone(closing);
     let Handoff { stream, slot, .. } = handoff;
-    sessions.spawn(async move {
-        if let Err(error) = serve(session, stream, shutdown).await {
+    sessions.spawn_local(async move {
+        if let Err(error) = serve(session, stream, &closing).await {
             tracing::debug!(client = id, %error, "client connection failed");
         }
+        closing.leave(id);
         drop(slot);
     });
 }
 
-async fn serve(session: Session, stream: Accepted, shutdown: Shutdown) -> io::Result<()> {
+async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Result<()> {
     match stream {
         Accepted::Tcp(stream) => {
             let mut stream = tokio::net::TcpStream::from_std(stream)?;
             let (rd, wr) = stream.split();
-            session.run(rd, wr, shutdown).await;
+            session.run(rd, wr, closing).await;
         }
         Accepted::Unix(stream) => {
             let mut stream = tokio::net::UnixStream::from_std(stream)?;
             let (rd, wr) = stream.split();
-            session.run(rd, wr, shutdown).await;
+            session.run(rd, wr, closing).await;
         }
     }
     Ok(())

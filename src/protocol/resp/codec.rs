@@ -95,6 +95,35 @@ impl Spans {
 }
 
 impl Request {
+    /// Encodes a request from its arguments (the command name first) into a frame of exactly
+    /// the right size, allocated once.
+    pub fn from_arg_slices(args: &[&[u8]]) -> Request {
+        let size = 3
+            + decimal_len(args.len() as u64)
+            + args
+                .iter()
+                .map(|arg| 5 + decimal_len(arg.len() as u64) + arg.len())
+                .sum::<usize>();
+        let mut frame = BytesMut::with_capacity(size);
+        frame.put_u8(b'*');
+        put_decimal(&mut frame, args.len() as u64);
+        frame.put_slice(b"\r\n");
+        let mut spans = Spans::with_capacity(args.len());
+        for arg in args {
+            frame.put_u8(b'$');
+            put_decimal(&mut frame, arg.len() as u64);
+            frame.put_slice(b"\r\n");
+            let start = frame.len();
+            frame.put_slice(arg);
+            spans.push((start as u32, frame.len() as u32));
+            frame.put_slice(b"\r\n");
+        }
+        Request {
+            frame: frame.freeze(),
+            args: spans,
+        }
+    }
+
     /// Encodes a request from its arguments (the command name first).
     pub fn from_args<'a, I>(args: I) -> Request
     where
@@ -120,6 +149,12 @@ impl Request {
             frame: frame.freeze(),
             args: spans,
         }
+    }
+
+    /// The RESP bytes to forward to a backend, taken: no clone (a clone of a frame built by
+    /// [`Request::from_args`] would allocate to share it).
+    pub fn into_frame(self) -> Bytes {
+        self.frame
     }
 
     /// The RESP bytes to forward to a backend.
@@ -248,13 +283,21 @@ impl RequestDecoder {
             if kind != b'$' {
                 return Err(Error::Protocol("expected '$'"));
             }
-            let Some((len, start)) = length_line(buf, partial.pos)? else {
-                return Ok(false);
+            let (len, start) = match short_length(buf, partial.pos) {
+                Some(header) => header,
+                None => {
+                    let Some((len, start)) = length_line(buf, partial.pos)? else {
+                        return Ok(false);
+                    };
+                    let len = len
+                        .and_then(|len| usize::try_from(len).ok())
+                        .ok_or(Error::Protocol("invalid bulk length"))?;
+                    (len, start)
+                }
             };
-            let len = len
-                .and_then(|len| usize::try_from(len).ok())
-                .filter(|&len| len <= self.limits.max_request_bytes)
-                .ok_or(Error::Protocol("invalid bulk length"))?;
+            if len > self.limits.max_request_bytes {
+                return Err(Error::Protocol("invalid bulk length"));
+            }
             let end = start + len;
             if end + 2 > self.limits.max_request_bytes {
                 return Err(Error::Protocol("request too large"));
@@ -363,6 +406,15 @@ pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
 
 /// Appends `n` in decimal.
 pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    // Lengths and counts are mostly one or two digits.
+    if n < 10 {
+        buf.put_u8(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        buf.put_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -374,6 +426,41 @@ pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
         }
     }
     buf.put_slice(&digits[at..]);
+}
+
+/// The common case of [`length_line`], in a tight loop: a complete `<type byte><1 to 9
+/// digits>\r\n` at `at` gives `(value, index after \n)`; anything else (a sign, more digits,
+/// no digits, incomplete, malformed) gives `None`, for `length_line` to judge.
+#[inline]
+pub(crate) fn short_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut i = at + 1;
+    let mut value = 0usize;
+    loop {
+        let d = *buf.get(i)?;
+        if d == b'\r' {
+            break;
+        }
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 || i - at > 9 {
+            return None;
+        }
+        value = value * 10 + usize::from(digit);
+        i += 1;
+    }
+    if i == at + 1 || buf.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((value, i + 2))
+}
+
+/// How many digits `put_decimal` writes for `n`.
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
 }
 
 /// Splits an inline command line like Redis's `sdssplitargs`: spaces separate arguments,

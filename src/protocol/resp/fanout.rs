@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::Request;
 use super::command::Merge;
-use super::reply;
+use super::reply::{self, ReplyScanner};
 
 /// A multi-key request split by shard.
 #[derive(Debug)]
@@ -44,39 +44,52 @@ pub fn split<E>(
     mut route: impl FnMut(&[u8]) -> Result<usize, E>,
 ) -> Result<Split, E> {
     let step = if merge == Merge::Ok { 2 } else { 1 };
-    let name = request.name();
-    let mut shards: Vec<usize> = Vec::new();
-    let mut args: Vec<Vec<&[u8]>> = Vec::new();
+    // Shards in the order their first key comes, each with its number of keys.
+    let mut shards: Vec<(usize, u32)> = Vec::new();
     let mut order = Vec::with_capacity(request.argc() / step);
     let mut i = 1;
     while let Some(key) = request.arg(i) {
         let shard = route(key)?;
-        let part = match shards.iter().position(|&s| s == shard) {
+        let part = match shards.iter().position(|&(s, _)| s == shard) {
             Some(part) => part,
             None => {
-                shards.push(shard);
-                args.push(vec![name]);
+                shards.push((shard, 0));
                 shards.len() - 1
             }
         };
-        let Some(part_args) = args.get_mut(part) else {
+        let Some((_, count)) = shards.get_mut(part) else {
             break;
         };
-        order.push((part as u32, ((part_args.len() - 1) / step) as u32));
-        for j in i..i + step {
-            part_args.extend(request.arg(j));
-        }
+        order.push((part as u32, *count));
+        *count += 1;
         i += step;
     }
-    if let [shard] = shards[..] {
+    if let [(shard, _)] = shards[..] {
         return Ok(Split::Whole(shard));
     }
+    // Each part's arguments gathered in one list, reused from part to part.
+    let most = shards
+        .iter()
+        .map(|&(_, count)| count as usize)
+        .max()
+        .unwrap_or(0);
+    let mut args: Vec<&[u8]> = Vec::with_capacity(1 + most * step);
     let parts = shards
-        .into_iter()
-        .zip(args)
-        .map(|(shard, args)| Part {
-            shard,
-            request: Request::from_args(args),
+        .iter()
+        .enumerate()
+        .map(|(part, &(shard, _))| {
+            args.clear();
+            args.push(request.name());
+            for (key, &(key_part, _)) in order.iter().enumerate() {
+                if key_part as usize == part {
+                    let first = 1 + key * step;
+                    args.extend((first..first + step).filter_map(|j| request.arg(j)));
+                }
+            }
+            Part {
+                shard,
+                request: Request::from_arg_slices(&args),
+            }
         })
         .collect();
     if merge != Merge::Values {
@@ -109,10 +122,16 @@ pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
 }
 
 fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
-    let mut elements = Vec::with_capacity(replies.len());
+    // Per part: how many elements were taken and where the next one starts. A part's elements
+    // are wanted in their own order, so each reply is scanned once, front to back.
+    let mut cursors = Vec::with_capacity(replies.len());
     for part in replies {
-        match reply::array_elements(part) {
-            Some(ranges) => elements.push(ranges),
+        match reply::array_start(part) {
+            Some((count, start)) => cursors.push(Cursor {
+                taken: 0,
+                count,
+                at: start,
+            }),
             None => return part.clone(),
         }
     }
@@ -120,16 +139,41 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
     let mut out = BytesMut::with_capacity(size + 16);
     reply::put_array_header(&mut out, order.len());
     for &(part, index) in order {
-        let element = elements
+        let element = replies
             .get(part as usize)
-            .and_then(|ranges| ranges.get(index as usize))
-            .and_then(|range| replies.get(part as usize)?.get(range.clone()));
+            .zip(cursors.get_mut(part as usize))
+            .and_then(|(reply, cursor)| cursor.next(reply, index as usize));
         match element {
             Some(bytes) => out.extend_from_slice(bytes),
             None => return reply::error("ERR backend reply has fewer elements than keys"),
         }
     }
     out.freeze()
+}
+
+/// Walks the elements of one part's array reply.
+struct Cursor {
+    /// Elements taken so far.
+    taken: usize,
+    /// Elements in the array.
+    count: usize,
+    /// Where the next element starts.
+    at: usize,
+}
+
+impl Cursor {
+    /// Element `index`, which must be the next one.
+    fn next<'r>(&mut self, reply: &'r [u8], index: usize) -> Option<&'r [u8]> {
+        if index != self.taken || self.taken >= self.count {
+            return None;
+        }
+        let rest = reply.get(self.at..)?;
+        let len = ReplyScanner::default().scan(rest).ok()??;
+        let element = rest.get(..len)?;
+        self.taken += 1;
+        self.at += len;
+        Some(element)
+    }
 }
 
 #[cfg(test)]

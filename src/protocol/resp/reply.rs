@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::{length_line, parse_i64, put_decimal};
+use super::codec::{length_line, parse_i64, put_decimal, short_length};
 use crate::protocol::Error;
 
 /// Longest reply header line accepted from a backend (a simple string or error reply can be long).
@@ -28,6 +28,18 @@ impl ReplyScanner {
     /// The bytes are not RESP; the connection cannot be trusted afterwards.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         loop {
+            // Large replies are mostly arrays of bulk strings: walk runs of them in a tight
+            // loop, leaving the aggregate's last element (and anything else) to the general
+            // path below.
+            if let Some(missing) = self.open.last_mut() {
+                while *missing > 1 {
+                    let Some(next) = bulk_end(buf, self.pos) else {
+                        break;
+                    };
+                    self.pos = next;
+                    *missing -= 1;
+                }
+            }
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
             };
@@ -102,6 +114,22 @@ impl ReplyScanner {
     }
 }
 
+/// Where the bulk string `$<len>\r\n<data>\r\n` starting at `at` ends, for a complete one
+/// with a length of 1 to 9 digits; `None` for anything else (incomplete, nil, another type,
+/// malformed), which the general scan then handles.
+#[inline]
+fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
+    if *buf.get(at)? != b'$' {
+        return None;
+    }
+    let (len, start) = short_length(buf, at)?;
+    let end = start + len;
+    match buf.get(end..end + 2) {
+        Some(b"\r\n") => Some(end + 2),
+        _ => None,
+    }
+}
+
 /// Finds the `\r\n` ending the line that starts at `at`: `(index of \r, index after \n)`.
 fn line(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, Error> {
     let rest = buf.get(at..).unwrap_or_default();
@@ -130,6 +158,17 @@ pub fn array_elements(reply: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
         at += len;
     }
     Some(elements)
+}
+
+/// The element count of an array reply and where its first element starts; `None` if `reply`
+/// is not an array (an error, or a nil array).
+pub fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let (line_end, at) = line(reply, 0).ok()??;
+    let count = usize::try_from(parse_i64(reply.get(1..line_end)?)?).ok()?;
+    Some((count, at))
 }
 
 /// Reads an integer reply (`:<n>\r\n`).
@@ -296,6 +335,35 @@ mod tests {
             if let Ok(Some(len)) = scanner.scan(&input) {
                 prop_assert!(len <= input.len());
             }
+        }
+
+        #[test]
+        fn chunked_scan_of_bulk_arrays_finds_the_same_boundaries(replies in proptest::collection::vec(proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)), 0..8), 1..6), step in 1usize..24) {
+            let mut wire = BytesMut::new();
+            let mut lengths = Vec::new();
+            for elements in &replies {
+                let start = wire.len();
+                put_array_header(&mut wire, elements.len());
+                for element in elements {
+                    match element {
+                        Some(value) => put_bulk(&mut wire, value),
+                        None => wire.put_slice(b"$-1\r\n"),
+                    }
+                }
+                lengths.push(wire.len() - start);
+            }
+            let mut scanner = ReplyScanner::default();
+            let mut buf = Vec::new();
+            let mut found = Vec::new();
+            for chunk in wire.chunks(step) {
+                buf.extend_from_slice(chunk);
+                while let Some(len) = scanner.scan(&buf).unwrap() {
+                    buf.drain(..len);
+                    found.push(len);
+                }
+            }
+            prop_assert_eq!(found, lengths);
+            prop_assert!(buf.is_empty());
         }
 
         #[test]
