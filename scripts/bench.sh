@@ -147,14 +147,14 @@ wait_port() {
   die "nothing listens on 127.0.0.1:$port (see $WORK/*.log)"
 }
 
-# utime + stime of the whole process (all threads), in clock ticks: /proc/PID/stat fields
+# utime and stime of the whole process (all threads), in clock ticks: /proc/PID/stat fields
 # 14 and 15. The comm field may contain spaces, so split after its closing parenthesis.
 cpu_ticks() {
   local line rest fields
   read -r line <"/proc/$1/stat"
   rest=${line##*) }
   read -r -a fields <<<"$rest"
-  echo $((fields[11] + fields[12]))
+  echo "${fields[11]} ${fields[12]}"
 }
 
 rss_kib() {
@@ -355,19 +355,20 @@ measure_memory() {
 
 # One measured run of a workload on a target, appended to results.csv.
 run_one() {
-  local wl=$1 target=$2 round=$3 port pid t0 t1 rps p50 p99 cpu
+  local wl=$1 target=$2 round=$3 port pid u0 s0 u1 s1 rps p50 p99 cpu sys
   port=${PORT[$target]} pid=${PID[$target]}
   workload_spec "$wl"
   ((WL_IDLE)) && idle_open "$port" "$WL_IDLE"
-  t0=$(cpu_ticks "$pid")
+  read -r u0 s0 < <(cpu_ticks "$pid")
   read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_N" "$WL_P" "${WL_CMD[@]}")
-  t1=$(cpu_ticks "$pid")
+  read -r u1 s1 < <(cpu_ticks "$pid")
   ((WL_IDLE)) && idle_close
   [[ -n $rps ]] || die "$wl on $target: no result"
-  cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$WL_N" 'BEGIN { printf "%.3f", d / hz / (n / 1e6) }')
-  echo "$wl,$target,$round,$rps,$p50,$p99,$cpu" >>"$OUT/results.csv"
-  printf '  %-18s %-10s %12s ops/s  p50 %7s  p99 %7s ms  cpu %7s s/Mreq\n' \
-    "$wl" "$target" "$rps" "$p50" "$p99" "$cpu" >&2
+  read -r cpu sys < <(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$WL_N" \
+    'BEGIN { printf "%.3f %.3f\n", (u + s) / hz / (n / 1e6), u + s ? s / (u + s) : 0 }')
+  echo "$wl,$target,$round,$rps,$p50,$p99,$cpu,$sys" >>"$OUT/results.csv"
+  printf '  %-18s %-10s %12s ops/s  p50 %7s  p99 %7s ms  cpu %7s s/Mreq (%s kernel)\n' \
+    "$wl" "$target" "$rps" "$p50" "$p99" "$cpu" "$sys" >&2
 }
 
 write_meta() {
@@ -389,7 +390,7 @@ load_mode() {
   write_meta "load, $ROUNDS round(s)$( ((QUICK)) && echo ', --quick (half request counts)')"
   log "memory per idle connection ($IDLE_CONNS connections per target)"
   measure_memory
-  echo "workload,target,round,ops_per_sec,p50_ms,p99_ms,cpu_s_per_mreq" >"$OUT/results.csv"
+  echo "workload,target,round,ops_per_sec,p50_ms,p99_ms,cpu_s_per_mreq,kernel_share" >"$OUT/results.csv"
   for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for wl in "${WORKLOADS[@]}"; do

@@ -135,8 +135,8 @@ def medians(rows):
     med = {}
     for key, rs in groups.items():
         med[key] = {
-            m: median([num(r[m]) for r in rs])
-            for m in ("ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_mreq")
+            m: median([num(r.get(m)) for r in rs])
+            for m in ("ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_mreq", "kernel_share")
         }
         med[key]["rounds"] = len(rs)
         ops = [num(r["ops_per_sec"]) for r in rs if num(r["ops_per_sec"])]
@@ -233,6 +233,22 @@ def report(out_dir):
         [w]
         + [fmt(m(w, t, "cpu_s_per_mreq"), 2) for t in present]
         + [cpu_ratio(m(w, "kw_1t", "cpu_s_per_mreq"), m(w, "nc_v4", "cpu_s_per_mreq"))]
+        for w in order
+    ]
+    md += [table(hdr, body), ""]
+
+    md += [
+        "Share of that CPU spent in the kernel (stime / (utime + stime), median): the reads, "
+        "writes and wake-ups every proxy pays, whatever its own code costs.",
+        "",
+    ]
+    hdr = ["workload"] + [LABEL[t] for t in present]
+    body = [
+        [w]
+        + [
+            "–" if m(w, t, "kernel_share") is None else f"{100.0 * m(w, t, 'kernel_share'):.0f}%"
+            for t in present
+        ]
         for w in order
     ]
     md += [table(hdr, body), ""]
