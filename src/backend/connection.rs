@@ -22,6 +22,7 @@ use tokio_util::io::poll_read_buf;
 use super::reply::{self, ReplyReceiver, ReplySender};
 use super::{Error, Expect, Job};
 use crate::config::BackendAddr;
+use crate::metrics::Tally;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
 
@@ -70,10 +71,9 @@ pub trait Report: Send + Sync + 'static {
     fn disconnected(&self);
     /// A connection attempt failed.
     fn connect_failed(&self);
-    /// A request of `bytes` was queued for the backend.
-    fn request(&self, bytes: usize);
-    /// A reply of `bytes` arrived, `elapsed` after its request was queued.
-    fn response(&self, bytes: usize, elapsed: Duration);
+    /// A fresh tally for one connection's traffic (requests, replies, latencies), flushed
+    /// once per batch.
+    fn tally(&self) -> Tally;
 }
 
 /// Sends jobs to a connection task; once every clone is dropped the task knows no more will
@@ -362,6 +362,8 @@ struct Waiting {
 struct Pipeline<'a, R, W> {
     target: &'a Target,
     report: &'a dyn Report,
+    /// Traffic counted since the last poll, flushed at its end.
+    tally: Tally,
     rd: R,
     wr: W,
     /// Frames not yet (fully) written.
@@ -378,6 +380,7 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         Pipeline {
             target,
             report,
+            tally: report.tally(),
             rd,
             wr,
             unwritten: VecDeque::new(),
@@ -441,7 +444,7 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
 
     fn push(&mut self, job: Job, now: Instant) {
         let deadline = self.target.timeout.map(|t| now + t);
-        self.report.request(job.frame.len());
+        self.tally.request(job.frame.len());
         self.unwritten.push_back(job.frame);
         self.waiting.push_back(Waiting {
             reply: Some(job.reply),
@@ -458,7 +461,12 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             armed: None,
             read_armed: false,
         };
-        std::future::poll_fn(|cx| self.poll_pump(cx, jobs, &mut state)).await
+        std::future::poll_fn(|cx| {
+            let poll = self.poll_pump(cx, jobs, &mut state);
+            self.tally.flush();
+            poll
+        })
+        .await
     }
 
     /// Takes jobs, writes, reads and delivers replies until none of them can go on; then the
@@ -569,7 +577,7 @@ impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
             match waiting.reply {
                 Some(sender) => {
-                    self.report.response(reply.len(), now - waiting.sent);
+                    self.tally.response(reply.len(), now - waiting.sent);
                     sender.send(Ok(reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.

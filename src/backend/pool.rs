@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::connection::{self, Handle, Report, Target};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
-use crate::metrics::{ErrorKind, Metrics, PoolMetrics};
+use crate::metrics::{ErrorKind, Metrics, PoolMetrics, Tally};
 use crate::route::cluster::Layout;
 use crate::route::{slots, ShardMap, ShardSpec};
 
@@ -356,17 +356,8 @@ impl Report for ShardReport {
         }
     }
 
-    fn request(&self, bytes: usize) {
-        if let Some(backend) = self.backend() {
-            backend.request(bytes);
-        }
-    }
-
-    fn response(&self, bytes: usize, elapsed: Duration) {
-        if let Some(backend) = self.backend() {
-            backend.response(bytes);
-        }
-        self.pool.metrics.observe(elapsed);
+    fn tally(&self) -> Tally {
+        self.pool.metrics.tally(self.shard)
     }
 }
 

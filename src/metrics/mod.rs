@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -533,6 +534,20 @@ impl PoolMetrics {
         self.request_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// A fresh tally for one connection to backend `shard` (latency only for a node the pool
+    /// does not list).
+    pub fn tally(&self, shard: usize) -> Tally {
+        Tally {
+            backend: self.backend(shard).map(|backend| BackendTally {
+                requests: backend.requests.local(),
+                request_bytes: backend.request_bytes.local(),
+                responses: backend.responses.local(),
+                response_bytes: backend.response_bytes.local(),
+            }),
+            latency: self.request_duration.local(),
+        }
+    }
+
     /// Records that backend `shard` was ejected now: counts the ejection, sets its `ejected`
     /// gauge and its `server_ejected_at` time.
     pub fn eject(&self, shard: usize) {
@@ -604,6 +619,56 @@ pub struct BackendMetrics {
     pub out_queue_bytes: IntGauge,
     /// Sentinel master switches applied to this backend.
     pub sentinel_switches: IntCounter,
+}
+
+/// One backend connection's traffic and latencies, counted without atomics and added to the
+/// shared metrics in one step per batch of requests and replies ([`Tally::flush`]).
+pub struct Tally {
+    backend: Option<BackendTally>,
+    latency: LocalHistogram,
+}
+
+struct BackendTally {
+    requests: LocalIntCounter,
+    request_bytes: LocalIntCounter,
+    responses: LocalIntCounter,
+    response_bytes: LocalIntCounter,
+}
+
+impl Tally {
+    /// Counts one request of `bytes` queued for the backend.
+    pub fn request(&mut self, bytes: usize) {
+        if let Some(backend) = &mut self.backend {
+            backend.requests.inc();
+            backend.request_bytes.inc_by(bytes as u64);
+        }
+    }
+
+    /// Counts one reply of `bytes` that arrived `elapsed` after its request was queued.
+    pub fn response(&mut self, bytes: usize, elapsed: Duration) {
+        if let Some(backend) = &mut self.backend {
+            backend.responses.inc();
+            backend.response_bytes.inc_by(bytes as u64);
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Adds what was counted since the last flush to the shared metrics.
+    pub fn flush(&mut self) {
+        if let Some(backend) = &mut self.backend {
+            backend.requests.flush();
+            backend.request_bytes.flush();
+            backend.responses.flush();
+            backend.response_bytes.flush();
+        }
+        self.latency.flush();
+    }
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tally").finish_non_exhaustive()
+    }
 }
 
 impl BackendMetrics {
