@@ -123,15 +123,16 @@ build_keyway() {
 }
 
 # A loopback port nothing listens on, below the ephemeral range so that outgoing
-# connections cannot take it between this check and the bind.
-declare -A TAKEN=()
+# connections cannot take it between this check and the bind. Ports handed out are listed in
+# WORK/ports (callers run this in `$(...)` subshells, which would lose a variable), so that
+# two processes started one after the other are never given the same one.
 free_port() {
   local port
   while true; do
     port=$((20000 + RANDOM % 10000))
-    [[ -z ${TAKEN[$port]:-} ]] || continue
+    grep -qx "$port" "$WORK/ports" 2>/dev/null && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      TAKEN[$port]=1
+      echo "$port" >>"$WORK/ports"
       echo "$port"
       return
     fi

@@ -117,10 +117,24 @@ def fmt(v, digits=0):
     return f"{v:.{digits}f}"
 
 
-def ratio(a, b):
-    if a is None or b is None or b == 0:
+def paired_ratio(rows, workload, a, b, metric):
+    """Median over rounds of target a's metric / target b's, each pair from the same round
+    (measured minutes apart at most), so that the machine's slow drifts cancel."""
+    by_round = {(r["workload"], r["target"], r["round"]): r for r in rows}
+    values = []
+    for (w, t, rnd), row in by_round.items():
+        other = by_round.get((w, b, rnd))
+        if w != workload or t != a or other is None:
+            continue
+        x, y = num(row.get(metric)), num(other.get(metric))
+        if x is not None and y:
+            values.append(x / y)
+    return median(values)
+
+
+def ratio(r):
+    if r is None:
         return "–"
-    r = a / b
     return f"**{r:.2f}**" if r < 1.0 else f"{r:.2f}"
 
 
@@ -162,6 +176,9 @@ def report(out_dir):
     def m(w, t, metric):
         return med.get((w, t), {}).get(metric)
 
+    def pr(w, a, b, metric):
+        return paired_ratio(rows, w, a, b, metric)
+
     md = ["# Keyway side-by-side benchmark", ""]
     meta_path = os.path.join(out_dir, "meta.txt")
     if os.path.exists(meta_path):
@@ -171,7 +188,8 @@ def report(out_dir):
     rounds = max(v["rounds"] for v in med.values())
     md += [
         f"Medians of {rounds} interleaved round(s) (every workload runs on every target in turn, "
-        "then the next round). Ratios below 1.00 are **bold**: Keyway behind.",
+        "then the next round). Ratios are the median of the per-round ratios (both figures "
+        "from the same round); below 1.00 (above for CPU) they are **bold**: Keyway behind.",
         "",
         "## Throughput (ops/s, median)",
         "",
@@ -188,10 +206,10 @@ def report(out_dir):
             [w]
             + [fmt(m(w, t, "ops_per_sec")) for t in present]
             + [
-                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "nc_v4", "ops_per_sec")),
-                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "nc_default", "ops_per_sec")),
-                ratio(m(w, "kw_1t", "ops_per_sec"), m(w, "direct", "ops_per_sec")),
-                ratio(m(w, "kw_2t", "ops_per_sec"), m(w, "kw_1t", "ops_per_sec")),
+                ratio(pr(w, "kw_1t", "nc_v4", "ops_per_sec")),
+                ratio(pr(w, "kw_1t", "nc_default", "ops_per_sec")),
+                ratio(pr(w, "kw_1t", "direct", "ops_per_sec")),
+                ratio(pr(w, "kw_2t", "kw_1t", "ops_per_sec")),
             ]
         )
     md += [table(hdr, body), ""]
@@ -232,7 +250,7 @@ def report(out_dir):
     body = [
         [w]
         + [fmt(m(w, t, "cpu_s_per_mreq"), 2) for t in present]
-        + [cpu_ratio(m(w, "kw_1t", "cpu_s_per_mreq"), m(w, "nc_v4", "cpu_s_per_mreq"))]
+        + [cpu_ratio(pr(w, "kw_1t", "nc_v4", "cpu_s_per_mreq"))]
         for w in order
     ]
     md += [table(hdr, body), ""]
@@ -294,10 +312,9 @@ def report(out_dir):
     chart(out_dir, order, med)
 
 
-def cpu_ratio(a, b):
-    if a is None or b is None or b == 0:
+def cpu_ratio(r):
+    if r is None:
         return "–"
-    r = a / b
     return f"**{r:.2f}**" if r > 1.0 else f"{r:.2f}"
 
 
