@@ -37,5 +37,6 @@ pub mod protocol;
 pub mod proxy;
 pub mod route;
 pub mod shutdown;
+pub mod socket;
 
 pub use proxy::{bind, Proxy};

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
@@ -25,6 +25,7 @@ use crate::config::BackendAddr;
 use crate::metrics::Tally;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
+use crate::socket::SocketRead;
 
 /// Requests written but not yet answered on one connection; past it the connection stops
 /// taking new jobs until replies drain (they wait in the channel, bounded by client limits).
@@ -375,7 +376,7 @@ struct Pipeline<'a, R, W> {
     memcache: memcache::ReplyScanner,
 }
 
-impl<'a, R: BackendRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
+impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
         Pipeline {
             target,
@@ -641,23 +642,4 @@ struct Pump {
     armed: Option<Instant>,
     /// The last read returned `Pending` and the socket has not been readable since.
     read_armed: bool,
-}
-
-/// A backend socket's read half.
-trait BackendRead: AsyncRead + Unpin {
-    /// Whether the runtime saw it readable (or closed) since the last read that found it
-    /// drained; no syscall, no waker registration.
-    fn is_read_ready(&self) -> bool;
-}
-
-impl BackendRead for tokio::net::tcp::ReadHalf<'_> {
-    fn is_read_ready(&self) -> bool {
-        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
-    }
-}
-
-impl BackendRead for tokio::net::unix::ReadHalf<'_> {
-    fn is_read_ready(&self) -> bool {
-        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
-    }
 }

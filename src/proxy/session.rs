@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
 use super::cluster::ClusterRequest;
@@ -29,6 +29,7 @@ use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::route::ShardMap;
+use crate::socket::SocketRead;
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -156,7 +157,7 @@ impl Session {
     /// starts; in-flight requests are answered first in every case but a broken connection.
     pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
-        R: ClientRead,
+        R: SocketRead,
         W: ClientWrite,
     {
         let mut rd = Reader { rd, armed: false };
@@ -321,25 +322,6 @@ impl Session {
     }
 }
 
-/// A client socket's read half.
-pub trait ClientRead: AsyncRead + Unpin {
-    /// Whether the runtime saw it readable (or closed) since the last read that found it
-    /// drained; no syscall, no waker registration.
-    fn is_read_ready(&self) -> bool;
-}
-
-impl ClientRead for tokio::net::tcp::ReadHalf<'_> {
-    fn is_read_ready(&self) -> bool {
-        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
-    }
-}
-
-impl ClientRead for tokio::net::unix::ReadHalf<'_> {
-    fn is_read_ready(&self) -> bool {
-        self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
-    }
-}
-
 /// A client socket's write half.
 pub trait ClientWrite: AsyncWrite + Unpin {
     /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
@@ -368,7 +350,7 @@ struct Reader<R> {
     armed: bool,
 }
 
-impl<R: ClientRead> Reader<R> {
+impl<R: SocketRead> Reader<R> {
     fn poll_read(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
         if self.armed && !self.rd.is_read_ready() {
             return Poll::Pending;

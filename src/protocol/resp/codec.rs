@@ -128,27 +128,9 @@ impl Request {
     pub fn from_args<'a, I>(args: I) -> Request
     where
         I: IntoIterator<Item = &'a [u8]>,
-        I::IntoIter: ExactSizeIterator,
     {
-        let args = args.into_iter();
-        let mut frame = BytesMut::with_capacity(16 + args.len() * 16);
-        frame.put_u8(b'*');
-        put_decimal(&mut frame, args.len() as u64);
-        frame.put_slice(b"\r\n");
-        let mut spans = Spans::with_capacity(args.len());
-        for arg in args {
-            frame.put_u8(b'$');
-            put_decimal(&mut frame, arg.len() as u64);
-            frame.put_slice(b"\r\n");
-            let start = frame.len();
-            frame.put_slice(arg);
-            spans.push((start as u32, frame.len() as u32));
-            frame.put_slice(b"\r\n");
-        }
-        Request {
-            frame: frame.freeze(),
-            args: spans,
-        }
+        let args: Vec<&[u8]> = args.into_iter().collect();
+        Request::from_arg_slices(&args)
     }
 
     /// The RESP bytes to forward to a backend, taken: no clone (a clone of a frame built by
