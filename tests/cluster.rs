@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -362,18 +361,18 @@ fn resharding_under_load_loses_no_write_and_shows_no_error() {
     thread::sleep(Duration::from_millis(500));
     let masters: Vec<ClusterNode> = cluster.view().into_iter().filter(|n| n.master).collect();
     let (from, to) = (&masters[0], &masters[1]);
-    let out = Command::new(redis_cli_bin())
-        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", from.port)])
-        .args(["--cluster-from", &from.id, "--cluster-to", &to.id])
-        .args(["--cluster-slots", "1200", "--cluster-yes"])
-        .output()
-        .expect("run redis-cli --cluster reshard");
-    assert!(
-        out.status.success(),
-        "reshard failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_redis_cli(&[
+        "--cluster",
+        "reshard",
+        &format!("127.0.0.1:{}", from.port),
+        "--cluster-from",
+        &from.id,
+        "--cluster-to",
+        &to.id,
+        "--cluster-slots",
+        "1200",
+        "--cluster-yes",
+    ]);
     thread::sleep(Duration::from_millis(500));
     let ops_before_stop = load.ops.load(Ordering::Relaxed);
     let (last, errors) = load.finish();
@@ -614,20 +613,12 @@ fn a_node_added_to_the_cluster_is_reached_before_and_after_the_pool_learns_it() 
         "--cluster-node-timeout",
         "1000",
     ]);
-    let out = Command::new(redis_cli_bin())
-        .args([
-            "--cluster",
-            "add-node",
-            &node.addr(),
-            &cluster.nodes[0].addr(),
-        ])
-        .output()
-        .expect("run redis-cli --cluster add-node");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_redis_cli(&[
+        "--cluster",
+        "add-node",
+        &node.addr(),
+        &cluster.nodes[0].addr(),
+    ]);
     let new_port = node.port();
     cluster.nodes.push(node);
     cluster.wait_converged(3, 4);

@@ -14,17 +14,9 @@ fn pong() -> Reply {
 
 fn redis_cli(proxy: &Proxy, args: &[&str]) -> String {
     let port = proxy.addr().rsplit(':').next().unwrap().to_string();
-    let out = Command::new(redis_cli_bin())
-        .args(["-h", "127.0.0.1", "-p", &port])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+    all.extend_from_slice(args);
+    run_redis_cli(&all)
 }
 
 #[test]

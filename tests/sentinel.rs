@@ -172,6 +172,17 @@ impl Live {
             .contains(&format!("\"address\": \"{addr}\""))
     }
 
+    /// Waits up to `within` for `/pools` to list `addr`; fails with the pools, Keyway's log
+    /// and `context` (e.g. a Sentinel's log) if it never does.
+    fn await_address(&self, addr: &str, within: Duration, context: &str) {
+        assert!(
+            wait_until(within, || self.shows_address(addr)),
+            "/pools never showed {addr}:\n{}\nkeyway log:\n{}\n{context}",
+            self.get("/pools"),
+            self.log()
+        );
+    }
+
     /// `keyway_sentinel_switches_total` of backend `master`.
     fn switches(&self, master: &str) -> u64 {
         let metrics = self.get("/metrics");
@@ -243,12 +254,10 @@ fn forced_failover_repoints_the_shard_and_no_key_moves() {
         .cmd(&["SENTINEL", "FAILOVER", MASTERS[0]]);
     assert_eq!(reply, Reply::ok());
     let promoted = ha.replicas[0].addr();
-    assert!(
-        wait_until(FAILOVER_BOUND, || live.shows_address(&promoted)),
-        "/pools never showed {promoted}:\n{}\nkeyway log:\n{}\nsentinel log:\n{}",
-        live.get("/pools"),
-        live.log(),
-        ha.sentinels[0].log()
+    live.await_address(
+        &promoted,
+        FAILOVER_BOUND,
+        &format!("sentinel log:\n{}", ha.sentinels[0].log()),
     );
     assert!(
         writes_resume(&mut client, &keys, 0),
@@ -293,12 +302,10 @@ fn killed_master_is_replaced_by_its_replica_without_losing_replicated_writes() {
     let mut ha = ha;
     ha.masters[1].kill();
     let promoted = ha.replicas[1].addr();
-    assert!(
-        wait_until(FAILOVER_BOUND, || live.shows_address(&promoted)),
-        "/pools never showed {promoted}:\n{}\nkeyway log:\n{}\nsentinel log:\n{}",
-        live.get("/pools"),
-        live.log(),
-        ha.sentinels[0].log()
+    live.await_address(
+        &promoted,
+        FAILOVER_BOUND,
+        &format!("sentinel log:\n{}", ha.sentinels[0].log()),
     );
     assert!(
         writes_resume(&mut client, &keys, 1),
@@ -370,12 +377,7 @@ fn reload_asks_the_sentinels_and_the_watchers_follow_the_new_config() {
         .cmd(&["SENTINEL", "FAILOVER", MASTERS[1]]);
     assert_eq!(reply, Reply::ok());
     let promoted = ha.replicas[1].addr();
-    assert!(
-        wait_until(FAILOVER_BOUND, || live.shows_address(&promoted)),
-        "/pools never showed {promoted}:\n{}\nkeyway log:\n{}",
-        live.get("/pools"),
-        live.log()
-    );
+    live.await_address(&promoted, FAILOVER_BOUND, "");
     assert_eq!(live.switches(MASTERS[1]), 1);
 }
 
@@ -494,13 +496,7 @@ fn a_missed_switch_is_caught_by_the_periodic_check() {
     );
     assert!(live.shows_address(&old.addr()), "{}", live.get("/pools"));
     // Checked every 5 s.
-    assert!(
-        wait_until(Duration::from_secs(15), || live.shows_address(&new.addr())),
-        "/pools never showed {}:\n{}\nkeyway log:\n{}",
-        new.addr(),
-        live.get("/pools"),
-        live.log()
-    );
+    live.await_address(&new.addr(), Duration::from_secs(15), "");
     let mut client = Client::connect(&format!("127.0.0.1:{listen}"));
     assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(new.client().cmd(&["GET", "k"]), Reply::bulk("v"));

@@ -56,6 +56,22 @@ pub fn redis_server_bin() -> PathBuf {
     find_binary("redis-server", "redis-server")
 }
 
+/// Runs `redis-cli` with `args`; fails the test (showing its output) unless it succeeds.
+/// Its standard output.
+pub fn run_redis_cli(args: &[&str]) -> String {
+    let out = Command::new(redis_cli_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run redis-cli {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn redis_cli_bin() -> PathBuf {
     find_binary("redis-cli", "redis-tools")
 }
@@ -176,9 +192,74 @@ fn tail(path: &Path, max: usize) -> String {
 // redis-server
 // ---------------------------------------------------------------------------------------------
 
+/// A backend process a test started (redis-server, memcached, redis-sentinel): killed by PID
+/// and reaped on drop.
+#[derive(Default)]
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// Runs `cmd` with stdout and stderr appended to `log` and waits until `ready`; false (and
+    /// nothing left running) if the process exits first or never gets ready.
+    fn start(&mut self, cmd: &mut Command, log: &Path, ready: impl Fn() -> bool) -> bool {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("clone log fd")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let up = wait_until(START_TIMEOUT, || {
+            matches!(child.try_wait(), Ok(Some(_))) || ready()
+        });
+        if up && matches!(child.try_wait(), Ok(None)) {
+            self.0 = Some(child);
+            true
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            false
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("process is running").id()
+    }
+
+    /// Freezes the process (SIGSTOP): connections are accepted by the kernel, nothing answers.
+    fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// SIGKILL and reap: the port is closed afterwards.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A `redis-server` on a free loopback port, killed by PID on drop.
 pub struct RedisServer {
-    child: Option<Child>,
+    daemon: Daemon,
     port: u16,
     extra: Vec<String>,
     dir: TempDir,
@@ -194,7 +275,7 @@ impl RedisServer {
         let mut last_log = String::new();
         for _ in 0..3 {
             let mut server = RedisServer {
-                child: None,
+                daemon: Daemon::default(),
                 port: free_port(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 dir: TempDir::new("redis"),
@@ -214,11 +295,6 @@ impl RedisServer {
 
     /// Spawns on `self.port` and waits for PING; false if the process exits or never answers.
     fn spawn(&mut self) -> bool {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("redis log file");
         let mut cmd = Command::new(redis_server_bin());
         cmd.args([
             "--port",
@@ -233,25 +309,10 @@ impl RedisServer {
         .args(["--daemonize", "no", "--protected-mode", "no"])
         .arg("--dir")
         .arg(self.dir.path())
-        .args(&self.extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().expect("clone log fd")))
-        .stderr(Stdio::from(log));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
-        let addr = format!("127.0.0.1:{}", self.port);
-        let ready = wait_until(START_TIMEOUT, || {
-            matches!(child.try_wait(), Ok(Some(_))) || answers_ping(&addr)
-        });
-        if ready && matches!(child.try_wait(), Ok(None)) {
-            self.child = Some(child);
-            true
-        } else {
-            let _ = child.kill();
-            let _ = child.wait();
-            false
-        }
+        .args(&self.extra);
+        let addr = self.addr();
+        let log = self.log_path();
+        self.daemon.start(&mut cmd, &log, || answers_ping(&addr))
     }
 
     pub fn port(&self) -> u16 {
@@ -263,7 +324,12 @@ impl RedisServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("redis-server is running").id()
+        self.daemon.pid()
+    }
+
+    /// Whether it runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_running()
     }
 
     /// A direct connection to this backend.
@@ -273,19 +339,16 @@ impl RedisServer {
 
     /// Freezes the process (SIGSTOP): connections are accepted by the kernel, nothing answers.
     pub fn pause(&self) {
-        signal(self.pid(), "STOP");
+        self.daemon.pause();
     }
 
     pub fn resume(&self) {
-        signal(self.pid(), "CONT");
+        self.daemon.resume();
     }
 
     /// SIGKILL and reap: the port is closed afterwards.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// Starts a new (empty) redis-server on the same port after `kill`.
@@ -324,12 +387,6 @@ impl RedisServer {
 
     pub fn flushall(&self) {
         assert_eq!(self.client().cmd(&["FLUSHALL"]), Reply::ok());
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -390,20 +447,18 @@ impl RedisCluster {
             .map(|h| h.join().expect("cluster node start thread"))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
-        let out = Command::new(redis_cli_bin())
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let replicas = replicas.to_string();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        run_redis_cli(&args);
         let cluster = RedisCluster { nodes };
         cluster.wait_converged(masters, count);
+        // Until gossip settles, the view may still list a fresh replica as a slot-less master.
+        let settled = wait_until(Duration::from_secs(30), || {
+            cluster.view().iter().filter(|n| n.master).count() == masters
+        });
+        assert!(settled, "roles never settled: {:?}", cluster.view());
         cluster
     }
 
@@ -430,7 +485,7 @@ impl RedisCluster {
     }
 
     fn live(&self) -> impl Iterator<Item = &RedisServer> {
-        self.nodes.iter().filter(|n| n.child.is_some())
+        self.nodes.iter().filter(|n| n.is_running())
     }
 
     /// `CLUSTER NODES` as seen by the first live node.
@@ -486,7 +541,7 @@ impl RedisCluster {
             if let Some(server) = self
                 .nodes
                 .iter()
-                .find(|s| s.port() == node.port && s.child.is_some())
+                .find(|s| s.port() == node.port && s.is_running())
             {
                 server.flushall();
             }
@@ -1267,7 +1322,7 @@ fn answers_version(addr: &str) -> bool {
 
 /// A `memcached` on a loopback address, killed by PID on drop.
 pub struct MemcachedServer {
-    child: Option<Child>,
+    daemon: Daemon,
     host: String,
     port: u16,
     extra: Vec<String>,
@@ -1296,7 +1351,7 @@ impl MemcachedServer {
     /// On exactly `host:port` (bound to that address only, not 0.0.0.0); the output on failure.
     pub fn try_start_at(host: &str, port: u16, extra: &[&str]) -> Result<MemcachedServer, String> {
         let mut server = MemcachedServer {
-            child: None,
+            daemon: Daemon::default(),
             host: host.to_string(),
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -1315,35 +1370,15 @@ impl MemcachedServer {
 
     /// Spawns on `host:port` and waits for `version`; false if it exits or never answers.
     fn spawn(&mut self) -> bool {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("memcached log file");
         let mut cmd = Command::new(memcached_bin());
         cmd.args(["-p", &self.port.to_string(), "-l", &self.host, "-U", "0"]);
         if running_as_root() {
             cmd.args(["-u", "nobody"]);
         }
-        cmd.args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("clone log fd")))
-            .stderr(Stdio::from(log));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn memcached: {e}"));
+        cmd.args(&self.extra);
         let addr = self.addr();
-        let ready = wait_until(START_TIMEOUT, || {
-            matches!(child.try_wait(), Ok(Some(_))) || answers_version(&addr)
-        });
-        if ready && matches!(child.try_wait(), Ok(None)) {
-            self.child = Some(child);
-            true
-        } else {
-            let _ = child.kill();
-            let _ = child.wait();
-            false
-        }
+        let log = self.log_path();
+        self.daemon.start(&mut cmd, &log, || answers_version(&addr))
     }
 
     pub fn host(&self) -> &str {
@@ -1359,7 +1394,7 @@ impl MemcachedServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("memcached is running").id()
+        self.daemon.pid()
     }
 
     /// A direct connection to this backend.
@@ -1377,19 +1412,16 @@ impl MemcachedServer {
 
     /// Freezes the process (SIGSTOP): connections are accepted by the kernel, nothing answers.
     pub fn pause(&self) {
-        signal(self.pid(), "STOP");
+        self.daemon.pause();
     }
 
     pub fn resume(&self) {
-        signal(self.pid(), "CONT");
+        self.daemon.resume();
     }
 
     /// SIGKILL and reap: the port is closed afterwards.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// Starts a new (empty) memcached on the same address after `kill`.
@@ -1439,12 +1471,6 @@ impl MemcachedServer {
 
     pub fn flush_all(&self) {
         assert_eq!(self.client().request(b"flush_all\r\n"), b"OK\r\n");
-    }
-}
-
-impl Drop for MemcachedServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -1822,7 +1848,7 @@ pub fn redis_sentinel_bin() -> PathBuf {
 /// failover timeout 5 s), killed by PID on drop. Its config file lives in its own temp dir, which
 /// Sentinel rewrites as it learns replicas, other Sentinels and failovers.
 pub struct SentinelServer {
-    child: Option<Child>,
+    daemon: Daemon,
     port: u16,
     dir: TempDir,
 }
@@ -1839,7 +1865,7 @@ impl SentinelServer {
         let mut last_log = String::new();
         for _ in 0..3 {
             let mut sentinel = SentinelServer {
-                child: None,
+                daemon: Daemon::default(),
                 port: free_port(),
                 dir: TempDir::new("sentinel"),
             };
@@ -1863,25 +1889,15 @@ impl SentinelServer {
             let conf_path = sentinel.dir.path().join("sentinel.conf");
             fs::write(&conf_path, conf).expect("write sentinel.conf");
             let log_path = sentinel.dir.path().join("sentinel.log");
-            let log = File::create(&log_path).expect("sentinel log file");
-            let mut child = Command::new(&bin)
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("clone log fd")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn redis-sentinel: {e}"));
             let addr = sentinel.addr();
             // With `requirepass`, PING answers -NOAUTH: being connectable is enough then.
-            let ready = wait_until(START_TIMEOUT, || {
-                matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(&addr).is_ok()
-            });
-            if ready && matches!(child.try_wait(), Ok(None)) {
-                sentinel.child = Some(child);
+            let ready = || TcpStream::connect(&addr).is_ok();
+            if sentinel
+                .daemon
+                .start(Command::new(&bin).arg(&conf_path), &log_path, ready)
+            {
                 return sentinel;
             }
-            let _ = child.kill();
-            let _ = child.wait();
             last_log = tail(&log_path, 2000);
         }
         panic!("redis-sentinel did not start after 3 attempts; log:\n{last_log}");
@@ -1932,15 +1948,6 @@ impl SentinelServer {
 
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("sentinel.log"), 4000)
-    }
-}
-
-impl Drop for SentinelServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
