@@ -1,6 +1,12 @@
 //! What the data path needs of a socket's read half beyond `AsyncRead`.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, Interest};
+use tokio_util::io::poll_read_buf;
 
 /// A socket read half that can tell, without a syscall or a waker registration, whether the
 /// runtime saw it readable (or closed) since the last read that found it drained. Client
@@ -19,5 +25,44 @@ impl SocketRead for tokio::net::tcp::ReadHalf<'_> {
 impl SocketRead for tokio::net::unix::ReadHalf<'_> {
     fn is_read_ready(&self) -> bool {
         self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
+}
+
+/// Reads a socket for one task, and skips polling it when it has nothing new: once a read
+/// returned `Pending`, the task's waker stays registered until the socket turns readable, so
+/// polling it again before then (the task also wakes for other reasons) would only take the
+/// registration lock again. One task polls it, so the registered waker stays right.
+pub struct ArmedReader<R> {
+    rd: R,
+    /// The last poll registered the waker and the socket has not been readable since.
+    armed: bool,
+}
+
+impl<R: SocketRead> ArmedReader<R> {
+    /// Reads through `rd`.
+    pub fn new(rd: R) -> ArmedReader<R> {
+        ArmedReader { rd, armed: false }
+    }
+
+    /// Reads what the socket has into `input`, as `poll_read_buf` does.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        input: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        if self.armed && !self.rd.is_read_ready() {
+            return Poll::Pending;
+        }
+        match poll_read_buf(Pin::new(&mut self.rd), cx, input) {
+            Poll::Pending => {
+                // Out of cooperative budget, the read registered nothing: poll it next time.
+                self.armed = tokio::task::coop::has_budget_remaining();
+                Poll::Pending
+            }
+            ready => {
+                self.armed = false;
+                ready
+            }
+        }
     }
 }

@@ -17,7 +17,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
-use tokio_util::io::poll_read_buf;
 
 use super::reply::{self, ReplyReceiver, ReplySender};
 use super::{Error, Expect, Job};
@@ -25,7 +24,7 @@ use crate::config::BackendAddr;
 use crate::metrics::Tally;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
-use crate::socket::SocketRead;
+use crate::socket::{ArmedReader, SocketRead};
 
 /// Requests written but not yet answered on one connection; past it the connection stops
 /// taking new jobs until replies drain (they wait in the channel, bounded by client limits).
@@ -125,7 +124,6 @@ impl Drop for Handle {
         let handles = self.queue.handles.get().saturating_sub(1);
         self.queue.handles.set(handles);
         if handles == 0 {
-            self.queue.closed.set(true);
             self.queue.wake();
         }
     }
@@ -140,10 +138,8 @@ struct Queue {
     jobs: RefCell<VecDeque<Job>>,
     /// The task, while it waits for jobs.
     waker: Cell<Option<Waker>>,
-    /// How many [`Handle`]s there are.
+    /// How many [`Handle`]s there are; none left: no more jobs will come.
     handles: Cell<usize>,
-    /// Every handle is gone: no more jobs will come.
-    closed: Cell<bool>,
     /// The task is gone: jobs would never be served.
     gone: Cell<bool>,
 }
@@ -171,14 +167,10 @@ impl Jobs {
         if let Some(job) = self.try_recv() {
             return Poll::Ready(Some(job));
         }
-        if self.queue.closed.get() {
+        if self.queue.handles.get() == 0 {
             return Poll::Ready(None);
         }
-        let waker = match self.queue.waker.take() {
-            Some(waker) if waker.will_wake(cx.waker()) => waker,
-            _ => cx.waker().clone(),
-        };
-        self.queue.waker.set(Some(waker));
+        reply::register(&self.queue.waker, cx);
         Poll::Pending
     }
 
@@ -365,7 +357,7 @@ struct Pipeline<'a, R, W> {
     report: &'a dyn Report,
     /// Traffic counted since the last poll, flushed at its end.
     tally: Tally,
-    rd: R,
+    rd: ArmedReader<R>,
     wr: W,
     /// Frames not yet (fully) written.
     unwritten: VecDeque<Bytes>,
@@ -382,7 +374,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             target,
             report,
             tally: report.tally(),
-            rd,
+            rd: ArmedReader::new(rd),
             wr,
             unwritten: VecDeque::new(),
             waiting: VecDeque::new(),
@@ -459,8 +451,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         let mut state = Pump {
             open: true,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
-            armed: None,
-            read_armed: false,
+            armed: false,
         };
         std::future::poll_fn(|cx| {
             let poll = self.poll_pump(cx, jobs, &mut state);
@@ -485,26 +476,20 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             let mut progress = false;
             // Reads first, as before any new job: a backend that closed an idle connection is then
             // seen idle, and the job goes to a fresh connection instead of failing on this one.
-            // After a read returned `Pending` the waker stays registered until the socket turns
-            // readable; polling it again before then would only take tokio's lock again.
-            if !state.read_armed || self.rd.is_read_ready() {
-                match poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.input) {
-                    Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
-                        return Poll::Ready(Ok(Ended::Idle));
-                    }
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Err(Error::Closed));
-                    }
-                    Poll::Ready(Ok(_)) => {
-                        state.read_armed = false;
-                        if let Err(error) = self.deliver() {
-                            return Poll::Ready(Err(error));
-                        }
-                        progress = true;
-                    }
-                    // Out of cooperative budget, the read registered nothing: poll it next time.
-                    Poll::Pending => state.read_armed = tokio::task::coop::has_budget_remaining(),
+            match self.rd.poll_read(cx, &mut self.input) {
+                Poll::Ready(Ok(0)) if self.waiting.is_empty() => {
+                    return Poll::Ready(Ok(Ended::Idle));
                 }
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Err(Error::Closed));
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Err(error) = self.deliver() {
+                        return Poll::Ready(Err(error));
+                    }
+                    progress = true;
+                }
+                Poll::Pending => {}
             }
             if state.open && self.waiting.len() < MAX_IN_FLIGHT {
                 match jobs.poll_recv(cx) {
@@ -533,14 +518,14 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             }
             // Deadlines only grow along the queue, so a timer armed for an older request may
             // fire early but never late: it is re-armed only when it fires, not per reply.
-            if state.armed.is_none() {
+            if !state.armed {
                 if let Some(at) = self.waiting.front().and_then(|w| w.deadline) {
                     state.timer.as_mut().reset(at);
-                    state.armed = Some(at);
+                    state.armed = true;
                 }
             }
-            if state.armed.is_some() && state.timer.as_mut().poll(cx).is_ready() {
-                state.armed = None;
+            if state.armed && state.timer.as_mut().poll(cx).is_ready() {
+                state.armed = false;
                 let expired = self.waiting.front().and_then(|w| w.deadline);
                 if expired.is_some_and(|at| at <= Instant::now()) {
                     return Poll::Ready(Err(Error::Timeout));
@@ -638,8 +623,6 @@ struct Pump {
     /// Whether the handle is still there (jobs may come).
     open: bool,
     timer: Pin<Box<tokio::time::Sleep>>,
-    /// The deadline the timer is set for, if it is.
-    armed: Option<Instant>,
-    /// The last read returned `Pending` and the socket has not been readable since.
-    read_armed: bool,
+    /// Whether the timer is set for the oldest request's deadline.
+    armed: bool,
 }

@@ -152,14 +152,6 @@ impl Pool {
         &self.metrics
     }
 
-    /// The shard for `key`.
-    ///
-    /// # Errors
-    /// [`Error::Ejected`] when every backend is ejected.
-    pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
-        self.route_on(&self.map.load(), key)
-    }
-
     /// The shard for `key` on `map`, a recent (cached) copy of this pool's map; schedules the
     /// rebuild an ejected backend's return needs.
     ///

@@ -133,12 +133,7 @@ impl Future for ReplyReceiver {
             Ok(outcome) => Poll::Ready(Ok(outcome)),
             Err(TryRecvError::Closed) => Poll::Ready(Err(RecvError)),
             Err(TryRecvError::Empty) => {
-                // The same task polls again and again: keep its waker rather than clone it.
-                let waker = match this.slot.waker.take() {
-                    Some(waker) if waker.will_wake(cx.waker()) => waker,
-                    _ => cx.waker().clone(),
-                };
-                this.slot.waker.set(Some(waker));
+                register(&this.slot.waker, cx);
                 Poll::Pending
             }
         }
@@ -167,6 +162,16 @@ impl std::fmt::Debug for ReplyReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplyReceiver").finish_non_exhaustive()
     }
+}
+
+/// Stores `cx`'s waker in `cell` to be woken later. The same task polls again and again: its
+/// stored waker is kept rather than cloned anew.
+pub(crate) fn register(cell: &Cell<Option<Waker>>, cx: &Context<'_>) {
+    let waker = match cell.take() {
+        Some(waker) if waker.will_wake(cx.waker()) => waker,
+        _ => cx.waker().clone(),
+    };
+    cell.set(Some(waker));
 }
 
 #[cfg(test)]

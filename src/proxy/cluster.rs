@@ -188,7 +188,7 @@ impl ClusterRequest {
         match outcome {
             Ok(bytes) => {
                 let redirect = match bytes.first() {
-                    Some(b'-') => Redirect::parse(&bytes, &self.node_host()),
+                    Some(b'-') => Redirect::parse(&bytes, self.node_host()),
                     _ => None,
                 };
                 match redirect {
@@ -246,13 +246,13 @@ impl ClusterRequest {
     }
 
     /// The host of the node the last attempt went to ("" when unknown).
-    fn node_host(&self) -> String {
+    fn node_host(&self) -> &str {
         let server = self
             .node
             .and_then(|node| self.route.pool.config().servers.get(node));
         match server.map(|server| &server.addr) {
-            Some(BackendAddr::Tcp { host, .. }) => host.clone(),
-            _ => String::new(),
+            Some(BackendAddr::Tcp { host, .. }) => host,
+            _ => "",
         }
     }
 

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_util::io::poll_read_buf;
 
 use super::cluster::ClusterRequest;
 use super::local;
@@ -29,7 +28,7 @@ use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 use crate::route::ShardMap;
-use crate::socket::SocketRead;
+use crate::socket::{ArmedReader, SocketRead};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -160,7 +159,7 @@ impl Session {
         R: SocketRead,
         W: ClientWrite,
     {
-        let mut rd = Reader { rd, armed: false };
+        let mut rd = ArmedReader::new(rd);
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -337,35 +336,6 @@ impl ClientWrite for tokio::net::tcp::WriteHalf<'_> {
 impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.as_ref().try_write(bytes)
-    }
-}
-
-/// Reads a client's requests, and skips polling a socket that has nothing new: once a read
-/// returned `Pending`, the session's waker stays registered until the socket turns readable,
-/// so polling it again before then (the session also wakes for replies) would only take the
-/// registration lock again. The session is one task, so the registered waker stays right.
-struct Reader<R> {
-    rd: R,
-    /// The last poll registered the waker and the socket has not been readable since.
-    armed: bool,
-}
-
-impl<R: SocketRead> Reader<R> {
-    fn poll_read(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Poll<io::Result<usize>> {
-        if self.armed && !self.rd.is_read_ready() {
-            return Poll::Pending;
-        }
-        match poll_read_buf(Pin::new(&mut self.rd), cx, input) {
-            Poll::Pending => {
-                // Out of cooperative budget, the read registered nothing: poll it next time.
-                self.armed = tokio::task::coop::has_budget_remaining();
-                Poll::Pending
-            }
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
     }
 }
 
