@@ -167,16 +167,6 @@ impl Command {
         }
     }
 
-    /// Whether Keyway answers the command itself instead of forwarding it.
-    pub fn is_local(self) -> bool {
-        matches!(self, Command::Version | Command::Quit | Command::MetaNoop)
-    }
-
-    /// Whether the command may carry several keys (and so may need a fan-out).
-    pub fn is_multi_key(self) -> bool {
-        matches!(self.shape(), Shape::Retrieval | Shape::RetrievalTouch)
-    }
-
     pub(crate) fn shape(self) -> Shape {
         match self {
             Command::Get | Command::Gets => Shape::Retrieval,

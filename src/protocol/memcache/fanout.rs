@@ -63,6 +63,12 @@ pub fn split<E>(
     request: &Request,
     mut route: impl FnMut(&[u8]) -> Result<usize, E>,
 ) -> Result<Split, E> {
+    // Most requests carry one key: route it without the bookkeeping of a split.
+    if request.key_count() <= 1 {
+        return Ok(Split::Whole(route(
+            request.keys().next().unwrap_or_default(),
+        )?));
+    }
     let mut shards: Vec<usize> = Vec::new();
     let mut keys: Vec<Vec<&[u8]>> = Vec::new();
     let mut parts = Vec::with_capacity(request.key_count());
@@ -81,10 +87,8 @@ pub fn split<E>(
         }
         parts.push(part as u32);
     }
-    match shards[..] {
-        [] => return Ok(Split::Whole(route(b"")?)),
-        [shard] => return Ok(Split::Whole(shard)),
-        _ => {}
+    if let [shard] = shards[..] {
+        return Ok(Split::Whole(shard));
     }
     let count = shards.len();
     let requests = shards

@@ -143,23 +143,6 @@ fn line(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, Error> {
     }
 }
 
-/// Splits a complete array reply into the byte ranges of its elements; `None` if `reply` is
-/// not an array (an error, or a nil array).
-pub fn array_elements(reply: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
-    if reply.first() != Some(&b'*') {
-        return None;
-    }
-    let (line_end, mut at) = line(reply, 0).ok()??;
-    let count = usize::try_from(parse_i64(reply.get(1..line_end)?)?).ok()?;
-    let mut elements = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        let len = ReplyScanner::default().scan(reply.get(at..)?).ok()??;
-        elements.push(at..at + len);
-        at += len;
-    }
-    Some(elements)
-}
-
 /// The element count of an array reply and where its first element starts; `None` if `reply`
 /// is not an array (an error, or a nil array).
 pub fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
@@ -308,15 +291,11 @@ mod tests {
     }
 
     #[test]
-    fn splits_array_elements() {
+    fn finds_the_start_of_array_elements() {
         let reply = b"*3\r\n$1\r\na\r\n$-1\r\n:5\r\n";
-        let parts: Vec<&[u8]> = array_elements(reply)
-            .unwrap()
-            .into_iter()
-            .map(|r| &reply[r])
-            .collect();
-        assert_eq!(parts, vec![&b"$1\r\na\r\n"[..], b"$-1\r\n", b":5\r\n"]);
-        assert_eq!(array_elements(b"-ERR x\r\n"), None);
+        assert_eq!(array_start(reply), Some((3, 4)));
+        assert_eq!(array_start(b"-ERR x\r\n"), None);
+        assert_eq!(array_start(b"*-1\r\n"), None);
     }
 
     #[test]
