@@ -7,50 +7,74 @@ use crate::route::{Distribution, ShardMap};
 /// Sample keys routed on both maps; 20,000 keys give the share within about ±1%.
 const SAMPLES: usize = 20_000;
 
-/// The settings that differ between two versions of a pool, by their config key.
+/// The settings that differ between two versions of a pool, by their config key. Every field of
+/// [`PoolConfig`] is named here (the destructuring does not compile without a new one).
 pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            keys.push(key);
-        }
-    };
-    check("listen", old.listen != new.listen);
-    check("hash", old.hash != new.hash);
-    check("hash_tag", old.hash_tag != new.hash_tag);
-    check("distribution", old.distribution != new.distribution);
-    check("timeout", old.timeout != new.timeout);
-    check("backlog", old.backlog != new.backlog);
-    check(
-        "client_connections",
-        old.client_connections != new.client_connections,
-    );
-    check("redis", old.redis != new.redis);
-    check("tcpkeepalive", old.tcpkeepalive != new.tcpkeepalive);
-    check("reuseport", old.reuseport != new.reuseport);
-    check("redis_auth", old.redis_auth != new.redis_auth);
-    check("redis_db", old.redis_db != new.redis_db);
-    check("preconnect", old.preconnect != new.preconnect);
-    check(
-        "auto_eject_hosts",
-        old.auto_eject_hosts != new.auto_eject_hosts,
-    );
-    check(
-        "server_connections",
-        old.server_connections != new.server_connections,
-    );
-    check(
-        "server_retry_timeout",
-        old.server_retry_timeout != new.server_retry_timeout,
-    );
-    check(
-        "server_failure_limit",
-        old.server_failure_limit != new.server_failure_limit,
-    );
-    check("servers", old.servers != new.servers);
-    check("limits", old.limits != new.limits);
-    check("sentinels", old.sentinel != new.sentinel);
-    keys
+    let PoolConfig {
+        name: _,
+        listen,
+        hash,
+        hash_tag,
+        distribution,
+        timeout,
+        backlog,
+        client_connections,
+        redis,
+        tcpkeepalive,
+        reuseport,
+        redis_auth,
+        redis_db,
+        preconnect,
+        auto_eject_hosts,
+        server_connections,
+        server_retry_timeout,
+        server_failure_limit,
+        servers,
+        limits,
+        sentinel,
+        cluster,
+    } = old;
+    [
+        ("listen", *listen != new.listen),
+        ("hash", *hash != new.hash),
+        ("hash_tag", *hash_tag != new.hash_tag),
+        ("distribution", *distribution != new.distribution),
+        ("timeout", *timeout != new.timeout),
+        ("backlog", *backlog != new.backlog),
+        (
+            "client_connections",
+            *client_connections != new.client_connections,
+        ),
+        ("redis", *redis != new.redis),
+        ("tcpkeepalive", *tcpkeepalive != new.tcpkeepalive),
+        ("reuseport", *reuseport != new.reuseport),
+        ("redis_auth", *redis_auth != new.redis_auth),
+        ("redis_db", *redis_db != new.redis_db),
+        ("preconnect", *preconnect != new.preconnect),
+        (
+            "auto_eject_hosts",
+            *auto_eject_hosts != new.auto_eject_hosts,
+        ),
+        (
+            "server_connections",
+            *server_connections != new.server_connections,
+        ),
+        (
+            "server_retry_timeout",
+            *server_retry_timeout != new.server_retry_timeout,
+        ),
+        (
+            "server_failure_limit",
+            *server_failure_limit != new.server_failure_limit,
+        ),
+        ("servers", *servers != new.servers),
+        ("limits", *limits != new.limits),
+        ("sentinels", *sentinel != new.sentinel),
+        ("cluster", *cluster != new.cluster),
+    ]
+    .into_iter()
+    .filter_map(|(key, differs)| differs.then_some(key))
+    .collect()
 }
 
 /// The estimated share (0.0 to 1.0) of keys whose backend (by address) differs between the
@@ -166,5 +190,18 @@ mod tests {
         assert_eq!(lines[1], "pool 'q': added");
         let lines = describe(&[a], &[]);
         assert_eq!(lines, ["pool 'p': removed"]);
+    }
+
+    #[test]
+    fn a_changed_cluster_setting_is_named() {
+        let cluster = |read_from: &str| {
+            let text = format!(
+                "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  cluster:\n   - 127.0.0.1:7001\n  read_from: {read_from}\n"
+            );
+            Config::parse(&text).unwrap().pools.remove(0)
+        };
+        let (a, b) = (cluster("master"), cluster("replica"));
+        assert_eq!(changed_keys(&a, &b), ["cluster"]);
+        assert!(changed_keys(&a, &a).is_empty());
     }
 }
