@@ -431,7 +431,9 @@ mod tests {
     async fn metrics_serves_the_prometheus_text() {
         let server = Server::start().await;
         let pool = server.metrics.pool("alpha", &["s0".to_string()]);
-        pool.backends[0].request(1);
+        let mut tally = pool.tally(0);
+        tally.request(1);
+        tally.flush();
         let reply = server.request("GET", "/metrics").await;
         assert_eq!(reply.status, 200);
         assert_eq!(

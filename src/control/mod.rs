@@ -11,7 +11,6 @@ pub mod sentinel;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
@@ -40,7 +39,6 @@ pub struct Control {
     live: ArcSwap<Vec<Arc<Pool>>>,
     shutdown: Shutdown,
     state: tokio::sync::Mutex<State>,
-    generation: AtomicU64,
     /// Itself, for the Sentinel watchers it starts (they must not keep it alive).
     this: Weak<Control>,
     /// What the Sentinel watchers watch, and what stops them; replaced when an apply changes
@@ -87,7 +85,6 @@ impl Control {
             live: ArcSwap::from_pointee(pools.clone()),
             shutdown,
             state: tokio::sync::Mutex::new(state),
-            generation: AtomicU64::new(1),
             this: this.clone(),
             watchers,
             cluster_watchers,
@@ -220,7 +217,7 @@ impl Control {
 
     /// The config generation: 1 at start, +1 per successful reload.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.metrics.generation()
     }
 
     /// The live pools (a snapshot; reloads replace it whole).
@@ -371,7 +368,8 @@ impl Control {
         }
         self.watch_sentinels(&pools);
         self.watch_clusters(&pools);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // Under the state lock: applies are serialised, so this cannot race another one.
+        let generation = self.metrics.generation() + 1;
         self.metrics.set_generation(generation);
         let mut text = format!("reloaded: generation {generation}\n");
         for line in &report {
@@ -433,15 +431,6 @@ impl State {
 /// A JSON string literal.
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::metrics::stats::push_str(&mut out, text);
     out
 }

@@ -79,12 +79,15 @@ impl ErrorKind {
 /// let metrics = Metrics::new();
 /// // Once per pool (at start and on reload), off the request path:
 /// let pool = metrics.pool("alpha", &["s0".to_string(), "127.0.0.1:6380".to_string()]);
-/// // Per request: plain atomic increments through the handles.
+/// // Per backend connection: traffic and latencies counted locally, flushed per batch.
+/// let mut tally = pool.tally(1);
+/// tally.request(31);
+/// tally.response(5, Duration::from_micros(180));
+/// tally.flush();
+/// // Rare events: plain atomic increments through the handles.
 /// if let Some(backend) = pool.backend(1) {
-///     backend.request(31);
 ///     backend.errors.of(ErrorKind::Timeout).inc();
 /// }
-/// pool.observe(Duration::from_micros(180));
 /// assert!(metrics.render().contains(r#"keyway_requests_total{backend="127.0.0.1:6380",pool="alpha"} 1"#));
 /// assert!(keyway::metrics::stats::render(&metrics).contains(r#""requests":1, "request_bytes":31"#));
 /// ```
@@ -298,7 +301,7 @@ impl Metrics {
                 &r,
                 IntGauge::new(
                     "keyway_config_generation",
-                    "Generation of the configuration in use: 0 at start, +1 per applied reload.",
+                    "Generation of the configuration in use: 1 once started, +1 per applied reload.",
                 ),
             ),
             registry: r,
@@ -509,7 +512,7 @@ pub struct PoolMetrics {
     pub fragments: IntCounter,
     /// Backend ejections in this pool (nutcracker's `server_ejects`); see [`PoolMetrics::eject`].
     pub server_ejects: IntCounter,
-    /// Request latency in seconds; see [`PoolMetrics::observe`].
+    /// Request latency in seconds, observed through [`PoolMetrics::tally`].
     pub request_duration: Histogram,
     /// Redis Cluster `-MOVED` redirects followed.
     pub moved: IntCounter,
@@ -527,11 +530,6 @@ impl PoolMetrics {
     /// The handles of backend `shard`.
     pub fn backend(&self, shard: usize) -> Option<&BackendMetrics> {
         self.backends.get(shard)
-    }
-
-    /// Records one request's latency.
-    pub fn observe(&self, elapsed: Duration) {
-        self.request_duration.observe(elapsed.as_secs_f64());
     }
 
     /// A fresh tally for one connection to backend `shard` (latency only for a node the pool
@@ -668,20 +666,6 @@ impl Tally {
 impl std::fmt::Debug for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tally").finish_non_exhaustive()
-    }
-}
-
-impl BackendMetrics {
-    /// Counts one request of `bytes` written to the backend.
-    pub fn request(&self, bytes: usize) {
-        self.requests.inc();
-        self.request_bytes.inc_by(bytes as u64);
-    }
-
-    /// Counts one reply of `bytes` read from the backend.
-    pub fn response(&self, bytes: usize) {
-        self.responses.inc();
-        self.response_bytes.inc_by(bytes as u64);
     }
 }
 
@@ -842,13 +826,13 @@ mod tests {
         let timeouts = [("pool", "alpha"), ("backend", "s1"), ("kind", "timeout")];
         assert_eq!(value(&before, "keyway_errors_total", &timeouts), Some(0.0));
 
-        let backend = pool.backend(1).unwrap();
-        backend.request(10);
-        backend.request(5);
-        backend.response(7);
-        backend.errors.of(ErrorKind::Timeout).inc();
+        let mut tally = pool.tally(1);
+        tally.request(10);
+        tally.request(5);
+        tally.response(7, Duration::from_micros(300));
+        tally.flush();
+        pool.backend(1).unwrap().errors.of(ErrorKind::Timeout).inc();
         pool.client_connections.inc();
-        pool.observe(Duration::from_micros(300));
         let after = metrics.render();
         assert_eq!(value(&after, "keyway_requests_total", &s1), Some(2.0));
         assert_eq!(value(&after, "keyway_request_bytes_total", &s1), Some(15.0));
@@ -932,7 +916,7 @@ mod tests {
         let alpha = metrics.pool("alpha", &names(&["s0"]));
         metrics.pool("beta", &names(&["b0"]));
         alpha.client_connections_total.inc();
-        alpha.observe(Duration::from_millis(1));
+        alpha.request_duration.observe(0.001);
         metrics.forget_pool("alpha");
         metrics.forget_pool("never-existed");
         let text = metrics.render();

@@ -146,7 +146,7 @@ fn push_backend(out: &mut String, b: &BackendMetrics) {
 }
 
 /// Appends `s` as a JSON string literal.
-fn push_str(out: &mut String, s: &str) {
+pub(crate) fn push_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -466,9 +466,11 @@ mod tests {
         pool.forward_error.inc_by(4);
         pool.fragments.inc_by(5);
         pool.eject(1);
+        let mut tally = pool.tally(1);
+        tally.request(23);
+        tally.response(5, Duration::from_micros(100));
+        tally.flush();
         let s1 = &pool.backends[1];
-        s1.request(23);
-        s1.response(5);
         s1.server_eof.inc();
         s1.server_err.inc_by(2);
         s1.server_timedout.inc_by(3);
@@ -554,7 +556,9 @@ mod tests {
         ));
         let first = parse(&read_stats(addr).await);
         assert_eq!(first.get("alpha").get("s0").get("requests").int(), 0);
-        pool.backends[0].request(3);
+        let mut tally = pool.tally(0);
+        tally.request(3);
+        tally.flush();
         let second = parse(&read_stats(addr).await);
         assert_eq!(second.get("alpha").get("s0").get("requests").int(), 1);
         shutdown.cancel();
@@ -578,7 +582,9 @@ mod tests {
             shutdown.clone(),
         ));
         let _ = read_stats(addr).await;
-        pool.backends[0].request(3);
+        let mut tally = pool.tally(0);
+        tally.request(3);
+        tally.flush();
         pool.client_connections.inc();
         let doc = parse(&read_stats(addr).await);
         assert_eq!(doc.get("alpha").get("s0").get("requests").int(), 0);
