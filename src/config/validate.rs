@@ -670,6 +670,15 @@ fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
 
+/// A server or master weight: a number of at least 1.
+fn parse_weight(text: &str) -> Result<u32, String> {
+    match parse_number(text) {
+        Ok(0) => Err("weight must be at least 1".to_owned()),
+        Ok(w) => Ok(w),
+        Err(_) => Err(format!("weight '{text}' is not a positive number")),
+    }
+}
+
 /// A number as nutcracker's `nc_atoi` reads it: ASCII digits only (no sign, no spaces, no
 /// `0x`), into a C `int`. nutcracker silently wraps values past `i32::MAX`; Keyway rejects them.
 fn parse_number(text: &str) -> Result<u32, String> {
@@ -789,11 +798,7 @@ fn parse_server(line: &str) -> Result<BackendConfig, String> {
         None => (line, None),
     };
     let (addr, weight) = rest.rsplit_once(':').ok_or_else(format)?;
-    let weight = match parse_number(weight) {
-        Ok(0) => Err("weight must be at least 1".to_owned()),
-        Ok(w) => Ok(w),
-        Err(_) => Err(format!("weight '{weight}' is not a positive number")),
-    };
+    let weight = parse_weight(weight);
     let mut name = name.map(str::to_owned);
     let addr = if addr.starts_with('/') {
         if addr.contains(':') {
@@ -867,11 +872,7 @@ fn parse_master(line: &str) -> Result<BackendConfig, String> {
     {
         return Err(looks_like_address());
     }
-    let weight = match parse_number(weight) {
-        Ok(0) => return Err("weight must be at least 1".into()),
-        Ok(w) => w,
-        Err(_) => return Err(format!("weight '{weight}' is not a positive number")),
-    };
+    let weight = parse_weight(weight)?;
     Ok(BackendConfig {
         addr: BackendAddr::unresolved(),
         weight,

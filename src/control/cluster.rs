@@ -185,6 +185,13 @@ impl Topology {
                 .collect(),
         )
     }
+
+    /// Installs the layout over `pool`'s nodes on it: whether that changed its layout; false
+    /// for a pool that is not a cluster pool.
+    pub fn install(&self, pool: &Pool) -> bool {
+        pool.cluster()
+            .is_some_and(|cluster| cluster.set_layout(self.layout(&pool.config().servers)))
+    }
 }
 
 /// A field list (`[name, value, name, value, ...]`) as a map from name to value.
@@ -329,7 +336,7 @@ pub fn install_layouts(pools: &[Arc<Pool>], layouts: &Layouts) {
     for pool in pools {
         if let (Some(cluster), Some(topology)) = (pool.cluster(), layouts.get(&pool.config().name))
         {
-            cluster.set_layout(topology.layout(&pool.config().servers));
+            topology.install(pool);
             if !cluster.layout().covers_all() {
                 tracing::warn!(pool = %pool.config().name, "Redis Cluster: some slots are served by no node");
             }
@@ -401,10 +408,7 @@ async fn refresh(control: &Control, name: &str) {
             }
             Err(error) => tracing::warn!(pool = name, %error, "Redis Cluster: cannot rebuild"),
         }
-    } else if pool
-        .cluster()
-        .is_some_and(|cluster| cluster.set_layout(topology.layout(&config.servers)))
-    {
+    } else if topology.install(&pool) {
         tracing::info!(pool = name, "Redis Cluster: slot layout changed");
     }
 }

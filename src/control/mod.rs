@@ -133,9 +133,7 @@ impl Control {
             let mut config = slot.config().clone();
             config.servers = topology.servers();
             let replacement = Arc::new(Pool::new(config, &self.metrics));
-            if let Some(cluster) = replacement.cluster() {
-                cluster.set_layout(topology.layout(&replacement.config().servers));
-            }
+            topology.install(&replacement);
             *slot = replacement;
         }
         self.install(&mut state, pools).await;
@@ -401,10 +399,9 @@ impl State {
         let stop = shutdown.child_token();
         let count = Arc::clone(self.counts.entry(pool.name.clone()).or_default());
         let name: Arc<str> = Arc::from(pool.name.as_str());
-        let config = pool.clone();
         let task = tokio::spawn(listener::accept_loop(
             name,
-            config,
+            pool.client_connections as usize,
             bound,
             count,
             Arc::clone(workers),

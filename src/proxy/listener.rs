@@ -139,16 +139,16 @@ pub struct Handoff {
 }
 
 /// Accepts clients until `stop` is cancelled (shutdown, or the pool left or moved its
-/// `listen` on reload), handing each to a worker.
+/// `listen` on reload), handing each to a worker; at most `limit` clients at once (the pool's
+/// `client_connections`).
 pub async fn accept_loop(
     pool: Arc<str>,
-    config: PoolConfig,
+    limit: usize,
     bound: Bound,
     count: Arc<ClientCount>,
     workers: Arc<Workers>,
     stop: Shutdown,
 ) -> io::Result<()> {
-    let limit = config.client_connections as usize;
     let listener = match bound {
         Bound::Tcp(listener) => Listener::Tcp(tokio::net::TcpListener::from_std(listener)?),
         Bound::Unix(listener, path) => {
