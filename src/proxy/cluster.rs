@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
+use super::session::{backend_error, Dialect};
 use super::worker::Route;
 use crate::backend::connection::Handle;
 use crate::backend::reply::TryRecvError;
@@ -215,7 +216,7 @@ impl ClusterRequest {
                 self.refresh();
                 self.retry_later();
             }
-            Err(error) => self.state = State::Done(reply::error(&format!("ERR {error}"))),
+            Err(error) => self.state = State::Done(backend_error(&error, Dialect::Redis)),
         }
     }
 

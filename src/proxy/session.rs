@@ -577,7 +577,7 @@ fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {
 }
 
 /// A backend failure in the client's protocol: `-ERR ...` or `SERVER_ERROR ...`.
-fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
+pub(super) fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
     match dialect {
         Dialect::Redis => reply::error(&format!("ERR {error}")),
         Dialect::Memcache => memcache::reply::server_error(&error.to_string()),
