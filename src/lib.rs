@@ -22,6 +22,8 @@
 //! - [`protocol`]: wire formats; the only code that knows them.
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
 //! - [`backend`]: pipelined backend connections, reconnects, timeouts, ejection.
+//! - [`server`]: the composition root: bind, run, the threads.
+//! - [`signals`]: the signals Keyway acts on.
 //! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
 //!   speaking RESP2/RESP3 or memcached, locally answered commands.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
@@ -36,7 +38,9 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod route;
+pub mod server;
 pub mod shutdown;
+pub mod signals;
 pub mod socket;
 
-pub use proxy::{bind, Proxy};
+pub use server::{bind, Proxy};

@@ -63,7 +63,7 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
                     format!("invalid stats address '{}'", cli.stats_addr),
                 )
             })?;
-    let options = keyway::proxy::Options {
+    let options = keyway::server::Options {
         threads,
         config_path: Some(cli.conf_file.clone()),
         signals: true,

@@ -300,6 +300,17 @@ pub struct Limits {
     /// Most requests in flight per client before Keyway stops reading from it
     /// (`max_pipeline`, default 4096).
     pub max_pipeline: usize,
+    /// Largest reply accepted from a backend, in bytes (`max_reply_bytes`, default 512 MiB,
+    /// as Redis's `proto-max-bulk-len`); a larger one fails its request and recycles the
+    /// connection.
+    pub max_reply_bytes: usize,
+    /// Reply bytes held for one client (received from backends, not yet taken by the client)
+    /// past which Keyway stops reading its requests (`client_output_limit`, default 64 MiB):
+    /// the soft limit of Redis's `client-output-buffer-limit`.
+    pub client_output_limit: usize,
+    /// Reply bytes held for one client past which Keyway closes it
+    /// (`client_output_hard_limit`, default 1 GiB): the hard limit.
+    pub client_output_hard_limit: usize,
 }
 
 impl Default for Limits {
@@ -309,6 +320,9 @@ impl Default for Limits {
             max_multibulk_length: 1_048_576,
             max_key_bytes: 1024 * 1024,
             max_pipeline: 4096,
+            max_reply_bytes: 512 * 1024 * 1024,
+            client_output_limit: 64 * 1024 * 1024,
+            client_output_hard_limit: 1024 * 1024 * 1024,
         }
     }
 }

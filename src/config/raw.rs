@@ -31,11 +31,14 @@ pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
 ];
 
 /// Keyway's own pool keys, flat like nutcracker's.
-pub(crate) const EXTENSION_KEYS: [&str; 9] = [
+pub(crate) const EXTENSION_KEYS: [&str; 12] = [
     "max_request_bytes",
     "max_multibulk_length",
     "max_key_bytes",
     "max_pipeline",
+    "max_reply_bytes",
+    "client_output_limit",
+    "client_output_hard_limit",
     "slots",
     "sentinels",
     "sentinel_auth",
@@ -105,6 +108,12 @@ pub(crate) struct RawPool {
     pub(crate) max_key_bytes: Scalar,
     #[serde(default)]
     pub(crate) max_pipeline: Scalar,
+    #[serde(default)]
+    pub(crate) max_reply_bytes: Scalar,
+    #[serde(default)]
+    pub(crate) client_output_limit: Scalar,
+    #[serde(default)]
+    pub(crate) client_output_hard_limit: Scalar,
     /// `distribution: slots` only: server name → slot ranges, in file order.
     #[serde(default)]
     pub(crate) slots: Option<RawSlots>,

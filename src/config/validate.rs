@@ -541,6 +541,21 @@ impl PoolChecker<'_> {
             )?,
             max_key_bytes: limit(&raw.max_key_bytes, "max_key_bytes", defaults.max_key_bytes)?,
             max_pipeline: limit(&raw.max_pipeline, "max_pipeline", defaults.max_pipeline)?,
+            max_reply_bytes: limit(
+                &raw.max_reply_bytes,
+                "max_reply_bytes",
+                defaults.max_reply_bytes,
+            )?,
+            client_output_limit: limit(
+                &raw.client_output_limit,
+                "client_output_limit",
+                defaults.client_output_limit,
+            )?,
+            client_output_hard_limit: limit(
+                &raw.client_output_hard_limit,
+                "client_output_hard_limit",
+                defaults.client_output_hard_limit,
+            )?,
         })
     }
 
@@ -950,7 +965,8 @@ mod tests {
                 max_request_bytes: 1000,
                 max_multibulk_length: 10,
                 max_key_bytes: 100,
-                max_pipeline: 8
+                max_pipeline: 8,
+                ..Limits::default()
             }
         );
     }

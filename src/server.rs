@@ -1,0 +1,214 @@
+//! The composition root: binds the pools' listeners and the admin and stats servers, starts
+//! the workers and the control plane, and runs until shutdown. Threads: one control thread
+//! (signals, accept loops, reloads) and `--threads` workers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admin::{self, Admin};
+use crate::backend::pool::Pool;
+use crate::config::Config;
+use crate::control::Control;
+use crate::metrics::{stats, Metrics};
+use crate::proxy::listener::{self, Bound, LocalAddr};
+use crate::proxy::worker::Workers;
+use crate::shutdown::Shutdown;
+use crate::signals::Signals;
+
+/// How to run the proxy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// The config file, re-read on reload (SIGHUP); `None` disables reload.
+    pub config_path: Option<PathBuf>,
+    /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
+    pub signals: bool,
+    /// The HTTP admin address (`/metrics`, `/healthz`, `/pools`, `POST /reload`).
+    pub admin: Option<SocketAddr>,
+    /// nutcracker's stats port (`-a`:`-s`), serving the stats JSON.
+    pub stats: Option<SocketAddr>,
+    /// nutcracker's `-i`: how old the stats JSON's pool figures may be.
+    pub stats_interval: Duration,
+}
+
+/// A proxy with its listeners bound, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    /// The control thread's runtime, made at bind time so signal handlers are in place before
+    /// any listener accepts.
+    runtime: tokio::runtime::Runtime,
+    signals: Option<Signals>,
+    pools: Vec<Arc<Pool>>,
+    listeners: Vec<Bound>,
+    metrics: Arc<Metrics>,
+    admin: Option<std::net::TcpListener>,
+    stats: Option<std::net::TcpListener>,
+    options: Options,
+}
+
+/// Binds a TCP listener for the admin or stats server, ready for a runtime to take over.
+fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen on {addr} for the {what}: {error}"),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Binds every pool's listener. Binding is apart from running so that callers (and tests,
+/// with port 0) learn the addresses before traffic starts. Sentinel pools learn their masters'
+/// addresses here, and cluster pools their nodes and slot layout, before anything is served.
+///
+/// # Errors
+/// A listener could not be bound, no Sentinel placed a master, or no seed of a cluster pool
+/// answered.
+pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(crate::control::sentinel::resolve(&mut config))
+        .map_err(io::Error::other)?;
+    let layouts = runtime
+        .block_on(crate::control::cluster::resolve(&mut config))
+        .map_err(io::Error::other)?;
+    let signals = if options.signals {
+        Some(runtime.block_on(async { Signals::install() })?)
+    } else {
+        None
+    };
+    let mut listeners = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
+        let bound = listener::bind(pool).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!(
+                    "pool '{}': cannot listen on {}: {error}",
+                    pool.name, pool.listen
+                ),
+            )
+        })?;
+        listeners.push(bound);
+    }
+    let admin = options
+        .admin
+        .map(|a| bind_tcp(a, "admin server"))
+        .transpose()?;
+    let stats = options
+        .stats
+        .map(|a| bind_tcp(a, "stats server"))
+        .transpose()?;
+    let metrics = Metrics::new();
+    let pools: Vec<Arc<Pool>> = config
+        .pools
+        .into_iter()
+        .map(|p| Arc::new(Pool::new(p, &metrics)))
+        .collect();
+    crate::control::cluster::install_layouts(&pools, &layouts);
+    Ok(Proxy {
+        runtime,
+        signals,
+        pools,
+        listeners,
+        metrics,
+        admin,
+        stats,
+        options,
+    })
+}
+
+impl Proxy {
+    /// The admin server's bound address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The stats server's bound address, if it has one.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Each pool's name and bound address, in config order.
+    pub fn local_addrs(&self) -> Vec<(String, LocalAddr)> {
+        self.pools
+            .iter()
+            .zip(&self.listeners)
+            .filter_map(|(pool, bound)| {
+                Some((pool.config().name.clone(), bound.local_addr().ok()?))
+            })
+            .collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: stops accepting, lets sessions finish
+    /// their in-flight requests (up to the grace period), and returns. Blocks the calling thread.
+    ///
+    /// # Errors
+    /// A runtime, thread or signal handler could not be created.
+    pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
+        let (workers, threads) = Workers::start(self.options.threads, &self.pools, &shutdown)?;
+        let signals = self.signals;
+        let result = self.runtime.block_on(async {
+            let control = Control::start(
+                self.options.config_path.clone(),
+                self.pools,
+                self.listeners,
+                workers,
+                Arc::clone(&self.metrics),
+                shutdown.clone(),
+            );
+            if let Some(listener) = self.stats {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let metrics = Arc::clone(&self.metrics);
+                let interval = self.options.stats_interval;
+                tokio::spawn(stats::serve_stats(
+                    listener,
+                    metrics,
+                    interval,
+                    shutdown.clone(),
+                ));
+            }
+            if let Some(listener) = self.admin {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tokio::spawn(admin::serve(
+                    listener,
+                    admin_of(&control, &self.metrics),
+                    shutdown.clone(),
+                ));
+            }
+            let outcome = match signals {
+                Some(signals) => signals.watch(&control, &shutdown).await,
+                None => {
+                    shutdown.cancelled().await;
+                    Ok(())
+                }
+            };
+            control.stop().await;
+            outcome
+        });
+        shutdown.cancel();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+/// The admin server's view of the proxy: metrics, live pools, reload.
+fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
+    let pools = Arc::clone(control);
+    let reload = Arc::clone(control);
+    Admin {
+        metrics: Arc::clone(metrics),
+        pools: Arc::new(move || pools.pools_json()),
+        reload: Arc::new(move || {
+            let control = Arc::clone(&reload);
+            Box::pin(async move { control.reload().await })
+        }),
+    }
+}
