@@ -8,6 +8,11 @@
 #   scripts/bench.sh --callgrind [--quick]                instructions per request (callgrind)
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
+# BASE_BIN=path adds a baseline Keyway (targets kb_1t, kb_2t: same flags, another binary), and
+# the summary gains an after/before table: the regression check of a change, in one run.
+# SERVER_CONNECTIONS=N writes `server_connections: N` into every proxy's config (default: the
+# key is absent, nutcracker's default 1). ONLY="t1 t2 ..." runs just those targets (ids as in
+# TARGETS below; the direct target is always started, as backend 1).
 # Outputs in bench-results/ (or --out): results.csv, memory.csv, summary.md, chart.png for the
 # load run; strace.csv, callgrind.csv, profile.md for the profile modes; logs/ holds configs,
 # process logs and raw strace / callgrind output. Everything listens on
@@ -33,6 +38,7 @@ V1K=$(printf 'x%.0s' $(seq 1024))
 
 # Targets in the order each round visits them. The direct target is backend 1 itself.
 TARGETS=(direct nc_default nc_v4 kw_1t kw_2t)
+PROXY_TARGETS=(nc_default nc_v4 kw_1t kw_2t)
 declare -A PORT=()  # target -> listen port
 declare -A PID=()   # target -> pid whose CPU and memory are measured
 
@@ -68,6 +74,25 @@ parse_args() {
     shift
   done
   [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
+  if [[ -n ${BASE_BIN:-} ]]; then
+    [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not executable"
+    TARGETS+=(kb_1t kb_2t)
+    PROXY_TARGETS+=(kb_1t kb_2t)
+  fi
+  if [[ -n ${ONLY:-} ]]; then
+    local only=() t
+    read -r -a only <<<"$ONLY"
+    for t in "${only[@]}"; do
+      [[ " ${TARGETS[*]} " == *" $t "* ]] || die "ONLY: unknown target $t"
+    done
+    TARGETS=(direct)
+    PROXY_TARGETS=()
+    for t in "${only[@]}"; do
+      [[ $t == direct ]] && continue
+      TARGETS+=("$t")
+      PROXY_TARGETS+=("$t")
+    done
+  fi
   # --quick: one round and smaller counts, about a minute in all.
   if ((QUICK)); then ROUNDS=1; fi
 }
@@ -186,6 +211,7 @@ write_conf() {
     echo "  hash: fnv1a_64"
     echo "  distribution: ketama"
     echo "  redis: true"
+    if [[ -n ${SERVER_CONNECTIONS:-} ]]; then echo "  server_connections: $SERVER_CONNECTIONS"; fi
     echo "  servers:"
     for b in "${BACKENDS[@]}"; do echo "    - 127.0.0.1:$b:1"; done
   } >"$file"
@@ -198,9 +224,11 @@ proxy_cmd() {
   case $target in
     nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
     nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
-    kw_1t | kw_2t)
+    kw_1t | kw_2t | kb_1t | kb_2t)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
-      echo "$KEYWAY_BIN" -c "$conf" --threads "${target:3:1}" -s "$(free_port)" -a 127.0.0.1 \
+      local bin=$KEYWAY_BIN
+      [[ $target == kb_* ]] && bin=$BASE_BIN
+      echo "$bin" -c "$conf" --threads "${target:3:1}" -s "$(free_port)" -a 127.0.0.1 \
         --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
   esac
@@ -208,7 +236,7 @@ proxy_cmd() {
 
 start_proxies() {
   local target port cmd
-  for target in nc_default nc_v4 kw_1t kw_2t; do
+  for target in "${PROXY_TARGETS[@]}"; do
     port=$(free_port)
     read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
     "${cmd[@]}" &
@@ -216,7 +244,7 @@ start_proxies() {
     PID[$target]=$!
     PORT[$target]=$port
   done
-  for target in nc_default nc_v4 kw_1t kw_2t; do wait_port "${PORT[$target]}"; done
+  for target in "${PROXY_TARGETS[@]}"; do wait_port "${PORT[$target]}"; done
 }
 
 # Every key the read workloads touch exists on every backend, so GET, MGET and LRANGE hit
@@ -379,7 +407,8 @@ write_meta() {
     echo "keyway: $("$KEYWAY_BIN" -V 2>&1 | head -n 1) ($KEYWAY_BIN)"
     echo "nutcracker: $(nutcracker -V 2>&1 | head -n 1)"
     echo "redis-server: $(redis-server --version | awk '{ print $3 }'); redis-benchmark: $(redis-benchmark --version | awk '{ print $2 }')"
-    echo "config: 4 redis-server backends on loopback, ketama + fnv1a_64, redis: true, defaults otherwise; keyspace $KEYSPACE keys per value size"
+    echo "config: 4 redis-server backends on loopback, ketama + fnv1a_64, redis: true, server_connections: ${SERVER_CONNECTIONS:-1 (default)}, defaults otherwise; keyspace $KEYSPACE keys per value size"
+    if [[ -n ${BASE_BIN:-} ]]; then echo "baseline keyway: $BASE_BIN"; fi
     echo "mode: $*"
     # Anything else running competes for the same cores; say so next to the numbers.
     echo "load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -443,7 +472,7 @@ callgrind_mode() {
   n=20000
   ((QUICK)) && n=5000
   echo "target,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"
-  for target in nc_default nc_v4 kw_1t kw_2t; do
+  for target in "${PROXY_TARGETS[@]}"; do
     port=$(free_port)
     read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
     valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$target.%p" \

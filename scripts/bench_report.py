@@ -30,6 +30,8 @@ TARGETS = [
     ("nc_v4", "nutcracker -v 4"),
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
+    ("kb_1t", "baseline Keyway 1 thread"),
+    ("kb_2t", "baseline Keyway 2 threads"),
 ]
 LABEL = dict(TARGETS)
 PROXIES = [t for t, _ in TARGETS if t != "direct"]
@@ -289,6 +291,30 @@ def report(out_dir):
             )
         md += [table(hdr, body), ""]
 
+    if "kb_1t" in present:
+        md += [
+            "## This build against the baseline build (median of per-round ratios)",
+            "",
+            "ops/s: above 1.00 is faster; CPU and p99: below 1.00 is better. **Bold**: this build "
+            "behind by more than 3%.",
+            "",
+        ]
+        hdr = ["workload"]
+        for t in ("1t", "2t"):
+            hdr += [f"ops/s {t}", f"CPU {t}", f"p99 {t}"]
+        body = []
+        for w in order:
+            cells = [w]
+            for t in ("1t", "2t"):
+                a, b = f"kw_{t}", f"kb_{t}"
+                cells += [
+                    regress(pr(w, a, b, "ops_per_sec"), higher_is_better=True),
+                    regress(pr(w, a, b, "cpu_s_per_mreq"), higher_is_better=False),
+                    regress(pr(w, a, b, "p99_ms"), higher_is_better=False),
+                ]
+            body.append(cells)
+        md += [table(hdr, body), ""]
+
     mem = read_csv(os.path.join(out_dir, "memory.csv"))
     if mem:
         md += [
@@ -312,6 +338,14 @@ def report(out_dir):
     chart(out_dir, order, med)
 
 
+def regress(r, higher_is_better):
+    """A this-build / baseline ratio, bold when this build is more than 3% behind."""
+    if r is None:
+        return "–"
+    behind = r < 0.97 if higher_is_better else r > 1.03
+    return f"**{r:.2f}**" if behind else f"{r:.2f}"
+
+
 def cpu_ratio(r):
     if r is None:
         return "–"
@@ -331,6 +365,8 @@ def chart(out_dir, order, med):
         "nc_v4": "#ca0020",
         "kw_1t": "#0571b0",
         "kw_2t": "#92c5de",
+        "kb_1t": "#4dac26",
+        "kb_2t": "#b8e186",
     }
     n = len(targets)
     width = 0.8 / n
