@@ -1,0 +1,106 @@
+//! Processes a test started: signals and memory by PID, log tails, and the guard that kills
+//! a backend process by PID on drop.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// Sends a signal by PID with the `kill` program (no libc, no unsafe).
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run `kill` (package procps)");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// Resident memory of a process in KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+pub(crate) fn tail(path: &Path, max: usize) -> String {
+    let text = fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(max);
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+/// A backend process a test started (redis-server, memcached, redis-sentinel): killed by PID
+/// and reaped on drop.
+#[derive(Default)]
+pub(crate) struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// Runs `cmd` with stdout and stderr appended to `log` and waits until `ready`; false (and
+    /// nothing left running) if the process exits first or never gets ready.
+    pub(crate) fn start(
+        &mut self,
+        cmd: &mut Command,
+        log: &Path,
+        ready: impl Fn() -> bool,
+    ) -> bool {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("clone log fd")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let up = wait_until(START_TIMEOUT, || {
+            matches!(child.try_wait(), Ok(Some(_))) || ready()
+        });
+        if up && matches!(child.try_wait(), Ok(None)) {
+            self.0 = Some(child);
+            true
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            false
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.as_ref().expect("process is running").id()
+    }
+
+    /// Freezes the process (SIGSTOP): connections are accepted by the kernel, nothing answers.
+    pub(crate) fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub(crate) fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// SIGKILL and reap: the port is closed afterwards.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
