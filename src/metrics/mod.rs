@@ -26,8 +26,9 @@ pub use table::{BackendMetrics, PoolMetrics};
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Why a request failed, as counted in `keyway_errors_total{kind}`. Every kind is a backend's
-/// (the series carry a `backend` label); a request the client got wrong never reaches one,
-/// and shows in the pool's `client_err` (connections closed on a malformed request) instead.
+/// (the series carry a `backend` label). A request the client got wrong reaches no backend and
+/// is no backend's error: it gets its error reply, and a malformed one that closes the
+/// connection counts in the pool's `client_err`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// No reply within the pool's `timeout`.

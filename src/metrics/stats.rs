@@ -1,5 +1,7 @@
 //! nutcracker's stats JSON, read from the same [`Metrics`] as the Prometheus text, and the stats
-//! port that writes it to each client and closes (`-s`/`-a`), so twemproxy exporters keep working.
+//! port that writes it to each client and closes (`-s`/`-a`), so twemproxy exporters keep working;
+//! also `-D`'s description of the same fields ([`describe`]). Both list the stats the metric
+//! table marks as nutcracker's, in its order.
 //!
 //! The document has nutcracker 0.5's exact shape, key names, key order and separators:
 //!
