@@ -224,6 +224,8 @@ impl Session {
                 }
                 output.extend_from_slice(&bytes);
             }
+            // Counted before the client can see the replies (a no-op when none was taken).
+            latency.flush();
             let ready = single.as_deref().unwrap_or(&output);
             if !ready.is_empty() {
                 // Straight away when the socket takes it all (the usual case), else wait.
@@ -252,7 +254,6 @@ impl Session {
                 input.reserve(input.len().max(READ_CHUNK));
             }
             let can_read = reading && pending.len() < max_pipeline;
-            latency.flush();
             let woke = std::future::poll_fn(|cx| {
                 if let Some(front) = pending.front_mut() {
                     if front.poll_ready(cx).is_ready() {
