@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::local::{LocalHistogram, LocalIntCounter};
-use prometheus::{IntCounter, Registry, TextEncoder};
+use prometheus::{Histogram, IntCounter, Registry, TextEncoder};
 
 use table::Families;
 pub use table::{BackendMetrics, PoolMetrics};
@@ -238,7 +238,10 @@ impl PoolMetrics {
     pub fn latency(&self) -> Latency {
         Latency {
             arrivals: VecDeque::new(),
-            histogram: self.request_duration.local(),
+            few: [0.0; FEW],
+            taken: 0,
+            many: self.request_duration.local(),
+            histogram: self.request_duration.clone(),
         }
     }
 
@@ -322,15 +325,25 @@ impl std::fmt::Debug for Tally {
     }
 }
 
+/// How many latencies per poll a session adds to the shared histogram one by one: an
+/// unpipelined client has one per poll, and one `observe` costs a fifth of a local histogram's
+/// flush (which walks every bucket). Past these, a poll's latencies are counted locally.
+const FEW: usize = 2;
+
 /// One client session's request latencies (`keyway_request_duration_seconds`): from each
 /// request's arrival to its reply being ready for the client, whatever the reply is (a
 /// backend's, a timeout or other error, or one Keyway answers itself). Replies are ready in
 /// request order, so the arrival times wait in a FIFO as long as the session's pending
-/// replies (bounded by its pipeline limit). Counted without atomics; [`Latency::flush`] adds
-/// them to the pool's histogram, once per session poll (and when dropped).
+/// replies (bounded by its pipeline limit). [`Latency::flush`] adds a poll's latencies to the
+/// pool's histogram, once per session poll (and when dropped): the first few one by one, the
+/// rest of a pipeline through a local histogram.
 pub struct Latency {
     arrivals: VecDeque<Instant>,
-    histogram: LocalHistogram,
+    few: [f64; FEW],
+    /// How many of `few` hold a latency.
+    taken: usize,
+    many: LocalHistogram,
+    histogram: Histogram,
 }
 
 impl Latency {
@@ -341,15 +354,32 @@ impl Latency {
 
     /// The oldest request's reply is ready at `now`.
     pub fn replied(&mut self, now: Instant) {
-        if let Some(at) = self.arrivals.pop_front() {
-            self.histogram
-                .observe(now.saturating_duration_since(at).as_secs_f64());
+        let Some(at) = self.arrivals.pop_front() else {
+            return;
+        };
+        let seconds = now.saturating_duration_since(at).as_secs_f64();
+        match self.few.get_mut(self.taken) {
+            Some(slot) => {
+                *slot = seconds;
+                self.taken += 1;
+            }
+            None => self.many.observe(seconds),
         }
     }
 
     /// Adds what was counted since the last flush to the pool's histogram.
     pub fn flush(&mut self) {
-        self.histogram.flush();
+        for seconds in self.few.iter().take(self.taken) {
+            self.histogram.observe(*seconds);
+        }
+        self.taken = 0;
+        self.many.flush();
+    }
+}
+
+impl Drop for Latency {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -578,6 +608,30 @@ mod tests {
         let name = "keyway_request_duration_seconds_bucket";
         assert_eq!(value(&text, name, &bucket("0.5")), Some(0.0));
         assert_eq!(value(&text, name, &bucket("1")), Some(2.0));
+    }
+
+    #[test]
+    fn a_pipeline_of_latencies_is_counted_whole() {
+        let metrics = Metrics::new();
+        let pool = metrics.pool("alpha", &names(&["s0"]));
+        let start = Instant::now();
+        let mut latency = pool.latency();
+        for _ in 0..(FEW + 5) {
+            latency.arrived(start);
+        }
+        for _ in 0..(FEW + 5) {
+            latency.replied(start + Duration::from_millis(2));
+        }
+        latency.flush();
+        assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 5);
+        // Flushed state starts again from nothing.
+        latency.arrived(start);
+        latency.replied(start + Duration::from_millis(2));
+        latency.flush();
+        latency.flush();
+        assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 6);
+        let sum = pool.request_duration.get_sample_sum();
+        assert!((sum - 0.002 * (FEW as f64 + 6.0)).abs() < 1e-9, "{sum}");
     }
 
     #[test]
