@@ -12,7 +12,7 @@ use keyway::shutdown::Shutdown;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.describe_stats {
-        print!("{}", STATS_DESCRIPTION);
+        print!("{}", keyway::metrics::stats::describe());
         return ExitCode::SUCCESS;
     }
     if let Err(error) = init_logging(&cli) {
@@ -163,29 +163,3 @@ fn daemonize() -> ExitCode {
 }
 
 use std::os::unix::process::CommandExt;
-
-/// `-D`: the stats nutcracker describes, which Keyway serves under the same names.
-const STATS_DESCRIPTION: &str = "\
-pool stats:
-  client_eof          \"# eof on client connections\"
-  client_err          \"# errors on client connections\"
-  client_connections  \"# active client connections\"
-  server_ejects       \"# times backend server was ejected\"
-  forward_error       \"# times we encountered a forwarding error\"
-  fragments           \"# fragments created from a multi-vector request\"
-
-server stats:
-  server_eof          \"# eof on server connections\"
-  server_err          \"# errors on server connections\"
-  server_timedout     \"# timeouts on server connections\"
-  server_connections  \"# active server connections\"
-  server_ejected_at   \"timestamp when server was ejected in usec since epoch\"
-  requests            \"# requests\"
-  request_bytes       \"total request bytes\"
-  responses           \"# responses\"
-  response_bytes      \"total response bytes\"
-  in_queue            \"# requests in incoming queue\"
-  in_queue_bytes      \"current request bytes in incoming queue\"
-  out_queue           \"# requests in outgoing queue\"
-  out_queue_bytes     \"current request bytes in outgoing queue\"
-";

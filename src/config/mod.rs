@@ -1,6 +1,9 @@
-//! nutcracker.yml → raw serde types (`raw`) → validated, typed [`Config`] (`validate`).
+//! nutcracker.yml → raw values per key (`raw`) → validated, typed [`Config`] (`validate`).
 //! Startup, `-t` and reload all go through [`Config::parse`], so the three can never disagree.
+//! Every pool key is declared once, in `keys`: parsing, validation, the reload diff and the
+//! README's key tables (held to it by a test) all follow that table.
 
+pub(crate) mod keys;
 mod raw;
 mod validate;
 

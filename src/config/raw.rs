@@ -1,132 +1,109 @@
-//! The file as written: serde mirror structs holding every value as nutcracker sees it (the raw
-//! scalar text), plus the structural checks nutcracker makes before it looks at any value.
+//! The file as written: each pool's keys (known from the [`Key`] table) with their values as
+//! nutcracker sees them (the raw scalar text), plus the structural checks nutcracker makes
+//! before it looks at any value.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+use super::keys::{Key, Origin, Shape};
 use super::Problem;
-
-/// The pool keys nutcracker 0.5 knows, in its own order (`conf_commands` in `nc_conf.c`), plus
-/// `reuseport`, which nutcracker gained after 0.5.0.
-pub(crate) const NUTCRACKER_KEYS: [&str; 18] = [
-    "listen",
-    "hash",
-    "hash_tag",
-    "distribution",
-    "timeout",
-    "backlog",
-    "client_connections",
-    "redis",
-    "tcpkeepalive",
-    "reuseport",
-    "redis_auth",
-    "redis_db",
-    "preconnect",
-    "auto_eject_hosts",
-    "server_connections",
-    "server_retry_timeout",
-    "server_failure_limit",
-    "servers",
-];
-
-/// Keyway's own pool keys, flat like nutcracker's.
-pub(crate) const EXTENSION_KEYS: [&str; 12] = [
-    "max_request_bytes",
-    "max_multibulk_length",
-    "max_key_bytes",
-    "max_pipeline",
-    "max_reply_bytes",
-    "client_output_limit",
-    "client_output_hard_limit",
-    "slots",
-    "sentinels",
-    "sentinel_auth",
-    "cluster",
-    "read_from",
-];
 
 /// One scalar value exactly as written: `None` when the key is absent.
 ///
-/// Deserialized through `String` so that serde_yaml_ng hands over the scalar's text unresolved:
+/// Read through `String` so that serde_yaml_ng hands over the scalar's text unresolved:
 /// nutcracker compares raw text (`redis: True` is not `true` to it, `redis_auth: ~` is the
 /// password `~`, and `timeout:` is the empty string), and so does Keyway.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scalar(pub(crate) Option<String>);
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|text| Scalar(Some(text)))
+/// One value as written, in the shape its key's [`Shape`] gives.
+#[derive(Debug, PartialEq, Eq)]
+enum RawValue {
+    Scalar(String),
+    Lines(Vec<String>),
+    Slots(RawSlots),
+}
+
+/// One pool as written: the keys present, each with its value, in file order. Defaults live in
+/// `validate`, which knows which keys were set.
+#[derive(Debug, Default)]
+pub(crate) struct RawPool {
+    values: Vec<(Key, RawValue)>,
+}
+
+impl RawPool {
+    /// Whether `key` is written.
+    pub(crate) fn has(&self, key: Key) -> bool {
+        self.values.iter().any(|(k, _)| *k == key)
+    }
+
+    fn take(&mut self, key: Key) -> Option<RawValue> {
+        let index = self.values.iter().position(|(k, _)| *k == key)?;
+        Some(self.values.remove(index).1)
+    }
+
+    /// Takes the text of scalar key `key`.
+    pub(crate) fn scalar(&mut self, key: Key) -> Scalar {
+        match self.take(key) {
+            Some(RawValue::Scalar(text)) => Scalar(Some(text)),
+            _ => Scalar(None),
+        }
+    }
+
+    /// Takes the lines of list key `key` (`servers`, `sentinels`, `cluster`).
+    pub(crate) fn lines(&mut self, key: Key) -> Option<Vec<String>> {
+        match self.take(key)? {
+            RawValue::Lines(lines) => Some(lines),
+            _ => None,
+        }
+    }
+
+    /// Takes the `slots` mapping.
+    pub(crate) fn slots(&mut self) -> Option<RawSlots> {
+        match self.take(Key::Slots)? {
+            RawValue::Slots(slots) => Some(slots),
+            _ => None,
+        }
     }
 }
 
-/// One pool as written. Defaults live in `validate`, which knows which keys were set.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPool {
-    #[serde(default)]
-    pub(crate) listen: Scalar,
-    #[serde(default)]
-    pub(crate) hash: Scalar,
-    #[serde(default)]
-    pub(crate) hash_tag: Scalar,
-    #[serde(default)]
-    pub(crate) distribution: Scalar,
-    #[serde(default)]
-    pub(crate) timeout: Scalar,
-    #[serde(default)]
-    pub(crate) backlog: Scalar,
-    #[serde(default)]
-    pub(crate) client_connections: Scalar,
-    #[serde(default)]
-    pub(crate) redis: Scalar,
-    #[serde(default)]
-    pub(crate) tcpkeepalive: Scalar,
-    #[serde(default)]
-    pub(crate) reuseport: Scalar,
-    #[serde(default)]
-    pub(crate) redis_auth: Scalar,
-    #[serde(default)]
-    pub(crate) redis_db: Scalar,
-    #[serde(default)]
-    pub(crate) preconnect: Scalar,
-    #[serde(default)]
-    pub(crate) auto_eject_hosts: Scalar,
-    #[serde(default)]
-    pub(crate) server_connections: Scalar,
-    #[serde(default)]
-    pub(crate) server_retry_timeout: Scalar,
-    #[serde(default)]
-    pub(crate) server_failure_limit: Scalar,
-    #[serde(default)]
-    pub(crate) servers: Option<Vec<String>>,
-    #[serde(default)]
-    pub(crate) max_request_bytes: Scalar,
-    #[serde(default)]
-    pub(crate) max_multibulk_length: Scalar,
-    #[serde(default)]
-    pub(crate) max_key_bytes: Scalar,
-    #[serde(default)]
-    pub(crate) max_pipeline: Scalar,
-    #[serde(default)]
-    pub(crate) max_reply_bytes: Scalar,
-    #[serde(default)]
-    pub(crate) client_output_limit: Scalar,
-    #[serde(default)]
-    pub(crate) client_output_hard_limit: Scalar,
-    /// `distribution: slots` only: server name → slot ranges, in file order.
-    #[serde(default)]
-    pub(crate) slots: Option<RawSlots>,
-    /// Redis Sentinel addresses (`host:port` lines); the servers are then master names.
-    #[serde(default)]
-    pub(crate) sentinels: Option<Vec<String>>,
-    #[serde(default)]
-    pub(crate) sentinel_auth: Scalar,
-    /// Redis Cluster seed addresses (`host:port` lines); the nodes come from the cluster.
-    #[serde(default)]
-    pub(crate) cluster: Option<Vec<String>>,
-    #[serde(default)]
-    pub(crate) read_from: Scalar,
+impl<'de> Deserialize<'de> for RawPool {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PoolVisitor;
+
+        impl<'de> Visitor<'de> for PoolVisitor {
+            type Value = RawPool;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of pool settings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPool, A::Error> {
+                let mut pool = RawPool::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    // The first pass has reported unknown keys already; this only keeps the
+                    // typed pass from guessing.
+                    let key =
+                        Key::named(&name).ok_or_else(|| de::Error::unknown_field(&name, &[]))?;
+                    if pool.has(key) {
+                        return Err(de::Error::duplicate_field(key.name()));
+                    }
+                    // Each key's value is read in its declared shape; through `String`, a
+                    // scalar keeps the text nutcracker sees.
+                    let value = match key.shape() {
+                        Shape::Scalar => RawValue::Scalar(map.next_value()?),
+                        Shape::Lines { .. } => RawValue::Lines(map.next_value()?),
+                        Shape::Slots => RawValue::Slots(map.next_value()?),
+                    };
+                    pool.values.push((key, value));
+                }
+                Ok(pool)
+            }
+        }
+
+        deserializer.deserialize_map(PoolVisitor)
+    }
 }
 
 /// The `slots` mapping as written: `(server name, ranges text)` pairs in file order.
@@ -268,35 +245,24 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
             key: key.clone(),
             message,
         };
-        if !is_known_key(&key) {
-            problems.push(problem(format!(
+        match Key::named(&key).map(Key::shape) {
+            None => problems.push(problem(format!(
                 "unknown key (expected one of {}, or Keyway's {})",
-                NUTCRACKER_KEYS.join(" "),
-                EXTENSION_KEYS.join(" ")
-            )));
-        } else if key == "servers" {
-            check_lines(value, ("server line", "server lines"), &problem, problems);
-        } else if key == "sentinels" {
-            check_lines(
-                value,
-                ("Sentinel address", "Sentinel addresses (host:port)"),
-                &problem,
-                problems,
-            );
-        } else if key == "cluster" {
-            check_lines(
-                value,
-                ("seed address", "seed addresses (host:port)"),
-                &problem,
-                problems,
-            );
-        } else if key == "slots" {
-            check_slots(value, &problem, problems);
-        } else if scalar_text(value).is_none() {
-            problems.push(problem(format!(
-                "must be a single value, found {}",
-                kind(value)
-            )));
+                Key::names(Origin::Nutcracker).join(" "),
+                Key::names(Origin::Keyway).join(" ")
+            ))),
+            Some(Shape::Lines { one, many }) => {
+                check_lines(value, (one, many), &problem, problems);
+            }
+            Some(Shape::Slots) => check_slots(value, &problem, problems),
+            Some(Shape::Scalar) => {
+                if scalar_text(value).is_none() {
+                    problems.push(problem(format!(
+                        "must be a single value, found {}",
+                        kind(value)
+                    )));
+                }
+            }
         }
     }
 }
@@ -351,11 +317,6 @@ fn check_slots(value: &Value, problem: &dyn Fn(String) -> Problem, problems: &mu
     }
 }
 
-/// Whether `key` is a pool key nutcracker or Keyway knows.
-pub(crate) fn is_known_key(key: &str) -> bool {
-    NUTCRACKER_KEYS.contains(&key) || EXTENSION_KEYS.contains(&key)
-}
-
 /// The text of a scalar node; `None` for lists, mappings and tagged values (nutcracker rejects
 /// YAML tags).
 fn scalar_text(value: &Value) -> Option<String> {
@@ -391,21 +352,21 @@ mod tests {
 
     #[test]
     fn scalars_keep_the_text_nutcracker_sees() {
-        let raw = parse(
+        let mut raw = parse(
             "a:\n  listen: 127.0.0.1:1\n  redis: True\n  redis_auth: ~\n  timeout:\n  \
              backlog: 0x10\n  hash_tag: \"{}\"\n  servers:\n   - 127.0.0.1:6379:1\n",
         )
         .unwrap();
-        let (name, pool) = &raw.pools[0];
+        let (name, pool) = &mut raw.pools[0];
         assert_eq!(name, "a");
-        assert_eq!(pool.redis.0.as_deref(), Some("True"));
-        assert_eq!(pool.redis_auth.0.as_deref(), Some("~"));
-        assert_eq!(pool.timeout.0.as_deref(), Some(""));
-        assert_eq!(pool.backlog.0.as_deref(), Some("0x10"));
-        assert_eq!(pool.hash_tag.0.as_deref(), Some("{}"));
-        assert_eq!(pool.hash.0, None);
+        assert_eq!(pool.scalar(Key::Redis).0.as_deref(), Some("True"));
+        assert_eq!(pool.scalar(Key::RedisAuth).0.as_deref(), Some("~"));
+        assert_eq!(pool.scalar(Key::Timeout).0.as_deref(), Some(""));
+        assert_eq!(pool.scalar(Key::Backlog).0.as_deref(), Some("0x10"));
+        assert_eq!(pool.scalar(Key::HashTag).0.as_deref(), Some("{}"));
+        assert_eq!(pool.scalar(Key::Hash).0, None);
         assert_eq!(
-            pool.servers.as_deref(),
+            pool.lines(Key::Servers).as_deref(),
             Some(&["127.0.0.1:6379:1".to_owned()][..])
         );
     }
@@ -496,8 +457,9 @@ mod tests {
 
     #[test]
     fn slots_keep_file_order_and_text() {
-        let raw = parse("a:\n  slots:\n    s2: 0-5460, 6000\n    1: 6001\n    s0: ~\n").unwrap();
-        let slots = raw.pools[0].1.slots.as_ref().unwrap();
+        let mut raw =
+            parse("a:\n  slots:\n    s2: 0-5460, 6000\n    1: 6001\n    s0: ~\n").unwrap();
+        let slots = raw.pools[0].1.slots().unwrap();
         assert_eq!(
             slots.0,
             [
@@ -526,13 +488,14 @@ mod tests {
 
     #[test]
     fn sentinels_must_be_a_list_of_addresses() {
-        let raw = parse("a:\n  sentinels:\n   - 10.0.0.5:26379\n  sentinel_auth: pw\n").unwrap();
-        let pool = &raw.pools[0].1;
+        let mut raw =
+            parse("a:\n  sentinels:\n   - 10.0.0.5:26379\n  sentinel_auth: pw\n").unwrap();
+        let pool = &mut raw.pools[0].1;
         assert_eq!(
-            pool.sentinels.as_deref(),
+            pool.lines(Key::Sentinels).as_deref(),
             Some(&["10.0.0.5:26379".to_owned()][..])
         );
-        assert_eq!(pool.sentinel_auth.0.as_deref(), Some("pw"));
+        assert_eq!(pool.scalar(Key::SentinelAuth).0.as_deref(), Some("pw"));
         assert_eq!(
             problems("a:\n  sentinels:\n   - [x]\n"),
             ["pool 'a': key 'sentinels': entry 1 must be a Sentinel address, found a list"]

@@ -1,14 +1,17 @@
 //! What a config change does to a pool: which settings changed, and the share of keys that
 //! would move to another backend (estimated by routing the same sample keys on both maps).
 
-use crate::config::{BackendAddr, PoolConfig};
+use crate::config::keys::Key;
+use crate::config::{BackendAddr, Limits, PoolConfig};
 use crate::route::{Distribution, ShardMap};
 
 /// Sample keys routed on both maps; 20,000 keys give the share within about ±1%.
 const SAMPLES: usize = 20_000;
 
-/// The settings that differ between two versions of a pool, by their config key. Every field of
-/// [`PoolConfig`] is named here (the destructuring does not compile without a new one).
+/// The settings that differ between two versions of a pool, by their config key (the
+/// config's key table names them). Every field of [`PoolConfig`] and [`Limits`] is named here
+/// (the destructuring does not compile without a new one); a Sentinel or cluster setting that
+/// changed is reported under the key that makes the pool one (`sentinels`, `cluster`).
 pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
     let PoolConfig {
         name: _,
@@ -34,46 +37,74 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         sentinel,
         cluster,
     } = old;
+    let Limits {
+        max_request_bytes,
+        max_multibulk_length,
+        max_key_bytes,
+        max_pipeline,
+        max_reply_bytes,
+        client_output_limit,
+        client_output_hard_limit,
+    } = limits;
+    let now = &new.limits;
     [
-        ("listen", *listen != new.listen),
-        ("hash", *hash != new.hash),
-        ("hash_tag", *hash_tag != new.hash_tag),
-        ("distribution", *distribution != new.distribution),
-        ("timeout", *timeout != new.timeout),
-        ("backlog", *backlog != new.backlog),
+        (Key::Listen, *listen != new.listen),
+        (Key::Hash, *hash != new.hash),
+        (Key::HashTag, *hash_tag != new.hash_tag),
+        (Key::Distribution, *distribution != new.distribution),
+        (Key::Timeout, *timeout != new.timeout),
+        (Key::Backlog, *backlog != new.backlog),
         (
-            "client_connections",
+            Key::ClientConnections,
             *client_connections != new.client_connections,
         ),
-        ("redis", *redis != new.redis),
-        ("tcpkeepalive", *tcpkeepalive != new.tcpkeepalive),
-        ("reuseport", *reuseport != new.reuseport),
-        ("redis_auth", *redis_auth != new.redis_auth),
-        ("redis_db", *redis_db != new.redis_db),
-        ("preconnect", *preconnect != new.preconnect),
+        (Key::Redis, *redis != new.redis),
+        (Key::Tcpkeepalive, *tcpkeepalive != new.tcpkeepalive),
+        (Key::Reuseport, *reuseport != new.reuseport),
+        (Key::RedisAuth, *redis_auth != new.redis_auth),
+        (Key::RedisDb, *redis_db != new.redis_db),
+        (Key::Preconnect, *preconnect != new.preconnect),
         (
-            "auto_eject_hosts",
+            Key::AutoEjectHosts,
             *auto_eject_hosts != new.auto_eject_hosts,
         ),
         (
-            "server_connections",
+            Key::ServerConnections,
             *server_connections != new.server_connections,
         ),
         (
-            "server_retry_timeout",
+            Key::ServerRetryTimeout,
             *server_retry_timeout != new.server_retry_timeout,
         ),
         (
-            "server_failure_limit",
+            Key::ServerFailureLimit,
             *server_failure_limit != new.server_failure_limit,
         ),
-        ("servers", *servers != new.servers),
-        ("limits", *limits != new.limits),
-        ("sentinels", *sentinel != new.sentinel),
-        ("cluster", *cluster != new.cluster),
+        (Key::Servers, *servers != new.servers),
+        (
+            Key::MaxRequestBytes,
+            *max_request_bytes != now.max_request_bytes,
+        ),
+        (
+            Key::MaxMultibulkLength,
+            *max_multibulk_length != now.max_multibulk_length,
+        ),
+        (Key::MaxKeyBytes, *max_key_bytes != now.max_key_bytes),
+        (Key::MaxPipeline, *max_pipeline != now.max_pipeline),
+        (Key::MaxReplyBytes, *max_reply_bytes != now.max_reply_bytes),
+        (
+            Key::ClientOutputLimit,
+            *client_output_limit != now.client_output_limit,
+        ),
+        (
+            Key::ClientOutputHardLimit,
+            *client_output_hard_limit != now.client_output_hard_limit,
+        ),
+        (Key::Sentinels, *sentinel != new.sentinel),
+        (Key::Cluster, *cluster != new.cluster),
     ]
     .into_iter()
-    .filter_map(|(key, differs)| differs.then_some(key))
+    .filter_map(|(key, differs)| differs.then_some(key.name()))
     .collect()
 }
 
@@ -203,5 +234,18 @@ mod tests {
         let (a, b) = (cluster("master"), cluster("replica"));
         assert_eq!(changed_keys(&a, &b), ["cluster"]);
         assert!(changed_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_changed_limit_is_named_by_its_key() {
+        let a = pool(&["127.0.0.1:7001:1"], "");
+        let b = pool(
+            &["127.0.0.1:7001:1"],
+            "  max_pipeline: 16\n  client_output_limit: 1000\n",
+        );
+        assert_eq!(
+            changed_keys(&a, &b),
+            ["max_pipeline", "client_output_limit"]
+        );
     }
 }

@@ -72,7 +72,7 @@ impl Control {
             counts: HashMap::new(),
         };
         for (pool, bound) in pools.iter().zip(bound) {
-            state.listen(pool.config(), bound, &workers, &shutdown);
+            state.listen(pool.config(), bound, &workers, &shutdown, &metrics);
         }
         state.pools = pools.clone();
         metrics.set_generation(1);
@@ -356,7 +356,7 @@ impl Control {
             }
         }
         for (pool, bound) in fresh {
-            state.listen(&pool, bound, &self.workers, &self.shutdown);
+            state.listen(&pool, bound, &self.workers, &self.shutdown, &self.metrics);
         }
         state
             .counts
@@ -395,6 +395,7 @@ impl State {
         bound: Bound,
         workers: &Arc<Workers>,
         shutdown: &Shutdown,
+        metrics: &Metrics,
     ) {
         let stop = shutdown.child_token();
         let count = Arc::clone(self.counts.entry(pool.name.clone()).or_default());
@@ -404,6 +405,7 @@ impl State {
             pool.client_connections as usize,
             bound,
             count,
+            metrics.client_refused(&pool.name),
             Arc::clone(workers),
             stop.clone(),
         ));

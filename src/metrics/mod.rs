@@ -1,39 +1,34 @@
-//! Every metric, defined once on one Prometheus registry. The Prometheus text
-//! ([`Metrics::render`]) and nutcracker's stats JSON ([`stats`]) both read these same values.
+//! Every metric, defined once (in the `table` module) on one Prometheus registry. The Prometheus text
+//! ([`Metrics::render`]) and nutcracker's stats JSON and `-D` text ([`stats`]) all read the
+//! same table.
 //!
 //! Label values are resolved once, when a pool is (re)built ([`Metrics::pool`]): the request path
 //! holds [`PoolMetrics`] / [`BackendMetrics`] handles and increments plain atomics, no lookup.
+//! The per-request figures are counted locally and flushed once per poll: a backend
+//! connection's traffic and backend latency by its [`Tally`], a session's request latency by
+//! its [`Latency`].
 
 pub mod stats;
+mod table;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use prometheus::{Histogram, IntCounter, Registry, TextEncoder};
 
-/// Request latency buckets, in seconds: 50 µs to 5 s.
-const DURATION_BUCKETS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
-];
-
-const POOL: &[&str] = &["pool"];
-const BACKEND: &[&str] = &["pool", "backend"];
-const BACKEND_KIND: &[&str] = &["pool", "backend", "kind"];
-const BACKEND_QUEUE: &[&str] = &["pool", "backend", "queue"];
-const POOL_KIND: &[&str] = &["pool", "kind"];
-const POOL_RESULT: &[&str] = &["pool", "result"];
+use table::Families;
+pub use table::{BackendMetrics, PoolMetrics};
 
 /// The Prometheus text exposition content type, for `GET /metrics`.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// Why a request failed, as counted in `keyway_errors_total{kind}`.
+/// Why a request failed, as counted in `keyway_errors_total{kind}`. Every kind is a backend's
+/// (the series carry a `backend` label). A request the client got wrong reaches no backend and
+/// is no backend's error: it gets its error reply, and a malformed one that closes the
+/// connection counts in the pool's `client_err`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// No reply within the pool's `timeout`.
@@ -44,18 +39,15 @@ pub enum ErrorKind {
     Ejected,
     /// The backend sent bytes that are not a valid reply.
     Protocol,
-    /// The client sent a request that could not be forwarded (malformed, unsupported, too big).
-    Client,
 }
 
 impl ErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 4] = [
         ErrorKind::Timeout,
         ErrorKind::Refused,
         ErrorKind::Ejected,
         ErrorKind::Protocol,
-        ErrorKind::Client,
     ];
 
     /// The `kind` label value.
@@ -65,7 +57,6 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::Ejected => "ejected",
             ErrorKind::Protocol => "protocol",
-            ErrorKind::Client => "client",
         }
     }
 }
@@ -73,7 +64,7 @@ impl ErrorKind {
 /// The process's metrics: one per process, shared by every thread.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use keyway::metrics::{ErrorKind, Metrics};
 ///
 /// let metrics = Metrics::new();
@@ -84,11 +75,18 @@ impl ErrorKind {
 /// tally.request(31);
 /// tally.response(5, Duration::from_micros(180));
 /// tally.flush();
+/// // Per client session: arrival to reply ready, counted locally, flushed per poll.
+/// let mut latency = pool.latency();
+/// let arrived = Instant::now();
+/// latency.arrived(arrived);
+/// latency.replied(arrived + Duration::from_micros(200));
+/// latency.flush();
 /// // Rare events: plain atomic increments through the handles.
 /// if let Some(backend) = pool.backend(1) {
 ///     backend.errors.of(ErrorKind::Timeout).inc();
 /// }
 /// assert!(metrics.render().contains(r#"keyway_requests_total{backend="127.0.0.1:6380",pool="alpha"} 1"#));
+/// assert!(metrics.render().contains(r#"keyway_request_duration_seconds_count{pool="alpha"} 1"#));
 /// assert!(keyway::metrics::stats::render(&metrics).contains(r#""requests":1, "request_bytes":31"#));
 /// ```
 pub struct Metrics {
@@ -96,33 +94,7 @@ pub struct Metrics {
     started: Instant,
     /// Live pools in registration order (the stats JSON lists them in this order).
     pools: Mutex<Vec<Arc<PoolMetrics>>>,
-    client_connections: IntGaugeVec,
-    client_connections_total: IntCounterVec,
-    client_eof: IntCounterVec,
-    client_err: IntCounterVec,
-    forward_error: IntCounterVec,
-    fragments: IntCounterVec,
-    server_ejects: IntCounterVec,
-    request_duration: HistogramVec,
-    requests: IntCounterVec,
-    responses: IntCounterVec,
-    request_bytes: IntCounterVec,
-    response_bytes: IntCounterVec,
-    errors: IntCounterVec,
-    server_eof: IntCounterVec,
-    server_err: IntCounterVec,
-    server_timedout: IntCounterVec,
-    connections: IntGaugeVec,
-    connections_total: IntCounterVec,
-    up: IntGaugeVec,
-    ejected: IntGaugeVec,
-    queue_requests: IntGaugeVec,
-    queue_bytes: IntGaugeVec,
-    sentinel_switches: IntCounterVec,
-    redirects: IntCounterVec,
-    cluster_refreshes: IntCounterVec,
-    reloads: IntCounterVec,
-    generation: IntGauge,
+    families: Families,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,185 +105,20 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Creates and registers one metric. Names, help texts and label names are constants of this
-/// file and each is registered once on a fresh registry, so neither step can fail (the unit tests
-/// build a [`Metrics`], which exercises every one).
-#[allow(clippy::expect_used)]
-fn registered<C: Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: prometheus::Result<C>,
-) -> C {
-    let metric = metric.expect("metric names, help and labels are valid constants");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("each metric name is registered once, on its own registry");
-    metric
-}
-
 impl Metrics {
     /// Every metric, registered on a registry of its own, all series empty.
     pub fn new() -> Arc<Metrics> {
-        let r = Registry::new();
-        let counters = |name: &str, help: &str, labels: &[&str]| {
-            registered(&r, IntCounterVec::new(Opts::new(name, help), labels))
-        };
-        let gauges = |name: &str, help: &str, labels: &[&str]| {
-            registered(&r, IntGaugeVec::new(Opts::new(name, help), labels))
-        };
-        let metrics = Metrics {
-            client_connections: gauges(
-                "keyway_client_connections",
-                "Open client connections (nutcracker: client_connections).",
-                POOL,
-            ),
-            client_connections_total: counters(
-                "keyway_client_connections_total",
-                "Client connections accepted.",
-                POOL,
-            ),
-            client_eof: counters(
-                "keyway_client_eof_total",
-                "Client connections closed by the client (nutcracker: client_eof).",
-                POOL,
-            ),
-            client_err: counters(
-                "keyway_client_errors_total",
-                "Client connections closed on an error (nutcracker: client_err).",
-                POOL,
-            ),
-            forward_error: counters(
-                "keyway_forward_errors_total",
-                "Requests that could not be forwarded to a backend (nutcracker: forward_error).",
-                POOL,
-            ),
-            fragments: counters(
-                "keyway_fragments_total",
-                "Sub-requests created by splitting multi-key requests (nutcracker: fragments).",
-                POOL,
-            ),
-            server_ejects: counters(
-                "keyway_backend_ejects_total",
-                "Times a backend of the pool was ejected (nutcracker: server_ejects).",
-                POOL,
-            ),
-            request_duration: registered(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "keyway_request_duration_seconds",
-                        "Time from a request's arrival to its reply being ready for the client.",
-                    )
-                    .buckets(DURATION_BUCKETS.to_vec()),
-                    POOL,
-                ),
-            ),
-            requests: counters(
-                "keyway_requests_total",
-                "Requests sent to a backend (nutcracker: requests).",
-                BACKEND,
-            ),
-            responses: counters(
-                "keyway_responses_total",
-                "Replies received from a backend (nutcracker: responses).",
-                BACKEND,
-            ),
-            request_bytes: counters(
-                "keyway_request_bytes_total",
-                "Request bytes sent to a backend (nutcracker: request_bytes).",
-                BACKEND,
-            ),
-            response_bytes: counters(
-                "keyway_response_bytes_total",
-                "Reply bytes received from a backend (nutcracker: response_bytes).",
-                BACKEND,
-            ),
-            errors: counters(
-                "keyway_errors_total",
-                "Requests answered with an error instead of a backend reply, by kind.",
-                BACKEND_KIND,
-            ),
-            server_eof: counters(
-                "keyway_backend_eof_total",
-                "Backend connections closed by the backend (nutcracker: server_eof).",
-                BACKEND,
-            ),
-            server_err: counters(
-                "keyway_backend_errors_total",
-                "Backend connections failed or closed on an error (nutcracker: server_err).",
-                BACKEND,
-            ),
-            server_timedout: counters(
-                "keyway_backend_timeouts_total",
-                "Backend connections that timed out (nutcracker: server_timedout).",
-                BACKEND,
-            ),
-            connections: gauges(
-                "keyway_backend_connections",
-                "Open backend connections, over all workers (nutcracker: server_connections).",
-                BACKEND,
-            ),
-            connections_total: counters(
-                "keyway_backend_connections_total",
-                "Backend connection attempts, failed ones included.",
-                BACKEND,
-            ),
-            up: gauges(
-                "keyway_backend_up",
-                "1 while the backend is reachable (its last connection attempt succeeded), else 0.",
-                BACKEND,
-            ),
-            ejected: gauges(
-                "keyway_backend_ejected",
-                "1 while the backend is ejected from its pool's shard map, else 0.",
-                BACKEND,
-            ),
-            queue_requests: gauges(
-                "keyway_backend_queue_requests",
-                "Requests queued for a backend: in = not yet written, out = awaiting a reply \
-                 (nutcracker: in_queue, out_queue).",
-                BACKEND_QUEUE,
-            ),
-            queue_bytes: gauges(
-                "keyway_backend_queue_bytes",
-                "Request bytes queued for a backend: in = not yet written, out = awaiting a \
-                 reply (nutcracker: in_queue_bytes, out_queue_bytes).",
-                BACKEND_QUEUE,
-            ),
-            sentinel_switches: counters(
-                "keyway_sentinel_switches_total",
-                "Sentinel master switches applied to a backend.",
-                BACKEND,
-            ),
-            redirects: counters(
-                "keyway_cluster_redirects_total",
-                "Redis Cluster redirects followed for clients, by kind (moved or ask).",
-                POOL_KIND,
-            ),
-            cluster_refreshes: counters(
-                "keyway_cluster_refreshes_total",
-                "Redis Cluster slot map refreshes, by result (ok or error).",
-                POOL_RESULT,
-            ),
-            reloads: counters(
-                "keyway_reloads_total",
-                "Configuration reloads, by result (ok or error).",
-                &["result"],
-            ),
-            generation: registered(
-                &r,
-                IntGauge::new(
-                    "keyway_config_generation",
-                    "Generation of the configuration in use: 1 once started, +1 per applied reload.",
-                ),
-            ),
-            registry: r,
+        let registry = Registry::new();
+        let families = Families::new(&registry);
+        // Both results exist from the start, so a dashboard's rate() has a series to read.
+        families.reloads.with_label_values(&["ok"]);
+        families.reloads.with_label_values(&["error"]);
+        Arc::new(Metrics {
+            registry,
             started: Instant::now(),
             pools: Mutex::new(Vec::new()),
-        };
-        // Both results exist from the start, so a dashboard's rate() has a series to read.
-        metrics.reloads.with_label_values(&["ok"]);
-        metrics.reloads.with_label_values(&["error"]);
-        Arc::new(metrics)
+            families,
+        })
     }
 
     /// The handles for pool `pool` with backends `backends` (their stats names, in shard order:
@@ -324,68 +131,21 @@ impl Metrics {
     /// backends that remain and removes the series of backends that are gone; handles returned
     /// earlier for remaining backends keep counting into the same series.
     pub fn pool(&self, pool: &str, backends: &[String]) -> Arc<PoolMetrics> {
-        let metrics = Arc::new(PoolMetrics {
-            name: pool.to_string(),
-            client_connections: self.client_connections.with_label_values(&[pool]),
-            client_connections_total: self.client_connections_total.with_label_values(&[pool]),
-            client_eof: self.client_eof.with_label_values(&[pool]),
-            client_err: self.client_err.with_label_values(&[pool]),
-            forward_error: self.forward_error.with_label_values(&[pool]),
-            fragments: self.fragments.with_label_values(&[pool]),
-            server_ejects: self.server_ejects.with_label_values(&[pool]),
-            request_duration: self.request_duration.with_label_values(&[pool]),
-            moved: self.redirects.with_label_values(&[pool, "moved"]),
-            ask: self.redirects.with_label_values(&[pool, "ask"]),
-            refreshed: self.cluster_refreshes.with_label_values(&[pool, "ok"]),
-            refresh_failed: self.cluster_refreshes.with_label_values(&[pool, "error"]),
-            backends: backends.iter().map(|b| self.backend(pool, b)).collect(),
-        });
+        let handles = backends
+            .iter()
+            .map(|backend| self.families.backend(pool, backend))
+            .collect();
+        let metrics = Arc::new(self.families.pool(pool, handles));
         let mut pools = self.lock_pools();
         if let Some(old) = pools.iter_mut().find(|p| p.name == pool) {
             for gone in old.backends.iter().filter(|b| !backends.contains(&b.name)) {
-                self.remove_backend(pool, &gone.name);
+                self.families.remove_backend(pool, &gone.name);
             }
             *old = Arc::clone(&metrics);
         } else {
             pools.push(Arc::clone(&metrics));
         }
         metrics
-    }
-
-    fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
-        let labels = [pool, backend];
-        let errors = |kind: ErrorKind| {
-            self.errors
-                .with_label_values(&[pool, backend, kind.label()])
-        };
-        let queue = |vec: &IntGaugeVec, queue: &str| vec.with_label_values(&[pool, backend, queue]);
-        BackendMetrics {
-            name: backend.to_string(),
-            requests: self.requests.with_label_values(&labels),
-            responses: self.responses.with_label_values(&labels),
-            request_bytes: self.request_bytes.with_label_values(&labels),
-            response_bytes: self.response_bytes.with_label_values(&labels),
-            errors: ErrorCounters {
-                timeout: errors(ErrorKind::Timeout),
-                refused: errors(ErrorKind::Refused),
-                ejected: errors(ErrorKind::Ejected),
-                protocol: errors(ErrorKind::Protocol),
-                client: errors(ErrorKind::Client),
-            },
-            server_eof: self.server_eof.with_label_values(&labels),
-            server_err: self.server_err.with_label_values(&labels),
-            server_timedout: self.server_timedout.with_label_values(&labels),
-            connections: self.connections.with_label_values(&labels),
-            connections_total: self.connections_total.with_label_values(&labels),
-            up: self.up.with_label_values(&labels),
-            ejected: self.ejected.with_label_values(&labels),
-            ejected_at_usec: AtomicI64::new(0),
-            in_queue: queue(&self.queue_requests, "in"),
-            in_queue_bytes: queue(&self.queue_bytes, "in"),
-            out_queue: queue(&self.queue_requests, "out"),
-            out_queue_bytes: queue(&self.queue_bytes, "out"),
-            sentinel_switches: self.sentinel_switches.with_label_values(&labels),
-        }
     }
 
     /// Removes pool `pool` and every series it and its backends had (a reload that drops the
@@ -398,57 +158,16 @@ impl Metrics {
         let old = pools.remove(index);
         drop(pools);
         for backend in &old.backends {
-            self.remove_backend(pool, &backend.name);
+            self.families.remove_backend(pool, &backend.name);
         }
-        let labels = [pool];
-        // Err only means "no such series": nothing to remove.
-        let _ = self.client_connections.remove_label_values(&labels);
-        let _ = self.client_connections_total.remove_label_values(&labels);
-        let _ = self.client_eof.remove_label_values(&labels);
-        let _ = self.client_err.remove_label_values(&labels);
-        let _ = self.forward_error.remove_label_values(&labels);
-        let _ = self.fragments.remove_label_values(&labels);
-        let _ = self.server_ejects.remove_label_values(&labels);
-        let _ = self.request_duration.remove_label_values(&labels);
-        for kind in ["moved", "ask"] {
-            let _ = self.redirects.remove_label_values(&[pool, kind]);
-        }
-        for result in ["ok", "error"] {
-            let _ = self.cluster_refreshes.remove_label_values(&[pool, result]);
-        }
+        self.families.remove_pool(pool);
     }
 
-    fn remove_backend(&self, pool: &str, backend: &str) {
-        let labels = [pool, backend];
-        for vec in [
-            &self.requests,
-            &self.responses,
-            &self.request_bytes,
-            &self.response_bytes,
-            &self.server_eof,
-            &self.server_err,
-            &self.server_timedout,
-            &self.connections_total,
-            &self.sentinel_switches,
-        ] {
-            let _ = vec.remove_label_values(&labels);
-        }
-        for vec in [&self.connections, &self.up, &self.ejected] {
-            let _ = vec.remove_label_values(&labels);
-        }
-        for kind in ErrorKind::ALL {
-            let _ = self
-                .errors
-                .remove_label_values(&[pool, backend, kind.label()]);
-        }
-        for queue in ["in", "out"] {
-            let _ = self
-                .queue_requests
-                .remove_label_values(&[pool, backend, queue]);
-            let _ = self
-                .queue_bytes
-                .remove_label_values(&[pool, backend, queue]);
-        }
+    /// The counter of clients refused at pool `pool`'s `client_connections` limit
+    /// (`keyway_client_refused_total`), for its listener; the same series as
+    /// [`PoolMetrics::client_refused`], and removed with the pool by [`Metrics::forget_pool`].
+    pub fn client_refused(&self, pool: &str) -> IntCounter {
+        self.families.client_refused.with_label_values(&[pool])
     }
 
     /// The live pools, in the order they were first registered.
@@ -474,17 +193,19 @@ impl Metrics {
     /// Counts one reload attempt: applied (`ok`) or rejected, the old config kept (`!ok`).
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reloads.with_label_values(&[result]).inc();
+        self.families.reloads.with_label_values(&[result]).inc();
     }
 
     /// Sets the generation of the configuration in use.
     pub fn set_generation(&self, n: u64) {
-        self.generation.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.families
+            .generation
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The generation of the configuration in use.
     pub fn generation(&self) -> u64 {
-        u64::try_from(self.generation.get()).unwrap_or(0)
+        u64::try_from(self.families.generation.get()).unwrap_or(0)
     }
 
     /// Time since this `Metrics` was created (process uptime, as it is created at start).
@@ -493,47 +214,14 @@ impl Metrics {
     }
 }
 
-/// One pool's metric handles: increment them directly, no lookup.
-#[derive(Debug)]
-pub struct PoolMetrics {
-    /// The pool's name (the `pool` label).
-    pub name: String,
-    /// Open client connections: `inc` on accept, `dec` on close.
-    pub client_connections: IntGauge,
-    /// Client connections accepted.
-    pub client_connections_total: IntCounter,
-    /// Clients that closed their connection (nutcracker's `client_eof`).
-    pub client_eof: IntCounter,
-    /// Client connections closed on an error (nutcracker's `client_err`).
-    pub client_err: IntCounter,
-    /// Requests that could not be forwarded (nutcracker's `forward_error`).
-    pub forward_error: IntCounter,
-    /// Sub-requests created by splitting multi-key requests (nutcracker's `fragments`).
-    pub fragments: IntCounter,
-    /// Backend ejections in this pool (nutcracker's `server_ejects`); see [`PoolMetrics::eject`].
-    pub server_ejects: IntCounter,
-    /// Request latency in seconds, observed through [`PoolMetrics::tally`].
-    pub request_duration: Histogram,
-    /// Redis Cluster `-MOVED` redirects followed.
-    pub moved: IntCounter,
-    /// Redis Cluster `-ASK` redirects followed.
-    pub ask: IntCounter,
-    /// Redis Cluster slot map refreshes that succeeded.
-    pub refreshed: IntCounter,
-    /// Redis Cluster slot map refreshes that reached no node.
-    pub refresh_failed: IntCounter,
-    /// Per backend, in shard order.
-    pub backends: Vec<BackendMetrics>,
-}
-
 impl PoolMetrics {
     /// The handles of backend `shard`.
     pub fn backend(&self, shard: usize) -> Option<&BackendMetrics> {
         self.backends.get(shard)
     }
 
-    /// A fresh tally for one connection to backend `shard` (latency only for a node the pool
-    /// does not list).
+    /// A fresh tally for one connection to backend `shard` (a no-op for a node the pool does
+    /// not list).
     pub fn tally(&self, shard: usize) -> Tally {
         Tally {
             backend: self.backend(shard).map(|backend| BackendTally {
@@ -541,8 +229,19 @@ impl PoolMetrics {
                 request_bytes: backend.request_bytes.local(),
                 responses: backend.responses.local(),
                 response_bytes: backend.response_bytes.local(),
+                latency: backend.request_duration.local(),
             }),
-            latency: self.request_duration.local(),
+        }
+    }
+
+    /// A fresh request-latency count for one client session of this pool.
+    pub fn latency(&self) -> Latency {
+        Latency {
+            arrivals: VecDeque::new(),
+            few: [0.0; FEW],
+            taken: 0,
+            many: self.request_duration.local(),
+            histogram: self.request_duration.clone(),
         }
     }
 
@@ -575,55 +274,10 @@ fn unix_usec() -> i64 {
         .unwrap_or(0)
 }
 
-/// One backend's metric handles (labels `pool`, `backend`).
-#[derive(Debug)]
-pub struct BackendMetrics {
-    /// The backend's stats name (the `backend` label; the server's key in the stats JSON).
-    pub name: String,
-    /// Requests written to the backend.
-    pub requests: IntCounter,
-    /// Replies read from the backend.
-    pub responses: IntCounter,
-    /// Request bytes written to the backend.
-    pub request_bytes: IntCounter,
-    /// Reply bytes read from the backend.
-    pub response_bytes: IntCounter,
-    /// Requests that got an error reply instead of the backend's, by kind.
-    pub errors: ErrorCounters,
-    /// Connections the backend closed (nutcracker's `server_eof`).
-    pub server_eof: IntCounter,
-    /// Connections that failed (nutcracker's `server_err`): connect errors, resets, bad replies.
-    pub server_err: IntCounter,
-    /// Connections that timed out (nutcracker's `server_timedout`).
-    pub server_timedout: IntCounter,
-    /// Open connections, over all workers: `inc` on connect, `dec` on close.
-    pub connections: IntGauge,
-    /// Connection attempts, failed ones included (part of the stats JSON's `total_connections`).
-    pub connections_total: IntCounter,
-    /// 1 while reachable (last connection attempt succeeded), else 0.
-    pub up: IntGauge,
-    /// 1 while ejected, else 0; see [`PoolMetrics::eject`].
-    pub ejected: IntGauge,
-    /// When the backend was last ejected, µs since the Unix epoch; 0 = never (nutcracker's
-    /// `server_ejected_at`). Only in the stats JSON.
-    pub ejected_at_usec: AtomicI64,
-    /// Requests queued but not yet written (nutcracker's `in_queue`).
-    pub in_queue: IntGauge,
-    /// Bytes of those requests (nutcracker's `in_queue_bytes`).
-    pub in_queue_bytes: IntGauge,
-    /// Requests written and awaiting their reply (nutcracker's `out_queue`).
-    pub out_queue: IntGauge,
-    /// Bytes of those requests (nutcracker's `out_queue_bytes`).
-    pub out_queue_bytes: IntGauge,
-    /// Sentinel master switches applied to this backend.
-    pub sentinel_switches: IntCounter,
-}
-
-/// One backend connection's traffic and latencies, counted without atomics and added to the
-/// shared metrics in one step per batch of requests and replies ([`Tally::flush`]).
+/// One backend connection's traffic and backend latencies, counted without atomics and added to
+/// the shared metrics in one step per batch of requests and replies ([`Tally::flush`]).
 pub struct Tally {
     backend: Option<BackendTally>,
-    latency: LocalHistogram,
 }
 
 struct BackendTally {
@@ -631,6 +285,7 @@ struct BackendTally {
     request_bytes: LocalIntCounter,
     responses: LocalIntCounter,
     response_bytes: LocalIntCounter,
+    latency: LocalHistogram,
 }
 
 impl Tally {
@@ -642,13 +297,14 @@ impl Tally {
         }
     }
 
-    /// Counts one reply of `bytes` that arrived `elapsed` after its request was queued.
+    /// Counts one reply of `bytes` that arrived `elapsed` after its request was queued
+    /// (`keyway_backend_request_duration_seconds`).
     pub fn response(&mut self, bytes: usize, elapsed: Duration) {
         if let Some(backend) = &mut self.backend {
             backend.responses.inc();
             backend.response_bytes.inc_by(bytes as u64);
+            backend.latency.observe(elapsed.as_secs_f64());
         }
-        self.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Adds what was counted since the last flush to the shared metrics.
@@ -658,14 +314,80 @@ impl Tally {
             backend.request_bytes.flush();
             backend.responses.flush();
             backend.response_bytes.flush();
+            backend.latency.flush();
         }
-        self.latency.flush();
     }
 }
 
 impl std::fmt::Debug for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tally").finish_non_exhaustive()
+    }
+}
+
+/// How many latencies per poll a session adds to the shared histogram one by one: an
+/// unpipelined client has one per poll, and one `observe` costs a fifth of a local histogram's
+/// flush (which walks every bucket). Past these, a poll's latencies are counted locally.
+const FEW: usize = 2;
+
+/// One client session's request latencies (`keyway_request_duration_seconds`): from each
+/// request's arrival to its reply being ready for the client, whatever the reply is (a
+/// backend's, a timeout or other error, or one Keyway answers itself). Replies are ready in
+/// request order, so the arrival times wait in a FIFO as long as the session's pending
+/// replies (bounded by its pipeline limit). [`Latency::flush`] adds a poll's latencies to the
+/// pool's histogram, once per session poll (and when dropped): the first few one by one, the
+/// rest of a pipeline through a local histogram.
+pub struct Latency {
+    arrivals: VecDeque<Instant>,
+    few: [f64; FEW],
+    /// How many of `few` hold a latency.
+    taken: usize,
+    many: LocalHistogram,
+    histogram: Histogram,
+}
+
+impl Latency {
+    /// A request arrived at `at` (its reply is the last one to come).
+    pub fn arrived(&mut self, at: Instant) {
+        self.arrivals.push_back(at);
+    }
+
+    /// The oldest request's reply is ready at `now`.
+    pub fn replied(&mut self, now: Instant) {
+        let Some(at) = self.arrivals.pop_front() else {
+            return;
+        };
+        let seconds = now.saturating_duration_since(at).as_secs_f64();
+        match self.few.get_mut(self.taken) {
+            Some(slot) => {
+                *slot = seconds;
+                self.taken += 1;
+            }
+            None => self.many.observe(seconds),
+        }
+    }
+
+    /// Adds what was counted since the last flush to the pool's histogram.
+    pub fn flush(&mut self) {
+        for seconds in self.few.iter().take(self.taken) {
+            self.histogram.observe(*seconds);
+        }
+        self.taken = 0;
+        self.many.flush();
+    }
+}
+
+impl Drop for Latency {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency")
+            .field("waiting", &self.arrivals.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -680,8 +402,6 @@ pub struct ErrorCounters {
     pub ejected: IntCounter,
     /// `kind="protocol"`.
     pub protocol: IntCounter,
-    /// `kind="client"`.
-    pub client: IntCounter,
 }
 
 impl ErrorCounters {
@@ -692,7 +412,6 @@ impl ErrorCounters {
             ErrorKind::Refused => &self.refused,
             ErrorKind::Ejected => &self.ejected,
             ErrorKind::Protocol => &self.protocol,
-            ErrorKind::Client => &self.client,
         }
     }
 }
@@ -803,6 +522,8 @@ mod tests {
             ("keyway_backend_timeouts_total", "counter"),
             ("keyway_backend_queue_requests", "gauge"),
             ("keyway_backend_queue_bytes", "gauge"),
+            ("keyway_client_refused_total", "counter"),
+            ("keyway_backend_request_duration_seconds", "histogram"),
         ];
         for (name, kind) in expected {
             assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
@@ -831,6 +552,11 @@ mod tests {
         tally.request(5);
         tally.response(7, Duration::from_micros(300));
         tally.flush();
+        let mut latency = pool.latency();
+        let arrived = Instant::now();
+        latency.arrived(arrived);
+        latency.replied(arrived + Duration::from_micros(300));
+        latency.flush();
         pool.backend(1).unwrap().errors.of(ErrorKind::Timeout).inc();
         pool.client_connections.inc();
         let after = metrics.render();
@@ -852,6 +578,74 @@ mod tests {
         let name = "keyway_request_duration_seconds_bucket";
         assert_eq!(value(&after, name, &bucket("0.00025")), Some(0.0));
         assert_eq!(value(&after, name, &bucket("0.0005")), Some(1.0));
+        let backend_count = "keyway_backend_request_duration_seconds_count";
+        assert_eq!(value(&after, backend_count, &s1), Some(1.0));
+        assert_eq!(value(&after, backend_count, &s0), Some(0.0));
+    }
+
+    #[test]
+    fn latency_counts_every_reply_in_order_and_flushes_on_drop() {
+        let metrics = Metrics::new();
+        let pool = metrics.pool("alpha", &names(&["s0"]));
+        let start = Instant::now();
+        let mut latency = pool.latency();
+        latency.arrived(start);
+        latency.arrived(start + Duration::from_millis(400));
+        // The first reply is ready 1 s after its request, the second 0.6 s after its own.
+        latency.replied(start + Duration::from_secs(1));
+        latency.replied(start + Duration::from_secs(1));
+        // A reply without a request (cannot happen) counts nothing.
+        latency.replied(start + Duration::from_secs(1));
+        assert_eq!(
+            pool.request_duration.get_sample_count(),
+            0,
+            "not flushed yet"
+        );
+        drop(latency);
+        assert_eq!(pool.request_duration.get_sample_count(), 2);
+        let text = metrics.render();
+        let bucket = |le| [("pool", "alpha"), ("le", le)];
+        let name = "keyway_request_duration_seconds_bucket";
+        assert_eq!(value(&text, name, &bucket("0.5")), Some(0.0));
+        assert_eq!(value(&text, name, &bucket("1")), Some(2.0));
+    }
+
+    #[test]
+    fn a_pipeline_of_latencies_is_counted_whole() {
+        let metrics = Metrics::new();
+        let pool = metrics.pool("alpha", &names(&["s0"]));
+        let start = Instant::now();
+        let mut latency = pool.latency();
+        for _ in 0..(FEW + 5) {
+            latency.arrived(start);
+        }
+        for _ in 0..(FEW + 5) {
+            latency.replied(start + Duration::from_millis(2));
+        }
+        latency.flush();
+        assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 5);
+        // Flushed state starts again from nothing.
+        latency.arrived(start);
+        latency.replied(start + Duration::from_millis(2));
+        latency.flush();
+        latency.flush();
+        assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 6);
+        let sum = pool.request_duration.get_sample_sum();
+        assert!((sum - 0.002 * (FEW as f64 + 6.0)).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn client_refused_shares_the_pools_series_and_leaves_with_it() {
+        let metrics = Metrics::new();
+        let pool = metrics.pool("alpha", &names(&["s0"]));
+        let alpha = [("pool", "alpha")];
+        let name = "keyway_client_refused_total";
+        assert_eq!(value(&metrics.render(), name, &alpha), Some(0.0));
+        metrics.client_refused("alpha").inc_by(2);
+        assert_eq!(pool.client_refused.get(), 2);
+        assert_eq!(value(&metrics.render(), name, &alpha), Some(2.0));
+        metrics.forget_pool("alpha");
+        assert_eq!(value(&metrics.render(), name, &alpha), None);
     }
 
     #[test]
@@ -884,6 +678,14 @@ mod tests {
                 Some(i as f64 + 1.0)
             );
         }
+        // No kind without a backend cause (a client error is no backend's).
+        let kinds = parse(&text)
+            .1
+            .into_iter()
+            .filter(|(n, _, _)| n == "keyway_errors_total")
+            .count();
+        assert_eq!(kinds, ErrorKind::ALL.len());
+        assert!(!text.contains("kind=\"client\""), "{text}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! nutcracker's stats JSON, read from the same [`Metrics`] as the Prometheus text, and the stats
-//! port that writes it to each client and closes (`-s`/`-a`), so twemproxy exporters keep working.
+//! port that writes it to each client and closes (`-s`/`-a`), so twemproxy exporters keep working;
+//! also `-D`'s description of the same fields ([`describe`]). Both list the stats the metric
+//! table marks as nutcracker's, in its order.
 //!
 //! The document has nutcracker 0.5's exact shape, key names, key order and separators:
 //!
@@ -17,7 +19,6 @@
 //! key.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{BackendMetrics, Metrics, PoolMetrics};
+use super::table::{Stat, POOL_STATS, SERVER_STATS};
+use super::{Metrics, PoolMetrics};
 
 /// The `service` value.
 pub const SERVICE: &str = "nutcracker";
@@ -101,48 +103,44 @@ fn render_pools(pools: &[Arc<PoolMetrics>]) -> String {
     for (i, pool) in pools.iter().enumerate() {
         out.push_str(if i == 0 { ", " } else { "," });
         push_str(&mut out, &pool.name);
-        let _ = write!(
-            out,
-            ": {{\"client_eof\":{}, \"client_err\":{}, \"client_connections\":{}, \
-             \"server_ejects\":{}, \"forward_error\":{}, \"fragments\":{}",
-            pool.client_eof.get(),
-            pool.client_err.get(),
-            pool.client_connections.get().max(0),
-            pool.server_ejects.get(),
-            pool.forward_error.get(),
-            pool.fragments.get(),
-        );
+        out.push_str(": {");
+        push_fields(&mut out, POOL_STATS, pool);
         for (j, backend) in pool.backends.iter().enumerate() {
             out.push_str(if j == 0 { ", " } else { "," });
-            push_backend(&mut out, backend);
+            push_str(&mut out, &backend.name);
+            out.push_str(": {");
+            push_fields(&mut out, SERVER_STATS, backend);
+            out.push('}');
         }
         out.push('}');
     }
     out
 }
 
-fn push_backend(out: &mut String, b: &BackendMetrics) {
-    push_str(out, &b.name);
-    let _ = write!(
-        out,
-        ": {{\"server_eof\":{}, \"server_err\":{}, \"server_timedout\":{}, \
-         \"server_connections\":{}, \"server_ejected_at\":{}, \"requests\":{}, \
-         \"request_bytes\":{}, \"responses\":{}, \"response_bytes\":{}, \"in_queue\":{}, \
-         \"in_queue_bytes\":{}, \"out_queue\":{}, \"out_queue_bytes\":{}}}",
-        b.server_eof.get(),
-        b.server_err.get(),
-        b.server_timedout.get(),
-        b.connections.get().max(0),
-        b.ejected_at_usec.load(Ordering::Relaxed),
-        b.requests.get(),
-        b.request_bytes.get(),
-        b.responses.get(),
-        b.response_bytes.get(),
-        b.in_queue.get().max(0),
-        b.in_queue_bytes.get().max(0),
-        b.out_queue.get().max(0),
-        b.out_queue_bytes.get().max(0),
-    );
+/// `"key":value` for each stat, separated by `, ` as nutcracker does.
+fn push_fields<M>(out: &mut String, stats: &[Stat<M>], metrics: &M) {
+    for (i, stat) in stats.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "\"{}\":{}", stat.key, (stat.value)(metrics));
+    }
+}
+
+/// nutcracker's `-D` (`--describe-stats`) text: each pool and server stat with its
+/// description, in nutcracker's words and layout.
+pub fn describe() -> String {
+    let mut out = String::from("pool stats:\n");
+    push_descriptions(&mut out, POOL_STATS);
+    out.push_str("\nserver stats:\n");
+    push_descriptions(&mut out, SERVER_STATS);
+    out
+}
+
+fn push_descriptions<M>(out: &mut String, stats: &[Stat<M>]) {
+    for stat in stats {
+        let _ = writeln!(out, "  {:<20}\"{}\"", stat.key, stat.description);
+    }
 }
 
 /// Appends `s` as a JSON string literal.
@@ -224,6 +222,7 @@ async fn write_and_close(mut stream: TcpStream, document: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncReadExt;
 
     /// A JSON value, objects keeping their key order (and duplicates).
@@ -429,6 +428,55 @@ mod tests {
         for key in SERVER_KEYS {
             assert_eq!(alpha.get("127.0.0.1:6380").get(key).int(), 0, "{key}");
         }
+    }
+
+    #[test]
+    fn describe_is_nutcrackers_text() {
+        let expected = "\
+pool stats:
+  client_eof          \"# eof on client connections\"
+  client_err          \"# errors on client connections\"
+  client_connections  \"# active client connections\"
+  server_ejects       \"# times backend server was ejected\"
+  forward_error       \"# times we encountered a forwarding error\"
+  fragments           \"# fragments created from a multi-vector request\"
+
+server stats:
+  server_eof          \"# eof on server connections\"
+  server_err          \"# errors on server connections\"
+  server_timedout     \"# timeouts on server connections\"
+  server_connections  \"# active server connections\"
+  server_ejected_at   \"timestamp when server was ejected in usec since epoch\"
+  requests            \"# requests\"
+  request_bytes       \"total request bytes\"
+  responses           \"# responses\"
+  response_bytes      \"total response bytes\"
+  in_queue            \"# requests in incoming queue\"
+  in_queue_bytes      \"current request bytes in incoming queue\"
+  out_queue           \"# requests in outgoing queue\"
+  out_queue_bytes     \"current request bytes in outgoing queue\"
+";
+        assert_eq!(describe(), expected);
+    }
+
+    #[test]
+    fn describe_and_the_document_list_the_same_keys() {
+        let metrics = Metrics::new();
+        metrics.pool("p", &names(&["s"]));
+        let doc = parse(&render(&metrics));
+        let text = describe();
+        let (pool, server) = text.split_once("\n\n").unwrap();
+        let keys = |section: &str| -> Vec<String> {
+            section
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().next().unwrap().to_string())
+                .collect()
+        };
+        let mut pool_keys = keys(pool);
+        pool_keys.push("s".into());
+        assert_eq!(doc.get("p").keys(), pool_keys);
+        assert_eq!(doc.get("p").get("s").keys(), keys(server));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::worker::Workers;
@@ -140,12 +141,14 @@ pub struct Handoff {
 
 /// Accepts clients until `stop` is cancelled (shutdown, or the pool left or moved its
 /// `listen` on reload), handing each to a worker; at most `limit` clients at once (the pool's
-/// `client_connections`).
+/// `client_connections`). A client past the limit is closed at once and counted in `refused`
+/// (`keyway_client_refused_total`), as nutcracker closes it.
 pub async fn accept_loop(
     pool: Arc<str>,
     limit: usize,
     bound: Bound,
     count: Arc<ClientCount>,
+    refused: IntCounter,
     workers: Arc<Workers>,
     stop: Shutdown,
 ) -> io::Result<()> {
@@ -169,6 +172,7 @@ pub async fn accept_loop(
             }
         };
         let Some(slot) = count.admit(limit) else {
+            refused.inc();
             tracing::debug!(pool = %pool, limit, "client_connections reached: closing new client");
             continue;
         };

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
@@ -179,12 +180,19 @@ impl Session {
         let metrics = pool.metrics();
         metrics.client_connections.inc();
         metrics.client_connections_total.inc();
+        // Request latency, arrival to reply ready: every request decoded from a read arrived
+        // when that read returned (one clock reading per read, one per batch of replies).
+        let mut latency = metrics.latency();
+        let mut arrived = Instant::now();
         let mut registered = None;
         loop {
             while reading && pending.len() < max_pipeline {
                 match self.decode(&mut decoder, &mut input) {
                     Decoded::More => break,
-                    Decoded::Request(reply) => pending.push_back(reply),
+                    Decoded::Request(reply) => {
+                        latency.arrived(arrived);
+                        pending.push_back(reply);
+                    }
                     Decoded::Silent => {}
                     Decoded::Fatal(reply) => {
                         metrics.client_err.inc();
@@ -192,6 +200,7 @@ impl Session {
                             client = self.client.id,
                             "closing client after malformed request"
                         );
+                        latency.arrived(arrived);
                         pending.push_back(Pending::Ready(reply));
                         reading = false;
                     }
@@ -202,8 +211,10 @@ impl Session {
             }
             // A reply ready alone is written as it is; several are gathered into `output`.
             let mut single: Option<Bytes> = None;
+            let mut now = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
                 pending.pop_front();
+                latency.replied(*now.get_or_insert_with(Instant::now));
                 if single.is_none() && output.is_empty() {
                     single = Some(bytes);
                     continue;
@@ -213,6 +224,8 @@ impl Session {
                 }
                 output.extend_from_slice(&bytes);
             }
+            // Counted before the client can see the replies (a no-op when none was taken).
+            latency.flush();
             let ready = single.as_deref().unwrap_or(&output);
             if !ready.is_empty() {
                 // Straight away when the socket takes it all (the usual case), else wait.
@@ -271,7 +284,7 @@ impl Session {
                         tokio::task::yield_now().await;
                     }
                 }
-                Woke::Read(Ok(n)) if n > 0 => {}
+                Woke::Read(Ok(n)) if n > 0 => arrived = Instant::now(),
                 Woke::Read(_) => {
                     metrics.client_eof.inc();
                     reading = false;
