@@ -1,5 +1,5 @@
 //! Protocol hot paths: request decoding per command shape (ours against the `redis-protocol`
-//! crate's decoder on the same bytes), reply scanning, and MGET split + merge.
+//! crate's decoder on the same bytes), reply scanning, and MGET (and memcached `get`) split + merge.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::{Bytes, BytesMut};
@@ -130,5 +130,48 @@ fn mget_split_merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, scan_replies, mget_split_merge);
+fn memcache_get_split_merge(c: &mut Criterion) {
+    use keyway::protocol::memcache;
+    let keys: Vec<String> = (0..10).map(|i| format!("key:{i:08}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    let mut buf = BytesMut::from(line.as_bytes());
+    let Ok(Some(request)) = memcache::RequestDecoder::default().decode(&mut buf) else {
+        return;
+    };
+    let route = |key: &[u8]| Ok::<usize, ()>(key.last().map_or(0, |b| (b % 4) as usize));
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements(10));
+    group.bench_function("memcache_get_10_split_4_shards", |b| {
+        b.iter(|| black_box(memcache::fanout::split(&request, route)))
+    });
+    let Ok(memcache::fanout::Split::Parts(parts, plan)) = memcache::fanout::split(&request, route)
+    else {
+        return;
+    };
+    let replies: Vec<Bytes> = parts
+        .iter()
+        .map(|part| {
+            let mut out = Vec::new();
+            for key in part.request.keys() {
+                out.extend_from_slice(b"VALUE ");
+                out.extend_from_slice(key);
+                out.extend_from_slice(b" 0 16\r\nvvvvvvvvvvvvvvvv\r\n");
+            }
+            out.extend_from_slice(b"END\r\n");
+            Bytes::from(out)
+        })
+        .collect();
+    group.bench_function("memcache_get_10_merge_4_shards", |b| {
+        b.iter(|| black_box(memcache::fanout::merge(&plan, &replies)))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    scan_replies,
+    mget_split_merge,
+    memcache_get_split_merge
+);
 criterion_main!(benches);

@@ -14,6 +14,7 @@ const LIMITS: Limits = Limits {
     max_item_bytes: 64,
     max_keys: 8,
     max_line_bytes: 256,
+    max_request_bytes: 200,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -38,6 +39,7 @@ fn decode(input: &[u8]) {
                 Ok(Some(request)) => {
                     assert!(request.key_count() <= LIMITS.max_keys);
                     assert!(request.frame().len() <= LIMITS.max_line_bytes + LIMITS.max_item_bytes + 3);
+                    assert!(request.frame().len() <= LIMITS.max_request_bytes);
                     let mut again = BytesMut::from(request.frame().as_ref());
                     let decoded = RequestDecoder::new(LIMITS).decode(&mut again);
                     let Ok(Some(decoded)) = decoded else {

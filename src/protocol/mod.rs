@@ -1,5 +1,6 @@
 //! The only code that knows wire formats: requests in, replies out.
 
+pub mod fanout;
 pub mod memcache;
 pub mod resp;
 

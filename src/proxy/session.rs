@@ -169,9 +169,9 @@ impl Session {
                 max_request_bytes: self.limits.max_request_bytes,
                 max_multibulk_length: self.limits.max_multibulk_length,
             })),
-            Dialect::Memcache => {
-                Decoder::Memcache(memcache::RequestDecoder::new(memcache::Limits::default()))
-            }
+            Dialect::Memcache => Decoder::Memcache(memcache::RequestDecoder::new(
+                memcache::Limits::from(&self.limits),
+            )),
         };
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;

@@ -235,7 +235,11 @@ impl RequestDecoder {
     /// The length of the first line, `\n` included, if it is all there.
     fn line(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         // Spans are u32 offsets into a line.
-        let max = self.limits.max_line_bytes.min(u32::MAX as usize - 2);
+        let max = self
+            .limits
+            .max_line_bytes
+            .min(self.limits.max_request_bytes)
+            .min(u32::MAX as usize - 2);
         let from = self.scanned.min(buf.len());
         match memchr::memchr(b'\n', buf.get(from..).unwrap_or_default()) {
             Some(at) if from + at <= max => {
@@ -279,13 +283,17 @@ impl From<Error> for Reject {
 /// Validates one command line, as memcached 1.6 does, and finds its keys.
 struct Parser<'a> {
     limits: &'a Limits,
+    /// The line without its line end.
     line: &'a [u8],
+    /// The line's length with its line end: a data block comes on top of it.
+    line_len: usize,
     /// Token spans: the command name first.
     tokens: Vec<(usize, usize)>,
 }
 
 impl<'a> Parser<'a> {
     fn new(limits: &'a Limits, line: &'a [u8]) -> Self {
+        let line_len = line.len();
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         // memcached separates tokens by spaces only; a tab is part of a token.
@@ -300,8 +308,15 @@ impl<'a> Parser<'a> {
         Parser {
             limits,
             line,
+            line_len,
             tokens,
         }
+    }
+
+    /// Whether a data block of `len` bytes (CRLF excluded) is over the limits.
+    fn too_large(&self, len: usize) -> bool {
+        len > self.limits.max_item_bytes
+            || self.line_len.saturating_add(len).saturating_add(2) > self.limits.max_request_bytes
     }
 
     fn token(&self, i: usize) -> &'a [u8] {
@@ -454,7 +469,7 @@ impl<'a> Parser<'a> {
         if !valid {
             return Err(reject(BAD_FORMAT));
         }
-        if len > self.limits.max_item_bytes {
+        if self.too_large(len) {
             return Err(reject(TOO_LARGE));
         }
         parsed.keys = vec![self.tokens.get(1).copied().unwrap_or_default()];
@@ -539,6 +554,10 @@ impl<'a> Parser<'a> {
                 .decode(self.token(1))
                 .map_err(|_| reject(bad_key))?;
             parsed.binary_key = Some(key);
+        }
+        // memcached checks the size last, once the line is known good; `q` does not hide it.
+        if parsed.data.is_some_and(|len| self.too_large(len)) {
+            return Err(reject(TOO_LARGE));
         }
         parsed.keys = self.tokens.get(1).copied().into_iter().collect();
         Ok(())
@@ -931,6 +950,7 @@ mod tests {
             max_item_bytes: 8,
             max_keys: 2,
             max_line_bytes: 16,
+            ..Limits::default()
         };
         let decode = |input: &[u8]| RequestDecoder::new(limits).decode(&mut BytesMut::from(input));
         assert!(decode(b"get abc\r\n").unwrap().is_some());
@@ -949,6 +969,77 @@ mod tests {
         );
         assert!(decode(b"get a b c d e f").unwrap().is_none());
         assert_eq!(decode(b"set k 0 0 9\r\n"), Err(client_error(TOO_LARGE)));
+    }
+
+    #[test]
+    fn request_limit_counts_the_line_and_the_data_block() {
+        let limits = Limits {
+            max_request_bytes: 32,
+            ..Limits::default()
+        };
+        let decode = |input: &[u8]| {
+            let mut decoder = RequestDecoder::new(limits);
+            let mut buf = BytesMut::from(input);
+            let first = decoder.decode(&mut buf);
+            (
+                first,
+                decoder
+                    .decode(&mut buf)
+                    .map(|r| r.map(|r| r.keys().count())),
+            )
+        };
+        // 14 + 16 + 2 = 32 bytes: fits exactly
+        let (fits, _) = decode(b"set k 0 0 16\r\n0123456789012345\r\n");
+        assert!(fits.unwrap().is_some());
+        // one byte more: refused as memcached refuses an item over its size, data skipped
+        let (over, next) = decode(b"set k 0 0 17\r\n01234567890123456\r\nget a\r\n");
+        assert_eq!(over, Err(client_error(TOO_LARGE)));
+        assert_eq!(next, Ok(Some(1)));
+        let (silent, next) = decode(b"set k 0 0 17 noreply\r\n01234567890123456\r\nget a\r\n");
+        assert_eq!(
+            silent,
+            Err(Error::Client {
+                reply: TOO_LARGE,
+                silent: true
+            })
+        );
+        assert_eq!(next, Ok(Some(1)));
+        // meta set too, and its `q` flag does not hide the error (as memcached)
+        let (meta, next) = decode(b"ms k 30 q\r\n012345678901234567890123456789\r\nget a\r\n");
+        assert_eq!(meta, Err(client_error(TOO_LARGE)));
+        assert_eq!(next, Ok(Some(1)));
+        // a line longer than the whole limit cannot be a request: the stream is lost
+        let (line, _) = decode(b"get aaaaaaaaaa bbbbbbbbbb cccccccccc\r\n");
+        assert_eq!(line, Err(Error::Fatal("line too long")));
+    }
+
+    #[test]
+    fn pool_limits_map_onto_memcached_limits() {
+        let pool = crate::config::Limits {
+            max_request_bytes: 5000,
+            max_multibulk_length: 7,
+            max_key_bytes: 100_000,
+            ..crate::config::Limits::default()
+        };
+        let limits = Limits::from(&pool);
+        assert_eq!(limits.max_key_bytes, super::super::KEY_MAX_LENGTH);
+        assert_eq!(limits.max_keys, 7);
+        assert_eq!(limits.max_request_bytes, 5000);
+        // the item size is left to memcached's own `-I`, within the request limit
+        assert_eq!(limits.max_item_bytes, 5000);
+        let small = Limits::from(&crate::config::Limits {
+            max_key_bytes: 10,
+            ..pool
+        });
+        assert_eq!(small.max_key_bytes, 10);
+        let mut buf = BytesMut::from(&b"get 0123456789a\r\nget a b c d e f g h\r\n"[..]);
+        let mut decoder = RequestDecoder::new(small);
+        assert_eq!(decoder.decode(&mut buf), Err(client_error(BAD_FORMAT)));
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(client_error("CLIENT_ERROR too many keys"))
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]
@@ -1015,7 +1106,7 @@ mod tests {
             split in 0usize..200,
         ) {
             let input: Vec<u8> = words.concat();
-            let limits = Limits { max_key_bytes: 4, max_item_bytes: 8, max_keys: 3, max_line_bytes: 48 };
+            let limits = Limits { max_key_bytes: 4, max_item_bytes: 8, max_keys: 3, max_line_bytes: 48, max_request_bytes: 40 };
             let mut decoder = RequestDecoder::new(limits);
             let mut buf = BytesMut::new();
             let mut consumed = 0;

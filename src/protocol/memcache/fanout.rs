@@ -5,35 +5,18 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::Request;
 use super::reply;
+use crate::protocol::fanout::{self, Layout};
 
-/// A request split by shard.
-#[derive(Debug)]
-pub enum Split {
-    /// Every key lives on one shard (or the request has one key): forward it unchanged.
-    Whole(usize),
-    /// One retrieval per shard, and how to put the replies back together.
-    Parts(Vec<Part>, Plan),
-}
+/// A request split by shard: one retrieval per shard (`get k1 k2\r\n`, or
+/// `gat <exptime> k1 k2\r\n`, ... with that shard's keys), merged with the client's request
+/// at hand for its keys in order.
+pub type Split = fanout::Split<Request, Request>;
 
 /// The sub-request for one shard.
-#[derive(Debug)]
-pub struct Part {
-    /// Shard index in the pool.
-    pub shard: usize,
-    /// `get k1 k2\r\n` (or `gat <exptime> k1 k2\r\n`, ...) with this shard's keys.
-    pub request: Request,
-}
+pub type Part = fanout::Part<Request>;
 
 /// How the parts' replies merge into the client's reply.
-#[derive(Debug)]
-pub struct Plan {
-    /// The client's request, for its keys in order.
-    client: Request,
-    /// The part holding each of the client's keys, in key order.
-    parts: Vec<u32>,
-    /// Number of parts.
-    count: usize,
-}
+pub type Plan = fanout::Plan<Request>;
 
 /// Splits `request` by the shard `route` picks for each of its keys. A request without keys
 /// is routed by the empty key.
@@ -69,49 +52,26 @@ pub fn split<E>(
             request.keys().next().unwrap_or_default(),
         )?));
     }
-    let mut shards: Vec<usize> = Vec::new();
-    let mut keys: Vec<Vec<&[u8]>> = Vec::new();
-    let mut parts = Vec::with_capacity(request.key_count());
-    for (key, raw) in request.keys().zip(request.raw_keys()) {
-        let shard = route(key)?;
-        let part = match shards.iter().position(|&s| s == shard) {
-            Some(part) => part,
-            None => {
-                shards.push(shard);
-                keys.push(Vec::new());
-                shards.len() - 1
-            }
-        };
-        if let Some(part_keys) = keys.get_mut(part) {
-            part_keys.push(raw);
-        }
-        parts.push(part as u32);
-    }
-    if let [shard] = shards[..] {
+    let layout = Layout::route(request.keys(), request.key_count(), route)?;
+    if let Some(shard) = layout.single_shard() {
         return Ok(Split::Whole(shard));
     }
-    let count = shards.len();
-    let requests = shards
-        .into_iter()
-        .zip(keys)
-        .map(|(shard, keys)| Part {
-            shard,
-            request: Request::retrieval(request.command(), request.prefix(), keys),
-        })
-        .collect();
-    let plan = Plan {
-        client: request.clone(),
-        parts,
-        count,
-    };
-    Ok(Split::Parts(requests, plan))
+    // The sub-requests carry the keys as the client sent them (still base64 with `b`).
+    Ok(layout.split(request.clone(), true, |part, _, order| {
+        let mut wanted = fanout::keys_of(order, part).peekable();
+        let keys = request
+            .raw_keys()
+            .enumerate()
+            .filter_map(move |(key, raw)| (wanted.next_if_eq(&key).is_some()).then_some(raw));
+        Request::retrieval(request.command(), request.prefix(), keys)
+    }))
 }
 
 /// Merges the parts' complete replies (in part order) into one: each key's `VALUE` blocks in
 /// the client's key order (a key asked twice is answered twice, as memcached does; missing
 /// keys are left out), then one `END`. A part's error reply becomes the whole reply.
 pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
-    if replies.len() != plan.count {
+    if replies.len() != plan.parts() {
         return reply::server_error("backend replies do not match the request");
     }
     let mut blocks = Vec::with_capacity(replies.len());
@@ -125,7 +85,7 @@ pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
     let mut out = BytesMut::with_capacity(size);
     // Each part's blocks answer its keys in order, skipping misses: pair them greedily.
     let mut next = vec![0usize; replies.len()];
-    for (key, &part) in plan.client.raw_keys().zip(&plan.parts) {
+    for (key, &(part, _)) in plan.merge().raw_keys().zip(plan.order()) {
         let part = part as usize;
         let (Some(reply), Some(part_blocks), Some(at)) =
             (replies.get(part), blocks.get(part), next.get_mut(part))

@@ -19,6 +19,12 @@ pub use reply::{ReplyKind, ReplyScanner};
 
 use bytes::Bytes;
 
+/// memcached's own longest key (`KEY_MAX_LENGTH`): no limit can let a longer one through.
+pub const KEY_MAX_LENGTH: usize = 250;
+
+/// Longest command line Keyway waits for (data blocks excluded).
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
 /// Size limits enforced while decoding requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -31,15 +37,36 @@ pub struct Limits {
     pub max_keys: usize,
     /// Longest command line (data blocks excluded).
     pub max_line_bytes: usize,
+    /// Largest whole request: command line, data block and its CRLF. A storage request over
+    /// it is answered as one over `max_item_bytes`; a longer line, as one over
+    /// `max_line_bytes`.
+    pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_key_bytes: 250,
+            max_key_bytes: KEY_MAX_LENGTH,
             max_item_bytes: 1024 * 1024,
             max_keys: 16 * 1024,
-            max_line_bytes: 64 * 1024,
+            max_line_bytes: MAX_LINE_BYTES,
+            max_request_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A pool's limits, as they apply to memcached requests: `max_request_bytes` bounds a whole
+/// request, its data block included (memcached's own `-I` item size still applies behind
+/// it); `max_multibulk_length` the keys of one `get`/`gets`/`gat`/`gats`; `max_key_bytes` a
+/// key, never beyond memcached's 250 bytes.
+impl From<&crate::config::Limits> for Limits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        Limits {
+            max_key_bytes: limits.max_key_bytes.min(KEY_MAX_LENGTH),
+            max_item_bytes: limits.max_request_bytes,
+            max_keys: limits.max_multibulk_length,
+            max_line_bytes: MAX_LINE_BYTES,
+            max_request_bytes: limits.max_request_bytes,
         }
     }
 }

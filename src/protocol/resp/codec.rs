@@ -335,6 +335,11 @@ enum Inline {
 /// Parses `<type byte><decimal>\r\n` at `at`: `None` if incomplete, `Some((None, _))` if the
 /// number is malformed, else the number and the offset after the line. Runs once per argument,
 /// so it parses while it scans instead of searching for the line end first.
+///
+/// The number follows Redis's own grammar (`string2ll`): an optional `-`, then `0` alone or
+/// digits without a leading zero; no `+`, no spaces, no `-0`. A frame is forwarded as the bytes
+/// the client sent, so any spelling Redis refuses (`$04`) that got through here would make Redis
+/// answer a protocol error and close the backend connection that other clients share.
 pub(crate) fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, usize)>, Error> {
     let mut i = at + 1;
     let negative = buf.get(i) == Some(&b'-');
@@ -347,7 +352,8 @@ pub(crate) fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, 
         match buf.get(i) {
             None => return Ok(None),
             Some(&d) if d.is_ascii_digit() => {
-                if i - digits_start >= 18 {
+                // A digit after a leading zero, or more than 18 digits (no overflow).
+                if (i > digits_start && value == 0) || i - digits_start >= 18 {
                     return Ok(Some((None, i)));
                 }
                 value = value * 10 + i64::from(d - b'0');
@@ -359,7 +365,7 @@ pub(crate) fn length_line(buf: &[u8], at: usize) -> Result<Option<(Option<i64>, 
     }
     match buf.get(i + 1) {
         None => Ok(None),
-        Some(b'\n') if i > digits_start => {
+        Some(b'\n') if i > digits_start && !(negative && value == 0) => {
             Ok(Some((Some(if negative { -value } else { value }), i + 2)))
         }
         Some(b'\n') => Ok(Some((None, i + 2))),
@@ -411,8 +417,9 @@ pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
 }
 
 /// The common case of [`length_line`], in a tight loop: a complete `<type byte><1 to 9
-/// digits>\r\n` at `at` gives `(value, index after \n)`; anything else (a sign, more digits,
-/// no digits, incomplete, malformed) gives `None`, for `length_line` to judge.
+/// digits>\r\n` at `at`, in the same grammar, gives `(value, index after \n)`; anything else
+/// (a sign, a leading zero, more digits, no digits, incomplete, malformed) gives `None`, for
+/// `length_line` to judge. It must never accept what `length_line` refuses.
 #[inline]
 pub(crate) fn short_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut i = at + 1;
@@ -423,7 +430,8 @@ pub(crate) fn short_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
             break;
         }
         let digit = d.wrapping_sub(b'0');
-        if digit > 9 || i - at > 9 {
+        // `value == 0` past the first digit: a leading zero, which Redis refuses.
+        if digit > 9 || i - at > 9 || (value == 0 && i > at + 1) {
             return None;
         }
         value = value * 10 + usize::from(digit);
@@ -630,6 +638,163 @@ mod tests {
         ];
         for (input, reason) in cases {
             assert_eq!(decode_all(input), Err(Error::Protocol(reason)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn lengths_follow_redis_grammar() {
+        // What Redis 7 answers each of these (it closes the connection after each).
+        let refused: &[(&[u8], &str)] = &[
+            (b"*2\r\n$3\r\nGET\r\n$04\r\nfz:a\r\n", "invalid bulk length"),
+            (
+                b"*02\r\n$3\r\nGET\r\n$4\r\nfz:a\r\n",
+                "invalid multibulk length",
+            ),
+            (b"*2\r\n$3\r\nGET\r\n$+4\r\nfz:a\r\n", "invalid bulk length"),
+            (b"*1\r\n$-0\r\n\r\n", "invalid bulk length"),
+            (b"*-0\r\n*1\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+            (b"*1\r\n$00\r\n\r\n", "invalid bulk length"),
+            (b"*1\r\n$0000000004\r\nPING\r\n", "invalid bulk length"),
+            (b"*1\r\n$ 4\r\nPING\r\n", "invalid bulk length"),
+            (b"*1\r\n$4 \r\nPING\r\n", "invalid bulk length"),
+            (b"* 1\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+            (b"*1\r\n$\r\nPING\r\n", "invalid bulk length"),
+            (b"*\r\n", "invalid multibulk length"),
+            (b"*1\n$4\r\nPING\r\n", "invalid multibulk length"),
+            (b"*1\r\n$4\nPING\r\n", "invalid bulk length"),
+        ];
+        for (input, reason) in refused {
+            assert_eq!(
+                decode_all(input),
+                Err(Error::Protocol(reason)),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        assert_eq!(
+            decode_all(b"*-5\r\n*2\r\n$4\r\nECHO\r\n$0\r\n\r\n*1\r\n$10\r\n0123456789\r\n")
+                .unwrap(),
+            vec![strs(&["ECHO", ""]), strs(&["0123456789"])]
+        );
+    }
+
+    /// Frames that must be refused, with the reason a fresh decoder gives.
+    const BAD_FRAMES: &[&[u8]] = &[
+        b"*2\r\n$3\r\nGET\r\n$04\r\nfz:a\r\n",
+        b"*02\r\n$3\r\nGET\r\n$4\r\nfz:a\r\n",
+        b"*2\r\n$3\r\nGET\r\n$+4\r\nfz:a\r\n",
+        b"*2\r\n$3\r\nGET\r\n$-0\r\n\r\n",
+        b"*-0\r\n",
+        b"*2\r\n$3\r\nGET\r\n$00\r\n\r\n",
+        b"*2\r\n$3\r\nGET\r\n$4 \r\nfz:a\r\n",
+        b"*2\r\n$3\r\nGET\r\n$-5\r\n",
+        b"*2\r\n$3\r\nGET\r\n$99999999999\r\n",
+        b"*2000000000\r\n",
+        b"*x\r\n",
+        b"*2\r\n$3\r\nGET\r\n$4\r\nfz:axx",
+        b"*2\r\n$3\r\nGET\r\n$4\rxfz:a\r\n",
+        b"*2\r\n$3\r\nGET\r\n+fz:a\r\n",
+        b"*2\r\n$3\r\nGET\r\n$4\nfz:a\r\n",
+    ];
+
+    /// Decoder states a stream can leave behind: nothing yet, after small and large frames,
+    /// after a frame that arrived in pieces (its partial state resumed and cleared).
+    fn warmed_up(value_size: usize, pieces: usize) -> (RequestDecoder, BytesMut) {
+        let mut decoder = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let value = vec![b'v'; value_size];
+        let mut wire = Vec::new();
+        for i in 0..3 {
+            let key = format!("warm:{i}");
+            wire.extend_from_slice(
+                Request::from_args([&b"SET"[..], key.as_bytes(), &value]).frame(),
+            );
+        }
+        let step = (wire.len() / pieces.max(1)).max(1);
+        let mut decoded = 0;
+        for chunk in wire.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Some(request) = decoder.decode(&mut buf).unwrap() {
+                assert_eq!(request.arg(2), Some(&value[..]));
+                decoded += 1;
+            }
+        }
+        assert_eq!(decoded, 3);
+        assert!(buf.is_empty());
+        (decoder, buf)
+    }
+
+    #[test]
+    fn malformed_frame_split_anywhere_after_a_warm_up_is_refused_the_same() {
+        for bad in BAD_FRAMES {
+            let shown = String::from_utf8_lossy(bad);
+            let expected = decode_all(bad);
+            assert!(expected.is_err(), "{shown} is accepted by a fresh decoder");
+            for (value_size, pieces) in [(0, 1), (16, 1), (1024, 7), (16 * 1024, 50)] {
+                for cut in 0..=bad.len() {
+                    let (mut decoder, mut buf) = warmed_up(value_size, pieces);
+                    buf.extend_from_slice(&bad[..cut]);
+                    let mut given = cut;
+                    let outcome = match decoder.decode(&mut buf) {
+                        Ok(None) => {
+                            buf.extend_from_slice(&bad[cut..]);
+                            given = bad.len();
+                            decoder.decode(&mut buf)
+                        }
+                        other => other,
+                    };
+                    assert_eq!(
+                        outcome.map(|_| ()),
+                        expected.clone().map(|_| ()),
+                        "{shown} cut at {cut} after {value_size}-byte values in {pieces} pieces"
+                    );
+                    // whatever was received stays unconsumed: nothing of it was accepted
+                    assert_eq!(buf.as_ref(), &bad[..given]);
+                }
+            }
+            // behind valid frames in the same read, too
+            let mut wire = Request::from_args([&b"GET"[..], b"k"]).frame().to_vec();
+            wire.extend_from_slice(bad);
+            let mut decoder = RequestDecoder::default();
+            let mut buf = BytesMut::from(&wire[..]);
+            assert!(decoder.decode(&mut buf).unwrap().is_some());
+            assert_eq!(decoder.decode(&mut buf).map(|_| ()), expected.map(|_| ()));
+        }
+    }
+
+    /// Redis's `string2ll`, for the lengths a request may carry (at most 18 digits here).
+    fn redis_number(text: &[u8]) -> Option<i64> {
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let canonical = match digits {
+            [b'0'] => !negative,
+            [first, rest @ ..] => {
+                (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit)
+            }
+            [] => false,
+        };
+        if !canonical || digits.len() > 18 {
+            return None;
+        }
+        std::str::from_utf8(text).ok()?.parse().ok()
+    }
+
+    proptest! {
+        #[test]
+        fn length_lines_parse_as_redis_does_on_both_paths(
+            text in prop_oneof!["-?[0-9]{0,20}", "-?0[0-9]{0,4}", "[-+0-9 x]{0,20}"]
+        ) {
+            let line = format!("${text}\r\n");
+            let buf = line.as_bytes();
+            let expected = redis_number(text.as_bytes());
+            let slow = length_line(buf, 0).unwrap().and_then(|(n, _)| n);
+            prop_assert_eq!(slow, expected);
+            if let Some((value, next)) = short_length(buf, 0) {
+                prop_assert_eq!(Some(value as i64), expected);
+                prop_assert_eq!(next, buf.len());
+            }
         }
     }
 

@@ -6,32 +6,17 @@ use bytes::{Bytes, BytesMut};
 use super::codec::Request;
 use super::command::Merge;
 use super::reply::{self, ReplyScanner};
+use crate::protocol::fanout::{self, Layout};
 
 /// A multi-key request split by shard.
-#[derive(Debug)]
-pub enum Split {
-    /// Every key lives on one shard: forward the original request unchanged.
-    Whole(usize),
-    /// One sub-request per shard, and how to put the replies back together.
-    Parts(Vec<Part>, Plan),
-}
+pub type Split = fanout::Split<Request, Merge>;
 
-/// The sub-request for one shard.
-#[derive(Debug)]
-pub struct Part {
-    /// Shard index in the pool.
-    pub shard: usize,
-    /// The command name followed by this shard's keys (and values).
-    pub request: Request,
-}
+/// The sub-request for one shard: the command name followed by this shard's keys (and values).
+pub type Part = fanout::Part<Request>;
 
-/// How the parts' replies merge into the client's reply.
-#[derive(Debug)]
-pub struct Plan {
-    merge: Merge,
-    /// For `Merge::Values`: (part, element index in that part's reply) per original key.
-    order: Vec<(u32, u32)>,
-}
+/// How the parts' replies merge into the client's reply (the key order kept for
+/// `Merge::Values` only).
+pub type Plan = fanout::Plan<Merge>;
 
 /// Splits `request` (whose keys start at argument 1; with `Merge::Ok` each key is followed by
 /// its value) by the shard `route` picks for each key.
@@ -41,68 +26,40 @@ pub struct Plan {
 pub fn split<E>(
     request: &Request,
     merge: Merge,
-    mut route: impl FnMut(&[u8]) -> Result<usize, E>,
+    route: impl FnMut(&[u8]) -> Result<usize, E>,
 ) -> Result<Split, E> {
     let step = if merge == Merge::Ok { 2 } else { 1 };
-    // Shards in the order their first key comes, each with its number of keys.
-    let mut shards: Vec<(usize, u32)> = Vec::new();
-    let mut order = Vec::with_capacity(request.argc() / step);
-    let mut i = 1;
-    while let Some(key) = request.arg(i) {
-        let shard = route(key)?;
-        let part = match shards.iter().position(|&(s, _)| s == shard) {
-            Some(part) => part,
-            None => {
-                shards.push((shard, 0));
-                shards.len() - 1
-            }
-        };
-        let Some((_, count)) = shards.get_mut(part) else {
-            break;
-        };
-        order.push((part as u32, *count));
-        *count += 1;
-        i += step;
-    }
-    if let [(shard, _)] = shards[..] {
+    let keys = (1..).step_by(step).map_while(|i| request.arg(i));
+    let layout = Layout::route(keys, request.argc() / step, route)?;
+    if let Some(shard) = layout.single_shard() {
         return Ok(Split::Whole(shard));
     }
     // Each part's arguments gathered in one list, reused from part to part.
-    let most = shards
+    let most = layout
+        .shards()
         .iter()
         .map(|&(_, count)| count as usize)
         .max()
         .unwrap_or(0);
     let mut args: Vec<&[u8]> = Vec::with_capacity(1 + most * step);
-    let parts = shards
-        .iter()
-        .enumerate()
-        .map(|(part, &(shard, _))| {
+    Ok(
+        layout.split(merge, merge == Merge::Values, |part, _, order| {
             args.clear();
             args.push(request.name());
-            for (key, &(key_part, _)) in order.iter().enumerate() {
-                if key_part as usize == part {
-                    let first = 1 + key * step;
-                    args.extend((first..first + step).filter_map(|j| request.arg(j)));
-                }
+            for key in fanout::keys_of(order, part) {
+                let first = 1 + key * step;
+                args.extend((first..first + step).filter_map(|j| request.arg(j)));
             }
-            Part {
-                shard,
-                request: Request::from_arg_slices(&args),
-            }
-        })
-        .collect();
-    if merge != Merge::Values {
-        order.clear();
-    }
-    Ok(Split::Parts(parts, Plan { merge, order }))
+            Request::from_arg_slices(&args)
+        }),
+    )
 }
 
 /// Merges the parts' replies (in part order). The first error reply, or reply of an unexpected
 /// shape, becomes the whole reply.
 pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
-    match plan.merge {
-        Merge::Values => merge_values(&plan.order, replies),
+    match plan.merge() {
+        Merge::Values => merge_values(plan.order(), replies),
         Merge::Sum => {
             let mut sum: i64 = 0;
             for part in replies {
