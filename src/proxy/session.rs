@@ -1,5 +1,6 @@
-//! One task per client: decode requests → classify → route → dispatch to backend
-//! connections → write replies strictly in request order.
+//! One task per client, protocol-neutral: read, decode through the pool's protocol handler
+//! ([`super::resp`] or [`super::memcache`], behind one enum seam) which classifies, routes and
+//! dispatches each request, then write replies strictly in request order.
 //!
 //! Replies are kept in a FIFO of `Pending` entries, one per request; the head is written as
 //! soon as it is ready, and everything ready behind it goes out in the same write.
@@ -17,16 +18,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cluster::ClusterRequest;
-use super::local;
+use super::memcache::Memcache;
+use super::resp::Resp;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
-use crate::protocol::resp::codec;
-use crate::protocol::resp::command::{self, Command, Kind, Merge};
-use crate::protocol::resp::fanout::{self, Split};
-use crate::protocol::resp::{reply, Request, RequestDecoder};
+use crate::protocol::resp::fanout;
+use crate::protocol::resp::reply;
 use crate::route::ShardMap;
 use crate::socket::{ArmedReader, SocketRead};
 
@@ -63,19 +63,20 @@ pub struct Session {
     dialect: Dialect,
 }
 
-/// What handling one request needs: the client's state and the route loaded for it.
-struct Handler<'s> {
-    client: &'s mut Client,
-    route: &'s Rc<Route>,
+/// What handling one request needs: the client's state and the route loaded for it. The
+/// protocol handlers ([`Resp`], [`Memcache`]) start replies through it.
+pub(super) struct Handler<'s> {
+    pub(super) client: &'s mut Client,
+    pub(super) route: &'s Rc<Route>,
     map: &'s ShardMap,
     limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
-    read: bool,
+    pub(super) read: bool,
 }
 
 /// The reply to one request, in request order.
-enum Pending {
+pub(super) enum Pending {
     Ready(Bytes),
     Backend(backend::ReplyReceiver, Dialect),
     /// A request to a Redis Cluster pool, following redirects.
@@ -96,25 +97,36 @@ pub enum Dialect {
 }
 
 /// A split request: its parts' replies, merged once all are in.
-struct FanoutReply {
-    plan: Plan,
-    parts: Vec<Pending>,
+pub(super) struct FanoutReply {
+    pub(super) plan: Plan,
+    pub(super) parts: Vec<Pending>,
 }
 
 /// How a split request's replies merge, per protocol.
-enum Plan {
+pub(super) enum Plan {
     Resp(fanout::Plan),
     Memcache(memcache::fanout::Plan),
 }
 
-/// The request decoder for the pool's protocol.
+/// The seam between the protocol-neutral loop and the pool's protocol: decodes a request and
+/// starts its reply. An enum rather than a trait object, so that the per-request call is a
+/// match the compiler can inline.
 enum Decoder {
-    Resp(RequestDecoder),
-    Memcache(memcache::RequestDecoder),
+    Resp(Resp),
+    Memcache(Memcache),
+}
+
+impl Decoder {
+    fn new(dialect: Dialect, limits: &Limits) -> Decoder {
+        match dialect {
+            Dialect::Redis => Decoder::Resp(Resp::new(limits)),
+            Dialect::Memcache => Decoder::Memcache(Memcache::new()),
+        }
+    }
 }
 
 /// What decoding the buffered input produced.
-enum Decoded {
+pub(super) enum Decoded {
     /// Nothing complete yet.
     More,
     /// A request (or a rejected one), with its reply to come.
@@ -163,15 +175,7 @@ impl Session {
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut decoder = match self.dialect {
-            Dialect::Redis => Decoder::Resp(RequestDecoder::new(codec::Limits {
-                max_request_bytes: self.limits.max_request_bytes,
-                max_multibulk_length: self.limits.max_multibulk_length,
-            })),
-            Dialect::Memcache => {
-                Decoder::Memcache(memcache::RequestDecoder::new(memcache::Limits::default()))
-            }
-        };
+        let mut decoder = Decoder::new(self.dialect, &self.limits);
         let max_pipeline = self.limits.max_pipeline.max(1);
         let mut reading = true;
         // Counted on the pool the client connected to, even if a reload replaces it.
@@ -303,20 +307,8 @@ impl Session {
             read: false,
         };
         match decoder {
-            Decoder::Resp(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => Decoded::Request(handler.handle(request)),
-                Ok(None) => Decoded::More,
-                Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
-            },
-            Decoder::Memcache(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => handler.handle_memcache(request),
-                Ok(None) => Decoded::More,
-                Err(error) => match error.reply() {
-                    Some(reply) if error.is_fatal() => Decoded::Fatal(reply),
-                    Some(reply) => Decoded::Request(Pending::Ready(reply)),
-                    None => Decoded::Silent,
-                },
-            },
+            Decoder::Resp(resp) => resp.decode(input, &mut handler),
+            Decoder::Memcache(memcache) => memcache.decode(input, &mut handler),
         }
     }
 }
@@ -340,130 +332,8 @@ impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
 }
 
 impl Handler<'_> {
-    /// Starts the reply to a memcached request: answered here (`version`, `quit`, `mn`),
-    /// split by shard (multi-key retrievals), or forwarded by its key.
-    fn handle_memcache(&mut self, request: memcache::Request) -> Decoded {
-        let reply = match request.command() {
-            memcache::Command::Version => Pending::Ready(memcache::reply::version_reply()),
-            memcache::Command::MetaNoop => Pending::Ready(memcache::reply::noop_reply()),
-            memcache::Command::Quit => {
-                self.client.quitting = true;
-                return Decoded::Silent;
-            }
-            _ => {
-                let expect = Expect::Memcache(request.expect());
-                match memcache::fanout::split(&request, |key| self.route(key)) {
-                    Err(reply) => Pending::Ready(reply),
-                    Ok(memcache::fanout::Split::Whole(shard)) => {
-                        self.send(shard, request.frame().clone(), expect)
-                    }
-                    Ok(memcache::fanout::Split::Parts(parts, plan)) => {
-                        self.fragments(parts.len());
-                        Pending::Fanout(Box::new(FanoutReply {
-                            plan: Plan::Memcache(plan),
-                            parts: parts
-                                .into_iter()
-                                .map(|part| {
-                                    self.send(part.shard, part.request.frame().clone(), expect)
-                                })
-                                .collect(),
-                        }))
-                    }
-                }
-            }
-        };
-        match request.reply_policy() {
-            ReplyPolicy::Always => Decoded::Request(reply),
-            policy => Decoded::Request(Pending::Filtered(Box::new(reply), policy)),
-        }
-    }
-
-    /// Classifies one RESP request and starts its reply.
-    fn handle(&mut self, request: Request) -> Pending {
-        let Some(command) = command::lookup(request.name()) else {
-            return Pending::Ready(unknown_command(&request));
-        };
-        if !command.check_arity(request.argc())
-            || (command.kind == Kind::Fanout(Merge::Ok) && request.argc() % 2 == 0)
-        {
-            return Pending::Ready(reply::error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                command.name
-            )));
-        }
-        if !self.client.authenticated && !local::allowed_before_auth(command) {
-            return Pending::Ready(reply::error("NOAUTH Authentication required."));
-        }
-        // Looked up only where it decides something: a cluster pool reading from replicas.
-        self.read =
-            self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
-        match command.kind {
-            Kind::Local => Pending::Ready(local::answer(
-                self.client,
-                self.route.pool.config(),
-                command,
-                &request,
-            )),
-            Kind::Unsupported => Pending::Ready(unsupported(command.name)),
-            Kind::Routed => self.forward(command, request),
-            Kind::Fanout(merge) => self.fan_out(merge, request),
-        }
-    }
-
-    /// Sends a request whose keys must all live on one shard.
-    fn forward(&self, command: &Command, request: Request) -> Pending {
-        let keys = match command.keys(&request) {
-            Ok(keys) => keys,
-            Err(command::CommandError::Unsupported(form)) => {
-                return Pending::Ready(unsupported(form));
-            }
-            Err(error) => return Pending::Ready(reply::error(&format!("ERR {error}"))),
-        };
-        let mut target = None;
-        for index in keys {
-            let key = request.arg(index).unwrap_or_default();
-            let shard = match self.route(key) {
-                Ok(shard) => shard,
-                Err(reply) => return Pending::Ready(reply),
-            };
-            match target {
-                Some(first) if first != shard => {
-                    return Pending::Ready(reply::error(
-                        "CROSSSLOT Keys in request don't hash to the same shard",
-                    ));
-                }
-                _ => target = Some(shard),
-            }
-        }
-        match target {
-            Some(shard) => self.send(shard, request.frame().clone(), Expect::Resp),
-            None => Pending::Ready(reply::error(&format!(
-                "ERR '{}' without keys cannot be routed by the proxy",
-                command.name
-            ))),
-        }
-    }
-
-    /// Splits a multi-key request by shard.
-    fn fan_out(&self, merge: Merge, request: Request) -> Pending {
-        match fanout::split(&request, merge, |key| self.route(key)) {
-            Err(reply) => Pending::Ready(reply),
-            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
-            Ok(Split::Parts(parts, plan)) => {
-                self.fragments(parts.len());
-                Pending::Fanout(Box::new(FanoutReply {
-                    plan: Plan::Resp(plan),
-                    parts: parts
-                        .into_iter()
-                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
-                        .collect(),
-                }))
-            }
-        }
-    }
-
     /// The shard for `key`, or the error reply to give instead.
-    fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
+    pub(super) fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
@@ -474,12 +344,12 @@ impl Handler<'_> {
     }
 
     /// Counts the sub-requests of a split request (nutcracker's `fragments`).
-    fn fragments(&self, parts: usize) {
+    pub(super) fn fragments(&self, parts: usize) {
         self.route.pool.metrics().fragments.inc_by(parts as u64);
     }
 
     /// Sends `frame` to `shard`: a backend index, or in a cluster pool the keys' slot.
-    fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
+    pub(super) fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
         if self.route.pool.cluster().is_some() {
             return Pending::Cluster(Box::new(ClusterRequest::start(
                 Rc::clone(self.route),
@@ -582,31 +452,4 @@ pub(super) fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
         Dialect::Redis => reply::error(&format!("ERR {error}")),
         Dialect::Memcache => memcache::reply::server_error(&error.to_string()),
     }
-}
-
-fn unsupported(name: &str) -> Bytes {
-    reply::error(&format!("ERR unsupported command '{name}'"))
-}
-
-/// Redis's own wording, so that clients that match on it keep working.
-fn unknown_command(request: &Request) -> Bytes {
-    let mut message = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        printable(request.name())
-    );
-    for i in 1..request.argc() {
-        let arg = printable(request.arg(i).unwrap_or_default());
-        if message.len() + arg.len() > 256 {
-            break;
-        }
-        message.push_str(&format!("'{arg}' "));
-    }
-    reply::error(&message)
-}
-
-fn printable(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes.get(..128).unwrap_or(bytes));
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
