@@ -100,6 +100,7 @@ pub struct Metrics {
     client_connections_total: IntCounterVec,
     client_eof: IntCounterVec,
     client_err: IntCounterVec,
+    client_output_closed: IntCounterVec,
     forward_error: IntCounterVec,
     fragments: IntCounterVec,
     server_ejects: IntCounterVec,
@@ -177,6 +178,11 @@ impl Metrics {
             client_err: counters(
                 "keyway_client_errors_total",
                 "Client connections closed on an error (nutcracker: client_err).",
+                POOL,
+            ),
+            client_output_closed: counters(
+                "keyway_client_output_limit_closed_total",
+                "Clients closed for holding more reply bytes than client_output_hard_limit.",
                 POOL,
             ),
             forward_error: counters(
@@ -330,6 +336,7 @@ impl Metrics {
             client_connections_total: self.client_connections_total.with_label_values(&[pool]),
             client_eof: self.client_eof.with_label_values(&[pool]),
             client_err: self.client_err.with_label_values(&[pool]),
+            client_output_closed: self.client_output_closed.with_label_values(&[pool]),
             forward_error: self.forward_error.with_label_values(&[pool]),
             fragments: self.fragments.with_label_values(&[pool]),
             server_ejects: self.server_ejects.with_label_values(&[pool]),
@@ -406,6 +413,7 @@ impl Metrics {
         let _ = self.client_connections_total.remove_label_values(&labels);
         let _ = self.client_eof.remove_label_values(&labels);
         let _ = self.client_err.remove_label_values(&labels);
+        let _ = self.client_output_closed.remove_label_values(&labels);
         let _ = self.forward_error.remove_label_values(&labels);
         let _ = self.fragments.remove_label_values(&labels);
         let _ = self.server_ejects.remove_label_values(&labels);
@@ -506,6 +514,8 @@ pub struct PoolMetrics {
     pub client_eof: IntCounter,
     /// Client connections closed on an error (nutcracker's `client_err`).
     pub client_err: IntCounter,
+    /// Clients closed for holding more reply bytes than `client_output_hard_limit`.
+    pub client_output_closed: IntCounter,
     /// Requests that could not be forwarded (nutcracker's `forward_error`).
     pub forward_error: IntCounter,
     /// Sub-requests created by splitting multi-key requests (nutcracker's `fragments`).

@@ -7,14 +7,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, Cache};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cluster::ClusterRequest;
@@ -165,7 +165,8 @@ impl Session {
     }
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
-    /// starts; in-flight requests are answered first in every case but a broken connection.
+    /// starts; in-flight requests are answered first in every case but a broken connection
+    /// and a client past `client_output_hard_limit`.
     pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
         R: SocketRead,
@@ -175,9 +176,19 @@ impl Session {
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut backlog = Backlog::default();
+        // Reply bytes already in behind the oldest one awaited, counted while the client's
+        // socket is full (the only time they can pile up unseen).
+        let mut held_behind = 0;
         let mut decoder = Decoder::new(self.dialect, &self.limits);
         let max_pipeline = self.limits.max_pipeline.max(1);
+        let soft_limit = self.limits.client_output_limit;
+        let hard_limit = self.limits.client_output_hard_limit;
         let mut reading = true;
+        // Set when the client switched protocol (`HELLO`): its next requests go over other
+        // backend connections, so they wait until every reply asked before the switch is in;
+        // otherwise a read could overtake the same client's write.
+        let mut fenced = false;
         // Counted on the pool the client connected to, even if a reload replaces it.
         let pool = Arc::clone(&self.route.load().pool);
         let metrics = pool.metrics();
@@ -185,7 +196,13 @@ impl Session {
         metrics.client_connections_total.inc();
         let mut registered = None;
         loop {
-            while reading && pending.len() < max_pipeline {
+            fenced &= !pending.is_empty();
+            while reading
+                && !fenced
+                && pending.len() < max_pipeline
+                && backlog.bytes + held_behind < soft_limit
+            {
+                let resp3 = self.client.resp3;
                 match self.decode(&mut decoder, &mut input) {
                     Decoded::More => break,
                     Decoded::Request(reply) => pending.push_back(reply),
@@ -200,14 +217,20 @@ impl Session {
                         reading = false;
                     }
                 }
+                fenced = self.client.resp3 != resp3;
                 if self.client.quitting {
                     reading = false;
                 }
             }
             // A reply ready alone is written as it is; several are gathered into `output`.
+            // Behind replies the socket has not taken yet, they queue up in the backlog.
             let mut single: Option<Bytes> = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
                 pending.pop_front();
+                if !backlog.is_empty() {
+                    backlog.push(bytes);
+                    continue;
+                }
                 if single.is_none() && output.is_empty() {
                     single = Some(bytes);
                     continue;
@@ -219,39 +242,58 @@ impl Session {
             }
             let ready = single.as_deref().unwrap_or(&output);
             if !ready.is_empty() {
-                // Straight away when the socket takes it all (the usual case), else wait.
+                // Straight away when the socket takes it all (the usual case); what it does
+                // not take waits in the backlog, written as the socket drains.
                 let written = match wr.try_write(ready) {
-                    Ok(n) => Ok(n),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    Err(error) => Err(error),
+                    Ok(n) => n,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(_) => {
+                        metrics.client_err.inc();
+                        metrics.client_connections.dec();
+                        return;
+                    }
                 };
-                let written = match written {
-                    Ok(n) if n >= ready.len() => Ok(()),
-                    Ok(n) => wr.write_all(ready.get(n..).unwrap_or_default()).await,
-                    Err(error) => Err(error),
-                };
-                if written.is_err() {
-                    metrics.client_err.inc();
-                    metrics.client_connections.dec();
-                    return;
+                if written < ready.len() {
+                    let rest = match single {
+                        Some(bytes) => bytes.slice(written..),
+                        None => output.split().freeze().slice(written..),
+                    };
+                    backlog.push(rest);
                 }
                 output.clear();
                 continue;
             }
-            if !reading && pending.is_empty() {
+            if !reading && pending.is_empty() && backlog.is_empty() {
                 break;
             }
             if input.capacity() - input.len() < MIN_SPARE {
                 input.reserve(input.len().max(READ_CHUNK));
             }
-            let can_read = reading && pending.len() < max_pipeline;
+            if backlog.is_empty() {
+                held_behind = 0;
+            }
             let woke = std::future::poll_fn(|cx| {
                 if let Some(front) = pending.front_mut() {
                     if front.poll_ready(cx).is_ready() {
                         return Poll::Ready(Woke::Reply);
                     }
                 }
-                if can_read {
+                if !backlog.is_empty() {
+                    if let Poll::Ready(written) = backlog.poll_write(&mut wr, cx) {
+                        return Poll::Ready(Woke::Wrote(written));
+                    }
+                    // The client is not keeping up: replies arriving behind the oldest one
+                    // count too, or they would pile up unbounded in their reply cells.
+                    held_behind = pending.iter_mut().skip(1).map(|p| p.poll_held(cx)).sum();
+                    if backlog.bytes + held_behind > hard_limit {
+                        return Poll::Ready(Woke::Overflow);
+                    }
+                }
+                if reading
+                    && !fenced
+                    && pending.len() < max_pipeline
+                    && backlog.bytes + held_behind < soft_limit
+                {
                     if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
                         return Poll::Ready(Woke::Read(read));
                     }
@@ -281,6 +323,23 @@ impl Session {
                     reading = false;
                 }
                 Woke::Closing => reading = false,
+                Woke::Wrote(Ok(n)) if n > 0 => backlog.advance(n),
+                Woke::Wrote(_) => {
+                    metrics.client_err.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
+                Woke::Overflow => {
+                    tracing::info!(
+                        client = self.client.id,
+                        held = backlog.bytes + held_behind,
+                        limit = hard_limit,
+                        "closing client: replies held past client_output_hard_limit"
+                    );
+                    metrics.client_output_closed.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
             }
         }
         metrics.client_connections.dec();
@@ -405,6 +464,30 @@ impl Pending {
         }
     }
 
+    /// The bytes of this reply that have arrived (all of it, or a split request's parts in so
+    /// far), taking in what is ready; the task is woken when a part still awaited arrives.
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+        match self {
+            Pending::Ready(bytes) => bytes.len(),
+            Pending::Backend(..) => match self.poll_ready(cx) {
+                Poll::Ready(()) => self.poll_held(cx),
+                Poll::Pending => 0,
+            },
+            Pending::Cluster(request) => match request.poll_ready(cx) {
+                Poll::Ready(()) => match request.try_take() {
+                    Some(bytes) => {
+                        *self = Pending::Ready(bytes);
+                        self.poll_held(cx)
+                    }
+                    None => 0,
+                },
+                Poll::Pending => 0,
+            },
+            Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
+            Pending::Filtered(inner, _) => inner.poll_held(cx),
+        }
+    }
+
     /// Whether the reply is complete; if not, the task is woken when the part it waits for
     /// arrives.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -440,6 +523,67 @@ enum Woke {
     Read(io::Result<usize>),
     /// Shutdown started.
     Closing,
+    /// The backlog was written to: bytes taken, 0 if the socket took none, or an error.
+    Wrote(io::Result<usize>),
+    /// The client holds more reply bytes than `client_output_hard_limit`.
+    Overflow,
+}
+
+/// Most replies handed to one vectored write of the backlog.
+const MAX_IOV: usize = 64;
+
+/// Replies the client's socket has not taken yet, oldest first: they wait here, uncopied,
+/// while the session goes on reading (below `client_output_limit`), and count towards the
+/// client's output limits.
+#[derive(Default)]
+struct Backlog {
+    replies: VecDeque<Bytes>,
+    /// Their total length.
+    bytes: usize,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    fn push(&mut self, reply: Bytes) {
+        if !reply.is_empty() {
+            self.bytes += reply.len();
+            self.replies.push_back(reply);
+        }
+    }
+
+    /// Writes from the oldest reply on, as much as the socket takes in one call.
+    fn poll_write<W: ClientWrite>(
+        &self,
+        wr: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (slice, reply) in slices.iter_mut().zip(&self.replies) {
+            *slice = IoSlice::new(reply);
+            count += 1;
+        }
+        Pin::new(wr).poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
+    }
+
+    /// Drops the first `n` bytes, which the socket took.
+    fn advance(&mut self, mut n: usize) {
+        self.bytes = self.bytes.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.replies.front_mut() else {
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                break;
+            }
+            n -= front.len();
+            self.replies.pop_front();
+        }
+    }
 }
 
 fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {
