@@ -178,7 +178,7 @@ impl Session {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut backlog = Backlog::default();
         // Reply bytes already in behind the oldest one awaited, counted while the client's
-        // socket is full (the only time they can pile up unseen).
+        // socket is full or the pipeline is deep (see [`SCAN_DEPTH`]).
         let mut held_behind = 0;
         let mut decoder = Decoder::new(self.dialect, &self.limits);
         let max_pipeline = self.limits.max_pipeline.max(1);
@@ -269,7 +269,8 @@ impl Session {
             if input.capacity() - input.len() < MIN_SPARE {
                 input.reserve(input.len().max(READ_CHUNK));
             }
-            if backlog.is_empty() {
+            let pressed = !backlog.is_empty() || pending.len() > SCAN_DEPTH;
+            if !pressed {
                 held_behind = 0;
             }
             let woke = std::future::poll_fn(|cx| {
@@ -282,8 +283,10 @@ impl Session {
                     if let Poll::Ready(written) = backlog.poll_write(&mut wr, cx) {
                         return Poll::Ready(Woke::Wrote(written));
                     }
-                    // The client is not keeping up: replies arriving behind the oldest one
-                    // count too, or they would pile up unbounded in their reply cells.
+                }
+                if pressed {
+                    // Replies arriving behind the oldest one count too, or they would pile
+                    // up unbounded in their reply cells while it is awaited.
                     held_behind = pending.iter_mut().skip(1).map(|p| p.poll_held(cx)).sum();
                     if backlog.bytes + held_behind > hard_limit {
                         return Poll::Ready(Woke::Overflow);
@@ -529,6 +532,12 @@ enum Woke {
     Overflow,
 }
 
+/// Past this many requests in flight, replies that arrive behind the oldest one awaited are
+/// counted towards the client's output limits even while the client keeps up. Counting them
+/// means polling every pending reply on each wake-up, and being woken by each of them, so
+/// short pipelines (the common case, which cannot hold much) are spared it.
+const SCAN_DEPTH: usize = 64;
+
 /// Most replies handed to one vectored write of the backlog.
 const MAX_IOV: usize = 64;
 
@@ -595,5 +604,300 @@ pub(super) fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
     match dialect {
         Dialect::Redis => reply::error(&format!("ERR {error}")),
         Dialect::Memcache => memcache::reply::server_error(&error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::backend::connection;
+    use crate::backend::pool::Pool;
+    use crate::backend::{BackendPool, Job};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    impl SocketRead for ReadHalf<DuplexStream> {
+        fn is_read_ready(&self) -> bool {
+            true
+        }
+    }
+
+    /// The session's end of an in-memory client connection.
+    struct Writer(RefCell<WriteHalf<DuplexStream>>);
+
+    impl AsyncWrite for Writer {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_shutdown(cx)
+        }
+    }
+
+    impl ClientWrite for Writer {
+        fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut *self.0.borrow_mut()).poll_write(&mut cx, bytes) {
+                Poll::Ready(written) => written,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    type Jobs = Box<dyn FnMut() -> Option<Job>>;
+
+    /// A session on a Redis pool of `shards` backends whose connections the test plays, over
+    /// an in-memory client connection of `capacity` bytes each way.
+    struct Harness {
+        pool: Arc<Pool>,
+        client: DuplexStream,
+        /// Per shard: the RESP2 connection's jobs, then the RESP3 one's.
+        resp2: Vec<Jobs>,
+        resp3: Vec<Jobs>,
+    }
+
+    impl Harness {
+        fn start(shards: usize, options: &str, capacity: usize) -> Harness {
+            let servers: String = (0..shards)
+                .map(|i| format!("   - 127.0.0.1:{}:1 s{i}\n", 7000 + i))
+                .collect();
+            let yaml = format!(
+                "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n{options}  servers:\n{servers}"
+            );
+            let config = Config::parse(&yaml).unwrap().pools.remove(0);
+            let pool = Arc::new(Pool::new(config, &Metrics::new()));
+            let (mut resp2, mut resp3) = (Vec::new(), Vec::new());
+            let (mut handles2, mut handles3) = (Vec::new(), Vec::new());
+            for _ in 0..shards {
+                let (handle, jobs) = connection::detached();
+                handles2.push(vec![handle]);
+                resp2.push(Box::new(jobs) as Jobs);
+                let (handle, jobs) = connection::detached();
+                handles3.push(vec![handle]);
+                resp3.push(Box::new(jobs) as Jobs);
+            }
+            let route = Route {
+                pool: Arc::clone(&pool),
+                backends: BackendPool::from_handles(handles2, handles3),
+            };
+            let session = Session::new(1, RouteSlot::for_test(route));
+            let (client, server) = tokio::io::duplex(capacity);
+            let (rd, wr) = tokio::io::split(server);
+            tokio::task::spawn_local(async move {
+                let closing = Closing::default();
+                session.run(rd, Writer(RefCell::new(wr)), &closing).await;
+            });
+            Harness {
+                pool,
+                client,
+                resp2,
+                resp3,
+            }
+        }
+
+        /// A key that the pool routes to `shard`.
+        fn key_on(&self, shard: usize, skip: usize) -> String {
+            let map = self.pool.map().load();
+            (0..10_000)
+                .map(|i| format!("key:{i}"))
+                .filter(|key| self.pool.route_on(&map, key.as_bytes()) == Ok(shard))
+                .nth(skip)
+                .unwrap()
+        }
+
+        async fn send(&mut self, args: &[&[&str]]) {
+            let mut bytes = Vec::new();
+            for command in args {
+                bytes.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+                for arg in *command {
+                    bytes.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+                }
+            }
+            self.client.write_all(&bytes).await.unwrap();
+        }
+
+        /// The jobs queued on a connection so far.
+        fn jobs(jobs: &mut Jobs) -> Vec<Job> {
+            std::iter::from_fn(jobs).collect()
+        }
+
+        /// What the client received within a (paused, so instant) second.
+        async fn received(&mut self) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(1), self.client.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        }
+    }
+
+    /// Lets every task run until all wait (time is paused: it moves only when all are idle).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    fn answer(job: Job, reply: &str) {
+        job.reply.send(Ok(Bytes::copy_from_slice(reply.as_bytes())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_replies_keep_request_order_when_shards_answer_out_of_order() {
+        LocalSet::new()
+            .run_until(async {
+                let mut h = Harness::start(2, "", 64 * 1024);
+                let (a0, a1) = (h.key_on(0, 0), h.key_on(0, 1));
+                let (b0, b1) = (h.key_on(1, 0), h.key_on(1, 1));
+                h.send(&[
+                    &["GET", &a0],
+                    &["GET", &b0],
+                    &["GET", &a1],
+                    &["GET", &b1],
+                    &["PING"],
+                ])
+                .await;
+                settle().await;
+                let on_a = Harness::jobs(&mut h.resp2[0]);
+                let on_b = Harness::jobs(&mut h.resp2[1]);
+                assert_eq!((on_a.len(), on_b.len()), (2, 2));
+                // The second shard answers first: nothing may be written before the first reply.
+                for (job, reply) in on_b.into_iter().zip(["$2\r\nb0\r\n", "$2\r\nb1\r\n"]) {
+                    answer(job, reply);
+                }
+                assert_eq!(h.received().await, b"");
+                for (job, reply) in on_a.into_iter().zip(["$2\r\na0\r\n", "$2\r\na1\r\n"]) {
+                    answer(job, reply);
+                }
+                assert_eq!(
+                    String::from_utf8(h.received().await).unwrap(),
+                    "$2\r\na0\r\n$2\r\nb0\r\n$2\r\na1\r\n$2\r\nb1\r\n+PONG\r\n"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_hello_waits_until_the_replies_before_it_are_in() {
+        LocalSet::new()
+            .run_until(async {
+                let mut h = Harness::start(1, "", 64 * 1024);
+                h.send(&[&["SET", "k", "v"], &["HELLO", "3"], &["GET", "k"]])
+                    .await;
+                settle().await;
+                let set = Harness::jobs(&mut h.resp2[0]);
+                assert_eq!(set.len(), 1);
+                // The GET goes over the RESP3 connection: not before the SET is answered.
+                assert_eq!(Harness::jobs(&mut h.resp3[0]).len(), 0);
+                for job in set {
+                    answer(job, "+OK\r\n");
+                }
+                settle().await;
+                let get = Harness::jobs(&mut h.resp3[0]);
+                assert_eq!(get.len(), 1);
+                for job in get {
+                    answer(job, "$1\r\nv\r\n");
+                }
+                let got = String::from_utf8(h.received().await).unwrap();
+                assert!(got.starts_with("+OK\r\n%7\r\n"), "{got:?}");
+                assert!(
+                    got.ends_with("$7\r\nmodules\r\n*0\r\n$1\r\nv\r\n"),
+                    "{got:?}"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_closed_past_the_hard_limit() {
+        LocalSet::new()
+            .run_until(async {
+                let limits = "  client_output_limit: 512\n  client_output_hard_limit: 1024\n";
+                let mut h = Harness::start(2, limits, 16 * 1024);
+                let (a, b) = (h.key_on(0, 0), h.key_on(1, 0));
+                // The first shard's reply never comes; the second shard's pile up behind it, in
+                // a pipeline deep enough for them to count.
+                h.send(&[&["GET", &a]]).await;
+                for _ in 0..SCAN_DEPTH {
+                    h.send(&[&["GET", &b]]).await;
+                }
+                h.send(&[&["PING"]]).await;
+                settle().await;
+                let _stuck = Harness::jobs(&mut h.resp2[0]);
+                let value = format!("${}\r\n{}\r\n", 300, "x".repeat(300));
+                for job in Harness::jobs(&mut h.resp2[1]) {
+                    answer(job, &value);
+                    settle().await;
+                }
+                // Nothing was written (the head is missing) and the client is closed.
+                let got = h.received().await;
+                assert_eq!(got, b"");
+                let mut rest = [0u8; 16];
+                let end = tokio::time::timeout(Duration::from_secs(10), h.client.read(&mut rest));
+                assert_eq!(end.await.ok().and_then(Result::ok), Some(0), "still open");
+                assert_eq!(h.pool.metrics().client_output_closed.get(), 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_soft_limit_new_requests_wait_until_the_client_reads() {
+        LocalSet::new()
+            .run_until(async {
+                let limits = "  client_output_limit: 512\n";
+                let mut h = Harness::start(1, limits, 64);
+                h.send(&[&["GET", "big"]]).await;
+                settle().await;
+                let value = format!("${}\r\n{}\r\n", 1000, "x".repeat(1000));
+                for job in Harness::jobs(&mut h.resp2[0]) {
+                    answer(job, &value);
+                }
+                settle().await;
+                // The socket took 64 bytes; the rest is held, past the soft limit.
+                h.send(&[&["GET", "next"]]).await;
+                settle().await;
+                assert_eq!(
+                    Harness::jobs(&mut h.resp2[0]).len(),
+                    0,
+                    "read past the limit"
+                );
+                let mut got = Vec::new();
+                let mut buf = [0u8; 256];
+                while got.len() < value.len() {
+                    let n = h.client.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(got, value.as_bytes());
+                settle().await;
+                let next = Harness::jobs(&mut h.resp2[0]);
+                assert_eq!(next.len(), 1, "drained: the next request goes out");
+                for job in next {
+                    answer(job, "$-1\r\n");
+                }
+                assert_eq!(h.received().await, b"$-1\r\n");
+                assert_eq!(h.pool.metrics().client_output_closed.get(), 0);
+            })
+            .await;
     }
 }
