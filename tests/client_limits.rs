@@ -68,6 +68,9 @@ fn limits_setup(soft: usize, hard: usize) -> Setup {
         &[
             ("client_output_limit", soft.as_str()),
             ("client_output_hard_limit", hard.as_str()),
+            // Requests of other clients sharing the backend connection queue behind the
+            // stuck client's 2000 MiB of replies: a hang bound, generous on a loaded machine.
+            ("timeout", "120000"),
         ],
     )
 }

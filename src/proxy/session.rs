@@ -195,16 +195,24 @@ impl Session {
         metrics.client_connections.inc();
         metrics.client_connections_total.inc();
         let mut registered = None;
+        // Whether the decoding below stopped for want of input (rather than at a limit).
+        let mut decoded_all;
+        let may_decode = |reading: bool, fenced: bool, in_flight: usize, held: usize| {
+            reading && !fenced && in_flight < max_pipeline && held < soft_limit
+        };
         loop {
             fenced &= !pending.is_empty();
-            while reading
-                && !fenced
-                && pending.len() < max_pipeline
-                && backlog.bytes + held_behind < soft_limit
-            {
+            if backlog.is_empty() && pending.len() <= SCAN_DEPTH {
+                held_behind = 0;
+            }
+            decoded_all = false;
+            while may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
                 let resp3 = self.client.resp3;
                 match self.decode(&mut decoder, &mut input) {
-                    Decoded::More => break,
+                    Decoded::More => {
+                        decoded_all = true;
+                        break;
+                    }
                     Decoded::Request(reply) => pending.push_back(reply),
                     Decoded::Silent => {}
                     Decoded::Fatal(reply) => {
@@ -227,6 +235,8 @@ impl Session {
             let mut single: Option<Bytes> = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
                 pending.pop_front();
+                // Counted anew at the next wait: it may have been the one just taken.
+                held_behind = 0;
                 if !backlog.is_empty() {
                     backlog.push(bytes);
                     continue;
@@ -270,9 +280,6 @@ impl Session {
                 input.reserve(input.len().max(READ_CHUNK));
             }
             let pressed = !backlog.is_empty() || pending.len() > SCAN_DEPTH;
-            if !pressed {
-                held_behind = 0;
-            }
             let woke = std::future::poll_fn(|cx| {
                 if let Some(front) = pending.front_mut() {
                     if front.poll_ready(cx).is_ready() {
@@ -292,11 +299,12 @@ impl Session {
                         return Poll::Ready(Woke::Overflow);
                     }
                 }
-                if reading
-                    && !fenced
-                    && pending.len() < max_pipeline
-                    && backlog.bytes + held_behind < soft_limit
-                {
+                let fenced = fenced && !pending.is_empty();
+                if may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+                    // What stopped the decoding has passed: requests may wait in the input.
+                    if !decoded_all {
+                        return Poll::Ready(Woke::Decode);
+                    }
                     if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
                         return Poll::Ready(Woke::Read(read));
                     }
@@ -321,6 +329,7 @@ impl Session {
                     }
                 }
                 Woke::Read(Ok(n)) if n > 0 => {}
+                Woke::Decode => {}
                 Woke::Read(_) => {
                     metrics.client_eof.inc();
                     reading = false;
@@ -526,6 +535,8 @@ enum Woke {
     Read(io::Result<usize>),
     /// Shutdown started.
     Closing,
+    /// The input may hold requests that a limit kept from being decoded, and it no longer does.
+    Decode,
     /// The backlog was written to: bytes taken, 0 if the socket took none, or an error.
     Wrote(io::Result<usize>),
     /// The client holds more reply bytes than `client_output_hard_limit`.
