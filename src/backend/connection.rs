@@ -202,6 +202,20 @@ pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> 
     Handle { queue }
 }
 
+/// A handle with no connection task behind it, for session tests: the returned function takes
+/// its queued jobs, which the test answers through their `reply`.
+#[cfg(test)]
+pub(crate) fn detached() -> (Handle, impl FnMut() -> Option<Job>) {
+    let queue = Rc::new(Queue {
+        handles: Cell::new(1),
+        ..Queue::default()
+    });
+    let mut jobs = Jobs {
+        queue: Rc::clone(&queue),
+    };
+    (Handle { queue }, move || jobs.try_recv())
+}
+
 async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preconnect: bool) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();

@@ -397,6 +397,16 @@ impl BackendPool {
         }
     }
 
+    /// Connections given by a test (see `connection::detached`), RESP2 and RESP3 per shard.
+    #[cfg(test)]
+    pub(crate) fn from_handles(shards: Vec<Vec<Handle>>, resp3: Vec<Vec<Handle>>) -> BackendPool {
+        BackendPool {
+            shards,
+            resp3,
+            strays: RefCell::new(HashMap::new()),
+        }
+    }
+
     fn connections(pool: &Arc<Pool>, resp3: bool, preconnect: bool) -> Vec<Vec<Handle>> {
         let config = pool.config();
         config

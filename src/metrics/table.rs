@@ -282,6 +282,10 @@ metric_table! {
             "keyway_client_errors_total",
             "Client connections closed on an error (nutcracker: client_err).",
             POOL);
+        client_output_closed: IntCounterVec = counters(
+            "keyway_client_output_limit_closed_total",
+            "Clients closed for holding more reply bytes than client_output_hard_limit.",
+            POOL);
         forward_error: IntCounterVec = counters(
             "keyway_forward_errors_total",
             "Requests that could not be forwarded to a backend (nutcracker: forward_error).",
@@ -406,6 +410,8 @@ metric_table! {
         client_connections_total: IntCounter = client_connections_total[];
         /// Client connections closed on accept: the pool had `client_connections` open.
         client_refused: IntCounter = client_refused[];
+        /// Clients closed for holding more reply bytes than `client_output_hard_limit`.
+        client_output_closed: IntCounter = client_output_closed[];
         /// Request latency in seconds, arrival to reply ready, observed through
         /// [`PoolMetrics::latency`].
         request_duration: Histogram = request_duration[];

@@ -18,6 +18,8 @@ use crate::shutdown::Shutdown;
 
 /// Pause after an accept error (e.g. out of file descriptors) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Least time between two log lines about clients refused past `client_connections`.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bound, listening socket that no runtime owns yet.
 #[derive(Debug)]
@@ -158,6 +160,7 @@ pub async fn accept_loop(
             Listener::Unix(tokio::net::UnixListener::from_std(listener)?, path)
         }
     };
+    let mut last_refusal: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -173,7 +176,12 @@ pub async fn accept_loop(
         };
         let Some(slot) = count.admit(limit) else {
             refused.inc();
-            tracing::debug!(pool = %pool, limit, "client_connections reached: closing new client");
+            // Closed without a reply, as nutcracker does; said in the log, at most once a
+            // second so that a client retrying in a loop cannot flood it.
+            if last_refusal.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                tracing::warn!(pool = %pool, limit, "client_connections reached: closing new clients");
+                last_refusal = Some(std::time::Instant::now());
+            }
             continue;
         };
         workers.hand_off(Handoff {

@@ -7,5 +7,7 @@
 pub mod cluster;
 pub mod listener;
 pub mod local;
+mod memcache;
+mod resp;
 pub mod session;
 pub mod worker;

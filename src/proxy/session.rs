@@ -1,12 +1,13 @@
-//! One task per client: decode requests → classify → route → dispatch to backend
-//! connections → write replies strictly in request order.
+//! One task per client, protocol-neutral: read, decode through the pool's protocol handler
+//! ([`super::resp`] or [`super::memcache`], behind one enum seam) which classifies, routes and
+//! dispatches each request, then write replies strictly in request order.
 //!
 //! Replies are kept in a FIFO of `Pending` entries, one per request; the head is written as
 //! soon as it is ready, and everything ready behind it goes out in the same write.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,20 +15,19 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, Cache};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cluster::ClusterRequest;
-use super::local;
+use super::memcache::Memcache;
+use super::resp::Resp;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
-use crate::protocol::resp::codec;
-use crate::protocol::resp::command::{self, Command, Kind, Merge};
-use crate::protocol::resp::fanout::{self, Split};
-use crate::protocol::resp::{reply, Request, RequestDecoder};
+use crate::protocol::resp::fanout;
+use crate::protocol::resp::reply;
 use crate::route::ShardMap;
 use crate::socket::{ArmedReader, SocketRead};
 
@@ -64,19 +64,20 @@ pub struct Session {
     dialect: Dialect,
 }
 
-/// What handling one request needs: the client's state and the route loaded for it.
-struct Handler<'s> {
-    client: &'s mut Client,
-    route: &'s Rc<Route>,
+/// What handling one request needs: the client's state and the route loaded for it. The
+/// protocol handlers ([`Resp`], [`Memcache`]) start replies through it.
+pub(super) struct Handler<'s> {
+    pub(super) client: &'s mut Client,
+    pub(super) route: &'s Rc<Route>,
     map: &'s ShardMap,
     limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
-    read: bool,
+    pub(super) read: bool,
 }
 
 /// The reply to one request, in request order.
-enum Pending {
+pub(super) enum Pending {
     Ready(Bytes),
     Backend(backend::ReplyReceiver, Dialect),
     /// A request to a Redis Cluster pool, following redirects.
@@ -97,25 +98,36 @@ pub enum Dialect {
 }
 
 /// A split request: its parts' replies, merged once all are in.
-struct FanoutReply {
-    plan: Plan,
-    parts: Vec<Pending>,
+pub(super) struct FanoutReply {
+    pub(super) plan: Plan,
+    pub(super) parts: Vec<Pending>,
 }
 
 /// How a split request's replies merge, per protocol.
-enum Plan {
+pub(super) enum Plan {
     Resp(fanout::Plan),
     Memcache(memcache::fanout::Plan),
 }
 
-/// The request decoder for the pool's protocol.
+/// The seam between the protocol-neutral loop and the pool's protocol: decodes a request and
+/// starts its reply. An enum rather than a trait object, so that the per-request call is a
+/// match the compiler can inline.
 enum Decoder {
-    Resp(RequestDecoder),
-    Memcache(memcache::RequestDecoder),
+    Resp(Resp),
+    Memcache(Memcache),
+}
+
+impl Decoder {
+    fn new(dialect: Dialect, limits: &Limits) -> Decoder {
+        match dialect {
+            Dialect::Redis => Decoder::Resp(Resp::new(limits)),
+            Dialect::Memcache => Decoder::Memcache(Memcache::new(limits)),
+        }
+    }
 }
 
 /// What decoding the buffered input produced.
-enum Decoded {
+pub(super) enum Decoded {
     /// Nothing complete yet.
     More,
     /// A request (or a rejected one), with its reply to come.
@@ -154,7 +166,8 @@ impl Session {
     }
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
-    /// starts; in-flight requests are answered first in every case but a broken connection.
+    /// starts; in-flight requests are answered first in every case but a broken connection
+    /// and a client past `client_output_hard_limit`.
     pub async fn run<R, W>(mut self, rd: R, mut wr: W, closing: &Closing)
     where
         R: SocketRead,
@@ -164,17 +177,19 @@ impl Session {
         let mut input = BytesMut::with_capacity(INITIAL_READ_BUFFER);
         let mut output = BytesMut::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut decoder = match self.dialect {
-            Dialect::Redis => Decoder::Resp(RequestDecoder::new(codec::Limits {
-                max_request_bytes: self.limits.max_request_bytes,
-                max_multibulk_length: self.limits.max_multibulk_length,
-            })),
-            Dialect::Memcache => Decoder::Memcache(memcache::RequestDecoder::new(
-                memcache::Limits::from(&self.limits),
-            )),
-        };
+        let mut backlog = Backlog::default();
+        // Reply bytes already in behind the oldest one awaited, counted while the client's
+        // socket is full or the pipeline is deep (see [`SCAN_DEPTH`]).
+        let mut held_behind = 0;
+        let mut decoder = Decoder::new(self.dialect, &self.limits);
         let max_pipeline = self.limits.max_pipeline.max(1);
+        let soft_limit = self.limits.client_output_limit;
+        let hard_limit = self.limits.client_output_hard_limit;
         let mut reading = true;
+        // Set when the client switched protocol (`HELLO`): its next requests go over other
+        // backend connections, so they wait until every reply asked before the switch is in;
+        // otherwise a read could overtake the same client's write.
+        let mut fenced = false;
         // Counted on the pool the client connected to, even if a reload replaces it.
         let pool = Arc::clone(&self.route.load().pool);
         let metrics = pool.metrics();
@@ -185,10 +200,24 @@ impl Session {
         let mut latency = metrics.latency();
         let mut arrived = Instant::now();
         let mut registered = None;
+        // Whether the decoding below stopped for want of input (rather than at a limit).
+        let mut decoded_all;
+        let may_decode = |reading: bool, fenced: bool, in_flight: usize, held: usize| {
+            reading && !fenced && in_flight < max_pipeline && held < soft_limit
+        };
         loop {
-            while reading && pending.len() < max_pipeline {
+            fenced &= !pending.is_empty();
+            if backlog.is_empty() && pending.len() <= SCAN_DEPTH {
+                held_behind = 0;
+            }
+            decoded_all = false;
+            while may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+                let resp3 = self.client.resp3;
                 match self.decode(&mut decoder, &mut input) {
-                    Decoded::More => break,
+                    Decoded::More => {
+                        decoded_all = true;
+                        break;
+                    }
                     Decoded::Request(reply) => {
                         latency.arrived(arrived);
                         pending.push_back(reply);
@@ -205,16 +234,24 @@ impl Session {
                         reading = false;
                     }
                 }
+                fenced = self.client.resp3 != resp3;
                 if self.client.quitting {
                     reading = false;
                 }
             }
             // A reply ready alone is written as it is; several are gathered into `output`.
+            // Behind replies the socket has not taken yet, they queue up in the backlog.
             let mut single: Option<Bytes> = None;
             let mut now = None;
             while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
                 pending.pop_front();
                 latency.replied(*now.get_or_insert_with(Instant::now));
+                // Counted anew at the next wait: it may have been the one just taken.
+                held_behind = 0;
+                if !backlog.is_empty() {
+                    backlog.push(bytes);
+                    continue;
+                }
                 if single.is_none() && output.is_empty() {
                     single = Some(bytes);
                     continue;
@@ -228,39 +265,59 @@ impl Session {
             latency.flush();
             let ready = single.as_deref().unwrap_or(&output);
             if !ready.is_empty() {
-                // Straight away when the socket takes it all (the usual case), else wait.
+                // Straight away when the socket takes it all (the usual case); what it does
+                // not take waits in the backlog, written as the socket drains.
                 let written = match wr.try_write(ready) {
-                    Ok(n) => Ok(n),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    Err(error) => Err(error),
+                    Ok(n) => n,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(_) => {
+                        metrics.client_err.inc();
+                        metrics.client_connections.dec();
+                        return;
+                    }
                 };
-                let written = match written {
-                    Ok(n) if n >= ready.len() => Ok(()),
-                    Ok(n) => wr.write_all(ready.get(n..).unwrap_or_default()).await,
-                    Err(error) => Err(error),
-                };
-                if written.is_err() {
-                    metrics.client_err.inc();
-                    metrics.client_connections.dec();
-                    return;
+                if written < ready.len() {
+                    let rest = match single {
+                        Some(bytes) => bytes.slice(written..),
+                        None => output.split().freeze().slice(written..),
+                    };
+                    backlog.push(rest);
                 }
                 output.clear();
                 continue;
             }
-            if !reading && pending.is_empty() {
+            if !reading && pending.is_empty() && backlog.is_empty() {
                 break;
             }
             if input.capacity() - input.len() < MIN_SPARE {
                 input.reserve(input.len().max(READ_CHUNK));
             }
-            let can_read = reading && pending.len() < max_pipeline;
+            let pressed = !backlog.is_empty() || pending.len() > SCAN_DEPTH;
             let woke = std::future::poll_fn(|cx| {
                 if let Some(front) = pending.front_mut() {
                     if front.poll_ready(cx).is_ready() {
                         return Poll::Ready(Woke::Reply);
                     }
                 }
-                if can_read {
+                if !backlog.is_empty() {
+                    if let Poll::Ready(written) = backlog.poll_write(&mut wr, cx) {
+                        return Poll::Ready(Woke::Wrote(written));
+                    }
+                }
+                if pressed {
+                    // Replies arriving behind the oldest one count too, or they would pile
+                    // up unbounded in their reply cells while it is awaited.
+                    held_behind = pending.iter_mut().skip(1).map(|p| p.poll_held(cx)).sum();
+                    if backlog.bytes + held_behind > hard_limit {
+                        return Poll::Ready(Woke::Overflow);
+                    }
+                }
+                let fenced = fenced && !pending.is_empty();
+                if may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+                    // What stopped the decoding has passed: requests may wait in the input.
+                    if !decoded_all {
+                        return Poll::Ready(Woke::Decode);
+                    }
                     if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
                         return Poll::Ready(Woke::Read(read));
                     }
@@ -285,11 +342,29 @@ impl Session {
                     }
                 }
                 Woke::Read(Ok(n)) if n > 0 => arrived = Instant::now(),
+                Woke::Decode => {}
                 Woke::Read(_) => {
                     metrics.client_eof.inc();
                     reading = false;
                 }
                 Woke::Closing => reading = false,
+                Woke::Wrote(Ok(n)) if n > 0 => backlog.advance(n),
+                Woke::Wrote(_) => {
+                    metrics.client_err.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
+                Woke::Overflow => {
+                    tracing::info!(
+                        client = self.client.id,
+                        held = backlog.bytes + held_behind,
+                        limit = hard_limit,
+                        "closing client: replies held past client_output_hard_limit"
+                    );
+                    metrics.client_output_closed.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
             }
         }
         metrics.client_connections.dec();
@@ -316,20 +391,8 @@ impl Session {
             read: false,
         };
         match decoder {
-            Decoder::Resp(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => Decoded::Request(handler.handle(request)),
-                Ok(None) => Decoded::More,
-                Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
-            },
-            Decoder::Memcache(decoder) => match decoder.decode(input) {
-                Ok(Some(request)) => handler.handle_memcache(request),
-                Ok(None) => Decoded::More,
-                Err(error) => match error.reply() {
-                    Some(reply) if error.is_fatal() => Decoded::Fatal(reply),
-                    Some(reply) => Decoded::Request(Pending::Ready(reply)),
-                    None => Decoded::Silent,
-                },
-            },
+            Decoder::Resp(resp) => resp.decode(input, &mut handler),
+            Decoder::Memcache(memcache) => memcache.decode(input, &mut handler),
         }
     }
 }
@@ -353,130 +416,8 @@ impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
 }
 
 impl Handler<'_> {
-    /// Starts the reply to a memcached request: answered here (`version`, `quit`, `mn`),
-    /// split by shard (multi-key retrievals), or forwarded by its key.
-    fn handle_memcache(&mut self, request: memcache::Request) -> Decoded {
-        let reply = match request.command() {
-            memcache::Command::Version => Pending::Ready(memcache::reply::version_reply()),
-            memcache::Command::MetaNoop => Pending::Ready(memcache::reply::noop_reply()),
-            memcache::Command::Quit => {
-                self.client.quitting = true;
-                return Decoded::Silent;
-            }
-            _ => {
-                let expect = Expect::Memcache(request.expect());
-                match memcache::fanout::split(&request, |key| self.route(key)) {
-                    Err(reply) => Pending::Ready(reply),
-                    Ok(memcache::fanout::Split::Whole(shard)) => {
-                        self.send(shard, request.frame().clone(), expect)
-                    }
-                    Ok(memcache::fanout::Split::Parts(parts, plan)) => {
-                        self.fragments(parts.len());
-                        Pending::Fanout(Box::new(FanoutReply {
-                            plan: Plan::Memcache(plan),
-                            parts: parts
-                                .into_iter()
-                                .map(|part| {
-                                    self.send(part.shard, part.request.frame().clone(), expect)
-                                })
-                                .collect(),
-                        }))
-                    }
-                }
-            }
-        };
-        match request.reply_policy() {
-            ReplyPolicy::Always => Decoded::Request(reply),
-            policy => Decoded::Request(Pending::Filtered(Box::new(reply), policy)),
-        }
-    }
-
-    /// Classifies one RESP request and starts its reply.
-    fn handle(&mut self, request: Request) -> Pending {
-        let Some(command) = command::lookup(request.name()) else {
-            return Pending::Ready(unknown_command(&request));
-        };
-        if !command.check_arity(request.argc())
-            || (command.kind == Kind::Fanout(Merge::Ok) && request.argc() % 2 == 0)
-        {
-            return Pending::Ready(reply::error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                command.name
-            )));
-        }
-        if !self.client.authenticated && !local::allowed_before_auth(command) {
-            return Pending::Ready(reply::error("NOAUTH Authentication required."));
-        }
-        // Looked up only where it decides something: a cluster pool reading from replicas.
-        self.read =
-            self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
-        match command.kind {
-            Kind::Local => Pending::Ready(local::answer(
-                self.client,
-                self.route.pool.config(),
-                command,
-                &request,
-            )),
-            Kind::Unsupported => Pending::Ready(unsupported(command.name)),
-            Kind::Routed => self.forward(command, request),
-            Kind::Fanout(merge) => self.fan_out(merge, request),
-        }
-    }
-
-    /// Sends a request whose keys must all live on one shard.
-    fn forward(&self, command: &Command, request: Request) -> Pending {
-        let keys = match command.keys(&request) {
-            Ok(keys) => keys,
-            Err(command::CommandError::Unsupported(form)) => {
-                return Pending::Ready(unsupported(form));
-            }
-            Err(error) => return Pending::Ready(reply::error(&format!("ERR {error}"))),
-        };
-        let mut target = None;
-        for index in keys {
-            let key = request.arg(index).unwrap_or_default();
-            let shard = match self.route(key) {
-                Ok(shard) => shard,
-                Err(reply) => return Pending::Ready(reply),
-            };
-            match target {
-                Some(first) if first != shard => {
-                    return Pending::Ready(reply::error(
-                        "CROSSSLOT Keys in request don't hash to the same shard",
-                    ));
-                }
-                _ => target = Some(shard),
-            }
-        }
-        match target {
-            Some(shard) => self.send(shard, request.frame().clone(), Expect::Resp),
-            None => Pending::Ready(reply::error(&format!(
-                "ERR '{}' without keys cannot be routed by the proxy",
-                command.name
-            ))),
-        }
-    }
-
-    /// Splits a multi-key request by shard.
-    fn fan_out(&self, merge: Merge, request: Request) -> Pending {
-        match fanout::split(&request, merge, |key| self.route(key)) {
-            Err(reply) => Pending::Ready(reply),
-            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
-            Ok(Split::Parts(parts, plan)) => {
-                self.fragments(parts.len());
-                Pending::Fanout(Box::new(FanoutReply {
-                    plan: Plan::Resp(plan),
-                    parts: parts
-                        .into_iter()
-                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
-                        .collect(),
-                }))
-            }
-        }
-    }
-
     /// The shard for `key`, or the error reply to give instead.
-    fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
+    pub(super) fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
@@ -487,12 +428,12 @@ impl Handler<'_> {
     }
 
     /// Counts the sub-requests of a split request (nutcracker's `fragments`).
-    fn fragments(&self, parts: usize) {
+    pub(super) fn fragments(&self, parts: usize) {
         self.route.pool.metrics().fragments.inc_by(parts as u64);
     }
 
     /// Sends `frame` to `shard`: a backend index, or in a cluster pool the keys' slot.
-    fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
+    pub(super) fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
         if self.route.pool.cluster().is_some() {
             return Pending::Cluster(Box::new(ClusterRequest::start(
                 Rc::clone(self.route),
@@ -548,6 +489,30 @@ impl Pending {
         }
     }
 
+    /// The bytes of this reply that have arrived (all of it, or a split request's parts in so
+    /// far), taking in what is ready; the task is woken when a part still awaited arrives.
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+        match self {
+            Pending::Ready(bytes) => bytes.len(),
+            Pending::Backend(..) => match self.poll_ready(cx) {
+                Poll::Ready(()) => self.poll_held(cx),
+                Poll::Pending => 0,
+            },
+            Pending::Cluster(request) => match request.poll_ready(cx) {
+                Poll::Ready(()) => match request.try_take() {
+                    Some(bytes) => {
+                        *self = Pending::Ready(bytes);
+                        self.poll_held(cx)
+                    }
+                    None => 0,
+                },
+                Poll::Pending => 0,
+            },
+            Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
+            Pending::Filtered(inner, _) => inner.poll_held(cx),
+        }
+    }
+
     /// Whether the reply is complete; if not, the task is woken when the part it waits for
     /// arrives.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -583,6 +548,75 @@ enum Woke {
     Read(io::Result<usize>),
     /// Shutdown started.
     Closing,
+    /// The input may hold requests that a limit kept from being decoded, and it no longer does.
+    Decode,
+    /// The backlog was written to: bytes taken, 0 if the socket took none, or an error.
+    Wrote(io::Result<usize>),
+    /// The client holds more reply bytes than `client_output_hard_limit`.
+    Overflow,
+}
+
+/// Past this many requests in flight, replies that arrive behind the oldest one awaited are
+/// counted towards the client's output limits even while the client keeps up. Counting them
+/// means polling every pending reply on each wake-up, and being woken by each of them, so
+/// short pipelines (the common case, which cannot hold much) are spared it.
+const SCAN_DEPTH: usize = 64;
+
+/// Most replies handed to one vectored write of the backlog.
+const MAX_IOV: usize = 64;
+
+/// Replies the client's socket has not taken yet, oldest first: they wait here, uncopied,
+/// while the session goes on reading (below `client_output_limit`), and count towards the
+/// client's output limits.
+#[derive(Default)]
+struct Backlog {
+    replies: VecDeque<Bytes>,
+    /// Their total length.
+    bytes: usize,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    fn push(&mut self, reply: Bytes) {
+        if !reply.is_empty() {
+            self.bytes += reply.len();
+            self.replies.push_back(reply);
+        }
+    }
+
+    /// Writes from the oldest reply on, as much as the socket takes in one call.
+    fn poll_write<W: ClientWrite>(
+        &self,
+        wr: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (slice, reply) in slices.iter_mut().zip(&self.replies) {
+            *slice = IoSlice::new(reply);
+            count += 1;
+        }
+        Pin::new(wr).poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
+    }
+
+    /// Drops the first `n` bytes, which the socket took.
+    fn advance(&mut self, mut n: usize) {
+        self.bytes = self.bytes.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.replies.front_mut() else {
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                break;
+            }
+            n -= front.len();
+            self.replies.pop_front();
+        }
+    }
 }
 
 fn outcome_reply(outcome: Outcome, dialect: Dialect) -> Bytes {
@@ -597,29 +631,297 @@ pub(super) fn backend_error(error: &backend::Error, dialect: Dialect) -> Bytes {
     }
 }
 
-fn unsupported(name: &str) -> Bytes {
-    reply::error(&format!("ERR unsupported command '{name}'"))
-}
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::task::Waker;
+    use std::time::Duration;
 
-/// Redis's own wording, so that clients that match on it keep working.
-fn unknown_command(request: &Request) -> Bytes {
-    let mut message = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        printable(request.name())
-    );
-    for i in 1..request.argc() {
-        let arg = printable(request.arg(i).unwrap_or_default());
-        if message.len() + arg.len() > 256 {
-            break;
+    use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::backend::connection;
+    use crate::backend::pool::Pool;
+    use crate::backend::{BackendPool, Job};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    impl SocketRead for ReadHalf<DuplexStream> {
+        fn is_read_ready(&self) -> bool {
+            true
         }
-        message.push_str(&format!("'{arg}' "));
     }
-    reply::error(&message)
-}
 
-fn printable(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes.get(..128).unwrap_or(bytes));
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    /// The session's end of an in-memory client connection.
+    struct Writer(RefCell<WriteHalf<DuplexStream>>);
+
+    impl AsyncWrite for Writer {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(self.get_mut().0.get_mut()).poll_shutdown(cx)
+        }
+    }
+
+    impl ClientWrite for Writer {
+        fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut *self.0.borrow_mut()).poll_write(&mut cx, bytes) {
+                Poll::Ready(written) => written,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    type Jobs = Box<dyn FnMut() -> Option<Job>>;
+
+    /// A session on a Redis pool of `shards` backends whose connections the test plays, over
+    /// an in-memory client connection of `capacity` bytes each way.
+    struct Harness {
+        pool: Arc<Pool>,
+        client: DuplexStream,
+        /// Per shard: the RESP2 connection's jobs, then the RESP3 one's.
+        resp2: Vec<Jobs>,
+        resp3: Vec<Jobs>,
+    }
+
+    impl Harness {
+        fn start(shards: usize, options: &str, capacity: usize) -> Harness {
+            let servers: String = (0..shards)
+                .map(|i| format!("   - 127.0.0.1:{}:1 s{i}\n", 7000 + i))
+                .collect();
+            let yaml = format!(
+                "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n{options}  servers:\n{servers}"
+            );
+            let config = Config::parse(&yaml).unwrap().pools.remove(0);
+            let pool = Arc::new(Pool::new(config, &Metrics::new()));
+            let (mut resp2, mut resp3) = (Vec::new(), Vec::new());
+            let (mut handles2, mut handles3) = (Vec::new(), Vec::new());
+            for _ in 0..shards {
+                let (handle, jobs) = connection::detached();
+                handles2.push(vec![handle]);
+                resp2.push(Box::new(jobs) as Jobs);
+                let (handle, jobs) = connection::detached();
+                handles3.push(vec![handle]);
+                resp3.push(Box::new(jobs) as Jobs);
+            }
+            let route = Route {
+                pool: Arc::clone(&pool),
+                backends: BackendPool::from_handles(handles2, handles3),
+            };
+            let session = Session::new(1, RouteSlot::for_test(route));
+            let (client, server) = tokio::io::duplex(capacity);
+            let (rd, wr) = tokio::io::split(server);
+            tokio::task::spawn_local(async move {
+                let closing = Closing::default();
+                session.run(rd, Writer(RefCell::new(wr)), &closing).await;
+            });
+            Harness {
+                pool,
+                client,
+                resp2,
+                resp3,
+            }
+        }
+
+        /// A key that the pool routes to `shard`.
+        fn key_on(&self, shard: usize, skip: usize) -> String {
+            let map = self.pool.map().load();
+            (0..10_000)
+                .map(|i| format!("key:{i}"))
+                .filter(|key| self.pool.route_on(&map, key.as_bytes()) == Ok(shard))
+                .nth(skip)
+                .unwrap()
+        }
+
+        async fn send(&mut self, args: &[&[&str]]) {
+            let mut bytes = Vec::new();
+            for command in args {
+                bytes.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+                for arg in *command {
+                    bytes.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+                }
+            }
+            self.client.write_all(&bytes).await.unwrap();
+        }
+
+        /// The jobs queued on a connection so far.
+        fn jobs(jobs: &mut Jobs) -> Vec<Job> {
+            std::iter::from_fn(jobs).collect()
+        }
+
+        /// What the client received within a (paused, so instant) second.
+        async fn received(&mut self) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(1), self.client.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        }
+    }
+
+    /// Lets every task run until all wait (time is paused: it moves only when all are idle).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    fn answer(job: Job, reply: &str) {
+        job.reply.send(Ok(Bytes::copy_from_slice(reply.as_bytes())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_replies_keep_request_order_when_shards_answer_out_of_order() {
+        LocalSet::new()
+            .run_until(async {
+                let mut h = Harness::start(2, "", 64 * 1024);
+                let (a0, a1) = (h.key_on(0, 0), h.key_on(0, 1));
+                let (b0, b1) = (h.key_on(1, 0), h.key_on(1, 1));
+                h.send(&[
+                    &["GET", &a0],
+                    &["GET", &b0],
+                    &["GET", &a1],
+                    &["GET", &b1],
+                    &["PING"],
+                ])
+                .await;
+                settle().await;
+                let on_a = Harness::jobs(&mut h.resp2[0]);
+                let on_b = Harness::jobs(&mut h.resp2[1]);
+                assert_eq!((on_a.len(), on_b.len()), (2, 2));
+                // The second shard answers first: nothing may be written before the first reply.
+                for (job, reply) in on_b.into_iter().zip(["$2\r\nb0\r\n", "$2\r\nb1\r\n"]) {
+                    answer(job, reply);
+                }
+                assert_eq!(h.received().await, b"");
+                for (job, reply) in on_a.into_iter().zip(["$2\r\na0\r\n", "$2\r\na1\r\n"]) {
+                    answer(job, reply);
+                }
+                assert_eq!(
+                    String::from_utf8(h.received().await).unwrap(),
+                    "$2\r\na0\r\n$2\r\nb0\r\n$2\r\na1\r\n$2\r\nb1\r\n+PONG\r\n"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_hello_waits_until_the_replies_before_it_are_in() {
+        LocalSet::new()
+            .run_until(async {
+                let mut h = Harness::start(1, "", 64 * 1024);
+                h.send(&[&["SET", "k", "v"], &["HELLO", "3"], &["GET", "k"]])
+                    .await;
+                settle().await;
+                let set = Harness::jobs(&mut h.resp2[0]);
+                assert_eq!(set.len(), 1);
+                // The GET goes over the RESP3 connection: not before the SET is answered.
+                assert_eq!(Harness::jobs(&mut h.resp3[0]).len(), 0);
+                for job in set {
+                    answer(job, "+OK\r\n");
+                }
+                settle().await;
+                let get = Harness::jobs(&mut h.resp3[0]);
+                assert_eq!(get.len(), 1);
+                for job in get {
+                    answer(job, "$1\r\nv\r\n");
+                }
+                let got = String::from_utf8(h.received().await).unwrap();
+                assert!(got.starts_with("+OK\r\n%7\r\n"), "{got:?}");
+                assert!(
+                    got.ends_with("$7\r\nmodules\r\n*0\r\n$1\r\nv\r\n"),
+                    "{got:?}"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_closed_past_the_hard_limit() {
+        LocalSet::new()
+            .run_until(async {
+                let limits = "  client_output_limit: 512\n  client_output_hard_limit: 1024\n";
+                let mut h = Harness::start(2, limits, 16 * 1024);
+                let (a, b) = (h.key_on(0, 0), h.key_on(1, 0));
+                // The first shard's reply never comes; the second shard's pile up behind it, in
+                // a pipeline deep enough for them to count.
+                h.send(&[&["GET", &a]]).await;
+                for _ in 0..SCAN_DEPTH {
+                    h.send(&[&["GET", &b]]).await;
+                }
+                h.send(&[&["PING"]]).await;
+                settle().await;
+                let _stuck = Harness::jobs(&mut h.resp2[0]);
+                let value = format!("${}\r\n{}\r\n", 300, "x".repeat(300));
+                for job in Harness::jobs(&mut h.resp2[1]) {
+                    answer(job, &value);
+                    settle().await;
+                }
+                // Nothing was written (the head is missing) and the client is closed.
+                let got = h.received().await;
+                assert_eq!(got, b"");
+                let mut rest = [0u8; 16];
+                let end = tokio::time::timeout(Duration::from_secs(10), h.client.read(&mut rest));
+                assert_eq!(end.await.ok().and_then(Result::ok), Some(0), "still open");
+                assert_eq!(h.pool.metrics().client_output_closed.get(), 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_soft_limit_new_requests_wait_until_the_client_reads() {
+        LocalSet::new()
+            .run_until(async {
+                let limits = "  client_output_limit: 512\n";
+                let mut h = Harness::start(1, limits, 64);
+                h.send(&[&["GET", "big"]]).await;
+                settle().await;
+                let value = format!("${}\r\n{}\r\n", 1000, "x".repeat(1000));
+                for job in Harness::jobs(&mut h.resp2[0]) {
+                    answer(job, &value);
+                }
+                settle().await;
+                // The socket took 64 bytes; the rest is held, past the soft limit.
+                h.send(&[&["GET", "next"]]).await;
+                settle().await;
+                assert_eq!(
+                    Harness::jobs(&mut h.resp2[0]).len(),
+                    0,
+                    "read past the limit"
+                );
+                let mut got = Vec::new();
+                let mut buf = [0u8; 256];
+                while got.len() < value.len() {
+                    let n = h.client.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(got, value.as_bytes());
+                settle().await;
+                let next = Harness::jobs(&mut h.resp2[0]);
+                assert_eq!(next.len(), 1, "drained: the next request goes out");
+                for job in next {
+                    answer(job, "$-1\r\n");
+                }
+                assert_eq!(h.received().await, b"$-1\r\n");
+                assert_eq!(h.pool.metrics().client_output_closed.get(), 0);
+            })
+            .await;
+    }
 }

@@ -47,6 +47,12 @@ impl RouteSlot {
         }))
     }
 
+    /// A slot holding `route`, for session tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(route: Route) -> RouteSlot {
+        RouteSlot::new(route)
+    }
+
     /// The current route.
     pub fn load(&self) -> Rc<Route> {
         Rc::clone(&self.0.route.borrow())

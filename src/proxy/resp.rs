@@ -1,0 +1,154 @@
+//! The RESP side of a session (RESP2, RESP3 and inline commands): decodes a request, classifies
+//! it with the command table and starts its reply: answered here, forwarded to its keys' shard,
+//! or split across shards.
+
+use bytes::{Bytes, BytesMut};
+
+use super::local;
+use super::session::{Decoded, FanoutReply, Handler, Pending, Plan};
+use crate::backend::Expect;
+use crate::config::Limits;
+use crate::protocol::resp::codec;
+use crate::protocol::resp::command::{self, Command, Kind, Merge};
+use crate::protocol::resp::fanout::{self, Split};
+use crate::protocol::resp::{reply, Request, RequestDecoder};
+
+/// A RESP client's request decoder, within the pool's limits.
+pub(super) struct Resp {
+    decoder: RequestDecoder,
+}
+
+impl Resp {
+    /// A decoder enforcing `limits`' request size and multibulk length.
+    pub(super) fn new(limits: &Limits) -> Resp {
+        Resp {
+            decoder: RequestDecoder::new(codec::Limits {
+                max_request_bytes: limits.max_request_bytes,
+                max_multibulk_length: limits.max_multibulk_length,
+            }),
+        }
+    }
+
+    /// Takes the next request off `input` and starts its reply.
+    #[inline]
+    pub(super) fn decode(&mut self, input: &mut BytesMut, handler: &mut Handler<'_>) -> Decoded {
+        match self.decoder.decode(input) {
+            Ok(Some(request)) => Decoded::Request(handler.handle(request)),
+            Ok(None) => Decoded::More,
+            Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
+        }
+    }
+}
+
+impl Handler<'_> {
+    /// Classifies one RESP request and starts its reply.
+    fn handle(&mut self, request: Request) -> Pending {
+        let Some(command) = command::lookup(request.name()) else {
+            return Pending::Ready(unknown_command(&request));
+        };
+        if !command.check_arity(request.argc())
+            || (command.kind == Kind::Fanout(Merge::Ok) && request.argc() % 2 == 0)
+        {
+            return Pending::Ready(reply::error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                command.name
+            )));
+        }
+        if !self.client.authenticated && !local::allowed_before_auth(command) {
+            return Pending::Ready(reply::error("NOAUTH Authentication required."));
+        }
+        // Looked up only where it decides something: a cluster pool reading from replicas.
+        self.read =
+            self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
+        match command.kind {
+            Kind::Local => Pending::Ready(local::answer(
+                self.client,
+                self.route.pool.config(),
+                command,
+                &request,
+            )),
+            Kind::Unsupported => Pending::Ready(unsupported(command.name)),
+            Kind::Routed => self.forward(command, request),
+            Kind::Fanout(merge) => self.fan_out(merge, request),
+        }
+    }
+
+    /// Sends a request whose keys must all live on one shard.
+    fn forward(&self, command: &Command, request: Request) -> Pending {
+        let keys = match command.keys(&request) {
+            Ok(keys) => keys,
+            Err(command::CommandError::Unsupported(form)) => {
+                return Pending::Ready(unsupported(form));
+            }
+            Err(error) => return Pending::Ready(reply::error(&format!("ERR {error}"))),
+        };
+        let mut target = None;
+        for index in keys {
+            let key = request.arg(index).unwrap_or_default();
+            let shard = match self.route(key) {
+                Ok(shard) => shard,
+                Err(reply) => return Pending::Ready(reply),
+            };
+            match target {
+                Some(first) if first != shard => {
+                    return Pending::Ready(reply::error(
+                        "CROSSSLOT Keys in request don't hash to the same shard",
+                    ));
+                }
+                _ => target = Some(shard),
+            }
+        }
+        match target {
+            Some(shard) => self.send(shard, request.frame().clone(), Expect::Resp),
+            None => Pending::Ready(reply::error(&format!(
+                "ERR '{}' without keys cannot be routed by the proxy",
+                command.name
+            ))),
+        }
+    }
+
+    /// Splits a multi-key request by shard.
+    fn fan_out(&self, merge: Merge, request: Request) -> Pending {
+        match fanout::split(&request, merge, |key| self.route(key)) {
+            Err(reply) => Pending::Ready(reply),
+            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
+            Ok(Split::Parts(parts, plan)) => {
+                self.fragments(parts.len());
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Resp(plan),
+                    parts: parts
+                        .into_iter()
+                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
+                        .collect(),
+                }))
+            }
+        }
+    }
+}
+
+fn unsupported(name: &str) -> Bytes {
+    reply::error(&format!("ERR unsupported command '{name}'"))
+}
+
+/// Redis's own wording, so that clients that match on it keep working.
+fn unknown_command(request: &Request) -> Bytes {
+    let mut message = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        printable(request.name())
+    );
+    for i in 1..request.argc() {
+        let arg = printable(request.arg(i).unwrap_or_default());
+        if message.len() + arg.len() > 256 {
+            break;
+        }
+        message.push_str(&format!("'{arg}' "));
+    }
+    reply::error(&message)
+}
+
+fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes.get(..128).unwrap_or(bytes));
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
