@@ -242,11 +242,12 @@ impl RequestDecoder {
             .min(u32::MAX as usize - 2);
         let from = self.scanned.min(buf.len());
         match memchr::memchr(b'\n', buf.get(from..).unwrap_or_default()) {
-            Some(at) if from + at <= max => {
+            // `max` bounds the whole line, its `\n` included.
+            Some(at) if from + at < max => {
                 self.scanned = 0;
                 Ok(Some(from + at + 1))
             }
-            None if buf.len() <= max => {
+            None if buf.len() < max => {
                 self.scanned = buf.len();
                 Ok(None)
             }
@@ -1011,6 +1012,34 @@ mod tests {
         // a line longer than the whole limit cannot be a request: the stream is lost
         let (line, _) = decode(b"get aaaaaaaaaa bbbbbbbbbb cccccccccc\r\n");
         assert_eq!(line, Err(Error::Fatal("line too long")));
+    }
+
+    /// Found by the `memcache` fuzz target (seed `line_one_over_the_request_limit`): a line
+    /// one byte over the limit was accepted, as the limit was checked against the index of
+    /// its `\n` instead of its length.
+    #[test]
+    fn line_limit_counts_the_whole_line() {
+        let limits = Limits {
+            max_request_bytes: 10,
+            ..Limits::default()
+        };
+        let decode = |input: &[u8]| RequestDecoder::new(limits).decode(&mut BytesMut::from(input));
+        let exact = decode(b"get abcd\r\n").unwrap().unwrap();
+        assert_eq!(exact.frame().len(), 10);
+        assert_eq!(decode(b"get abcde\r\n"), Err(Error::Fatal("line too long")));
+        assert_eq!(decode(b"get abcdef"), Err(Error::Fatal("line too long")));
+        assert_eq!(decode(b"get abcde"), Ok(None));
+        let mut meta = b"mg YWI= b ".to_vec();
+        meta.resize(199, b'\xff');
+        meta.extend_from_slice(b"\r\n");
+        let limits = Limits {
+            max_request_bytes: 200,
+            ..Limits::default()
+        };
+        assert_eq!(
+            RequestDecoder::new(limits).decode(&mut BytesMut::from(&meta[..])),
+            Err(Error::Fatal("line too long"))
+        );
     }
 
     #[test]

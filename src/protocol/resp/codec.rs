@@ -885,6 +885,30 @@ mod tests {
         }
 
         #[test]
+        fn a_mutated_frame_is_refused_or_decodes_to_canonical_frames(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..4),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(&b"0019-+ \r\n$*x"[..]),
+            insert in any::<bool>(),
+        ) {
+            let mut wire = Request::from_args(args.iter().map(Vec::as_slice)).frame().to_vec();
+            let at = at.index(wire.len());
+            if insert {
+                wire.insert(at, byte);
+            } else {
+                wire[at] = byte;
+            }
+            let mut decoder = RequestDecoder::default();
+            let mut buf = BytesMut::from(&wire[..]);
+            while let Ok(Some(request)) = decoder.decode(&mut buf) {
+                // Forwarded as is, so it must be what Redis reads the same way: canonical.
+                let args: Vec<&[u8]> = (0..request.argc()).filter_map(|i| request.arg(i)).collect();
+                let canonical = Request::from_arg_slices(&args);
+                prop_assert_eq!(request.frame(), canonical.frame());
+            }
+        }
+
+        #[test]
         fn garbage_never_panics_and_consumes_at_most_its_input(input in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut decoder = RequestDecoder::default();
             let mut buf = BytesMut::from(&input[..]);
