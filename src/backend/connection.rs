@@ -54,6 +54,9 @@ pub struct Target {
     pub timeout: Option<Duration>,
     /// `SO_KEEPALIVE` on the socket.
     pub keepalive: bool,
+    /// Largest reply accepted (`max_reply_bytes`): a longer one is refused from its header,
+    /// fails its request and recycles the connection.
+    pub max_reply_bytes: usize,
 }
 
 /// Where a connection reports its traffic and failures (the pool: failure counts, metrics).
@@ -97,6 +100,9 @@ impl Handle {
         let (reply, receiver) = reply::channel();
         // Once the task is gone the job is dropped here, and its reply says `Closed`.
         if !self.queue.gone.get() {
+            self.queue
+                .bytes
+                .set(self.queue.bytes.get().saturating_add(frame.len()));
             self.queue.jobs.borrow_mut().push_back(Job {
                 frame,
                 expect,
@@ -142,6 +148,8 @@ struct Queue {
     handles: Cell<usize>,
     /// The task is gone: jobs would never be served.
     gone: Cell<bool>,
+    /// Frame bytes of the queued jobs (part of the backend's `in_queue_bytes`).
+    bytes: Cell<usize>,
 }
 
 impl Queue {
@@ -175,7 +183,15 @@ impl Jobs {
     }
 
     fn try_recv(&mut self) -> Option<Job> {
-        self.queue.jobs.borrow_mut().pop_front()
+        let job = self.queue.jobs.borrow_mut().pop_front()?;
+        let bytes = self.queue.bytes.get().saturating_sub(job.frame.len());
+        self.queue.bytes.set(bytes);
+        Some(job)
+    }
+
+    /// How many jobs are queued, and their frame bytes.
+    fn queued(&self) -> (usize, usize) {
+        (self.queue.jobs.borrow().len(), self.queue.bytes.get())
     }
 }
 
@@ -191,6 +207,16 @@ impl Drop for Jobs {
 /// Starts a connection task on the current worker's `LocalSet`. It ends when every clone of
 /// its [`Handle`] is dropped and its in-flight requests are answered.
 pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
+    spawn_with(target, report, preconnect, Dial)
+}
+
+/// [`spawn`] with the streams coming from `connector` instead of the network.
+fn spawn_with<C: Connector>(
+    target: Arc<Target>,
+    report: Arc<dyn Report>,
+    preconnect: bool,
+    connector: C,
+) -> Handle {
     let queue = Rc::new(Queue {
         handles: Cell::new(1),
         ..Queue::default()
@@ -198,15 +224,25 @@ pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> 
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
-    tokio::task::spawn_local(run(target, report, jobs, preconnect));
+    tokio::task::spawn_local(run(target, report, jobs, preconnect, connector));
     Handle { queue }
 }
 
-async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preconnect: bool) {
+async fn run<C: Connector>(
+    target: Arc<Target>,
+    report: Arc<dyn Report>,
+    mut jobs: Jobs,
+    preconnect: bool,
+    mut connector: C,
+) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();
     let mut connect_now = preconnect;
+    // One tally for the task's life: its queue gauges then count every job it holds, while
+    // connecting too, and dropping it takes them back.
+    let mut tally = report.tally();
     loop {
+        publish_queued(&mut tally, &first, &jobs);
         if !connect_now {
             let Some(job) = jobs.recv().await else {
                 return;
@@ -223,12 +259,19 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
             fail(first.drain(..), &error);
             continue;
         }
-        let outcome = match connect(&target).await {
+        publish_queued(&mut tally, &first, &jobs);
+        let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let attempt = match tokio::time::timeout(limit, connector.connect(&target)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
+        };
+        let outcome = match attempt {
             Ok(stream) => {
                 backoff.reset();
                 report.connected();
+                let first = std::mem::take(&mut first);
                 let outcome = stream
-                    .serve(&target, &*report, std::mem::take(&mut first), &mut jobs)
+                    .serve(&target, &*report, &mut tally, first, &mut jobs)
                     .await;
                 report.disconnected();
                 outcome
@@ -252,6 +295,19 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
             }
         }
     }
+}
+
+/// Sets the queue gauges while no connection is up: every job held is still to be written.
+fn publish_queued(tally: &mut Tally, first: &[Job], jobs: &Jobs) {
+    let (queued, queued_bytes) = jobs.queued();
+    let first_bytes: usize = first.iter().map(|job| job.frame.len()).sum();
+    tally.queued(
+        first.len() + queued,
+        first_bytes.saturating_add(queued_bytes),
+        0,
+        0,
+    );
+    tally.flush();
 }
 
 fn fail(jobs: impl Iterator<Item = Job>, error: &Error) {
@@ -285,51 +341,81 @@ impl Backoff {
     }
 }
 
+/// Opens a connection's byte stream: the network in production ([`Dial`]), in-memory streams
+/// in unit tests. Generic, so the production path is monomorphised: no dynamic dispatch.
+trait Connector: 'static {
+    /// What a connection runs over.
+    type Stream: Transport;
+
+    /// Opens one stream to `target`; the caller bounds the time it takes.
+    fn connect(&mut self, target: &Target) -> impl Future<Output = Result<Self::Stream, Error>>;
+}
+
+/// A byte stream a [`Pipeline`] can run over once split into its two halves.
+trait Transport {
+    /// Runs the connected state until the connection ends.
+    async fn serve(
+        self,
+        target: &Target,
+        report: &dyn Report,
+        tally: &mut Tally,
+        first: Vec<Job>,
+        jobs: &mut Jobs,
+    ) -> Result<Ended, Error>;
+}
+
+/// Connects to the target's address over TCP or a unix socket.
+struct Dial;
+
+impl Connector for Dial {
+    type Stream = Stream;
+
+    async fn connect(&mut self, target: &Target) -> Result<Stream, Error> {
+        let attempt = async {
+            match &target.addr {
+                BackendAddr::Tcp { host, port } => {
+                    // `[::1]` stays bracketed in the config because nutcracker hashes it so.
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let stream = TcpStream::connect((host, *port)).await?;
+                    stream.set_nodelay(true)?;
+                    if target.keepalive {
+                        socket2::SockRef::from(&stream).set_keepalive(true)?;
+                    }
+                    Ok(Stream::Tcp(stream))
+                }
+                BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            }
+        };
+        attempt
+            .await
+            .map_err(|error: io::Error| Error::Connect(error.kind()))
+    }
+}
+
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-async fn connect(target: &Target) -> Result<Stream, Error> {
-    let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let attempt = async {
-        match &target.addr {
-            BackendAddr::Tcp { host, port } => {
-                // `[::1]` stays bracketed in the config because nutcracker hashes it so.
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let stream = TcpStream::connect((host, *port)).await?;
-                stream.set_nodelay(true)?;
-                if target.keepalive {
-                    socket2::SockRef::from(&stream).set_keepalive(true)?;
-                }
-                Ok(Stream::Tcp(stream))
-            }
-            BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-        }
-    };
-    match tokio::time::timeout(limit, attempt).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(Error::Connect(io::Error::kind(&error))),
-        Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
-    }
-}
-
-impl Stream {
+impl Transport for Stream {
     async fn serve(
         mut self,
         target: &Target,
         report: &dyn Report,
+        tally: &mut Tally,
         first: Vec<Job>,
         jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
         match &mut self {
             Stream::Tcp(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, report, rd, wr).run(first, jobs).await
+                let pipeline = Pipeline::new(target, report, tally, rd, wr);
+                pipeline.run(first, jobs).await
             }
             Stream::Unix(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, report, rd, wr).run(first, jobs).await
+                let pipeline = Pipeline::new(target, report, tally, rd, wr);
+                pipeline.run(first, jobs).await
             }
         }
     }
@@ -349,6 +435,8 @@ struct Waiting {
     expect: Expect,
     sent: Instant,
     deadline: Option<Instant>,
+    /// The request frame's length (for the queue gauges).
+    bytes: usize,
 }
 
 /// The connected state: requests out, replies in, strictly in order.
@@ -356,31 +444,37 @@ struct Pipeline<'a, R, W> {
     target: &'a Target,
     report: &'a dyn Report,
     /// Traffic counted since the last poll, flushed at its end.
-    tally: Tally,
+    tally: &'a mut Tally,
     rd: ArmedReader<R>,
     wr: W,
     /// Frames not yet (fully) written.
     unwritten: VecDeque<Bytes>,
+    /// The bytes left in `unwritten`.
+    unwritten_bytes: usize,
     /// Every request whose reply has not arrived, oldest first.
     waiting: VecDeque<Waiting>,
+    /// The frame bytes of `waiting`'s requests, written or not.
+    waiting_bytes: usize,
     input: BytesMut,
     resp: ReplyScanner,
     memcache: memcache::ReplyScanner,
 }
 
 impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
-    fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
+    fn new(target: &'a Target, report: &'a dyn Report, tally: &'a mut Tally, rd: R, wr: W) -> Self {
         Pipeline {
             target,
             report,
-            tally: report.tally(),
+            tally,
             rd: ArmedReader::new(rd),
             wr,
             unwritten: VecDeque::new(),
+            unwritten_bytes: 0,
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
             input: BytesMut::with_capacity(16 * 1024),
-            resp: ReplyScanner::default(),
-            memcache: memcache::ReplyScanner::default(),
+            resp: ReplyScanner::new(target.max_reply_bytes),
+            memcache: memcache::ReplyScanner::new(target.max_reply_bytes),
         }
     }
 
@@ -425,26 +519,49 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             setup.push(Request::from_args([&b"READONLY"[..]]));
         }
         for request in setup {
-            self.unwritten.push_back(request.frame().clone());
-            self.waiting.push_back(Waiting {
-                reply: None,
-                expect: Expect::Resp,
-                sent,
-                deadline,
-            });
+            self.queue(request.frame().clone(), None, Expect::Resp, sent, deadline);
         }
     }
 
     fn push(&mut self, job: Job, now: Instant) {
         let deadline = self.target.timeout.map(|t| now + t);
         self.tally.request(job.frame.len());
-        self.unwritten.push_back(job.frame);
+        self.queue(job.frame, Some(job.reply), job.expect, now, deadline);
+    }
+
+    fn queue(
+        &mut self,
+        frame: Bytes,
+        reply: Option<ReplySender>,
+        expect: Expect,
+        sent: Instant,
+        deadline: Option<Instant>,
+    ) {
+        let bytes = frame.len();
+        self.unwritten_bytes += bytes;
+        self.waiting_bytes += bytes;
+        self.unwritten.push_back(frame);
         self.waiting.push_back(Waiting {
-            reply: Some(job.reply),
-            expect: job.expect,
-            sent: now,
+            reply,
+            expect,
+            sent,
             deadline,
+            bytes,
         });
+    }
+
+    /// Sets the queue gauges (nutcracker's `in_queue` and `out_queue`): jobs not yet taken
+    /// and frames not yet written are in, written requests awaiting their reply are out.
+    fn publish_queues(&mut self, jobs: &Jobs) {
+        let (queued, queued_bytes) = jobs.queued();
+        let out = self.waiting.len().saturating_sub(self.unwritten.len());
+        let out_bytes = self.waiting_bytes.saturating_sub(self.unwritten_bytes);
+        self.tally.queued(
+            queued + self.unwritten.len(),
+            queued_bytes.saturating_add(self.unwritten_bytes),
+            out,
+            out_bytes,
+        );
     }
 
     async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
@@ -455,6 +572,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         };
         std::future::poll_fn(|cx| {
             let poll = self.poll_pump(cx, jobs, &mut state);
+            self.publish_queues(jobs);
             self.tally.flush();
             poll
         })
@@ -511,7 +629,10 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             }
             if !self.unwritten.is_empty() {
                 match poll_write_some(&mut self.wr, cx, &mut self.unwritten) {
-                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Ok(written)) => {
+                        self.unwritten_bytes = self.unwritten_bytes.saturating_sub(written);
+                        progress = true;
+                    }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
                     Poll::Pending => {}
                 }
@@ -541,6 +662,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     /// Hands every complete reply in the input buffer to the oldest waiting request.
     fn deliver(&mut self) -> Result<(), Error> {
         let now = Instant::now();
+        let mut answered = false;
         loop {
             let Some(front) = self.waiting.front() else {
                 if self.input.is_empty() {
@@ -561,6 +683,8 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             };
             let reply = self.input.split_to(len).freeze();
             let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(waiting.bytes);
+            answered = true;
             match waiting.reply {
                 Some(sender) => {
                     self.tally.response(reply.len(), now - waiting.sent);
@@ -574,7 +698,11 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 None => {}
             }
         }
-        self.report.success();
+        // Only a complete reply shows the backend healthy: one trickling bytes, or sending
+        // garbage, must still count towards auto-eject.
+        if answered {
+            self.report.success();
+        }
         if self.input.capacity() - self.input.len() < 4096 {
             self.input.reserve(16 * 1024);
         }
@@ -582,12 +710,12 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     }
 }
 
-/// Writes as much of the queued frames as one vectored write takes.
+/// Writes as much of the queued frames as one vectored write takes; how many bytes it wrote.
 fn poll_write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
     cx: &mut Context<'_>,
     queue: &mut VecDeque<Bytes>,
-) -> Poll<io::Result<()>> {
+) -> Poll<io::Result<usize>> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let mut count = 0;
     for (slot, frame) in slices.iter_mut().zip(queue.iter()) {
@@ -603,6 +731,7 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
     if written == 0 {
         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
     }
+    let total = written;
     while written > 0 {
         let Some(front) = queue.front_mut() else {
             break;
@@ -615,7 +744,7 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
             written = 0;
         }
     }
-    Poll::Ready(Ok(()))
+    Poll::Ready(Ok(total))
 }
 
 /// The pump's state between polls.

@@ -541,6 +541,14 @@ impl PoolMetrics {
                 request_bytes: backend.request_bytes.local(),
                 responses: backend.responses.local(),
                 response_bytes: backend.response_bytes.local(),
+                queues: [
+                    backend.in_queue.clone(),
+                    backend.in_queue_bytes.clone(),
+                    backend.out_queue.clone(),
+                    backend.out_queue_bytes.clone(),
+                ],
+                queued: [0; 4],
+                published: [0; 4],
             }),
             latency: self.request_duration.local(),
         }
@@ -631,6 +639,12 @@ struct BackendTally {
     request_bytes: LocalIntCounter,
     responses: LocalIntCounter,
     response_bytes: LocalIntCounter,
+    /// `in_queue`, `in_queue_bytes`, `out_queue`, `out_queue_bytes`, shared by every
+    /// connection to the backend: each adds what it holds.
+    queues: [IntGauge; 4],
+    /// This connection's share as last set, and as last added to `queues`.
+    queued: [i64; 4],
+    published: [i64; 4],
 }
 
 impl Tally {
@@ -651,6 +665,21 @@ impl Tally {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
+    /// Sets what the connection holds now: requests (and their bytes) queued and not yet
+    /// written, and written and awaiting a reply. The backend's queue gauges follow at the
+    /// next flush.
+    pub fn queued(&mut self, queued: usize, queued_bytes: usize, out: usize, out_bytes: usize) {
+        if let Some(backend) = &mut self.backend {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            backend.queued = [
+                gauge(queued),
+                gauge(queued_bytes),
+                gauge(out),
+                gauge(out_bytes),
+            ];
+        }
+    }
+
     /// Adds what was counted since the last flush to the shared metrics.
     pub fn flush(&mut self) {
         if let Some(backend) = &mut self.backend {
@@ -658,8 +687,34 @@ impl Tally {
             backend.request_bytes.flush();
             backend.responses.flush();
             backend.response_bytes.flush();
+            backend.publish();
         }
         self.latency.flush();
+    }
+}
+
+impl BackendTally {
+    /// Moves the shared queue gauges by how much this connection's share changed.
+    fn publish(&mut self) {
+        for ((gauge, queued), published) in self
+            .queues
+            .iter()
+            .zip(self.queued)
+            .zip(self.published.iter_mut())
+        {
+            if queued != *published {
+                gauge.add(queued - *published);
+                *published = queued;
+            }
+        }
+    }
+}
+
+impl Drop for BackendTally {
+    fn drop(&mut self) {
+        // A connection gone holds nothing: take its share back out of the shared gauges.
+        self.queued = [0; 4];
+        self.publish();
     }
 }
 
