@@ -6,6 +6,8 @@
 //! every suite against the program Keyway replaces (tests of Keyway-only behaviour then fail).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_backend;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
