@@ -22,7 +22,8 @@ const REPLY_BOUND: Duration = Duration::from_secs(8);
 /// A pool of the fake and a real redis-server behind the proxy under test, and a key on each.
 struct Hostile {
     fake: FakeBackend,
-    redis: RedisServer,
+    /// Kept running for the fixture's life.
+    _redis: RedisServer,
     proxy: Proxy,
     fake_key: Vec<u8>,
     real_key: Vec<u8>,
@@ -64,7 +65,7 @@ fn hostile(options: &[(&str, &str)]) -> Hostile {
     assert_eq!(c.cmd(&[b"SET".as_slice(), &real_key, b"real"]), Reply::ok());
     Hostile {
         fake,
-        redis,
+        _redis: redis,
         proxy,
         fake_key,
         real_key,

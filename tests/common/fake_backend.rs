@@ -153,10 +153,7 @@ fn serve(mut stream: TcpStream, state: &State) {
     while !state.stop.load(Ordering::SeqCst) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) if silent => {
-                let _ = n;
-                continue;
-            }
+            Ok(_) if silent => continue,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -243,9 +240,12 @@ pub fn bulk(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One RESP request (an array of bulk strings) at the start of `buf`: its arguments and its
-/// length; `Ok(None)` while incomplete; `Err` on anything else.
-fn parse_request(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, ()> {
+/// A request's arguments and its length in bytes.
+type Parsed = (Vec<Vec<u8>>, usize);
+
+/// One RESP request (an array of bulk strings) at the start of `buf`; `Ok(None)` while
+/// incomplete; `Err` on anything else.
+fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, ()> {
     let Some((count, mut at)) = number_line(buf, 0, b'*')? else {
         return Ok(None);
     };
