@@ -755,3 +755,334 @@ struct Pump {
     /// Whether the timer is set for the oldest request's deadline.
     armed: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection task over in-memory streams and paused time: no network, no waiting.
+
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::metrics::{Metrics, PoolMetrics};
+
+    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    impl SocketRead for tokio::io::ReadHalf<DuplexStream> {
+        fn is_read_ready(&self) -> bool {
+            // No readiness to peek at: always poll.
+            true
+        }
+    }
+
+    impl Transport for DuplexStream {
+        async fn serve(
+            self,
+            target: &Target,
+            report: &dyn Report,
+            tally: &mut Tally,
+            first: Vec<Job>,
+            jobs: &mut Jobs,
+        ) -> Result<Ended, Error> {
+            let (rd, wr) = tokio::io::split(self);
+            Pipeline::new(target, report, tally, rd, wr)
+                .run(first, jobs)
+                .await
+        }
+    }
+
+    /// Hands out the streams queued in it, one per attempt, and refuses once none is left;
+    /// records when each attempt was made.
+    #[derive(Clone, Default)]
+    struct Script {
+        streams: Rc<RefCell<VecDeque<DuplexStream>>>,
+        attempts: Rc<RefCell<Vec<Instant>>>,
+    }
+
+    impl Script {
+        /// Queues a stream for the next attempt; the backend's end of it.
+        fn backend(&self) -> DuplexStream {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            self.streams.borrow_mut().push_back(ours);
+            theirs
+        }
+
+        fn attempts(&self) -> Vec<Instant> {
+            self.attempts.borrow().clone()
+        }
+    }
+
+    impl Connector for Script {
+        type Stream = DuplexStream;
+
+        async fn connect(&mut self, _target: &Target) -> Result<DuplexStream, Error> {
+            self.attempts.borrow_mut().push(Instant::now());
+            let next = self.streams.borrow_mut().pop_front();
+            next.ok_or(Error::Connect(io::ErrorKind::ConnectionRefused))
+        }
+    }
+
+    /// Records what the connection reports.
+    struct Recorder {
+        metrics: Arc<PoolMetrics>,
+        failed: Mutex<Vec<Error>>,
+    }
+
+    impl Report for Recorder {
+        fn failed(&self, error: &Error) {
+            self.failed.lock().unwrap().push(error.clone());
+        }
+        fn errored(&self, _error: &Error, _requests: usize) {}
+        fn success(&self) {}
+        fn connected(&self) {}
+        fn disconnected(&self) {}
+        fn connect_failed(&self) {}
+        fn tally(&self) -> Tally {
+            self.metrics.tally(0)
+        }
+    }
+
+    fn target() -> Arc<Target> {
+        Arc::new(Target {
+            addr: BackendAddr::Tcp {
+                host: "backend".into(),
+                port: 6379,
+            },
+            auth: None,
+            db: 0,
+            resp3: false,
+            readonly: false,
+            timeout: Some(TIMEOUT),
+            keepalive: false,
+            max_reply_bytes: 1024 * 1024,
+        })
+    }
+
+    fn start(script: &Script) -> (Handle, Arc<Recorder>) {
+        let metrics = Metrics::new().pool("p", &["b".to_string()]);
+        let recorder = Arc::new(Recorder {
+            metrics,
+            failed: Mutex::new(Vec::new()),
+        });
+        let report: Arc<dyn Report> = Arc::clone(&recorder) as Arc<dyn Report>;
+        let handle = spawn_with(target(), report, false, script.clone());
+        (handle, recorder)
+    }
+
+    fn get(key: &str) -> Bytes {
+        Request::from_args([&b"GET"[..], key.as_bytes()])
+            .frame()
+            .clone()
+    }
+
+    /// Reads exactly `n` bytes from the backend's end.
+    async fn read_exactly(backend: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        backend.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_pair_with_requests_oldest_first() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, _) = start(&script);
+                let frames = [get("a"), get("bb"), get("ccc")];
+                let replies: Vec<_> = frames
+                    .iter()
+                    .map(|frame| handle.send(frame.clone(), Expect::Resp))
+                    .collect();
+                let sent: Vec<u8> = frames.concat();
+                assert_eq!(read_exactly(&mut backend, sent.len()).await, sent);
+                // Three replies, the second split across writes: each goes to its request.
+                backend.write_all(b"$1\r\na\r\n$2\r\nb").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                backend.write_all(b"b\r\n$3\r\nccc\r\n").await.unwrap();
+                let mut got = Vec::new();
+                for reply in replies {
+                    got.push(reply.await.unwrap().unwrap());
+                }
+                assert_eq!(
+                    got,
+                    [&b"$1\r\na\r\n"[..], b"$2\r\nbb\r\n", b"$3\r\nccc\r\n"]
+                );
+                assert_eq!(script.attempts().len(), 1, "one connection for all");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reply_times_out_and_the_connection_is_recycled() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut first = script.backend();
+                let mut second = script.backend();
+                let (handle, recorder) = start(&script);
+                let late = handle.send(get("late"), Expect::Resp);
+                read_exactly(&mut first, get("late").len()).await;
+                // No reply within the timeout: the request fails, the connection closes.
+                assert_eq!(late.await.unwrap(), Err(Error::Timeout));
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Timeout]);
+                let mut rest = Vec::new();
+                assert_eq!(first.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+                // The late reply reaches nobody; the next request gets a fresh connection.
+                let _ = first.write_all(b"$4\r\nlate\r\n").await;
+                let next = handle.send(get("next"), Expect::Resp);
+                read_exactly(&mut second, get("next").len()).await;
+                second.write_all(b"$4\r\nnext\r\n").await.unwrap();
+                assert_eq!(
+                    next.await.unwrap(),
+                    Ok(Bytes::from_static(b"$4\r\nnext\r\n"))
+                );
+                assert_eq!(script.attempts().len(), 2);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_in_time_is_not_timed_out_by_an_older_deadline() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                for round in 0..4 {
+                    // Each answered just before its deadline: no timeout, however many.
+                    let reply = handle.send(PING.into(), Expect::Resp);
+                    read_exactly(&mut backend, PING.len()).await;
+                    tokio::time::sleep(TIMEOUT - Duration::from_millis(50)).await;
+                    backend.write_all(b"+PONG\r\n").await.unwrap();
+                    assert_eq!(
+                        reply.await.unwrap(),
+                        Ok(Bytes::from_static(b"+PONG\r\n")),
+                        "round {round}"
+                    );
+                }
+                assert!(recorder.failed.lock().unwrap().is_empty());
+                assert_eq!(script.attempts().len(), 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_connects_back_off_doubling_up_to_the_cap_and_reset_on_success() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let (handle, _) = start(&script);
+                let started = Instant::now();
+                // A request every 10 ms for 4 s, none can connect.
+                let mut refused = 0;
+                while started.elapsed() < Duration::from_secs(4) {
+                    let reply = handle.send(PING.into(), Expect::Resp);
+                    assert_eq!(
+                        reply.await.unwrap(),
+                        Err(Error::Connect(io::ErrorKind::ConnectionRefused))
+                    );
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let attempts = script.attempts();
+                let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+                // Attempts only after each pause: 50, 100, 200, 400, 800 ms, then 1 s each.
+                let wanted = [50, 100, 200, 400, 800, 1000];
+                for (gap, want) in gaps.iter().zip(wanted) {
+                    let want = Duration::from_millis(want);
+                    assert!(
+                        *gap >= want && *gap < want + Duration::from_millis(20),
+                        "gaps {gaps:?}"
+                    );
+                }
+                assert!(gaps.len() >= 5, "gaps {gaps:?}");
+                assert!(
+                    refused > attempts.len() * 10,
+                    "most requests refused at once"
+                );
+                // Once a connection succeeds the pause starts over.
+                tokio::time::sleep(BACKOFF_MAX).await;
+                let mut backend = script.backend();
+                let reply = handle.send(PING.into(), Expect::Resp);
+                read_exactly(&mut backend, PING.len()).await;
+                backend.write_all(b"+PONG\r\n").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+                drop(backend);
+                // The backend closed the idle connection: the next attempt fails, and the
+                // one after it may come 50 ms later again.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let before = script.attempts().len();
+                let reply = handle.send(PING.into(), Expect::Resp);
+                assert!(reply.await.unwrap().is_err());
+                tokio::time::sleep(BACKOFF_MIN).await;
+                let reply = handle.send(PING.into(), Expect::Resp);
+                assert!(reply.await.unwrap().is_err());
+                assert_eq!(script.attempts().len(), before + 2, "50 ms after a reset");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_over_max_reply_bytes_fails_its_request_from_the_header() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let mut again = script.backend();
+                let (handle, recorder) = start(&script);
+                let reply = handle.send(get("big"), Expect::Resp);
+                read_exactly(&mut backend, get("big").len()).await;
+                backend.write_all(b"$2000000\r\nxx").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Err(Error::Protocol));
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Protocol]);
+                let reply = handle.send(PING.into(), Expect::Resp);
+                read_exactly(&mut again, PING.len()).await;
+                again.write_all(b"+PONG\r\n").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_gauges_count_unwritten_and_unanswered_requests() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                let gauges = |r: &Recorder| {
+                    let b = r.metrics.backend(0).unwrap();
+                    [
+                        b.in_queue.get(),
+                        b.in_queue_bytes.get(),
+                        b.out_queue.get(),
+                        b.out_queue_bytes.get(),
+                    ]
+                };
+                let replies: Vec<_> = (0..3)
+                    .map(|_| handle.send(PING.into(), Expect::Resp))
+                    .collect();
+                read_exactly(&mut backend, 3 * PING.len()).await;
+                tokio::task::yield_now().await;
+                let out = 3 * PING.len() as i64;
+                assert_eq!(gauges(&recorder), [0, 0, 3, out]);
+                backend
+                    .write_all(b"+PONG\r\n+PONG\r\n+PONG\r\n")
+                    .await
+                    .unwrap();
+                for reply in replies {
+                    assert!(reply.await.unwrap().is_ok());
+                }
+                tokio::task::yield_now().await;
+                assert_eq!(gauges(&recorder), [0, 0, 0, 0]);
+                drop(handle);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert_eq!(gauges(&recorder), [0, 0, 0, 0], "the task ended");
+            })
+            .await;
+    }
+}
