@@ -66,3 +66,11 @@ impl<R: SocketRead> ArmedReader<R> {
         }
     }
 }
+
+/// In-memory streams for unit tests: no readiness to peek at, so always poll.
+#[cfg(test)]
+impl SocketRead for tokio::io::ReadHalf<tokio::io::DuplexStream> {
+    fn is_read_ready(&self) -> bool {
+        true
+    }
+}

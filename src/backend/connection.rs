@@ -54,6 +54,9 @@ pub struct Target {
     pub timeout: Option<Duration>,
     /// `SO_KEEPALIVE` on the socket.
     pub keepalive: bool,
+    /// Largest reply accepted (`max_reply_bytes`): a longer one is refused from its header,
+    /// fails its request and recycles the connection.
+    pub max_reply_bytes: usize,
 }
 
 /// Where a connection reports its traffic and failures (the pool: failure counts, metrics).
@@ -97,6 +100,9 @@ impl Handle {
         let (reply, receiver) = reply::channel();
         // Once the task is gone the job is dropped here, and its reply says `Closed`.
         if !self.queue.gone.get() {
+            self.queue
+                .bytes
+                .set(self.queue.bytes.get().saturating_add(frame.len()));
             self.queue.jobs.borrow_mut().push_back(Job {
                 frame,
                 expect,
@@ -142,6 +148,8 @@ struct Queue {
     handles: Cell<usize>,
     /// The task is gone: jobs would never be served.
     gone: Cell<bool>,
+    /// Frame bytes of the queued jobs (part of the backend's `in_queue_bytes`).
+    bytes: Cell<usize>,
 }
 
 impl Queue {
@@ -175,7 +183,15 @@ impl Jobs {
     }
 
     fn try_recv(&mut self) -> Option<Job> {
-        self.queue.jobs.borrow_mut().pop_front()
+        let job = self.queue.jobs.borrow_mut().pop_front()?;
+        let bytes = self.queue.bytes.get().saturating_sub(job.frame.len());
+        self.queue.bytes.set(bytes);
+        Some(job)
+    }
+
+    /// How many jobs are queued, and their frame bytes.
+    fn queued(&self) -> (usize, usize) {
+        (self.queue.jobs.borrow().len(), self.queue.bytes.get())
     }
 }
 
@@ -191,6 +207,16 @@ impl Drop for Jobs {
 /// Starts a connection task on the current worker's `LocalSet`. It ends when every clone of
 /// its [`Handle`] is dropped and its in-flight requests are answered.
 pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
+    spawn_with(target, report, preconnect, Dial)
+}
+
+/// [`spawn`] with the streams coming from `connector` instead of the network.
+fn spawn_with<C: Connector>(
+    target: Arc<Target>,
+    report: Arc<dyn Report>,
+    preconnect: bool,
+    connector: C,
+) -> Handle {
     let queue = Rc::new(Queue {
         handles: Cell::new(1),
         ..Queue::default()
@@ -198,7 +224,7 @@ pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> 
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
-    tokio::task::spawn_local(run(target, report, jobs, preconnect));
+    tokio::task::spawn_local(run(target, report, jobs, preconnect, connector));
     Handle { queue }
 }
 
@@ -216,11 +242,21 @@ pub(crate) fn detached() -> (Handle, impl FnMut() -> Option<Job>) {
     (Handle { queue }, move || jobs.try_recv())
 }
 
-async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preconnect: bool) {
+async fn run<C: Connector>(
+    target: Arc<Target>,
+    report: Arc<dyn Report>,
+    mut jobs: Jobs,
+    preconnect: bool,
+    mut connector: C,
+) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();
     let mut connect_now = preconnect;
+    // One tally for the task's life: its queue gauges then count every job it holds, while
+    // connecting too, and dropping it takes them back.
+    let mut tally = report.tally();
     loop {
+        publish_queued(&mut tally, &first, &jobs);
         if !connect_now {
             let Some(job) = jobs.recv().await else {
                 return;
@@ -237,12 +273,19 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
             fail(first.drain(..), &error);
             continue;
         }
-        let outcome = match connect(&target).await {
+        publish_queued(&mut tally, &first, &jobs);
+        let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let attempt = match tokio::time::timeout(limit, connector.connect(&target)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
+        };
+        let outcome = match attempt {
             Ok(stream) => {
                 backoff.reset();
                 report.connected();
+                let first = std::mem::take(&mut first);
                 let outcome = stream
-                    .serve(&target, &*report, std::mem::take(&mut first), &mut jobs)
+                    .serve(&target, &*report, &mut tally, first, &mut jobs)
                     .await;
                 report.disconnected();
                 outcome
@@ -266,6 +309,19 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
             }
         }
     }
+}
+
+/// Sets the queue gauges while no connection is up: every job held is still to be written.
+fn publish_queued(tally: &mut Tally, first: &[Job], jobs: &Jobs) {
+    let (queued, queued_bytes) = jobs.queued();
+    let first_bytes: usize = first.iter().map(|job| job.frame.len()).sum();
+    tally.queued(
+        first.len() + queued,
+        first_bytes.saturating_add(queued_bytes),
+        0,
+        0,
+    );
+    tally.flush();
 }
 
 fn fail(jobs: impl Iterator<Item = Job>, error: &Error) {
@@ -299,51 +355,81 @@ impl Backoff {
     }
 }
 
+/// Opens a connection's byte stream: the network in production ([`Dial`]), in-memory streams
+/// in unit tests. Generic, so the production path is monomorphised: no dynamic dispatch.
+trait Connector: 'static {
+    /// What a connection runs over.
+    type Stream: Transport;
+
+    /// Opens one stream to `target`; the caller bounds the time it takes.
+    fn connect(&mut self, target: &Target) -> impl Future<Output = Result<Self::Stream, Error>>;
+}
+
+/// A byte stream a [`Pipeline`] can run over once split into its two halves.
+trait Transport {
+    /// Runs the connected state until the connection ends.
+    async fn serve(
+        self,
+        target: &Target,
+        report: &dyn Report,
+        tally: &mut Tally,
+        first: Vec<Job>,
+        jobs: &mut Jobs,
+    ) -> Result<Ended, Error>;
+}
+
+/// Connects to the target's address over TCP or a unix socket.
+struct Dial;
+
+impl Connector for Dial {
+    type Stream = Stream;
+
+    async fn connect(&mut self, target: &Target) -> Result<Stream, Error> {
+        let attempt = async {
+            match &target.addr {
+                BackendAddr::Tcp { host, port } => {
+                    // `[::1]` stays bracketed in the config because nutcracker hashes it so.
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let stream = TcpStream::connect((host, *port)).await?;
+                    stream.set_nodelay(true)?;
+                    if target.keepalive {
+                        socket2::SockRef::from(&stream).set_keepalive(true)?;
+                    }
+                    Ok(Stream::Tcp(stream))
+                }
+                BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            }
+        };
+        attempt
+            .await
+            .map_err(|error: io::Error| Error::Connect(error.kind()))
+    }
+}
+
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-async fn connect(target: &Target) -> Result<Stream, Error> {
-    let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let attempt = async {
-        match &target.addr {
-            BackendAddr::Tcp { host, port } => {
-                // `[::1]` stays bracketed in the config because nutcracker hashes it so.
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let stream = TcpStream::connect((host, *port)).await?;
-                stream.set_nodelay(true)?;
-                if target.keepalive {
-                    socket2::SockRef::from(&stream).set_keepalive(true)?;
-                }
-                Ok(Stream::Tcp(stream))
-            }
-            BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-        }
-    };
-    match tokio::time::timeout(limit, attempt).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(Error::Connect(io::Error::kind(&error))),
-        Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
-    }
-}
-
-impl Stream {
+impl Transport for Stream {
     async fn serve(
         mut self,
         target: &Target,
         report: &dyn Report,
+        tally: &mut Tally,
         first: Vec<Job>,
         jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
         match &mut self {
             Stream::Tcp(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, report, rd, wr).run(first, jobs).await
+                let pipeline = Pipeline::new(target, report, tally, rd, wr);
+                pipeline.run(first, jobs).await
             }
             Stream::Unix(stream) => {
                 let (rd, wr) = stream.split();
-                Pipeline::new(target, report, rd, wr).run(first, jobs).await
+                let pipeline = Pipeline::new(target, report, tally, rd, wr);
+                pipeline.run(first, jobs).await
             }
         }
     }
@@ -363,6 +449,8 @@ struct Waiting {
     expect: Expect,
     sent: Instant,
     deadline: Option<Instant>,
+    /// The request frame's length (for the queue gauges).
+    bytes: usize,
 }
 
 /// The connected state: requests out, replies in, strictly in order.
@@ -370,31 +458,37 @@ struct Pipeline<'a, R, W> {
     target: &'a Target,
     report: &'a dyn Report,
     /// Traffic counted since the last poll, flushed at its end.
-    tally: Tally,
+    tally: &'a mut Tally,
     rd: ArmedReader<R>,
     wr: W,
     /// Frames not yet (fully) written.
     unwritten: VecDeque<Bytes>,
+    /// The bytes left in `unwritten`.
+    unwritten_bytes: usize,
     /// Every request whose reply has not arrived, oldest first.
     waiting: VecDeque<Waiting>,
+    /// The frame bytes of `waiting`'s requests, written or not.
+    waiting_bytes: usize,
     input: BytesMut,
     resp: ReplyScanner,
     memcache: memcache::ReplyScanner,
 }
 
 impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
-    fn new(target: &'a Target, report: &'a dyn Report, rd: R, wr: W) -> Self {
+    fn new(target: &'a Target, report: &'a dyn Report, tally: &'a mut Tally, rd: R, wr: W) -> Self {
         Pipeline {
             target,
             report,
-            tally: report.tally(),
+            tally,
             rd: ArmedReader::new(rd),
             wr,
             unwritten: VecDeque::new(),
+            unwritten_bytes: 0,
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
             input: BytesMut::with_capacity(16 * 1024),
-            resp: ReplyScanner::default(),
-            memcache: memcache::ReplyScanner::default(),
+            resp: ReplyScanner::new(target.max_reply_bytes),
+            memcache: memcache::ReplyScanner::new(target.max_reply_bytes),
         }
     }
 
@@ -439,26 +533,49 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             setup.push(Request::from_args([&b"READONLY"[..]]));
         }
         for request in setup {
-            self.unwritten.push_back(request.frame().clone());
-            self.waiting.push_back(Waiting {
-                reply: None,
-                expect: Expect::Resp,
-                sent,
-                deadline,
-            });
+            self.queue(request.frame().clone(), None, Expect::Resp, sent, deadline);
         }
     }
 
     fn push(&mut self, job: Job, now: Instant) {
         let deadline = self.target.timeout.map(|t| now + t);
         self.tally.request(job.frame.len());
-        self.unwritten.push_back(job.frame);
+        self.queue(job.frame, Some(job.reply), job.expect, now, deadline);
+    }
+
+    fn queue(
+        &mut self,
+        frame: Bytes,
+        reply: Option<ReplySender>,
+        expect: Expect,
+        sent: Instant,
+        deadline: Option<Instant>,
+    ) {
+        let bytes = frame.len();
+        self.unwritten_bytes += bytes;
+        self.waiting_bytes += bytes;
+        self.unwritten.push_back(frame);
         self.waiting.push_back(Waiting {
-            reply: Some(job.reply),
-            expect: job.expect,
-            sent: now,
+            reply,
+            expect,
+            sent,
             deadline,
+            bytes,
         });
+    }
+
+    /// Sets the queue gauges (nutcracker's `in_queue` and `out_queue`): jobs not yet taken
+    /// and frames not yet written are in, written requests awaiting their reply are out.
+    fn publish_queues(&mut self, jobs: &Jobs) {
+        let (queued, queued_bytes) = jobs.queued();
+        let out = self.waiting.len().saturating_sub(self.unwritten.len());
+        let out_bytes = self.waiting_bytes.saturating_sub(self.unwritten_bytes);
+        self.tally.queued(
+            queued + self.unwritten.len(),
+            queued_bytes.saturating_add(self.unwritten_bytes),
+            out,
+            out_bytes,
+        );
     }
 
     async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
@@ -469,6 +586,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         };
         std::future::poll_fn(|cx| {
             let poll = self.poll_pump(cx, jobs, &mut state);
+            self.publish_queues(jobs);
             self.tally.flush();
             poll
         })
@@ -525,7 +643,10 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             }
             if !self.unwritten.is_empty() {
                 match poll_write_some(&mut self.wr, cx, &mut self.unwritten) {
-                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Ok(written)) => {
+                        self.unwritten_bytes = self.unwritten_bytes.saturating_sub(written);
+                        progress = true;
+                    }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
                     Poll::Pending => {}
                 }
@@ -555,6 +676,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     /// Hands every complete reply in the input buffer to the oldest waiting request.
     fn deliver(&mut self) -> Result<(), Error> {
         let now = Instant::now();
+        let mut answered = false;
         loop {
             let Some(front) = self.waiting.front() else {
                 if self.input.is_empty() {
@@ -575,6 +697,8 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             };
             let reply = self.input.split_to(len).freeze();
             let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(waiting.bytes);
+            answered = true;
             match waiting.reply {
                 Some(sender) => {
                     self.tally.response(reply.len(), now - waiting.sent);
@@ -588,7 +712,11 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 None => {}
             }
         }
-        self.report.success();
+        // Only a complete reply shows the backend healthy: one trickling bytes, or sending
+        // garbage, must still count towards auto-eject.
+        if answered {
+            self.report.success();
+        }
         if self.input.capacity() - self.input.len() < 4096 {
             self.input.reserve(16 * 1024);
         }
@@ -596,12 +724,12 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     }
 }
 
-/// Writes as much of the queued frames as one vectored write takes.
+/// Writes as much of the queued frames as one vectored write takes; how many bytes it wrote.
 fn poll_write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
     cx: &mut Context<'_>,
     queue: &mut VecDeque<Bytes>,
-) -> Poll<io::Result<()>> {
+) -> Poll<io::Result<usize>> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let mut count = 0;
     for (slot, frame) in slices.iter_mut().zip(queue.iter()) {
@@ -617,6 +745,7 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
     if written == 0 {
         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
     }
+    let total = written;
     while written > 0 {
         let Some(front) = queue.front_mut() else {
             break;
@@ -629,7 +758,7 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
             written = 0;
         }
     }
-    Poll::Ready(Ok(()))
+    Poll::Ready(Ok(total))
 }
 
 /// The pump's state between polls.
@@ -639,4 +768,328 @@ struct Pump {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// Whether the timer is set for the oldest request's deadline.
     armed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection task over in-memory streams and paused time: no network, no waiting.
+
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::metrics::{Metrics, PoolMetrics};
+
+    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    impl Transport for DuplexStream {
+        async fn serve(
+            self,
+            target: &Target,
+            report: &dyn Report,
+            tally: &mut Tally,
+            first: Vec<Job>,
+            jobs: &mut Jobs,
+        ) -> Result<Ended, Error> {
+            let (rd, wr) = tokio::io::split(self);
+            Pipeline::new(target, report, tally, rd, wr)
+                .run(first, jobs)
+                .await
+        }
+    }
+
+    /// Hands out the streams queued in it, one per attempt, and refuses once none is left;
+    /// records when each attempt was made.
+    #[derive(Clone, Default)]
+    struct Script {
+        streams: Rc<RefCell<VecDeque<DuplexStream>>>,
+        attempts: Rc<RefCell<Vec<Instant>>>,
+    }
+
+    impl Script {
+        /// Queues a stream for the next attempt; the backend's end of it.
+        fn backend(&self) -> DuplexStream {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            self.streams.borrow_mut().push_back(ours);
+            theirs
+        }
+
+        fn attempts(&self) -> Vec<Instant> {
+            self.attempts.borrow().clone()
+        }
+    }
+
+    impl Connector for Script {
+        type Stream = DuplexStream;
+
+        async fn connect(&mut self, _target: &Target) -> Result<DuplexStream, Error> {
+            self.attempts.borrow_mut().push(Instant::now());
+            let next = self.streams.borrow_mut().pop_front();
+            next.ok_or(Error::Connect(io::ErrorKind::ConnectionRefused))
+        }
+    }
+
+    /// Records what the connection reports.
+    struct Recorder {
+        metrics: Arc<PoolMetrics>,
+        failed: Mutex<Vec<Error>>,
+    }
+
+    impl Report for Recorder {
+        fn failed(&self, error: &Error) {
+            self.failed.lock().unwrap().push(error.clone());
+        }
+        fn errored(&self, _error: &Error, _requests: usize) {}
+        fn success(&self) {}
+        fn connected(&self) {}
+        fn disconnected(&self) {}
+        fn connect_failed(&self) {}
+        fn tally(&self) -> Tally {
+            self.metrics.tally(0)
+        }
+    }
+
+    fn target() -> Arc<Target> {
+        Arc::new(Target {
+            addr: BackendAddr::Tcp {
+                host: "backend".into(),
+                port: 6379,
+            },
+            auth: None,
+            db: 0,
+            resp3: false,
+            readonly: false,
+            timeout: Some(TIMEOUT),
+            keepalive: false,
+            max_reply_bytes: 1024 * 1024,
+        })
+    }
+
+    fn start(script: &Script) -> (Handle, Arc<Recorder>) {
+        let metrics = Metrics::new().pool("p", &["b".to_string()]);
+        let recorder = Arc::new(Recorder {
+            metrics,
+            failed: Mutex::new(Vec::new()),
+        });
+        let report: Arc<dyn Report> = Arc::clone(&recorder) as Arc<dyn Report>;
+        let handle = spawn_with(target(), report, false, script.clone());
+        (handle, recorder)
+    }
+
+    fn get(key: &str) -> Bytes {
+        Request::from_args([&b"GET"[..], key.as_bytes()])
+            .frame()
+            .clone()
+    }
+
+    /// Reads exactly `n` bytes from the backend's end.
+    async fn read_exactly(backend: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        backend.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_pair_with_requests_oldest_first() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, _) = start(&script);
+                let frames = [get("a"), get("bb"), get("ccc")];
+                let replies: Vec<_> = frames
+                    .iter()
+                    .map(|frame| handle.send(frame.clone(), Expect::Resp))
+                    .collect();
+                let sent: Vec<u8> = frames.concat();
+                assert_eq!(read_exactly(&mut backend, sent.len()).await, sent);
+                // Three replies, the second split across writes: each goes to its request.
+                backend.write_all(b"$1\r\na\r\n$2\r\nb").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                backend.write_all(b"b\r\n$3\r\nccc\r\n").await.unwrap();
+                let mut got = Vec::new();
+                for reply in replies {
+                    got.push(reply.await.unwrap().unwrap());
+                }
+                assert_eq!(
+                    got,
+                    [&b"$1\r\na\r\n"[..], b"$2\r\nbb\r\n", b"$3\r\nccc\r\n"]
+                );
+                assert_eq!(script.attempts().len(), 1, "one connection for all");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reply_times_out_and_the_connection_is_recycled() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut first = script.backend();
+                let mut second = script.backend();
+                let (handle, recorder) = start(&script);
+                let late = handle.send(get("late"), Expect::Resp);
+                read_exactly(&mut first, get("late").len()).await;
+                // No reply within the timeout: the request fails, the connection closes.
+                assert_eq!(late.await.unwrap(), Err(Error::Timeout));
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Timeout]);
+                let mut rest = Vec::new();
+                assert_eq!(first.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+                // The late reply reaches nobody; the next request gets a fresh connection.
+                let _ = first.write_all(b"$4\r\nlate\r\n").await;
+                let next = handle.send(get("next"), Expect::Resp);
+                read_exactly(&mut second, get("next").len()).await;
+                second.write_all(b"$4\r\nnext\r\n").await.unwrap();
+                assert_eq!(
+                    next.await.unwrap(),
+                    Ok(Bytes::from_static(b"$4\r\nnext\r\n"))
+                );
+                assert_eq!(script.attempts().len(), 2);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_in_time_is_not_timed_out_by_an_older_deadline() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                for round in 0..4 {
+                    // Each answered just before its deadline: no timeout, however many.
+                    let reply = handle.send(PING.into(), Expect::Resp);
+                    read_exactly(&mut backend, PING.len()).await;
+                    tokio::time::sleep(TIMEOUT - Duration::from_millis(50)).await;
+                    backend.write_all(b"+PONG\r\n").await.unwrap();
+                    assert_eq!(
+                        reply.await.unwrap(),
+                        Ok(Bytes::from_static(b"+PONG\r\n")),
+                        "round {round}"
+                    );
+                }
+                assert!(recorder.failed.lock().unwrap().is_empty());
+                assert_eq!(script.attempts().len(), 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_connects_back_off_doubling_up_to_the_cap_and_reset_on_success() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let (handle, _) = start(&script);
+                let started = Instant::now();
+                // A request every 10 ms for 4 s, none can connect.
+                let mut refused = 0;
+                while started.elapsed() < Duration::from_secs(4) {
+                    let reply = handle.send(PING.into(), Expect::Resp);
+                    assert_eq!(
+                        reply.await.unwrap(),
+                        Err(Error::Connect(io::ErrorKind::ConnectionRefused))
+                    );
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let attempts = script.attempts();
+                let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+                // Attempts only after each pause: 50, 100, 200, 400, 800 ms, then 1 s each.
+                let wanted = [50, 100, 200, 400, 800, 1000];
+                for (gap, want) in gaps.iter().zip(wanted) {
+                    let want = Duration::from_millis(want);
+                    assert!(
+                        *gap >= want && *gap < want + Duration::from_millis(20),
+                        "gaps {gaps:?}"
+                    );
+                }
+                assert!(gaps.len() >= 5, "gaps {gaps:?}");
+                assert!(
+                    refused > attempts.len() * 10,
+                    "most requests refused at once"
+                );
+                // Once a connection succeeds the pause starts over.
+                tokio::time::sleep(BACKOFF_MAX).await;
+                let mut backend = script.backend();
+                let reply = handle.send(PING.into(), Expect::Resp);
+                read_exactly(&mut backend, PING.len()).await;
+                backend.write_all(b"+PONG\r\n").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+                drop(backend);
+                // The backend closed the idle connection: the next attempt fails, and the
+                // one after it may come 50 ms later again.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let before = script.attempts().len();
+                let reply = handle.send(PING.into(), Expect::Resp);
+                assert!(reply.await.unwrap().is_err());
+                tokio::time::sleep(BACKOFF_MIN).await;
+                let reply = handle.send(PING.into(), Expect::Resp);
+                assert!(reply.await.unwrap().is_err());
+                assert_eq!(script.attempts().len(), before + 2, "50 ms after a reset");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_over_max_reply_bytes_fails_its_request_from_the_header() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let mut again = script.backend();
+                let (handle, recorder) = start(&script);
+                let reply = handle.send(get("big"), Expect::Resp);
+                read_exactly(&mut backend, get("big").len()).await;
+                backend.write_all(b"$2000000\r\nxx").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Err(Error::Protocol));
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Protocol]);
+                let reply = handle.send(PING.into(), Expect::Resp);
+                read_exactly(&mut again, PING.len()).await;
+                again.write_all(b"+PONG\r\n").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_gauges_count_unwritten_and_unanswered_requests() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                let gauges = |r: &Recorder| {
+                    let b = r.metrics.backend(0).unwrap();
+                    [
+                        b.in_queue.get(),
+                        b.in_queue_bytes.get(),
+                        b.out_queue.get(),
+                        b.out_queue_bytes.get(),
+                    ]
+                };
+                let replies: Vec<_> = (0..3)
+                    .map(|_| handle.send(PING.into(), Expect::Resp))
+                    .collect();
+                read_exactly(&mut backend, 3 * PING.len()).await;
+                tokio::task::yield_now().await;
+                let out = 3 * PING.len() as i64;
+                assert_eq!(gauges(&recorder), [0, 0, 3, out]);
+                backend
+                    .write_all(b"+PONG\r\n+PONG\r\n+PONG\r\n")
+                    .await
+                    .unwrap();
+                for reply in replies {
+                    assert!(reply.await.unwrap().is_ok());
+                }
+                tokio::task::yield_now().await;
+                assert_eq!(gauges(&recorder), [0, 0, 0, 0]);
+                drop(handle);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert_eq!(gauges(&recorder), [0, 0, 0, 0], "the task ended");
+            })
+            .await;
+    }
 }

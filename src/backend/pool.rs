@@ -367,6 +367,7 @@ fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
             .is_some_and(|cluster| cluster.read_from != ReadFrom::Master),
         timeout: config.timeout,
         keepalive: config.tcpkeepalive,
+        max_reply_bytes: config.limits.max_reply_bytes,
     }
 }
 

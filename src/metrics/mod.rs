@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::local::{LocalHistogram, LocalIntCounter};
-use prometheus::{Histogram, IntCounter, Registry, TextEncoder};
+use prometheus::{Histogram, IntCounter, IntGauge, Registry, TextEncoder};
 
 use table::Families;
 pub use table::{BackendMetrics, PoolMetrics};
@@ -230,6 +230,14 @@ impl PoolMetrics {
                 responses: backend.responses.local(),
                 response_bytes: backend.response_bytes.local(),
                 latency: backend.request_duration.local(),
+                queues: [
+                    backend.in_queue.clone(),
+                    backend.in_queue_bytes.clone(),
+                    backend.out_queue.clone(),
+                    backend.out_queue_bytes.clone(),
+                ],
+                queued: [0; 4],
+                published: [0; 4],
             }),
         }
     }
@@ -286,6 +294,12 @@ struct BackendTally {
     responses: LocalIntCounter,
     response_bytes: LocalIntCounter,
     latency: LocalHistogram,
+    /// `in_queue`, `in_queue_bytes`, `out_queue`, `out_queue_bytes`, shared by every
+    /// connection to the backend: each adds what it holds.
+    queues: [IntGauge; 4],
+    /// This connection's share as last set, and as last added to `queues`.
+    queued: [i64; 4],
+    published: [i64; 4],
 }
 
 impl Tally {
@@ -307,6 +321,21 @@ impl Tally {
         }
     }
 
+    /// Sets what the connection holds now: requests (and their bytes) queued and not yet
+    /// written, and written and awaiting a reply. The backend's queue gauges follow at the
+    /// next flush.
+    pub fn queued(&mut self, queued: usize, queued_bytes: usize, out: usize, out_bytes: usize) {
+        if let Some(backend) = &mut self.backend {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            backend.queued = [
+                gauge(queued),
+                gauge(queued_bytes),
+                gauge(out),
+                gauge(out_bytes),
+            ];
+        }
+    }
+
     /// Adds what was counted since the last flush to the shared metrics.
     pub fn flush(&mut self) {
         if let Some(backend) = &mut self.backend {
@@ -315,7 +344,33 @@ impl Tally {
             backend.responses.flush();
             backend.response_bytes.flush();
             backend.latency.flush();
+            backend.publish();
         }
+    }
+}
+
+impl BackendTally {
+    /// Moves the shared queue gauges by how much this connection's share changed.
+    fn publish(&mut self) {
+        for ((gauge, queued), published) in self
+            .queues
+            .iter()
+            .zip(self.queued)
+            .zip(self.published.iter_mut())
+        {
+            if queued != *published {
+                gauge.add(queued - *published);
+                *published = queued;
+            }
+        }
+    }
+}
+
+impl Drop for BackendTally {
+    fn drop(&mut self) {
+        // A connection gone holds nothing: take its share back out of the shared gauges.
+        self.queued = [0; 4];
+        self.publish();
     }
 }
 

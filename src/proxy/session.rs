@@ -637,7 +637,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::io::{AsyncReadExt, DuplexStream, WriteHalf};
     use tokio::task::LocalSet;
 
     use super::*;
@@ -646,12 +646,6 @@ mod tests {
     use crate::backend::{BackendPool, Job};
     use crate::config::Config;
     use crate::metrics::Metrics;
-
-    impl SocketRead for ReadHalf<DuplexStream> {
-        fn is_read_ready(&self) -> bool {
-            true
-        }
-    }
 
     /// The session's end of an in-memory client connection.
     struct Writer(RefCell<WriteHalf<DuplexStream>>);

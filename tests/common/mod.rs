@@ -20,6 +20,7 @@ mod admin_http;
 mod binaries;
 mod client;
 mod cluster;
+pub mod fake_backend;
 mod memcached;
 mod ports;
 mod process;

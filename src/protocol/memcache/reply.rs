@@ -26,21 +26,38 @@ pub enum ReplyKind {
     Meta,
 }
 
+/// Largest reply a [`ReplyScanner::default`] accepts (as the RESP scanner's default).
+const DEFAULT_MAX_REPLY: usize = 512 * 1024 * 1024;
+
 /// Finds reply boundaries in a backend's byte stream, resuming where the last call stopped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyScanner {
     /// Start of the first element (line, or line and data block) not yet complete.
     pos: usize,
+    /// Largest reply accepted, in bytes.
+    max_bytes: usize,
+}
+
+impl Default for ReplyScanner {
+    fn default() -> Self {
+        ReplyScanner::new(DEFAULT_MAX_REPLY)
+    }
 }
 
 impl ReplyScanner {
+    /// A scanner refusing replies longer than `max_bytes`. A data block is refused from its
+    /// header line, before its data arrives, so a hostile length costs no memory.
+    pub fn new(max_bytes: usize) -> Self {
+        ReplyScanner { pos: 0, max_bytes }
+    }
+
     /// The length of the first complete reply of `kind` in `buf`, or `None` if it is not all
     /// there yet. After `Some(n)` the caller removes those `n` bytes before calling again;
     /// after `None` it only appends, and calls again with the same `kind`.
     ///
     /// # Errors
-    /// [`Error::Backend`]: the bytes are not a reply of that kind; the connection cannot be
-    /// trusted afterwards.
+    /// [`Error::Backend`]: the bytes are not a reply of that kind, or the reply is longer than
+    /// the scanner's limit; the connection cannot be trusted afterwards.
     pub fn scan(&mut self, buf: &[u8], kind: ReplyKind) -> Result<Option<usize>, Error> {
         loop {
             let Some((text, next)) = next_line(buf, self.pos)? else {
@@ -54,6 +71,9 @@ impl ReplyScanner {
                 None => (next, true),
                 Some((len, last)) => {
                     let end = next + len + 2;
+                    if end > self.max_bytes {
+                        return Err(Error::Backend("reply too large"));
+                    }
                     match buf.get(end - 2..end) {
                         None => return Ok(None),
                         Some(b"\r\n") => (end, last),
@@ -255,6 +275,23 @@ mod tests {
             at += len;
         }
         Ok(lens)
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_is_refused_from_its_header() {
+        let mut scanner = ReplyScanner::new(32);
+        let ok = b"VALUE k 0 3\r\nabc\r\nEND\r\n";
+        assert_eq!(scanner.scan(ok, ReplyKind::Values), Ok(Some(ok.len())));
+        let mut scanner = ReplyScanner::new(32);
+        assert!(scanner
+            .scan(b"VALUE k 0 629145600\r\n", ReplyKind::Values)
+            .is_err());
+        // Blocks that fit one by one but not together.
+        let mut scanner = ReplyScanner::new(32);
+        let two = b"VALUE a 0 3\r\nabc\r\nVALUE b 0 3\r\nabc\r\n";
+        assert!(scanner.scan(two, ReplyKind::Values).is_err());
+        let mut scanner = ReplyScanner::new(16);
+        assert!(scanner.scan(b"VA 20 v\r\n", ReplyKind::Meta).is_err());
     }
 
     #[test]

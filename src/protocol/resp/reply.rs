@@ -10,22 +10,43 @@ use crate::protocol::Error;
 const MAX_LINE: usize = 1024 * 1024;
 /// Deepest reply nesting accepted from a backend.
 const MAX_DEPTH: usize = 64;
+/// Largest reply a [`ReplyScanner::default`] accepts: Redis's own `proto-max-bulk-len`.
+const DEFAULT_MAX_REPLY: usize = 512 * 1024 * 1024;
 
 /// Finds reply boundaries in a backend's byte stream, resuming where the last call stopped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyScanner {
     pos: usize,
     /// Elements still missing in each open aggregate, innermost last.
     open: Vec<u64>,
+    /// Largest reply accepted, in bytes.
+    max_bytes: usize,
+}
+
+impl Default for ReplyScanner {
+    fn default() -> Self {
+        ReplyScanner::new(DEFAULT_MAX_REPLY)
+    }
 }
 
 impl ReplyScanner {
+    /// A scanner refusing replies longer than `max_bytes`. A bulk string is refused from its
+    /// header, before its data arrives, so a hostile length costs no memory.
+    pub fn new(max_bytes: usize) -> Self {
+        ReplyScanner {
+            pos: 0,
+            open: Vec::new(),
+            max_bytes,
+        }
+    }
+
     /// The length of the first complete reply in `buf`, or `None` if it is not all there yet.
     /// After `Some(n)` the caller must remove those `n` bytes before calling again; after
     /// `None` it must only append.
     ///
     /// # Errors
-    /// The bytes are not RESP; the connection cannot be trusted afterwards.
+    /// The bytes are not RESP, or the reply is longer than the scanner's limit; the
+    /// connection cannot be trusted afterwards.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         loop {
             // Large replies are mostly arrays of bulk strings: walk runs of them in a tight
@@ -39,6 +60,10 @@ impl ReplyScanner {
                     self.pos = next;
                     *missing -= 1;
                 }
+            }
+            // An aggregate of many small elements grows past the limit one element at a time.
+            if self.pos > self.max_bytes {
+                return Err(Error::Protocol("reply too large"));
             }
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
@@ -64,7 +89,11 @@ impl ReplyScanner {
                     if len < 0 {
                         self.pos = next;
                     } else {
-                        let end = next + len as usize;
+                        let end = usize::try_from(len)
+                            .ok()
+                            .and_then(|len| next.checked_add(len))
+                            .filter(|end| end.saturating_add(2) <= self.max_bytes)
+                            .ok_or(Error::Protocol("reply too large"))?;
                         match buf.get(end..end + 2) {
                             None => return Ok(None),
                             Some(b"\r\n") => self.pos = end + 2,
@@ -288,6 +317,22 @@ mod tests {
         assert!(scan_all(b"$x\r\n").is_err());
         assert!(scan_all(b"$3\r\nfooxx").is_err());
         assert!(scan_all(b"+OK\n").is_err());
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_is_refused_from_its_header() {
+        // 600 MiB announced, none of it sent: refused before any data.
+        assert!(scan_all(b"$629145600\r\n").is_err());
+        let mut scanner = ReplyScanner::new(16);
+        assert_eq!(scanner.scan(b"$9\r\n123456789\r\n"), Ok(Some(15)));
+        assert!(ReplyScanner::new(16).scan(b"$10\r\n").is_err());
+        assert!(ReplyScanner::new(16).scan(b"*1\r\n$10\r\n").is_err());
+        // Many small elements: refused once the reply has grown past the limit.
+        let mut scanner = ReplyScanner::new(16);
+        assert!(scanner.scan(b"*100\r\n:1\r\n:2\r\n:3\r\n:4\r\n").is_err());
+        assert!(ReplyScanner::new(16)
+            .scan(b"*100\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+            .is_err());
     }
 
     #[test]
