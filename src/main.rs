@@ -67,7 +67,7 @@ fn serve(cli: &Cli, config: Config) -> std::io::Result<()> {
         threads,
         config_path: Some(cli.conf_file.clone()),
         signals: true,
-        admin: Some(cli.admin),
+        admin: cli.admin(),
         stats: Some(stats),
         stats_interval: cli.stats_interval(),
     };

@@ -1,0 +1,161 @@
+//! The binary as operators run it with nutcracker's habits: several instances on one host,
+//! `-d` (also combined as `-dc FILE`), pid files, and the signals nutcracker's operators send.
+//!
+//! This file is the only test binary that starts Keyway without `--admin`, so the default admin
+//! port 22223 is contended only here (and by whatever else runs on the host, which the
+//! assertions tolerate).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The default admin port, taken only when free.
+const DEFAULT_ADMIN_PORT: u16 = 22223;
+
+/// A pool on a free port in front of `redis`.
+fn yaml(port: u16, redis: &RedisServer) -> String {
+    pool_yaml(port, &[server_line(redis, 1, Some("s0"))], &[])
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts keyway with `-c` and `extra`, retrying on fresh ports if another process took one.
+fn start(redis: &RedisServer, extra: impl Fn(u16) -> Vec<String>) -> Proxy {
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let stats = free_port();
+        match Proxy::try_start_keyway_with(
+            TempDir::new("operator"),
+            &yaml(free_port(), redis),
+            &extra(stats),
+        ) {
+            Ok(proxy) => return proxy,
+            Err(e) => errors.push(e),
+        }
+    }
+    panic!("keyway failed to start 3 times:\n{}", errors.join("\n"));
+}
+
+/// Runs `cmd` to its exit (bounded: a hang fails the test); its status and combined output.
+fn run_to_exit(cmd: &mut Command, dir: &TempDir) -> (std::process::ExitStatus, String) {
+    let log = dir.path().join("run.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not exit within 30 s");
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+fn assert_serves(proxy: &Proxy, key: &str) {
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", key, "v"]), Reply::ok(), "{}", proxy.stderr());
+    assert_eq!(c.cmd(&["GET", key]), Reply::bulk("v"));
+}
+
+#[test]
+fn two_instances_with_nutcracker_flags_share_a_host() {
+    let redis = RedisServer::start();
+    // nutcracker's flags only: -c (by the harness), -s, -a, -v. No --admin.
+    let nutcracker_flags =
+        |stats: u16| args(&["-s", &stats.to_string(), "-a", "127.0.0.1", "-v", "5"]);
+    let mut first = start(&redis, nutcracker_flags);
+    let mut second = start(&redis, nutcracker_flags);
+    assert_serves(&first, "first");
+    assert_serves(&second, "second");
+    first.assert_alive();
+    second.assert_alive();
+    let with_admin = [&first, &second]
+        .iter()
+        .filter(|p| listening_ports(p.pid()).contains(&DEFAULT_ADMIN_PORT))
+        .count();
+    assert!(
+        with_admin <= 1,
+        "both cannot hold port {DEFAULT_ADMIN_PORT}"
+    );
+    // The one that could not take the default port said so, and carries on.
+    for proxy in [&first, &second] {
+        if !listening_ports(proxy.pid()).contains(&DEFAULT_ADMIN_PORT) {
+            assert!(
+                proxy.stderr().contains("running without it"),
+                "no warning about the admin port:\n{}",
+                proxy.stderr()
+            );
+        }
+    }
+}
+
+#[test]
+fn explicit_admin_on_a_taken_port_fails_clearly() {
+    let redis = RedisServer::start();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("admin-taken");
+    let conf = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf, yaml(free_port(), &redis)).unwrap();
+    let (status, output) = run_to_exit(
+        Command::new(keyway_bin())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+            .args(["--admin", &format!("127.0.0.1:{port}")]),
+        &dir,
+    );
+    assert!(
+        !status.success(),
+        "started on a taken admin port:\n{output}"
+    );
+    assert!(
+        output.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} for the admin server"
+        )),
+        "unclear error:\n{output}"
+    );
+}
+
+#[test]
+fn admin_off_serves_no_admin() {
+    let redis = RedisServer::start();
+    let proxy = start(&redis, |stats| {
+        args(&[
+            "-s",
+            &stats.to_string(),
+            "-a",
+            "127.0.0.1",
+            "--admin",
+            "off",
+        ])
+    });
+    assert_serves(&proxy, "k");
+    let listen: u16 = proxy.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let stats = proxy
+        .stderr()
+        .lines()
+        .find(|l| l.contains("stats server"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .expect("the stats server's address is logged");
+    let mut expected = vec![listen, stats];
+    expected.sort_unstable();
+    assert_eq!(listening_ports(proxy.pid()), expected, "{}", proxy.stderr());
+}
