@@ -278,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn combined_short_flags_as_getopt() {
+        let cli = parse(&["-dc", "conf.yml"]);
+        assert!(cli.daemonize);
+        assert_eq!(cli.conf_file, PathBuf::from("conf.yml"));
+        let cli = parse(&["-dv", "6"]);
+        assert!(cli.daemonize);
+        assert_eq!(cli.verbose, 6);
+        let cli = parse(&["-tdp", "/tmp/k.pid"]);
+        assert!(cli.test_conf && cli.daemonize);
+        assert_eq!(cli.pid_file, Some(PathBuf::from("/tmp/k.pid")));
+    }
+
+    #[test]
     fn verbose_above_eleven_is_clamped() {
         assert_eq!(parse(&["-v", "0"]).log_level(), 0);
         assert_eq!(parse(&["-v", "11"]).log_level(), 11);

@@ -159,3 +159,148 @@ fn admin_off_serves_no_admin() {
     expected.sort_unstable();
     assert_eq!(listening_ports(proxy.pid()), expected, "{}", proxy.stderr());
 }
+
+/// The pid in `path`, once the file holds one.
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn is_running(pid: u32) -> bool {
+    // A zombie still has /proc/PID; a reaped daemon (re-parented to init) has none.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Kills a daemon by the pid it wrote, on drop, so a failing test leaves nothing behind.
+struct DaemonGuard(u32);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if is_running(self.0) {
+            signal(self.0, "KILL");
+        }
+    }
+}
+
+/// `keyway <daemon_flags> <conf>`: the parent must exit 0 once the daemon listens, and the
+/// daemon must be a single serving process (not the parent, in its own session) that wrote
+/// its own pid and removes the file on SIGTERM.
+fn daemon_starts_once(daemon_flags: &[&str]) {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("daemon");
+    let conf = dir.path().join("nutcracker.yml");
+    let listen = free_port();
+    std::fs::write(&conf, yaml(listen, &redis)).unwrap();
+    let pid_file = dir.path().join("keyway.pid");
+    let mut cmd = Command::new(keyway_bin());
+    cmd.args(daemon_flags)
+        .arg(&conf)
+        .arg("-p")
+        .arg(&pid_file)
+        .args([
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+            "--admin",
+            "off",
+            "-o",
+        ]);
+    cmd.arg(dir.path().join("keyway.log"));
+    let (status, output) = run_to_exit(&mut cmd, &dir);
+    let pid = read_pid(&pid_file);
+    let _guard = pid.map(DaemonGuard);
+    assert!(
+        status.success(),
+        "{daemon_flags:?}: parent failed:\n{output}"
+    );
+    // The parent returned only once the daemon listened: no waiting needed.
+    let pid = pid.expect("the daemon wrote its pid file before the parent exited");
+    assert!(
+        is_running(pid),
+        "pid {pid} from the pid file is not running"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+    // stat fields after the name: state ppid pgrp session ...; setsid makes it a session leader.
+    assert_eq!(
+        fields[3],
+        pid.to_string(),
+        "daemon is not in its own session: {stat}"
+    );
+    let mut client = Client::connect(&format!("127.0.0.1:{listen}"));
+    assert_eq!(client.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    drop(client);
+    // Exactly one keyway serves: no child daemonized again (the -dc bug respawned forever).
+    let keyways: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*conf.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(
+        keyways,
+        vec![pid],
+        "processes started on {}",
+        conf.display()
+    );
+    signal(pid, "TERM");
+    assert!(
+        wait_until(Duration::from_secs(20), || !is_running(pid)),
+        "daemon ignored SIGTERM"
+    );
+    assert!(!pid_file.exists(), "pid file left behind after SIGTERM");
+}
+
+#[test]
+fn combined_dc_starts_exactly_one_daemon() {
+    daemon_starts_once(&["-dc"]);
+}
+
+#[test]
+fn separate_d_and_c_start_exactly_one_daemon() {
+    daemon_starts_once(&["-d", "-c"]);
+}
+
+#[test]
+fn daemon_parent_reports_a_bad_config_and_fails() {
+    let dir = TempDir::new("daemon-bad");
+    let conf = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf, "alpha:\n  listen: 127.0.0.1:1\n  hash: nope\n").unwrap();
+    let (status, output) = run_to_exit(Command::new(keyway_bin()).arg("-dc").arg(&conf), &dir);
+    assert!(!status.success(), "a bad config started:\n{output}");
+    assert!(
+        output.contains("hash"),
+        "the error is not reported:\n{output}"
+    );
+}
+
+#[test]
+fn daemon_parent_reports_a_bind_error_and_fails() {
+    // Bind errors happen in the daemon, after the parent validated the config: the parent must
+    // still report them.
+    let redis = RedisServer::start();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("daemon-bind");
+    let conf = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf, yaml(port, &redis)).unwrap();
+    let (status, output) = run_to_exit(
+        Command::new(keyway_bin()).arg("-dc").arg(&conf).args([
+            "-s",
+            &free_port().to_string(),
+            "--admin",
+            "off",
+        ]),
+        &dir,
+    );
+    assert!(!status.success(), "started on a taken port:\n{output}");
+    assert!(
+        output.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "the daemon's error is not reported:\n{output}"
+    );
+}
