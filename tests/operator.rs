@@ -304,3 +304,103 @@ fn daemon_parent_reports_a_bind_error_and_fails() {
         "the daemon's error is not reported:\n{output}"
     );
 }
+
+/// keyway with `-o DIR/keyway.log -p DIR/keyway.pid` and `extra`, no admin server.
+fn start_logging(redis: &RedisServer, extra: &[&str]) -> Proxy {
+    let extra: Vec<String> = args(extra);
+    let dir = TempDir::new("signals");
+    let log = dir.path().join("keyway.log");
+    let pid = dir.path().join("keyway.pid");
+    let mut flags = args(&["-s", &free_port().to_string(), "-a", "127.0.0.1"]);
+    flags.extend(args(&["--admin", "off", "-o"]));
+    flags.push(log.display().to_string());
+    flags.push("-p".into());
+    flags.push(pid.display().to_string());
+    flags.extend(extra);
+    Proxy::try_start_keyway_with(dir, &yaml(free_port(), redis), &flags)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn log_of(proxy: &Proxy) -> String {
+    std::fs::read_to_string(proxy.dir().join("keyway.log")).unwrap_or_default()
+}
+
+#[test]
+fn usr1_and_usr2_leave_the_proxy_serving() {
+    let redis = RedisServer::start();
+    let mut proxy = start_logging(&redis, &["-v", "7"]);
+    signal(proxy.pid(), "USR1");
+    signal(proxy.pid(), "USR2");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let log = log_of(&proxy);
+            log.contains("SIGUSR1 ignored") && log.contains("SIGUSR2 ignored")
+        }),
+        "signals not seen:\n{}",
+        log_of(&proxy)
+    );
+    proxy.assert_alive();
+    assert_serves(&proxy, "after-usr");
+    assert!(proxy.dir().join("keyway.pid").exists());
+}
+
+#[test]
+fn sighup_reopens_a_log_file_that_was_rotated_away() {
+    let redis = RedisServer::start();
+    let mut proxy = start_logging(&redis, &["-v", "5"]);
+    let log = proxy.dir().join("keyway.log");
+    let rotated = proxy.dir().join("keyway.log.1");
+    assert!(wait_until(Duration::from_secs(20), || log_of(&proxy)
+        .contains("keyway started")));
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(proxy.pid(), "HUP");
+    // The reload after the reopen logs its report: it must land in a new file at the path.
+    assert!(
+        wait_until(Duration::from_secs(20), || log_of(&proxy)
+            .contains("SIGHUP")),
+        "no new log file with the SIGHUP line; rotated file:\n{}",
+        std::fs::read_to_string(&rotated).unwrap_or_default()
+    );
+    assert!(!log_of(&proxy).contains("keyway started"), "not a new file");
+    proxy.assert_alive();
+    assert_serves(&proxy, "after-hup");
+}
+
+#[test]
+fn sigttin_raises_and_sigttou_lowers_the_log_level() {
+    let redis = RedisServer::start();
+    let mut proxy = start_logging(&redis, &["-v", "5"]);
+    assert!(wait_until(Duration::from_secs(20), || log_of(&proxy)
+        .contains("keyway started")));
+    assert_serves(&proxy, "at-info");
+    // Level 5 is info: nothing at debug so far (SIGUSR1's line is debug).
+    assert!(!log_of(&proxy).contains("DEBUG"), "{}", log_of(&proxy));
+    signal(proxy.pid(), "TTIN");
+    assert!(wait_until(Duration::from_secs(20), || log_of(&proxy)
+        .contains("log level to 6")));
+    signal(proxy.pid(), "USR1");
+    assert!(
+        wait_until(Duration::from_secs(20), || log_of(&proxy)
+            .contains("SIGUSR1 ignored")),
+        "level 6 logs no debug line:\n{}",
+        log_of(&proxy)
+    );
+    signal(proxy.pid(), "TTOU");
+    assert!(wait_until(Duration::from_secs(20), || log_of(&proxy)
+        .contains("log level to 5")));
+    proxy.assert_alive();
+}
+
+#[test]
+fn sigterm_removes_the_pid_file() {
+    let redis = RedisServer::start();
+    let mut proxy = start_logging(&redis, &[]);
+    let pid_file = proxy.dir().join("keyway.pid");
+    assert_eq!(read_pid(&pid_file), Some(proxy.pid()));
+    signal(proxy.pid(), "TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(!pid_file.exists(), "pid file left behind");
+}
