@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::server::AdminBind;
+
 /// The highest log level nutcracker knows (`LOG_PVERB`); higher `-v` values are clamped to it.
 pub const MAX_LOG_LEVEL: u8 = 11;
 
@@ -97,9 +99,12 @@ pub struct Cli {
     #[arg(long = "threads", value_name = "N")]
     pub threads: Option<NonZeroUsize>,
 
-    /// HTTP admin address: /metrics, /healthz, /pools, POST /reload (Keyway).
-    #[arg(long = "admin", value_name = "ADDR", default_value = "127.0.0.1:22223")]
-    pub admin: SocketAddr,
+    /// HTTP admin address: /metrics, /healthz, /pools, POST /reload, or `off` (Keyway).
+    /// Without it the admin server takes 127.0.0.1:22223 only if that port is free (else a
+    /// warning), so several instances run side by side with nutcracker's flags alone; an
+    /// address given here must bind, or Keyway exits.
+    #[arg(long = "admin", value_name = "ADDR|off", value_parser = parse_admin)]
+    pub admin: Option<AdminFlag>,
 
     /// With `-t`: also print what changes from this (old) config to `-c`'s, with the
     /// estimated share of keys that move per pool (Keyway).
@@ -107,7 +112,43 @@ pub struct Cli {
     pub diff: Option<PathBuf>,
 }
 
+/// The default admin address, used only when it is free and `--admin` was not given.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    22223,
+));
+
+/// What `--admin` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminFlag {
+    /// `--admin off`: no admin server.
+    Off,
+    /// `--admin ADDR`: listen there, or fail to start.
+    At(SocketAddr),
+}
+
+fn parse_admin(value: &str) -> Result<AdminFlag, String> {
+    if value == "off" {
+        return Ok(AdminFlag::Off);
+    }
+    value
+        .parse()
+        .map(AdminFlag::At)
+        .map_err(|_| format!("'{value}' is neither host:port nor 'off'"))
+}
+
 impl Cli {
+    /// Where the admin server listens: an explicit `--admin ADDR` must bind; without the flag,
+    /// the default address is taken only if free (nutcracker has no admin port, so its command
+    /// lines must never fail on one); `--admin off` disables it.
+    pub fn admin(&self) -> Option<AdminBind> {
+        match self.admin {
+            None => Some(AdminBind::IfFree(DEFAULT_ADMIN)),
+            Some(AdminFlag::Off) => None,
+            Some(AdminFlag::At(addr)) => Some(AdminBind::Required(addr)),
+        }
+    }
+
     /// The log level, `-v` clamped to 0..=11 as nutcracker's `log_init` does.
     pub fn log_level(&self) -> u8 {
         u8::try_from(self.verbose.min(u32::from(MAX_LOG_LEVEL))).unwrap_or(MAX_LOG_LEVEL)
@@ -151,7 +192,22 @@ mod tests {
         assert_eq!(cli.pid_file, None);
         assert_eq!(cli.mbuf_size, 16384);
         assert_eq!(cli.threads, None);
-        assert_eq!(cli.admin, "127.0.0.1:22223".parse().unwrap());
+        assert_eq!(cli.admin, None);
+        assert_eq!(
+            cli.admin(),
+            Some(AdminBind::IfFree("127.0.0.1:22223".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn explicit_admin_must_bind_and_off_disables_it() {
+        let cli = parse(&["--admin", "127.0.0.1:22223"]);
+        assert_eq!(
+            cli.admin(),
+            Some(AdminBind::Required("127.0.0.1:22223".parse().unwrap()))
+        );
+        assert_eq!(parse(&["--admin", "off"]).admin(), None);
+        assert_eq!(parse(&["--admin=off"]).admin, Some(AdminFlag::Off));
     }
 
     #[test]
@@ -222,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn combined_short_flags_as_getopt() {
+        let cli = parse(&["-dc", "conf.yml"]);
+        assert!(cli.daemonize);
+        assert_eq!(cli.conf_file, PathBuf::from("conf.yml"));
+        let cli = parse(&["-dv", "6"]);
+        assert!(cli.daemonize);
+        assert_eq!(cli.verbose, 6);
+        let cli = parse(&["-tdp", "/tmp/k.pid"]);
+        assert!(cli.test_conf && cli.daemonize);
+        assert_eq!(cli.pid_file, Some(PathBuf::from("/tmp/k.pid")));
+    }
+
+    #[test]
     fn verbose_above_eleven_is_clamped() {
         assert_eq!(parse(&["-v", "0"]).log_level(), 0);
         assert_eq!(parse(&["-v", "11"]).log_level(), 11);
@@ -232,7 +301,10 @@ mod tests {
     fn keyway_long_options() {
         let cli = parse(&["--threads", "4", "--admin", "0.0.0.0:9000"]);
         assert_eq!(cli.threads, NonZeroUsize::new(4));
-        assert_eq!(cli.admin, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(
+            cli.admin,
+            Some(AdminFlag::At("0.0.0.0:9000".parse().unwrap()))
+        );
         let cli = parse(&["--threads=2", "--admin=[::1]:9000"]);
         assert_eq!(cli.threads, NonZeroUsize::new(2));
     }

@@ -27,12 +27,23 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
     pub signals: bool,
-    /// The HTTP admin address (`/metrics`, `/healthz`, `/pools`, `POST /reload`).
-    pub admin: Option<SocketAddr>,
+    /// Where the HTTP admin server (`/metrics`, `/healthz`, `/pools`, `POST /reload`) listens;
+    /// `None`: nowhere.
+    pub admin: Option<AdminBind>,
     /// nutcracker's stats port (`-a`:`-s`), serving the stats JSON.
     pub stats: Option<SocketAddr>,
     /// nutcracker's `-i`: how old the stats JSON's pool figures may be.
     pub stats_interval: Duration,
+}
+
+/// Where the admin server binds, and whether failing to is fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminBind {
+    /// Asked for explicitly: not binding stops the start.
+    Required(SocketAddr),
+    /// A default: taken when free, else a warning and no admin server, so that several
+    /// instances started with nutcracker's flags alone share a host.
+    IfFree(SocketAddr),
 }
 
 /// A proxy with its listeners bound, ready to [`run`](Proxy::run).
@@ -96,10 +107,17 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
         })?;
         listeners.push(bound);
     }
-    let admin = options
-        .admin
-        .map(|a| bind_tcp(a, "admin server"))
-        .transpose()?;
+    let admin = match options.admin {
+        None => None,
+        Some(AdminBind::Required(addr)) => Some(bind_tcp(addr, "admin server")?),
+        Some(AdminBind::IfFree(addr)) => match bind_tcp(addr, "admin server") {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!("{error}; running without it (use --admin ADDR to choose one)");
+                None
+            }
+        },
+    };
     let stats = options
         .stats
         .map(|a| bind_tcp(a, "stats server"))

@@ -1,6 +1,7 @@
 //! Processes a test started: signals and memory by PID, log tails, and the guard that kills
 //! a backend process by PID on drop.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -103,4 +104,34 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The TCP ports process `pid` listens on (IPv4 and IPv6), from its socket fds matched against
+/// `/proc/PID/net/tcp{,6}`: what it really bound, whatever it logs.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT, st 0A is LISTEN, the inode is column 9.
+            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
+                if let Some(port) = cols[1].rsplit(':').next() {
+                    ports.extend(u16::from_str_radix(port, 16).ok());
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
 }

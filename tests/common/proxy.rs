@@ -2,6 +2,7 @@
 //! fixtures: backends plus a proxy in front of them.
 
 use std::fs::{self, File};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -78,7 +79,59 @@ impl Proxy {
         yaml: &str,
         probe: fn(&str) -> bool,
     ) -> Result<Proxy, String> {
-        let dir = TempDir::new("proxy");
+        let stats_port = free_port();
+        let admin_port = free_port();
+        let args: Vec<String> = match kind {
+            ProxyKind::Keyway => vec![
+                "-s".into(),
+                stats_port.to_string(),
+                "-v".into(),
+                verbosity(),
+                "--threads".into(),
+                "2".into(),
+                "--admin".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ],
+            ProxyKind::Nutcracker => vec![
+                "-s".into(),
+                stats_port.to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-v".into(),
+                verbosity(),
+            ],
+        };
+        Proxy::spawn(
+            kind,
+            TempDir::new("proxy"),
+            yaml,
+            &args,
+            probe,
+            stats_port,
+            admin_port,
+        )
+    }
+
+    /// Starts keyway on `yaml` (written to `dir`/nutcracker.yml) with `-c` and exactly `args`:
+    /// no stats or admin flags of the harness, as an operator would type them. Ready once the
+    /// first pool answers a PING. [`Proxy::stats_port`] and [`Proxy::admin_port`] are 0.
+    pub fn try_start_keyway_with(
+        dir: TempDir,
+        yaml: &str,
+        args: &[String],
+    ) -> Result<Proxy, String> {
+        Proxy::spawn(ProxyKind::Keyway, dir, yaml, args, answers_ping, 0, 0)
+    }
+
+    fn spawn(
+        kind: ProxyKind,
+        dir: TempDir,
+        yaml: &str,
+        args: &[String],
+        probe: fn(&str) -> bool,
+        stats_port: u16,
+        admin_port: u16,
+    ) -> Result<Proxy, String> {
         let conf = dir.path().join("nutcracker.yml");
         fs::write(&conf, yaml).expect("write config");
         let listen = yaml
@@ -86,38 +139,12 @@ impl Proxy {
             .find_map(|l| l.trim().strip_prefix("listen:"))
             .map(|l| l.trim().trim_matches('"').to_string())
             .expect("the YAML has a `listen:` line");
-        let stats_port = free_port();
-        let admin_port = free_port();
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log file");
         let mut cmd = match kind {
-            ProxyKind::Keyway => {
-                let mut c = Command::new(keyway_bin());
-                c.arg("-c").arg(&conf);
-                c.args([
-                    "-s",
-                    &stats_port.to_string(),
-                    "-v",
-                    &verbosity(),
-                    "--threads",
-                    "2",
-                ]);
-                c.args(["--admin", &format!("127.0.0.1:{admin_port}")]);
-                c
-            }
-            ProxyKind::Nutcracker => {
-                let mut c = Command::new(nutcracker_bin());
-                c.arg("-c").arg(&conf);
-                c.args([
-                    "-s",
-                    &stats_port.to_string(),
-                    "-a",
-                    "127.0.0.1",
-                    "-v",
-                    &verbosity(),
-                ]);
-                c
-            }
+            ProxyKind::Keyway => Command::new(keyway_bin()),
+            ProxyKind::Nutcracker => Command::new(nutcracker_bin()),
         };
+        cmd.arg("-c").arg(&conf).args(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone fd")))
             .stderr(Stdio::from(stderr));
@@ -138,10 +165,15 @@ impl Proxy {
             Ok(proxy)
         } else {
             Err(format!(
-                "{kind:?} did not become ready on {addr} within {START_TIMEOUT:?}; config:\n{yaml}\noutput:\n{}",
+                "{kind:?} {args:?} did not become ready on {addr} within {START_TIMEOUT:?}; config:\n{yaml}\noutput:\n{}",
                 proxy.stderr()
             ))
         }
+    }
+
+    /// The proxy's temp dir: its config (`nutcracker.yml`) and output (`stderr.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn kind(&self) -> ProxyKind {
