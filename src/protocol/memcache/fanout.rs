@@ -56,13 +56,11 @@ pub fn split<E>(
     if let Some(shard) = layout.single_shard() {
         return Ok(Split::Whole(shard));
     }
-    // The sub-requests carry the keys as the client sent them (still base64 with `b`).
+    // The sub-requests carry the keys as the client sent them; listed once, as walking the
+    // request's key spans again for every part costs more than the one allocation.
+    let raw: Vec<&[u8]> = request.raw_keys().collect();
     Ok(layout.split(request.clone(), true, |part, _, order| {
-        let mut wanted = fanout::keys_of(order, part).peekable();
-        let keys = request
-            .raw_keys()
-            .enumerate()
-            .filter_map(move |(key, raw)| (wanted.next_if_eq(&key).is_some()).then_some(raw));
+        let keys = fanout::keys_of(order, part).filter_map(|key| raw.get(key).copied());
         Request::retrieval(request.command(), request.prefix(), keys)
     }))
 }
