@@ -1,9 +1,14 @@
 //! One task per client, protocol-neutral: read, decode through the pool's protocol handler
-//! ([`super::resp`] or [`super::memcache`], behind one enum seam) which classifies, routes and
+//! (`proxy/resp.rs` or `proxy/memcache.rs`, behind one enum seam) which classifies, routes and
 //! dispatches each request, then write replies strictly in request order.
 //!
 //! Replies are kept in a FIFO of `Pending` entries, one per request; the head is written as
-//! soon as it is ready, and everything ready behind it goes out in the same write.
+//! soon as it is ready, and everything ready behind it goes out in the same write. What the
+//! client's socket does not take waits in a backlog; with the replies already in behind the
+//! head, that is the client's held output: past `client_output_limit` no new request is
+//! decoded, past `client_output_hard_limit` the client is closed. A request after a protocol
+//! switch (`HELLO`) goes over other backend connections, so it waits until every reply asked
+//! before the switch is in.
 
 use std::collections::VecDeque;
 use std::future::Future;
