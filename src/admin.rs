@@ -196,9 +196,9 @@ async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Respons
             return Err(Response::text(431, "request head too large\n"));
         }
         let room = (MAX_HEAD - buf.len()).min(chunk.len());
-        match stream.read(&mut chunk[..room]).await {
+        match stream.read(chunk.get_mut(..room).unwrap_or_default()).await {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
         }
     };
     let head = buf.get(..head_end).unwrap_or_default();
@@ -207,7 +207,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Respons
     let mut remaining = body_len.saturating_sub(buf.len().saturating_sub(head_end));
     while remaining > 0 {
         let room = remaining.min(chunk.len());
-        match stream.read(&mut chunk[..room]).await {
+        match stream.read(chunk.get_mut(..room).unwrap_or_default()).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => remaining = remaining.saturating_sub(n),
         }

@@ -29,6 +29,13 @@
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 
+// Outside tests, no unchecked indexing and no silently truncating cast: where one is the
+// algorithm (nutcracker's C integer arithmetic) it is allowed on that item, with the reason.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
+)]
+
 pub mod admin;
 pub mod backend;
 pub mod cli;

@@ -1,4 +1,8 @@
 //! The `keyway` binary: flags, logging, config, then `keyway::bind` + `run`.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
+)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

@@ -206,7 +206,7 @@ impl Pool {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Counts a failure of `shard`; with `auto_eject_hosts`, ejects it once the count reaches
@@ -435,7 +435,10 @@ impl BackendPool {
     pub fn node(&self, node: usize, client: u64, resp3: bool) -> Option<&Handle> {
         let set = if resp3 { &self.resp3 } else { &self.shards };
         let conns = set.get(node)?;
-        conns.get(client as usize % conns.len().max(1))
+        // Spreading clients: a truncated id on a 32-bit target spreads as well.
+        #[allow(clippy::cast_possible_truncation)]
+        let client = client as usize;
+        conns.get(client % conns.len().max(1))
     }
 
     /// A connection to `addr`, a cluster node the pool's layout does not list yet (a redirect

@@ -82,7 +82,10 @@ impl Layout {
             let Some((_, taken)) = shards.get_mut(part) else {
                 break;
             };
-            order.push((part as u32, *taken));
+            // A request holds fewer keys than bytes, and at most `u32::MAX` bytes (codec).
+            #[allow(clippy::cast_possible_truncation)]
+            let part = part as u32;
+            order.push((part, *taken));
             *taken += 1;
         }
         Ok(Layout { shards, order })

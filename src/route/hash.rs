@@ -4,6 +4,11 @@
 //! widens a key byte without an `unsigned char` cast, bytes >= 0x80 are sign-extended
 //! (`sext`). That changes where binary keys land, so it is reproduced here function by function.
 
+// These functions are nutcracker's C arithmetic: its truncations (`uint32_t` lengths, 64-bit
+// FNV constants cut to 32 bits, a `u8` of the register) are the algorithm, and every table
+// index is a byte (< 256) into a 256-entry table.
+#![allow(clippy::cast_possible_truncation, clippy::indexing_slicing)]
+
 use md5::{Digest, Md5};
 
 /// A key hash function, named as in nutcracker.yml's `hash:`.

@@ -40,6 +40,8 @@ impl Continuum {
     /// Builds the continuum of the live shards (`live[i]`; a missing entry counts as live),
     /// as `ketama_update` does: each live shard gets `floor(share * 40 * nlive) * 4` points,
     /// its share being its weight over the total weight of live shards only.
+    // `ketama_update`'s `uint32_t` counts and indexes, as nutcracker computes them.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn new(shards: &[ShardSpec], live: &[bool]) -> Continuum {
         let is_live = |index: usize| live.get(index).copied().unwrap_or(true);
         let live_shards = || {
@@ -108,6 +110,8 @@ impl Continuum {
 /// `ketama_update`'s points for one shard, with its float types: `pct` is a `float`, the
 /// product is `float`, the `+ 0.0000000001` is a `double` literal (so the sum is a double,
 /// rounded back to float before `floorf`).
+// nutcracker's float-to-integer casts are the algorithm.
+#[allow(clippy::cast_possible_truncation)]
 fn point_count(weight: u32, total_weight: u32, nlive: u32) -> u32 {
     let pct = weight as f32 / total_weight as f32;
     let per_hash = (((pct * POINTS_PER_SHARD / POINTS_PER_HASH as f32 * nlive as f32) as f64

@@ -38,7 +38,10 @@ impl Modula {
                 continue;
             }
             total += u64::from(shard.weight);
-            ends.push((total, index as u32));
+            let Ok(index) = u32::try_from(index) else {
+                break;
+            };
+            ends.push((total, index));
         }
         Modula { ends, total }
     }

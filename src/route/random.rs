@@ -29,7 +29,7 @@ impl Random {
     pub fn new(shards: &[ShardSpec], live: &[bool]) -> Random {
         let live = (0..shards.len())
             .filter(|&index| live.get(index).copied().unwrap_or(true))
-            .map(|index| index as u32)
+            .filter_map(|index| u32::try_from(index).ok())
             .collect();
         Random { live }
     }

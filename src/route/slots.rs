@@ -47,6 +47,8 @@ pub fn even_split(shards: usize) -> Vec<Vec<RangeInclusive<u16>>> {
     let mut first: i64 = 0;
     let mut split = Vec::with_capacity(shards);
     for index in 0..shards {
+        // redis-cli's float arithmetic, bounded by SLOTS: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
         let mut last = f64::from(cursor + per_shard - 1.0).round() as i64;
         if last > i64::from(MAX_SLOT) || index + 1 == shards {
             last = i64::from(MAX_SLOT);

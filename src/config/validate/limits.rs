@@ -10,10 +10,15 @@ impl PoolChecker<'_> {
     /// Takes and checks the limit keys; `None` when any is wrong (the problems are recorded).
     pub(super) fn limits(&mut self, raw: &mut RawPool) -> Option<Limits> {
         let defaults = Limits::default();
+        // Every field is read before any `?`, so that each wrong key is reported.
+        let max_request_bytes = self.or_default(
+            raw.scalar(Key::MaxRequestBytes),
+            Key::MaxRequestBytes,
+            defaults.max_request_bytes,
+            parse_request_limit,
+        );
         let mut limit =
             |key: Key, default: usize| self.or_default(raw.scalar(key), key, default, parse_limit);
-        // Every field is read before any `?`, so that each wrong key is reported.
-        let max_request_bytes = limit(Key::MaxRequestBytes, defaults.max_request_bytes);
         let max_multibulk_length = limit(Key::MaxMultibulkLength, defaults.max_multibulk_length);
         let max_key_bytes = limit(Key::MaxKeyBytes, defaults.max_key_bytes);
         let max_pipeline = limit(Key::MaxPipeline, defaults.max_pipeline);
@@ -45,9 +50,26 @@ fn parse_limit(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `max_request_bytes`: a limit the codecs can hold (their argument offsets are 32-bit).
+fn parse_request_limit(text: &str) -> Result<usize, String> {
+    let max = crate::protocol::resp::codec::MAX_FRAME;
+    match parse_limit(text)? {
+        n if n > max => Err(format!("must be at most {max}")),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::validate::tests::rejection;
+
+    #[test]
+    fn rejects_a_request_limit_past_32_bits() {
+        assert_eq!(
+            rejection("  max_request_bytes: 4294967296\n"),
+            "pool 'alpha': key 'max_request_bytes': must be at most 4294967295"
+        );
+    }
 
     #[test]
     fn rejects_zero_limit() {

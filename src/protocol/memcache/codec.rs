@@ -54,6 +54,8 @@ impl Request {
             }
             let start = frame.len();
             frame.extend_from_slice(key);
+            // Keys of one request, at most `MAX_FRAME` bytes: the offsets fit.
+            #[allow(clippy::cast_possible_truncation)]
             spans.push((start as u32, frame.len() as u32));
         }
         frame.extend_from_slice(b"\r\n");
@@ -158,8 +160,13 @@ pub struct RequestDecoder {
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
+        let max = crate::protocol::resp::codec::MAX_FRAME;
         RequestDecoder {
-            limits,
+            limits: Limits {
+                max_item_bytes: limits.max_item_bytes.min(max),
+                max_request_bytes: limits.max_request_bytes.min(max),
+                ..limits
+            },
             ..RequestDecoder::default()
         }
     }
@@ -213,6 +220,8 @@ impl RequestDecoder {
             None => 0,
         };
         let frame = buf.split_to(total - shift).freeze();
+        // Offsets within a frame of at most `MAX_FRAME` bytes: they fit.
+        #[allow(clippy::cast_possible_truncation)]
         let to_u32 = |(start, end): (usize, usize)| (start as u32, end as u32);
         Ok(Some(Request {
             command: parsed.command,

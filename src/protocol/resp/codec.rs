@@ -115,6 +115,8 @@ impl Request {
             frame.put_slice(b"\r\n");
             let start = frame.len();
             frame.put_slice(arg);
+            // Within the frame, at most `MAX_FRAME` bytes: the offsets fit.
+            #[allow(clippy::cast_possible_truncation)]
             spans.push((start as u32, frame.len() as u32));
             frame.put_slice(b"\r\n");
         }
@@ -186,11 +188,17 @@ pub struct RequestDecoder {
     partial: Option<Partial>,
 }
 
+/// The largest frame any limit allows: argument spans are 32-bit offsets into the frame.
+pub const MAX_FRAME: usize = u32::MAX as usize;
+
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RequestDecoder {
-            limits,
+            limits: Limits {
+                max_request_bytes: limits.max_request_bytes.min(MAX_FRAME),
+                ..limits
+            },
             partial: None,
         }
     }
@@ -289,6 +297,8 @@ impl RequestDecoder {
                 Some(b"\r\n") => {}
                 Some(_) => return Err(Error::Protocol("bulk data not terminated by CRLF")),
             }
+            // `end` is within `max_request_bytes`, at most `MAX_FRAME`: the offsets fit.
+            #[allow(clippy::cast_possible_truncation)]
             partial.args.push((start as u32, end as u32));
             partial.pos = end + 2;
         }
@@ -393,6 +403,8 @@ pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
 }
 
 /// Appends `n` in decimal.
+// Each digit is `n % 10` (< 10), and a u64 has at most 20 digits: no truncation, no overrun.
+#[allow(clippy::cast_possible_truncation, clippy::indexing_slicing)]
 pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
     // Lengths and counts are mostly one or two digits.
     if n < 10 {
@@ -540,7 +552,7 @@ fn after_quote(line: &[u8], i: usize) -> Option<usize> {
 fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| (c as char).to_digit(16);
     match pair {
-        [hi, lo] => Some((digit(*hi)? * 16 + digit(*lo)?) as u8),
+        [hi, lo] => u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok(),
         _ => None,
     }
 }
