@@ -1,4 +1,5 @@
-//! Chaos under load: 50 clients SET then GET-verify their own keys through Keyway while 4 real
+//! Chaos under load: 50 clients SET then GET-verify their own keys (the two pipelined in one
+//! write) through Keyway while 4 real
 //! redis-servers are killed (-9), frozen (SIGSTOP), resumed and restarted at random and the
 //! config is reloaded (SIGHUP, POST /reload). Every reply is checked: it must be the right one
 //! or an explicit error reply — never another request's reply (a mismatch), never missing, never
@@ -106,8 +107,12 @@ fn client_loop(
         let value = format!("{id}:{seq}");
         let epoch = kills[*shard].load(Ordering::SeqCst);
         let state = states.entry(key.clone()).or_default();
-        tally.requests += 1;
-        c.send(&[b"SET".as_slice(), key, value.as_bytes()]);
+        // SET and GET in one write: two requests in flight per client, so a reply paired with
+        // the wrong request would show.
+        tally.requests += 2;
+        let mut pair = encode(&[b"SET".as_slice(), key, value.as_bytes()]);
+        pair.extend(encode(&[b"GET".as_slice(), key]));
+        c.send_raw(&pair);
         let mut failed = false;
         match c.try_read_reply() {
             Ok(Reply::Simple(s)) if s == "OK" => {
@@ -130,8 +135,6 @@ fn client_loop(
                 return (tally, states);
             }
         }
-        tally.requests += 1;
-        c.send(&[b"GET".as_slice(), key]);
         match c.try_read_reply() {
             Ok(Reply::Error(e)) => {
                 tally.error(&e);

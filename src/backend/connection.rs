@@ -1,7 +1,8 @@
 //! One task per backend connection: it connects lazily (or at start with `preconnect`), sends
 //! its setup commands (`AUTH`, `HELLO 3`, `SELECT`, `READONLY`), writes queued requests in
 //! vectored batches, pairs each reply with the oldest waiting request (FIFO), enforces the
-//! per-request timeout, and reconnects with backoff.
+//! per-request timeout and `max_reply_bytes` (from a reply's header, before buffering it), keeps
+//! the backend's queue gauges, and reconnects with backoff.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -836,6 +837,7 @@ mod tests {
     struct Recorder {
         metrics: Arc<PoolMetrics>,
         failed: Mutex<Vec<Error>>,
+        successes: Mutex<usize>,
     }
 
     impl Report for Recorder {
@@ -843,7 +845,9 @@ mod tests {
             self.failed.lock().unwrap().push(error.clone());
         }
         fn errored(&self, _error: &Error, _requests: usize) {}
-        fn success(&self) {}
+        fn success(&self) {
+            *self.successes.lock().unwrap() += 1;
+        }
         fn connected(&self) {}
         fn disconnected(&self) {}
         fn connect_failed(&self) {}
@@ -873,6 +877,7 @@ mod tests {
         let recorder = Arc::new(Recorder {
             metrics,
             failed: Mutex::new(Vec::new()),
+            successes: Mutex::new(0),
         });
         let report: Arc<dyn Report> = Arc::clone(&recorder) as Arc<dyn Report>;
         let handle = spawn_with(target(), report, false, script.clone());
@@ -1029,6 +1034,30 @@ mod tests {
                 let reply = handle.send(PING.into(), Expect::Resp);
                 assert!(reply.await.unwrap().is_err());
                 assert_eq!(script.attempts().len(), before + 2, "50 ms after a reset");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_reply_that_never_completes_is_no_success() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                let reply = handle.send(get("k"), Expect::Resp);
+                read_exactly(&mut backend, get("k").len()).await;
+                // Four bytes within the 500 ms timeout, then the connection is gone.
+                for byte in b"$5\r\nhel" {
+                    if backend.write_all(&[*byte]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert_eq!(reply.await.unwrap(), Err(Error::Timeout));
+                // Bytes came, no reply did: nothing may reset the backend's failure count.
+                assert_eq!(*recorder.successes.lock().unwrap(), 0);
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Timeout]);
             })
             .await;
     }

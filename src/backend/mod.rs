@@ -30,7 +30,8 @@ pub enum Error {
     /// Every backend of the pool is ejected: there is nowhere to send the request.
     #[error("no live backend in pool")]
     Ejected,
-    /// The backend sent bytes that are not a valid reply; the connection was recycled.
+    /// The backend sent bytes that are not a valid reply, or a reply longer than the pool's
+    /// `max_reply_bytes`; the connection was recycled.
     #[error("backend protocol error")]
     Protocol,
 }
