@@ -74,6 +74,20 @@ pub trait Report: Send + Sync + 'static {
     /// A fresh tally for one connection's traffic (requests, replies, latencies), flushed
     /// once per batch.
     fn tally(&self) -> Tally;
+    /// Something to wait for before failed requests get their error replies: when the
+    /// backend just reached its failure limit, the control plane's decision (ejection) being
+    /// in force on every worker, so that the clients that see these errors send their next
+    /// requests on the new map. `None`: reply at once.
+    fn settle(&self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+        None
+    }
+}
+
+/// Waits for what `report` says failed requests must wait for, if anything.
+async fn settle(report: &dyn Report) {
+    if let Some(decided) = report.settle() {
+        decided.await;
+    }
 }
 
 /// Sends jobs to a connection task; once every clone is dropped the task knows no more will
@@ -218,8 +232,10 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
         }
         connect_now = false;
         if let Some(error) = backoff.refusal() {
-            // Refused while backing off: no attempt was made, so nothing counts towards eject.
+            // Refused while backing off: each request still fails because the backend is down,
+            // so each counts towards auto-eject (in `errored`).
             report.errored(&error, first.len());
+            settle(&*report).await;
             fail(first.drain(..), &error);
             continue;
         }
@@ -248,6 +264,9 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
                     backoff.failed(error.clone());
                 }
                 tracing::debug!(backend = %target.addr, %error, "backend connection failed");
+                if !first.is_empty() {
+                    settle(&*report).await;
+                }
                 fail(first.drain(..), &error);
             }
         }
@@ -392,15 +411,14 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
         let outcome = self.pump(jobs).await;
         if let Err(error) = &outcome {
-            let mut failed = 0;
-            for waiting in self.waiting.drain(..) {
-                if let Some(reply) = waiting.reply {
-                    reply.send(Err(error.clone()));
-                    failed += 1;
-                }
-            }
+            let replies: Vec<ReplySender> =
+                self.waiting.drain(..).filter_map(|w| w.reply).collect();
             self.report.failed(error);
-            self.report.errored(error, failed);
+            self.report.errored(error, replies.len());
+            settle(self.report).await;
+            for reply in replies {
+                reply.send(Err(error.clone()));
+            }
         }
         outcome
     }

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -27,7 +26,6 @@ use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
-use crate::route::ShardMap;
 use crate::socket::{ArmedReader, SocketRead};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
@@ -55,10 +53,9 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    /// This worker's route to the pool, cached: a reload is noticed with one plain load.
+    /// This worker's route to the pool's current snapshot, cached: a new snapshot (reload,
+    /// failover, ejection) is noticed with one plain load.
     route: RouteCache,
-    /// The route's pool's shard map, cached likewise (ejections replace it).
-    map: Cache<Arc<ArcSwap<ShardMap>>, Arc<ShardMap>>,
     limits: Limits,
     dialect: Dialect,
 }
@@ -67,7 +64,9 @@ pub struct Session {
 struct Handler<'s> {
     client: &'s mut Client,
     route: &'s Rc<Route>,
-    map: &'s ShardMap,
+    /// Where `route` came from: a cluster request retried later routes on the pool's snapshot
+    /// as it is then.
+    slot: &'s RouteSlot,
     limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
@@ -145,7 +144,6 @@ impl Session {
                 quitting: false,
                 resp3: false,
             },
-            map: Cache::new(Arc::clone(route.pool.map())),
             route: RouteCache::new(slot),
             limits,
             dialect,
@@ -290,14 +288,11 @@ impl Session {
         if input.is_empty() {
             return Decoded::More;
         }
-        let route = self.route.load();
-        if !std::ptr::eq(self.map.arc_swap(), &**route.pool.map()) {
-            self.map = Cache::new(Arc::clone(route.pool.map()));
-        }
+        let (route, slot) = self.route.load_with_slot();
         let mut handler = Handler {
             client: &mut self.client,
             route,
-            map: self.map.load(),
+            slot,
             limits: &self.limits,
             dialect: self.dialect,
             read: false,
@@ -467,7 +462,7 @@ impl Handler<'_> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.route.pool.route_on(self.map, key).map_err(|error| {
+        self.route.pool.route(key).map_err(|error| {
             self.route.pool.metrics().forward_error.inc();
             backend_error(&error, self.dialect)
         })
@@ -483,6 +478,7 @@ impl Handler<'_> {
         if self.route.pool.cluster().is_some() {
             return Pending::Cluster(Box::new(ClusterRequest::start(
                 Rc::clone(self.route),
+                self.slot.clone(),
                 frame,
                 u16::try_from(shard).unwrap_or_default(),
                 self.client.id,

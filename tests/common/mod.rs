@@ -18,6 +18,8 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod live;
+
 /// How long a client waits for any one reply before the test fails: a hang bound, not a timing.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a process may take to accept connections after being started.
