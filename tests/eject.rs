@@ -48,7 +48,10 @@ fn a_killed_backend_costs_at_most_failure_limit_plus_threads_errors_then_rejoins
             }
         }
     }
-    eprintln!("{} errors before the dead backend's keys remapped", errors.len());
+    eprintln!(
+        "{} errors before the dead backend's keys remapped",
+        errors.len()
+    );
     let key = answered.expect("the dead backend's keys answer from another backend");
     assert!(
         !errors.is_empty() && errors.len() <= FAILURE_LIMIT + THREADS,

@@ -260,7 +260,7 @@ async fn run(target: Arc<Target>, report: Arc<dyn Report>, mut jobs: Jobs, preco
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {}
             Err(error) => {
-                if matches!(error, Error::Connect(_)) {
+                if matches!(error, Error::Connect { .. }) {
                     backoff.failed(error.clone());
                 }
                 tracing::debug!(backend = %target.addr, %error, "backend connection failed");
@@ -328,8 +328,16 @@ async fn connect(target: &Target) -> Result<Stream, Error> {
     };
     match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(Error::Connect(io::Error::kind(&error))),
-        Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
+        Ok(Err(error)) => Err(connect_error(target, io::Error::kind(&error))),
+        Err(_) => Err(connect_error(target, io::ErrorKind::TimedOut)),
+    }
+}
+
+/// A failure to reach `target` (or to set its connection up).
+fn connect_error(target: &Target, kind: io::ErrorKind) -> Error {
+    Error::Connect {
+        kind,
+        addr: Arc::from(target.addr.to_string()),
     }
 }
 
@@ -587,7 +595,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {
                     tracing::warn!(backend = %self.target.addr, reply = %String::from_utf8_lossy(&reply).trim_end(), "backend refused connection setup");
-                    return Err(Error::Connect(io::ErrorKind::PermissionDenied));
+                    return Err(connect_error(self.target, io::ErrorKind::PermissionDenied));
                 }
                 None => {}
             }

@@ -71,7 +71,7 @@ struct Key {
 }
 
 /// One backend of a pool as its connections see it: how to reach it, where its traffic is
-/// counted, and its failure counter. Shared by successive snapshots while its [`Key`] holds.
+/// counted, and its failure counter. Shared by successive snapshots while all of that holds.
 pub struct Backend {
     key: Key,
     target: Arc<Target>,
@@ -485,7 +485,7 @@ impl Report for BackendReport {
             match error {
                 Error::Timeout => backend.server_timedout.inc(),
                 Error::Closed => backend.server_eof.inc(),
-                Error::Connect(_) => {
+                Error::Connect { .. } => {
                     backend.server_err.inc();
                     backend.up.set(0);
                 }
@@ -498,7 +498,7 @@ impl Report for BackendReport {
     fn errored(&self, error: &Error, requests: usize) {
         let kind = match error {
             Error::Timeout => ErrorKind::Timeout,
-            Error::Closed | Error::Connect(_) => ErrorKind::Refused,
+            Error::Closed | Error::Connect { .. } => ErrorKind::Refused,
             Error::Protocol => ErrorKind::Protocol,
             Error::Ejected => ErrorKind::Ejected,
         };
@@ -718,7 +718,7 @@ impl BackendPool {
     }
 
     /// A connection to `addr`, a cluster node the pool's layout does not list yet (a redirect
-    /// named it): made on first use, kept for this route's life. `None` once [`MAX_STRAYS`]
+    /// named it): made on first use, kept for this route's life. `None` once `MAX_STRAYS` (64)
     /// exist, so a backend naming ever new addresses cannot make Keyway open connections
     /// without bound.
     pub fn stray(&self, pool: &Pool, addr: &BackendAddr, resp3: bool) -> Option<Handle> {

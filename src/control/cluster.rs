@@ -1,7 +1,8 @@
 //! Redis Cluster: learns each cluster pool's nodes and slot layout from its seeds (at start and
 //! on every reload), then keeps the layout current: every [`REFRESH`], and soon after the data
-//! path asks (a `-MOVED` reply, a failing node). A new layout over the same nodes is swapped in
-//! place; a changed set of nodes rebuilds the pool through [`Control::recluster`].
+//! path asks (a `-MOVED` reply, a failing node). A new layout over the same nodes is published
+//! as a new snapshot of the pool ([`Control::update`]); a changed set of nodes rebuilds the
+//! pool through [`Control::recluster`] (nodes it keeps keep their connections).
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;

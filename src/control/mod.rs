@@ -2,9 +2,10 @@
 //! reload (SIGHUP, `POST /reload`), a Sentinel switch ([`Control::repoint`]), a Redis Cluster
 //! layout change ([`Control::recluster`], [`Control::update`]), an ejection or readmission
 //! ([`eject`]) — builds a new immutable [`Pool`] snapshot off the hot path and publishes it on
-//! every worker at once. Start is [`prepare`] on an empty state (resolve Sentinels and
-//! clusters, build snapshots, bind listeners) then [`Control::start`] (install); a reload runs
-//! the same two steps, so a bad file or an unbindable address changes nothing.
+//! every worker at once. Start is [`prepare_start`] (resolve Sentinels and clusters, build
+//! snapshots, bind listeners, over an empty state) then [`Control::start`] (install); a reload
+//! ([`Control::apply`]) runs the same two steps over the live state, so a bad file or an
+//! unbindable address changes nothing.
 
 pub mod client;
 pub mod cluster;
@@ -197,7 +198,8 @@ async fn prepare(
     })
 }
 
-/// Prepares `config` for a proxy that runs nothing yet (see [`prepare`]).
+/// Prepares `config` for a proxy that runs nothing yet: resolves its Sentinel masters and
+/// cluster layouts, builds its snapshots and binds every listener, as a reload does.
 ///
 /// # Errors
 /// No Sentinel placed a master, no seed of a cluster pool answered, or a listener could not

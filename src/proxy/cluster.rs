@@ -218,7 +218,7 @@ impl ClusterRequest {
                 }
             }
             // Never sent: safe to send again once the cluster has moved the slot elsewhere.
-            Err(backend::Error::Connect(_)) if retryable => {
+            Err(backend::Error::Connect { .. }) if retryable => {
                 self.refresh();
                 self.retry_later();
             }
