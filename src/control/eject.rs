@@ -83,3 +83,70 @@ fn decide(pool: &Pool, now: Instant) -> Option<Pool> {
     }
     changed.then(|| pool.with_ejected(ejected))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    fn pool(servers: &[&str], metrics: &Metrics, previous: Option<&Pool>) -> Pool {
+        let mut text = String::from(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 1000\n  servers:\n",
+        );
+        for s in servers {
+            text.push_str(&format!("   - {s}\n"));
+        }
+        let config = Config::parse(&text).unwrap().pools.remove(0);
+        Pool::new(config, metrics, previous)
+    }
+
+    const SERVERS: [&str; 3] = ["127.0.0.1:7001:1", "127.0.0.1:7002:1", "127.0.0.1:7003:1"];
+
+    fn routes_to(pool: &Pool, shard: usize) -> bool {
+        (0..2000).any(|i| pool.route(format!("key:{i}").as_bytes()) == Ok(shard))
+    }
+
+    #[test]
+    fn a_backend_is_ejected_at_its_failure_limit_and_readmitted_after_the_retry_timeout() {
+        let metrics = Metrics::new();
+        let live = pool(&SERVERS, &metrics, None);
+        let now = Instant::now();
+        live.backends()[1].rearm(1);
+        assert!(
+            decide(&live, now).is_none(),
+            "one failure short of the limit"
+        );
+        live.backends()[1].rearm(2);
+        let ejected = decide(&live, now).expect("ejected at the limit");
+        assert!(ejected.is_ejected(1) && !ejected.is_ejected(0));
+        assert!(!routes_to(&ejected, 1) && routes_to(&ejected, 0));
+        assert!(
+            decide(&ejected, now + Duration::from_millis(999)).is_none(),
+            "stays out until its retry time"
+        );
+        let back = decide(&ejected, now + Duration::from_millis(1000)).expect("readmitted");
+        assert!(!back.is_ejected(1) && routes_to(&back, 1));
+        // nutcracker keeps counting: one more failure ejects it again at once.
+        assert_eq!(back.backends()[1].failures(), 1);
+        assert!(decide(&back, now + Duration::from_millis(1000)).is_none());
+        back.backends()[1].rearm(2);
+        assert!(decide(&back, now + Duration::from_millis(1001)).is_some_and(|p| p.is_ejected(1)));
+    }
+
+    #[test]
+    fn a_new_snapshot_keeps_the_backends_that_did_not_change() {
+        let metrics = Metrics::new();
+        let old = pool(&SERVERS, &metrics, None);
+        old.backends()[0].rearm(2);
+        let old = decide(&old, Instant::now()).unwrap();
+        let moved = ["127.0.0.1:7001:1", "127.0.0.1:7002:1", "127.0.0.1:7004:1"];
+        let new = pool(&moved, &metrics, Some(&old));
+        for shard in 0..2 {
+            assert!(Arc::ptr_eq(&old.backends()[shard], &new.backends()[shard]));
+        }
+        assert!(!Arc::ptr_eq(&old.backends()[2], &new.backends()[2]));
+        assert!(new.is_ejected(0), "an unchanged backend stays ejected");
+        assert!(Arc::ptr_eq(old.signal(), new.signal()));
+    }
+}
