@@ -29,8 +29,30 @@ const MAX_CONNECTIONS: usize = 64;
 /// Back-off after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The future `POST /reload` awaits: the reload's report, or why the config was rejected.
-pub type ReloadFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+/// The future `POST /reload` awaits: the reload's report, or why nothing changed.
+pub type ReloadFuture = Pin<Box<dyn Future<Output = Result<String, Rejected>> + Send>>;
+
+/// Why a reload changed nothing, by whose fault; each answers its own status with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// The config file is invalid (or there is none): 422.
+    Invalid(String),
+    /// A Sentinel or cluster the config needs is unreachable: 503.
+    Unavailable(String),
+    /// The config could not be applied here (a listener could not be bound): 500.
+    Failed(String),
+}
+
+impl Rejected {
+    /// The HTTP status and body of the answer.
+    fn response(&self) -> (u16, &str) {
+        match self {
+            Rejected::Invalid(reason) => (422, reason),
+            Rejected::Unavailable(reason) => (503, reason),
+            Rejected::Failed(reason) => (500, reason),
+        }
+    }
+}
 
 /// What the admin server serves.
 #[derive(Clone)]
@@ -39,7 +61,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// `GET /pools`: the live shard maps as a JSON document.
     pub pools: Arc<dyn Fn() -> String + Send + Sync>,
-    /// `POST /reload`: `Ok(report)` → 200 with the report, `Err(reason)` → 400 with the reason.
+    /// `POST /reload`: `Ok(report)` → 200 with the report, `Err(rejected)` → 422, 503 or 500
+    /// with the reason (see [`Rejected`]).
     pub reload: Arc<dyn Fn() -> ReloadFuture + Send + Sync>,
 }
 
@@ -126,6 +149,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        422 => "Unprocessable Content",
+        503 => "Service Unavailable",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -307,7 +332,10 @@ async fn route(request: &Request, admin: &Admin) -> Response {
         },
         ("/reload", "POST") => match (admin.reload)().await {
             Ok(report) => Response::text(200, report),
-            Err(reason) => Response::text(400, reason),
+            Err(rejected) => {
+                let (status, reason) = rejected.response();
+                Response::text(status, reason)
+            }
         },
         ("/metrics" | "/healthz" | "/pools", _) => Response::not_allowed("Allow: GET\r\n"),
         ("/reload", _) => Response::not_allowed("Allow: POST\r\n"),
@@ -386,7 +414,7 @@ mod tests {
                         if n == 0 {
                             Ok("reloaded: generation 1".to_string())
                         } else {
-                            Err("pool 'alpha': bad hash".to_string())
+                            Err(Rejected::Invalid("pool 'alpha': bad hash".to_string()))
                         }
                     })
                 }),
@@ -470,7 +498,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reload_answers_200_with_the_report_then_400_with_the_error() {
+    async fn reload_answers_200_with_the_report_then_422_with_the_error() {
         let server = Server::start().await;
         let ok = server.request("POST", "/reload").await;
         assert_eq!(
@@ -481,7 +509,7 @@ mod tests {
         let error = parse_reply(&server.raw(raw).await);
         assert_eq!(
             (error.status, error.body.as_str()),
-            (400, "pool 'alpha': bad hash")
+            (422, "pool 'alpha': bad hash")
         );
         assert_eq!(server.reloads.load(Ordering::SeqCst), 2);
         server.stop().await;

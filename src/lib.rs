@@ -9,20 +9,31 @@
 //! ```
 //!
 //! A [`proxy::session::Session`] decodes requests ([`protocol`]), classifies them with the
-//! command table, maps keys to shards ([`route`], through the pool's auto-eject state in
-//! [`backend::pool`]), and hands frames to its worker's [`backend::connection`] tasks. Two FIFOs
-//! keep replies in order: each backend connection pairs replies with requests oldest-first, and
-//! each session writes replies in the order its client sent the requests.
+//! command table, maps keys to shards through its pool's routing snapshot (a
+//! [`backend::pool::Pool`]: config, [`route`] shard map or cluster layout, ejected backends),
+//! read through one cached pointer per request, and hands frames to its worker's
+//! [`backend::connection`] tasks. Two FIFOs keep replies in order: each backend connection
+//! pairs replies with requests oldest-first, and each session writes replies in the order its
+//! client sent the requests.
+//!
+//! Routing state has one writer, [`control`]: start, reload, a Sentinel switch, a cluster
+//! layout change, an ejection or a readmission each build a new immutable snapshot and publish
+//! it on every worker. The data path writes nothing but each backend's failure counter, and
+//! wakes the control plane when one reaches `server_failure_limit`. Workers keep their backend
+//! connections by backend, so a new snapshot reconnects only the backends it changed.
 //!
 //! - [`admin`]: the admin HTTP server: /metrics, /healthz, /pools, POST /reload.
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
-//! - [`control`]: the only writer of the live pools: reload, Sentinel failover, the key-move
-//!   estimate.
+//! - [`control`]: the only writer of routing state: start and reload (one pipeline: resolve,
+//!   build snapshots, bind, install), Sentinel failover, cluster layout, auto-eject, the
+//!   key-move estimate.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
 //! - [`protocol`]: wire formats; the only code that knows them.
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
-//! - [`backend`]: pipelined backend connections, reconnects, timeouts, ejection.
-//! - [`server`]: the composition root: bind, run, the threads.
+//! - [`backend`]: routing snapshots, pipelined backend connections, reconnects, timeouts,
+//!   failure counts.
+//! - [`server`]: the composition root: bind (the control plane's prepare), run (install), the
+//!   threads.
 //! - [`signals`]: the signals Keyway acts on.
 //! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
 //!   speaking RESP2/RESP3 or memcached, locally answered commands.

@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::{self, Admin};
-use crate::backend::pool::Pool;
+use crate::admin::{self, Admin, Rejected};
 use crate::config::Config;
-use crate::control::Control;
+use crate::control::{self, Control, Prepared, ReloadError};
 use crate::metrics::{stats, Metrics};
-use crate::proxy::listener::{self, Bound, LocalAddr};
+use crate::proxy::listener::LocalAddr;
 use crate::proxy::worker::Workers;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -52,8 +51,9 @@ pub struct Proxy {
     /// any listener accepts.
     runtime: tokio::runtime::Runtime,
     signals: Option<Signals>,
-    pools: Vec<Arc<Pool>>,
-    listeners: Vec<Bound>,
+    /// The config resolved, its snapshots built and its listeners bound, for
+    /// [`Control::start`] to install.
+    prepared: Prepared,
     metrics: Arc<Metrics>,
     admin: Option<std::net::TcpListener>,
     stats: Option<std::net::TcpListener>,
@@ -73,40 +73,31 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
 }
 
 /// Binds every pool's listener. Binding is apart from running so that callers (and tests,
-/// with port 0) learn the addresses before traffic starts. Sentinel pools learn their masters'
-/// addresses here, and cluster pools their nodes and slot layout, before anything is served.
+/// with port 0) learn the addresses before traffic starts. It is the control plane's
+/// [`control::prepare_start`]: Sentinel pools learn their masters' addresses here, and cluster
+/// pools their nodes and slot layout, before anything is served, exactly as on a reload.
 ///
 /// # Errors
 /// A listener could not be bound, no Sentinel placed a master, or no seed of a cluster pool
 /// answered.
-pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
+pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime
-        .block_on(crate::control::sentinel::resolve(&mut config))
-        .map_err(io::Error::other)?;
-    let layouts = runtime
-        .block_on(crate::control::cluster::resolve(&mut config))
-        .map_err(io::Error::other)?;
+    let metrics = Metrics::new();
+    let prepared = runtime
+        .block_on(control::prepare_start(config, &metrics))
+        .map_err(|error| match error {
+            ReloadError::Bind { ref source, .. } => {
+                io::Error::new(source.kind(), error.to_string())
+            }
+            error => io::Error::other(error.to_string()),
+        })?;
     let signals = if options.signals {
         Some(runtime.block_on(async { Signals::install() })?)
     } else {
         None
     };
-    let mut listeners = Vec::with_capacity(config.pools.len());
-    for pool in &config.pools {
-        let bound = listener::bind(pool).map_err(|error| {
-            io::Error::new(
-                error.kind(),
-                format!(
-                    "pool '{}': cannot listen on {}: {error}",
-                    pool.name, pool.listen
-                ),
-            )
-        })?;
-        listeners.push(bound);
-    }
     let admin = match options.admin {
         None => None,
         Some(AdminBind::Required(addr)) => Some(bind_tcp(addr, "admin server")?),
@@ -122,18 +113,10 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
         .stats
         .map(|a| bind_tcp(a, "stats server"))
         .transpose()?;
-    let metrics = Metrics::new();
-    let pools: Vec<Arc<Pool>> = config
-        .pools
-        .into_iter()
-        .map(|p| Arc::new(Pool::new(p, &metrics)))
-        .collect();
-    crate::control::cluster::install_layouts(&pools, &layouts);
     Ok(Proxy {
         runtime,
         signals,
-        pools,
-        listeners,
+        prepared,
         metrics,
         admin,
         stats,
@@ -154,13 +137,7 @@ impl Proxy {
 
     /// Each pool's name and bound address, in config order.
     pub fn local_addrs(&self) -> Vec<(String, LocalAddr)> {
-        self.pools
-            .iter()
-            .zip(&self.listeners)
-            .filter_map(|(pool, bound)| {
-                Some((pool.config().name.clone(), bound.local_addr().ok()?))
-            })
-            .collect()
+        self.prepared.local_addrs()
     }
 
     /// Serves until `shutdown` is cancelled, then drains: stops accepting, lets sessions finish
@@ -169,17 +146,17 @@ impl Proxy {
     /// # Errors
     /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
-        let (workers, threads) = Workers::start(self.options.threads, &self.pools, &shutdown)?;
+        let (workers, threads) = Workers::start(self.options.threads, &[], &shutdown)?;
         let signals = self.signals;
         let result = self.runtime.block_on(async {
             let control = Control::start(
                 self.options.config_path.clone(),
-                self.pools,
-                self.listeners,
+                self.prepared,
                 workers,
                 Arc::clone(&self.metrics),
                 shutdown.clone(),
-            );
+            )
+            .await;
             if let Some(listener) = self.stats {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let metrics = Arc::clone(&self.metrics);
@@ -226,7 +203,17 @@ fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
         pools: Arc::new(move || pools.pools_json()),
         reload: Arc::new(move || {
             let control = Arc::clone(&reload);
-            Box::pin(async move { control.reload().await })
+            Box::pin(async move { control.reload().await.map_err(|error| rejected(&error)) })
         }),
+    }
+}
+
+/// How the admin server words a failed reload: whose fault it was, and why.
+fn rejected(error: &ReloadError) -> Rejected {
+    let reason = error.to_string();
+    match error {
+        ReloadError::NoFile | ReloadError::Config(_) => Rejected::Invalid(reason),
+        ReloadError::Resolve(_) => Rejected::Unavailable(reason),
+        ReloadError::Bind { .. } | ReloadError::Gone { .. } => Rejected::Failed(reason),
     }
 }

@@ -121,13 +121,13 @@ fn post_reload_adds_a_backend_and_the_new_map_is_in_force_when_it_answers() {
 }
 
 #[test]
-fn a_bad_file_answers_400_and_changes_nothing() {
+fn a_bad_file_answers_422_and_changes_nothing() {
     let shards = start_redis_servers(1);
     let port = free_port();
     let good = pool("alpha", port, &[&shards[0]], "");
     let live = Live::start(&good, port);
     let (status, body) = live.reload(&format!("{good}  hash: fnv9\n"));
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "{body}");
     assert!(
         body.contains("pool 'alpha'") && body.contains("'hash'"),
         "{body}"
@@ -252,7 +252,7 @@ fn five_reloads_under_load_drop_no_client_and_mismatch_no_reply() {
         if i == 1 {
             // A bad file mid-run changes nothing and says why.
             let (status, body) = live.reload(&format!("{yaml}  distribution: nope\n"));
-            assert_eq!(status, 400, "{body}");
+            assert_eq!(status, 422, "{body}");
             assert!(body.contains("'distribution'"), "{body}");
             live.rewrite(yaml);
         }

@@ -356,7 +356,7 @@ fn reload_asks_the_sentinels_and_the_watchers_follow_the_new_config() {
 
     // No Sentinel answers: the reload fails and nothing changes.
     let (status, body) = live.reload(&sentinel_pool_yaml(listen, &[free_port()]));
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("pool 'ha': no Sentinel gave the address of master 'shard-1'"),
         "{body}"

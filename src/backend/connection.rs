@@ -78,6 +78,20 @@ pub trait Report: Send + Sync + 'static {
     /// A fresh tally for one connection's traffic (requests, replies, latencies), flushed
     /// once per batch.
     fn tally(&self) -> Tally;
+    /// Something to wait for before failed requests get their error replies: when the
+    /// backend just reached its failure limit, the control plane's decision (ejection) being
+    /// in force on every worker, so that the clients that see these errors send their next
+    /// requests on the new map. `None`: reply at once.
+    fn settle(&self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+        None
+    }
+}
+
+/// Waits for what `report` says failed requests must wait for, if anything.
+async fn settle(report: &dyn Report) {
+    if let Some(decided) = report.settle() {
+        decided.await;
+    }
 }
 
 /// Sends jobs to a connection task; once every clone is dropped the task knows no more will
@@ -269,8 +283,10 @@ async fn run<C: Connector>(
         }
         connect_now = false;
         if let Some(error) = backoff.refusal() {
-            // Refused while backing off: no attempt was made, so nothing counts towards eject.
+            // Refused while backing off: each request still fails because the backend is down,
+            // so each counts towards auto-eject (in `errored`).
             report.errored(&error, first.len());
+            settle(&*report).await;
             fail(first.drain(..), &error);
             continue;
         }
@@ -278,7 +294,7 @@ async fn run<C: Connector>(
         let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let attempt = match tokio::time::timeout(limit, connector.connect(&target)).await {
             Ok(attempt) => attempt,
-            Err(_) => Err(Error::Connect(io::ErrorKind::TimedOut)),
+            Err(_) => Err(connect_error(&target, io::ErrorKind::TimedOut)),
         };
         let outcome = match attempt {
             Ok(stream) => {
@@ -302,10 +318,13 @@ async fn run<C: Connector>(
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {}
             Err(error) => {
-                if matches!(error, Error::Connect(_)) {
+                if matches!(error, Error::Connect { .. }) {
                     backoff.failed(error.clone());
                 }
                 tracing::debug!(backend = %target.addr, %error, "backend connection failed");
+                if !first.is_empty() {
+                    settle(&*report).await;
+                }
                 fail(first.drain(..), &error);
             }
         }
@@ -403,13 +422,21 @@ impl Connector for Dial {
         };
         attempt
             .await
-            .map_err(|error: io::Error| Error::Connect(error.kind()))
+            .map_err(|error: io::Error| connect_error(target, error.kind()))
     }
 }
 
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+/// A failure to reach `target` (or to set its connection up).
+fn connect_error(target: &Target, kind: io::ErrorKind) -> Error {
+    Error::Connect {
+        kind,
+        addr: Arc::from(target.addr.to_string()),
+    }
 }
 
 impl Transport for Stream {
@@ -501,15 +528,14 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         }
         let outcome = self.pump(jobs).await;
         if let Err(error) = &outcome {
-            let mut failed = 0;
-            for waiting in self.waiting.drain(..) {
-                if let Some(reply) = waiting.reply {
-                    reply.send(Err(error.clone()));
-                    failed += 1;
-                }
-            }
+            let replies: Vec<ReplySender> =
+                self.waiting.drain(..).filter_map(|w| w.reply).collect();
             self.report.failed(error);
-            self.report.errored(error, failed);
+            self.report.errored(error, replies.len());
+            settle(self.report).await;
+            for reply in replies {
+                reply.send(Err(error.clone()));
+            }
         }
         outcome
     }
@@ -708,7 +734,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {
                     tracing::warn!(backend = %self.target.addr, reply = %String::from_utf8_lossy(&reply).trim_end(), "backend refused connection setup");
-                    return Err(Error::Connect(io::ErrorKind::PermissionDenied));
+                    return Err(connect_error(self.target, io::ErrorKind::PermissionDenied));
                 }
                 None => {}
             }
@@ -829,7 +855,10 @@ mod tests {
         async fn connect(&mut self, _target: &Target) -> Result<DuplexStream, Error> {
             self.attempts.borrow_mut().push(Instant::now());
             let next = self.streams.borrow_mut().pop_front();
-            next.ok_or(Error::Connect(io::ErrorKind::ConnectionRefused))
+            next.ok_or(Error::Connect {
+                kind: io::ErrorKind::ConnectionRefused,
+                addr: Arc::from("test"),
+            })
         }
     }
 
@@ -995,7 +1024,10 @@ mod tests {
                     let reply = handle.send(PING.into(), Expect::Resp);
                     assert_eq!(
                         reply.await.unwrap(),
-                        Err(Error::Connect(io::ErrorKind::ConnectionRefused))
+                        Err(Error::Connect {
+                            kind: io::ErrorKind::ConnectionRefused,
+                            addr: Arc::from("test")
+                        })
                     );
                     refused += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,12 +1,14 @@
 //! All talk with backends: a task per backend connection, pipelined, replies paired FIFO.
 //! Sessions never touch a backend socket; they send [`Job`]s and await the reply
-//! on a [`ReplyReceiver`].
+//! on a [`ReplyReceiver`]. [`pool`] holds the routing snapshots the control plane publishes,
+//! each worker's connections (kept by backend), and the failure counts the connections report.
 
 pub mod connection;
 pub mod pool;
 pub mod reply;
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -14,13 +16,19 @@ pub use pool::BackendPool;
 pub use reply::{ReplyReceiver, ReplySender};
 
 /// Why a request got no reply from its backend. The variant decides what happens next:
-/// every one becomes an error reply to that request; all but `Ejected` count as a backend
-/// failure towards auto-eject.
+/// every one becomes an error reply to that request; all but `Ejected` count, once per
+/// request, as a backend failure towards auto-eject.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The backend could not be reached (or refused our AUTH/SELECT).
-    #[error("{}", describe(*.0))]
-    Connect(io::ErrorKind),
+    /// The backend could not be reached (or refused our AUTH/SELECT). The client sees only
+    /// the kind of failure; the address is for logs.
+    #[error("{}", describe(*kind))]
+    Connect {
+        /// What went wrong.
+        kind: io::ErrorKind,
+        /// The backend's address.
+        addr: Arc<str>,
+    },
     /// No reply within the pool's `timeout`; the connection was recycled.
     #[error("Connection timed out")]
     Timeout,

@@ -1,68 +1,197 @@
-//! A pool's backends: the shared shard map with nutcracker's auto-eject (failure counts,
-//! ejection, retry), and each worker's own pipelined connections to every backend.
+//! A pool's routing snapshot and its backends. A [`Pool`] is immutable: the control plane builds
+//! one (at start, on reload, on a Sentinel switch, a cluster layout change, an ejection or a
+//! readmission) and publishes it whole; sessions only read it. The data path writes nothing but
+//! each [`Backend`]'s failure counter, and wakes the control plane through the pool's
+//! [`Signal`] when a backend reaches `server_failure_limit`.
+//!
+//! A [`Backend`] is one backend as its connections see it (address, auth, db, timeout,
+//! keepalive, protocol); a new snapshot reuses the old one's `Backend` wherever those are
+//! unchanged, and each worker keeps its connections keyed by it ([`Connections`]), so a new
+//! snapshot reconnects only the backends that changed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::connection::{self, Handle, Report, Target};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
-use crate::metrics::{ErrorKind, Metrics, PoolMetrics, Tally};
+use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
 use crate::route::cluster::Layout;
 use crate::route::{slots, ShardMap, ShardSpec};
 
-/// Marks "no rebuild scheduled" in [`Pool::rebuild_at`].
-const NEVER: u64 = u64::MAX;
 /// Most connections a worker keeps to cluster nodes its pool's layout does not list yet.
 const MAX_STRAYS: usize = 64;
+/// Longest that failed requests of a backend at its failure limit wait for the control plane
+/// to eject it before they get their error replies.
+const MAX_SETTLE: Duration = Duration::from_millis(200);
 
-/// A pool's state shared by every worker: its config, its live shard map, its backends' health.
-pub struct Pool {
-    config: PoolConfig,
-    metrics: Arc<PoolMetrics>,
-    specs: Vec<ShardSpec>,
-    /// Shared so that sessions can keep an `arc_swap::Cache` of it: one atomic load per
-    /// request instead of a full `ArcSwap::load`.
-    map: Arc<ArcSwap<ShardMap>>,
-    health: Vec<Health>,
-    epoch: Instant,
-    /// When (ms since `epoch`) an ejected backend is due back, so the map must be rebuilt.
-    rebuild_at: AtomicU64,
-    /// A Redis Cluster pool's slot layout; `None` for every other pool.
-    cluster: Option<Cluster>,
-}
-
-/// A Redis Cluster pool's routing state: the layout the control plane keeps current, and the
-/// way the data path asks it for a refresh.
-pub struct Cluster {
-    layout: ArcSwap<Layout>,
-    read_from: ReadFrom,
-    /// Node index by the `host:port` the cluster names it with (as in `-MOVED` replies).
-    nodes: HashMap<String, usize>,
-    /// Wakes the control plane's watcher; requests coalesce into one refresh.
+/// How the data path wakes the control plane for one pool. Shared by every snapshot of the
+/// pool (by name), so a wake-up sent while a new snapshot is being installed is not lost.
+#[derive(Debug, Default)]
+pub struct Signal {
+    /// A backend reached its failure limit: decide on ejection.
+    failed: Notify,
+    /// A cluster pool's layout may be stale (a redirect, an unreachable node).
     refresh: Notify,
 }
 
-impl Cluster {
-    /// The current layout.
-    pub fn layout(&self) -> Guard<Arc<Layout>> {
-        self.layout.load()
+impl Signal {
+    /// Completes when a backend reached its failure limit since the last call completed.
+    pub async fn failure_reported(&self) {
+        self.failed.notified().await;
     }
 
-    /// Makes `layout` current; whether it differs from the one it replaces.
-    pub fn set_layout(&self, layout: Layout) -> bool {
-        if **self.layout.load() == layout {
-            return false;
+    /// Completes when a refresh of the cluster layout was asked for since the last one.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
+    }
+}
+
+/// What defines a backend connection: two backends with equal keys share connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    pool: String,
+    name: String,
+    addr: BackendAddr,
+    redis: bool,
+    auth: Option<String>,
+    db: u32,
+    readonly: bool,
+    timeout: Option<Duration>,
+    keepalive: bool,
+}
+
+/// One backend of a pool as its connections see it: how to reach it, where its traffic is
+/// counted, and its failure counter. Shared by successive snapshots while all of that holds.
+pub struct Backend {
+    key: Key,
+    target: Arc<Target>,
+    resp3: Arc<Target>,
+    metrics: Arc<PoolMetrics>,
+    /// Its index in `metrics` (its shard when it joined).
+    index: usize,
+    /// Requests failed since the backend last answered (nutcracker's `failure_count`).
+    failures: AtomicU32,
+    /// The failure count that wakes the control plane; 0 when the pool does not eject.
+    limit: AtomicU32,
+    /// A cluster node: its failures ask for a layout refresh instead.
+    cluster: bool,
+    signal: Arc<Signal>,
+    /// Set by the control plane once a snapshot ejecting the backend is in force on every
+    /// worker; cleared when one readmitting it is.
+    ejected: AtomicBool,
+    /// Wakes the failed requests waiting for that decision (see [`Report::settle`]).
+    decided: Notify,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.key.addr)
+            .field("failures", &self.failures.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Requests failed since the backend last answered.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts `requests` requests that failed because the backend is unreachable or broken;
+    /// wakes the control plane once the count reaches the pool's `server_failure_limit`.
+    fn failed(&self, requests: usize) {
+        if requests == 0 {
+            return;
         }
-        self.layout.store(Arc::new(layout));
-        true
+        if self.cluster {
+            // A failing node may have lost its slots (failover): ask the cluster.
+            self.signal.refresh.notify_one();
+            return;
+        }
+        let added = u32::try_from(requests).unwrap_or(u32::MAX);
+        let count = self
+            .failures
+            .fetch_add(added, Ordering::Relaxed)
+            .saturating_add(added);
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit != 0 && count >= limit {
+            self.signal.failed.notify_one();
+        }
+    }
+
+    /// Sets the failure count to `count` (the control plane readmitting the backend).
+    pub fn rearm(&self, count: u32) {
+        self.failures.store(count, Ordering::Relaxed);
+    }
+
+    /// Records that a snapshot ejecting (`ejected`) or readmitting the backend is in force on
+    /// every worker, and releases the failed requests waiting for that.
+    pub fn decided(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Release);
+        self.decided.notify_waiters();
+    }
+
+    /// Whether failed requests must wait for the control plane: the backend reached its limit
+    /// and no snapshot ejecting it is in force yet.
+    fn undecided(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit != 0
+            && self.failures.load(Ordering::Relaxed) >= limit
+            && !self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Waits until the control plane has ejected the backend, at most [`MAX_SETTLE`].
+    async fn settle(&self) {
+        let deadline = Instant::now() + MAX_SETTLE;
+        loop {
+            let decided = self.decided.notified();
+            tokio::pin!(decided);
+            decided.as_mut().enable();
+            if !self.undecided() {
+                return;
+            }
+            tokio::select! {
+                () = decided => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    fn answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn backend_metrics(&self) -> Option<&BackendMetrics> {
+        self.metrics.backend(self.index)
+    }
+}
+
+/// A Redis Cluster pool's slot layout and replica policy.
+pub struct Cluster {
+    layout: Layout,
+    read_from: ReadFrom,
+    /// Node index by the `host:port` the cluster names it with (as in `-MOVED` replies).
+    nodes: HashMap<String, usize>,
+    signal: Arc<Signal>,
+}
+
+impl Cluster {
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// The node the cluster calls `addr` (`host:port`), if it is one of the pool's.
@@ -77,19 +206,14 @@ impl Cluster {
 
     /// Asks the control plane to re-read the cluster's layout soon (cheap; coalesced).
     pub fn request_refresh(&self) {
-        self.refresh.notify_one();
-    }
-
-    /// Completes when a refresh was asked for since the last one completed.
-    pub async fn refresh_requested(&self) {
-        self.refresh.notified().await;
+        self.signal.refresh.notify_one();
     }
 
     /// The node to send a request for `slot` to: its master, or for a read (`read`) a replica
     /// as `read_from` says, `pick` choosing among several. `None` when no node serves the slot
     /// (or `read_from: replica` and it has no healthy replica).
     pub fn node_for(&self, slot: u16, read: bool, pick: u64) -> Option<usize> {
-        let layout = self.layout.load();
+        let layout = &self.layout;
         if !read || !self.replica_reads() {
             return layout.master(slot);
         }
@@ -103,42 +227,147 @@ impl Cluster {
     }
 }
 
-/// One backend's failure bookkeeping.
-#[derive(Debug, Default)]
-struct Health {
-    failures: AtomicU32,
-    /// Ejected until this time (ms since the pool's epoch); 0 = live.
-    ejected_until: AtomicU64,
+/// How a pool maps keys to backends.
+enum Routing {
+    /// A shard map over the live backends.
+    Shards(ShardMap),
+    /// A Redis Cluster's slot layout.
+    Cluster(Cluster),
+}
+
+/// One pool's routing snapshot: its config, its backends, its shard map (or cluster layout),
+/// which backends are ejected and until when. Immutable; replaced whole.
+pub struct Pool {
+    config: PoolConfig,
+    metrics: Arc<PoolMetrics>,
+    specs: Vec<ShardSpec>,
+    backends: Vec<Arc<Backend>>,
+    /// Per backend, when an ejected one is due back; `None` for a live one.
+    ejected: Vec<Option<Instant>>,
+    routing: Routing,
+    signal: Arc<Signal>,
 }
 
 impl Pool {
-    /// The pool for `config`, every backend live, counting into `metrics`.
-    pub fn new(config: PoolConfig, metrics: &Metrics) -> Pool {
+    /// The first snapshot of `config`, every backend live, counting into `metrics`. Backends
+    /// unchanged since `previous` (the pool's snapshot before a reload or a switch) keep their
+    /// connections, failure counts and ejection; a cluster pool starts with an empty layout.
+    pub fn new(config: PoolConfig, metrics: &Metrics, previous: Option<&Pool>) -> Pool {
+        let previous = previous.filter(|p| p.config.name == config.name);
         let names: Vec<String> = config.servers.iter().map(|s| s.ketama_name()).collect();
-        let metrics = metrics.pool(&config.name, &names);
+        let metrics = match previous {
+            Some(p) if p.metrics.backends.len() == names.len() && p.names() == names => {
+                Arc::clone(&p.metrics)
+            }
+            _ => metrics.pool(&config.name, &names),
+        };
+        let signal = previous.map_or_else(Arc::default, |p| Arc::clone(&p.signal));
+        let limit = if config.auto_eject_hosts && config.cluster.is_none() {
+            config.server_failure_limit.max(1)
+        } else {
+            0
+        };
+        let mut ejected = Vec::with_capacity(config.servers.len());
+        let backends: Vec<Arc<Backend>> = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| {
+                let key = key(&config, server.addr.clone(), server.ketama_name());
+                let reused = previous.and_then(|p| {
+                    let at = p.backends.iter().position(|b| b.key == key)?;
+                    Some((Arc::clone(p.backends.get(at)?), p.ejected.get(at).copied()?))
+                });
+                match reused {
+                    Some((backend, until)) => {
+                        backend.limit.store(limit, Ordering::Relaxed);
+                        ejected.push(until.filter(|_| limit != 0));
+                        backend
+                    }
+                    _ => {
+                        ejected.push(None);
+                        Arc::new(Backend {
+                            target: Arc::new(target(&config, server.addr.clone(), false)),
+                            resp3: Arc::new(target(&config, server.addr.clone(), true)),
+                            key,
+                            metrics: Arc::clone(&metrics),
+                            index,
+                            failures: AtomicU32::new(0),
+                            limit: AtomicU32::new(limit),
+                            cluster: config.cluster.is_some(),
+                            signal: Arc::clone(&signal),
+                            ejected: AtomicBool::new(false),
+                            decided: Notify::new(),
+                        })
+                    }
+                }
+            })
+            .collect();
         let specs: Vec<ShardSpec> = config.servers.iter().map(|s| s.shard_spec()).collect();
-        let map = ShardMap::new(config.hash, config.distribution, config.hash_tag, &specs);
-        let health = specs.iter().map(|_| Health::default()).collect();
-        let cluster = config.cluster.as_ref().map(|cluster| Cluster {
-            layout: ArcSwap::from_pointee(Layout::empty()),
-            read_from: cluster.read_from,
-            nodes: config
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(index, server)| (server.addr.to_string(), index))
-                .collect(),
-            refresh: Notify::new(),
-        });
+        let routing = match &config.cluster {
+            Some(cluster) => Routing::Cluster(Cluster {
+                layout: Layout::empty(),
+                read_from: cluster.read_from,
+                nodes: config
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, server)| (server.addr.to_string(), index))
+                    .collect(),
+                signal: Arc::clone(&signal),
+            }),
+            None => Routing::Shards(shard_map(&config, &specs, &ejected)),
+        };
         Pool {
-            cluster,
             config,
             metrics,
             specs,
-            map: Arc::new(ArcSwap::from_pointee(map)),
-            health,
-            epoch: Instant::now(),
-            rebuild_at: AtomicU64::new(NEVER),
+            backends,
+            ejected,
+            routing,
+            signal,
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.config
+            .servers
+            .iter()
+            .map(|s| s.ketama_name())
+            .collect()
+    }
+
+    /// This snapshot with backend ejections `ejected` (per backend, when it is due back).
+    pub fn with_ejected(&self, ejected: Vec<Option<Instant>>) -> Pool {
+        let routing = match &self.routing {
+            Routing::Shards(_) => Routing::Shards(shard_map(&self.config, &self.specs, &ejected)),
+            Routing::Cluster(cluster) => {
+                Routing::Cluster(cluster.with_layout(cluster.layout.clone()))
+            }
+        };
+        self.with(routing, ejected)
+    }
+
+    /// This snapshot of a cluster pool with `layout` (over its nodes); `None` for other pools.
+    pub fn with_layout(&self, layout: Layout) -> Option<Pool> {
+        let Routing::Cluster(cluster) = &self.routing else {
+            return None;
+        };
+        Some(self.with(
+            Routing::Cluster(cluster.with_layout(layout)),
+            self.ejected.clone(),
+        ))
+    }
+
+    fn with(&self, routing: Routing, ejected: Vec<Option<Instant>>) -> Pool {
+        Pool {
+            config: self.config.clone(),
+            metrics: Arc::clone(&self.metrics),
+            specs: self.specs.clone(),
+            backends: self.backends.clone(),
+            ejected,
+            routing,
+            signal: Arc::clone(&self.signal),
         }
     }
 
@@ -152,8 +381,34 @@ impl Pool {
         &self.metrics
     }
 
-    /// The shard for `key` on `map`, a recent (cached) copy of this pool's map; schedules the
-    /// rebuild an ejected backend's return needs.
+    /// The pool's backends, in shard order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// How the data path wakes the control plane for this pool.
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
+    }
+
+    /// Per backend, when an ejected one is due back (`None`: live).
+    pub fn ejections(&self) -> &[Option<Instant>] {
+        &self.ejected
+    }
+
+    /// Whether `other` is a snapshot of the same pool with the same backends (only its
+    /// ejections or cluster layout may differ).
+    pub fn same_backends(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.signal, &other.signal)
+            && self.backends.len() == other.backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(&other.backends)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    /// The shard for `key`.
     ///
     /// A cluster pool answers the key's slot instead: the node is chosen when the request is
     /// sent ([`Cluster::node_for`]), and requests split and co-locate by slot, as Redis
@@ -161,147 +416,76 @@ impl Pool {
     ///
     /// # Errors
     /// [`Error::Ejected`] when every backend is ejected.
-    pub fn route_on(&self, map: &ShardMap, key: &[u8]) -> Result<usize, Error> {
-        if self.cluster.is_some() {
-            return Ok(usize::from(slots::slot(key)));
+    pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
+        match &self.routing {
+            Routing::Shards(map) => map.route(key).ok_or(Error::Ejected),
+            Routing::Cluster(_) => Ok(usize::from(slots::slot(key))),
         }
-        let rebuild_at = self.rebuild_at.load(Ordering::Relaxed);
-        if rebuild_at != NEVER && rebuild_at <= self.now_ms() {
-            self.rebuild();
-        }
-        map.route(key).ok_or(Error::Ejected)
-    }
-
-    /// The pool's live shard map, for [`arc_swap::Cache`].
-    pub fn map(&self) -> &Arc<ArcSwap<ShardMap>> {
-        &self.map
     }
 
     /// Each shard's slot ranges, for a `distribution: slots` pool; for a cluster pool each
     /// node's slots as master.
     pub fn slot_ranges(&self) -> Option<Vec<(usize, Vec<std::ops::RangeInclusive<u16>>)>> {
-        match &self.cluster {
-            Some(cluster) => Some(
+        match &self.routing {
+            Routing::Cluster(cluster) => Some(
                 cluster
-                    .layout()
+                    .layout
                     .master_ranges(self.config.servers.len())
                     .into_iter()
                     .enumerate()
                     .collect(),
             ),
-            None => self.map.load().slot_ranges(),
+            Routing::Shards(map) => map.slot_ranges(),
         }
     }
 
     /// A Redis Cluster pool's routing state; `None` for other pools.
     pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+        match &self.routing {
+            Routing::Cluster(cluster) => Some(cluster),
+            Routing::Shards(_) => None,
+        }
     }
 
-    /// Whether backend `shard` is currently ejected.
+    /// Whether backend `shard` is ejected in this snapshot.
     pub fn is_ejected(&self, shard: usize) -> bool {
-        self.health
-            .get(shard)
-            .is_some_and(|h| h.ejected_until.load(Ordering::Relaxed) > self.now_ms())
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Counts a failure of `shard`; with `auto_eject_hosts`, ejects it once the count reaches
-    /// `server_failure_limit` (nutcracker keeps counting, so a backend that fails again right
-    /// after its retry is ejected again at once).
-    fn failure(&self, shard: usize) {
-        if let Some(cluster) = &self.cluster {
-            // A failing node may have lost its slots (failover): ask the cluster.
-            cluster.request_refresh();
-        }
-        let Some(health) = self.health.get(shard) else {
-            return;
-        };
-        let failures = health
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if !self.config.auto_eject_hosts || failures < self.config.server_failure_limit {
-            return;
-        }
-        let now = self.now_ms();
-        if health.ejected_until.load(Ordering::Relaxed) > now {
-            return;
-        }
-        let until = now + duration_ms(self.config.server_retry_timeout).max(1);
-        health.ejected_until.store(until, Ordering::Relaxed);
-        self.metrics.eject(shard);
-        tracing::warn!(pool = %self.config.name, backend = %self.config.servers.get(shard).map(|s| s.display_name()).unwrap_or_default(), failures, "backend ejected");
-        self.rebuild();
-    }
-
-    fn success(&self, shard: usize) {
-        if let Some(health) = self.health.get(shard) {
-            if health.failures.load(Ordering::Relaxed) != 0 {
-                health.failures.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Rebuilds the shard map from the backends that are live now.
-    fn rebuild(&self) {
-        let now = self.now_ms();
-        let mut next = NEVER;
-        let live: Vec<bool> = self
-            .health
-            .iter()
-            .enumerate()
-            .map(|(shard, h)| {
-                let until = h.ejected_until.load(Ordering::Relaxed);
-                if until > now {
-                    next = next.min(until);
-                } else if until != 0 {
-                    // Its retry time has come: back in the map (nutcracker's `next_retry = 0`).
-                    h.ejected_until.store(0, Ordering::Relaxed);
-                    self.metrics.readmit(shard);
-                }
-                until <= now
-            })
-            .collect();
-        let config = &self.config;
-        let map = ShardMap::with_live(
-            config.hash,
-            config.distribution,
-            config.hash_tag,
-            &self.specs,
-            &live,
-        );
-        self.map.store(Arc::new(map));
-        self.rebuild_at.store(next, Ordering::Relaxed);
+        self.ejected.get(shard).is_some_and(Option::is_some)
     }
 }
 
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Reports one backend's traffic and health to its pool.
-struct ShardReport {
-    pool: Arc<Pool>,
-    shard: usize,
-}
-
-impl ShardReport {
-    fn backend(&self) -> Option<&crate::metrics::BackendMetrics> {
-        self.pool.metrics.backend(self.shard)
+impl Cluster {
+    fn with_layout(&self, layout: Layout) -> Cluster {
+        Cluster {
+            layout,
+            read_from: self.read_from,
+            nodes: self.nodes.clone(),
+            signal: Arc::clone(&self.signal),
+        }
     }
 }
 
-impl Report for ShardReport {
+/// The shard map of `config` over the backends `ejected` leaves live.
+fn shard_map(config: &PoolConfig, specs: &[ShardSpec], ejected: &[Option<Instant>]) -> ShardMap {
+    let live: Vec<bool> = ejected.iter().map(Option::is_none).collect();
+    ShardMap::with_live(
+        config.hash,
+        config.distribution,
+        config.hash_tag,
+        specs,
+        &live,
+    )
+}
+
+/// Reports one backend's traffic and health.
+struct BackendReport(Arc<Backend>);
+
+impl Report for BackendReport {
     fn failed(&self, error: &Error) {
-        if let Some(backend) = self.backend() {
+        if let Some(backend) = self.0.backend_metrics() {
             match error {
                 Error::Timeout => backend.server_timedout.inc(),
                 Error::Closed => backend.server_eof.inc(),
-                Error::Connect(_) => {
+                Error::Connect { .. } => {
                     backend.server_err.inc();
                     backend.up.set(0);
                 }
@@ -309,27 +493,33 @@ impl Report for ShardReport {
                 Error::Ejected => {}
             }
         }
-        self.pool.failure(self.shard);
     }
 
     fn errored(&self, error: &Error, requests: usize) {
         let kind = match error {
             Error::Timeout => ErrorKind::Timeout,
-            Error::Closed | Error::Connect(_) => ErrorKind::Refused,
+            Error::Closed | Error::Connect { .. } => ErrorKind::Refused,
             Error::Protocol => ErrorKind::Protocol,
             Error::Ejected => ErrorKind::Ejected,
         };
-        if let Some(backend) = self.backend() {
+        if let Some(backend) = self.0.backend_metrics() {
             backend.errors.of(kind).inc_by(requests as u64);
+        }
+        // Every request that failed because its backend is down or broken counts towards
+        // auto-eject, however the connection learnt it (a refused connect, a refusal while
+        // backing off, a reset, a timeout): as in nutcracker, a dead backend then costs about
+        // `server_failure_limit` errors.
+        if *error != Error::Ejected {
+            self.0.failed(requests);
         }
     }
 
     fn success(&self) {
-        self.pool.success(self.shard);
+        self.0.answered();
     }
 
     fn connected(&self) {
-        if let Some(backend) = self.backend() {
+        if let Some(backend) = self.0.backend_metrics() {
             backend.connections_total.inc();
             backend.connections.inc();
             backend.up.set(1);
@@ -337,20 +527,77 @@ impl Report for ShardReport {
     }
 
     fn disconnected(&self) {
-        if let Some(backend) = self.backend() {
+        if let Some(backend) = self.0.backend_metrics() {
             backend.connections.dec();
         }
     }
 
     fn connect_failed(&self) {
-        if let Some(backend) = self.backend() {
+        if let Some(backend) = self.0.backend_metrics() {
             backend.connections_total.inc();
         }
     }
 
     fn tally(&self) -> Tally {
-        self.pool.metrics.tally(self.shard)
+        self.0.metrics.tally(self.0.index)
     }
+
+    fn settle(&self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+        // Only on the error path, and only while the control plane decides: nutcracker ejects
+        // at the failure that reaches the limit, so the next request already routes elsewhere.
+        self.0
+            .undecided()
+            .then(|| Box::pin(self.0.settle()) as Pin<Box<dyn Future<Output = ()> + '_>>)
+    }
+}
+
+/// Reports a connection to a cluster node the layout does not list: it counts nothing per
+/// backend, but its failures still ask for a refresh of the layout.
+struct StrayReport {
+    metrics: Arc<PoolMetrics>,
+    signal: Arc<Signal>,
+}
+
+impl Report for StrayReport {
+    fn failed(&self, _: &Error) {
+        self.signal.refresh.notify_one();
+    }
+
+    fn errored(&self, _: &Error, _: usize) {}
+
+    fn success(&self) {}
+
+    fn connected(&self) {}
+
+    fn disconnected(&self) {}
+
+    fn connect_failed(&self) {}
+
+    fn tally(&self) -> Tally {
+        self.metrics.tally(usize::MAX)
+    }
+}
+
+/// What defines a connection to `addr` for `config`'s pool.
+fn key(config: &PoolConfig, addr: BackendAddr, name: String) -> Key {
+    Key {
+        pool: config.name.clone(),
+        name,
+        addr,
+        redis: config.redis,
+        auth: config.redis_auth.clone(),
+        db: config.redis_db,
+        readonly: readonly(config),
+        timeout: config.timeout,
+        keepalive: config.tcpkeepalive,
+    }
+}
+
+fn readonly(config: &PoolConfig) -> bool {
+    config
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| cluster.read_from != ReadFrom::Master)
 }
 
 /// How to reach `addr` for `config`'s pool: its password, database, timeout and keepalive;
@@ -361,20 +608,66 @@ fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
         auth: config.redis_auth.clone(),
         db: config.redis_db,
         resp3,
-        readonly: config
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.read_from != ReadFrom::Master),
+        readonly: readonly(config),
         timeout: config.timeout,
         keepalive: config.tcpkeepalive,
         max_reply_bytes: config.limits.max_reply_bytes,
     }
 }
 
+/// One worker's connections, by backend (and protocol: RESP3 or not), so that a new snapshot
+/// of a pool reuses the connections of every backend it shares with the old one.
+#[derive(Default)]
+pub struct Connections {
+    /// By backend (its address: the `Arc` kept here keeps it from being reused) and protocol.
+    by_backend: HashMap<(*const Backend, bool), Opened>,
+}
+
+/// A backend's connections on one worker, and the backend (kept alive with them).
+type Opened = (Arc<Backend>, Vec<Handle>);
+
+impl Connections {
+    /// `backend`'s connections (RESP3 ones when `resp3`): those already open on this worker,
+    /// else `server_connections` new ones started here.
+    fn of(&mut self, backend: &Arc<Backend>, config: &PoolConfig, resp3: bool) -> Vec<Handle> {
+        let entry = self
+            .by_backend
+            .entry((Arc::as_ptr(backend), resp3))
+            .or_insert_with(|| {
+                let target = if resp3 {
+                    &backend.resp3
+                } else {
+                    &backend.target
+                };
+                let report: Arc<dyn Report> = Arc::new(BackendReport(Arc::clone(backend)));
+                // RESP3 connections are made on a RESP3 client's first request.
+                let preconnect = config.preconnect && !resp3;
+                let handles = (0..config.server_connections.max(1))
+                    .map(|_| connection::spawn(Arc::clone(target), Arc::clone(&report), preconnect))
+                    .collect();
+                (Arc::clone(backend), handles)
+            });
+        entry.1.clone()
+    }
+
+    /// Keeps only the connections `pools` use (the routes of the pools this worker serves);
+    /// the others close once the sessions still holding them are done.
+    pub fn retain<'a>(&mut self, pools: impl IntoIterator<Item = &'a BackendPool>) {
+        let mut used = std::collections::HashSet::new();
+        for pool in pools {
+            for backend in &pool.backends {
+                used.insert(Arc::as_ptr(backend));
+            }
+        }
+        self.by_backend
+            .retain(|(backend, _), _| used.contains(backend));
+    }
+}
+
 /// One worker's connections to a pool's backends: `server_connections` per backend, and as
 /// many again for RESP3 clients (connected lazily, on their first request).
-#[derive(Debug)]
 pub struct BackendPool {
+    backends: Vec<Arc<Backend>>,
     shards: Vec<Vec<Handle>>,
     resp3: Vec<Vec<Handle>>,
     /// A cluster pool's connections to nodes a redirect named before the layout listed them,
@@ -382,16 +675,34 @@ pub struct BackendPool {
     strays: RefCell<HashMap<(String, bool), Handle>>,
 }
 
+impl std::fmt::Debug for BackendPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendPool")
+            .field("backends", &self.backends.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl BackendPool {
-    /// Starts the connection tasks on the current worker (its `LocalSet`).
-    pub fn start(pool: &Arc<Pool>) -> BackendPool {
-        let shards = Self::connections(pool, false, pool.config().preconnect);
-        let resp3 = if pool.config().redis {
-            Self::connections(pool, true, false)
+    /// The connections to `pool`'s backends on the current worker (its `LocalSet`), taken from
+    /// `connections` where it has them.
+    pub fn start(pool: &Pool, connections: &mut Connections) -> BackendPool {
+        let config = pool.config();
+        let shards = pool
+            .backends
+            .iter()
+            .map(|b| connections.of(b, config, false))
+            .collect();
+        let resp3 = if config.redis {
+            pool.backends
+                .iter()
+                .map(|b| connections.of(b, config, true))
+                .collect()
         } else {
             Vec::new()
         };
         BackendPool {
+            backends: pool.backends.clone(),
             shards,
             resp3,
             strays: RefCell::new(HashMap::new()),
@@ -400,33 +711,17 @@ impl BackendPool {
 
     /// Connections given by a test (see `connection::detached`), RESP2 and RESP3 per shard.
     #[cfg(test)]
-    pub(crate) fn from_handles(shards: Vec<Vec<Handle>>, resp3: Vec<Vec<Handle>>) -> BackendPool {
+    pub(crate) fn from_handles(
+        pool: &Pool,
+        shards: Vec<Vec<Handle>>,
+        resp3: Vec<Vec<Handle>>,
+    ) -> BackendPool {
         BackendPool {
+            backends: pool.backends.clone(),
             shards,
             resp3,
             strays: RefCell::new(HashMap::new()),
         }
-    }
-
-    fn connections(pool: &Arc<Pool>, resp3: bool, preconnect: bool) -> Vec<Vec<Handle>> {
-        let config = pool.config();
-        config
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(shard, server)| {
-                let target = Arc::new(target(config, server.addr.clone(), resp3));
-                let report: Arc<dyn Report> = Arc::new(ShardReport {
-                    pool: Arc::clone(pool),
-                    shard,
-                });
-                (0..config.server_connections.max(1))
-                    .map(|_| {
-                        connection::spawn(Arc::clone(&target), Arc::clone(&report), preconnect)
-                    })
-                    .collect()
-            })
-            .collect()
     }
 
     /// This worker's connection to backend (or cluster node) `node` for `client`, RESP3 when
@@ -442,10 +737,10 @@ impl BackendPool {
     }
 
     /// A connection to `addr`, a cluster node the pool's layout does not list yet (a redirect
-    /// named it): made on first use, kept for this route's life. `None` once [`MAX_STRAYS`]
+    /// named it): made on first use, kept for this route's life. `None` once `MAX_STRAYS` (64)
     /// exist, so a backend naming ever new addresses cannot make Keyway open connections
     /// without bound.
-    pub fn stray(&self, pool: &Arc<Pool>, addr: &BackendAddr, resp3: bool) -> Option<Handle> {
+    pub fn stray(&self, pool: &Pool, addr: &BackendAddr, resp3: bool) -> Option<Handle> {
         let mut strays = self.strays.borrow_mut();
         let key = (addr.to_string(), resp3);
         if !strays.contains_key(&key) && strays.len() >= MAX_STRAYS {
@@ -455,11 +750,9 @@ impl BackendPool {
             .entry(key)
             .or_insert_with(|| {
                 let target = Arc::new(target(pool.config(), addr.clone(), resp3));
-                // No shard of the pool: counts nothing per backend, but its failures still ask
-                // for a refresh of the layout.
-                let report: Arc<dyn Report> = Arc::new(ShardReport {
-                    pool: Arc::clone(pool),
-                    shard: usize::MAX,
+                let report: Arc<dyn Report> = Arc::new(StrayReport {
+                    metrics: Arc::clone(&pool.metrics),
+                    signal: Arc::clone(&pool.signal),
                 });
                 connection::spawn(target, report, false)
             })

@@ -1,7 +1,8 @@
 //! Redis Cluster: learns each cluster pool's nodes and slot layout from its seeds (at start and
 //! on every reload), then keeps the layout current: every [`REFRESH`], and soon after the data
-//! path asks (a `-MOVED` reply, a failing node). A new layout over the same nodes is swapped in
-//! place; a changed set of nodes rebuilds the pool through [`Control::recluster`].
+//! path asks (a `-MOVED` reply, a failing node). A new layout over the same nodes is published
+//! as a new snapshot of the pool ([`Control::update`]); a changed set of nodes rebuilds the
+//! pool through [`Control::recluster`] (nodes it keeps keep their connections).
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -11,8 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::client::{unexpected, Connection, Error, Value};
-use super::Control;
-use crate::backend::pool::Pool;
+use super::{Control, ReloadError, ResolveError};
+use crate::backend::pool::{Pool, Signal};
 use crate::config::{BackendAddr, BackendConfig, Config, HostPort, PoolConfig};
 use crate::route::cluster::{Group, Layout};
 use crate::route::slots::MAX_SLOT;
@@ -185,13 +186,6 @@ impl Topology {
                 .collect(),
         )
     }
-
-    /// Installs the layout over `pool`'s nodes on it: whether that changed its layout; false
-    /// for a pool that is not a cluster pool.
-    pub fn install(&self, pool: &Pool) -> bool {
-        pool.cluster()
-            .is_some_and(|cluster| cluster.set_layout(self.layout(&pool.config().servers)))
-    }
 }
 
 /// A field list (`[name, value, name, value, ...]`) as a map from name to value.
@@ -301,11 +295,11 @@ fn candidates(config: &PoolConfig) -> Vec<HostPort> {
 pub type Layouts = HashMap<String, Topology>;
 
 /// Fills in every cluster pool's nodes (its `servers`) from the first seed that answers, and
-/// returns what each said, for [`install_layouts`] once the pools are built.
+/// returns what each said, for [`with_topology`] once the snapshots are built.
 ///
 /// # Errors
-/// One line per cluster pool no seed answered for; `config` must then not be used.
-pub async fn resolve(config: &mut Config) -> Result<Layouts, String> {
+/// Every cluster pool no seed answered for; `config` must then not be used.
+pub async fn resolve(config: &mut Config) -> Result<Layouts, ReloadError> {
     let mut layouts = Layouts::new();
     let mut problems = Vec::new();
     for pool in &mut config.pools {
@@ -318,57 +312,47 @@ pub async fn resolve(config: &mut Config) -> Result<Layouts, String> {
                 pool.servers = topology.servers();
                 layouts.insert(pool.name.clone(), topology);
             }
-            Err(why) => problems.push(format!(
-                "pool '{}': no cluster seed answered ({why})",
-                pool.name
-            )),
+            Err(cause) => problems.push(ResolveError::Cluster {
+                pool: pool.name.clone(),
+                cause,
+            }),
         }
     }
     if problems.is_empty() {
         Ok(layouts)
     } else {
-        Err(problems.join("\n"))
+        Err(ReloadError::Resolve(problems))
     }
 }
 
-/// Gives each cluster pool of `pools` the layout [`resolve`] learnt for it.
-pub fn install_layouts(pools: &[Arc<Pool>], layouts: &Layouts) {
-    for pool in pools {
-        if let (Some(cluster), Some(topology)) = (pool.cluster(), layouts.get(&pool.config().name))
-        {
-            topology.install(pool);
-            if !cluster.layout().covers_all() {
-                tracing::warn!(pool = %pool.config().name, "Redis Cluster: some slots are served by no node");
-            }
-        }
+/// `pool` (a new cluster pool snapshot) with the layout `topology` gives over its nodes.
+pub fn with_topology(pool: Pool, topology: &Topology) -> Pool {
+    let layout = topology.layout(&pool.config().servers);
+    if !layout.covers_all() {
+        tracing::warn!(pool = %pool.config().name, "Redis Cluster: some slots are served by no node");
     }
+    pool.with_layout(layout).unwrap_or(pool)
 }
 
 /// Starts keeping every cluster pool of `pools` current, until `stop`.
 pub fn watch(control: Weak<Control>, pools: &[Arc<Pool>], stop: &Shutdown) {
     for pool in pools.iter().filter(|pool| pool.cluster().is_some()) {
         let name = pool.config().name.clone();
-        tokio::spawn(keep_current(control.clone(), name, stop.clone()));
+        let signal = Arc::clone(pool.signal());
+        tokio::spawn(keep_current(control.clone(), name, signal, stop.clone()));
     }
 }
 
 /// Refreshes pool `name`'s layout every [`REFRESH`] or when asked, at most once per
 /// [`MIN_GAP`].
-async fn keep_current(control: Weak<Control>, name: String, stop: Shutdown) {
+async fn keep_current(control: Weak<Control>, name: String, signal: Arc<Signal>, stop: Shutdown) {
     let mut last = Instant::now();
     loop {
-        let Some(pool) = control.upgrade().and_then(|c| c.pool(&name)) else {
-            return;
-        };
-        let Some(cluster) = pool.cluster() else {
-            return;
-        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(REFRESH) => {}
-            () = cluster.refresh_requested() => {}
+            () = signal.refresh_requested() => {}
         }
-        drop(pool);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(last + MIN_GAP) => {}
@@ -408,7 +392,19 @@ async fn refresh(control: &Control, name: &str) {
             }
             Err(error) => tracing::warn!(pool = name, %error, "Redis Cluster: cannot rebuild"),
         }
-    } else if topology.install(&pool) {
+        return;
+    }
+    let changed = control
+        .update(name, |current| {
+            let layout = topology.layout(&current.config().servers);
+            let cluster = current.cluster()?;
+            if current.config().servers != servers || *cluster.layout() == layout {
+                return None;
+            }
+            current.with_layout(layout)
+        })
+        .await;
+    if changed {
         tracing::info!(pool = name, "Redis Cluster: slot layout changed");
     }
 }

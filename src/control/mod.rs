@@ -1,15 +1,20 @@
-//! The only writer of the live pools: reload (SIGHUP, `POST /reload`) builds the new pools off
-//! the hot path, binds new listeners, then installs the pools on every worker at once. A bad
-//! file or an unbindable address changes nothing. Sentinel failovers re-point one shard through
-//! the same install path ([`Control::repoint`]), and a Redis Cluster whose nodes change gets a
-//! rebuilt pool likewise ([`Control::recluster`]).
+//! The only writer of routing state. Every change to what the workers route by — start,
+//! reload (SIGHUP, `POST /reload`), a Sentinel switch ([`Control::repoint`]), a Redis Cluster
+//! layout change ([`Control::recluster`], [`Control::update`]), an ejection or readmission
+//! ([`eject`]) — builds a new immutable [`Pool`] snapshot off the hot path and publishes it on
+//! every worker at once. Start is [`prepare_start`] (resolve Sentinels and clusters, build
+//! snapshots, bind listeners, over an empty state) then [`Control::start`] (install); a reload
+//! ([`Control::apply`]) runs the same two steps over the live state, so a bad file or an
+//! unbindable address changes nothing.
 
 pub mod client;
 pub mod cluster;
 pub mod diff;
+pub mod eject;
 pub mod sentinel;
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -17,11 +22,74 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::pool::Pool;
-use crate::config::{BackendAddr, Config, Listen, PoolConfig};
+use crate::config::{self, BackendAddr, Config, Listen, PoolConfig};
 use crate::metrics::Metrics;
-use crate::proxy::listener::{self, Bound, ClientCount};
+use crate::proxy::listener::{self, Bound, ClientCount, LocalAddr};
 use crate::proxy::worker::Workers;
 use crate::shutdown::Shutdown;
+
+/// Why a config could not be applied (at start or on reload); nothing changed. The variant
+/// says whose fault it is: the file's ([`ReloadError::Config`]), an unreachable Sentinel or
+/// cluster ([`ReloadError::Resolve`]), or this host's ([`ReloadError::Bind`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No config file to re-read (the proxy was started without one).
+    #[error("no configuration file to reload")]
+    NoFile,
+    /// The file is invalid: every problem, naming pool and key.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// No Sentinel placed a master, or no seed of a cluster pool answered.
+    #[error("{}", lines(.0))]
+    Resolve(Vec<ResolveError>),
+    /// A pool's listener could not be bound.
+    #[error("pool '{pool}': cannot listen on {listen}: {source}")]
+    Bind {
+        /// The pool.
+        pool: String,
+        /// Its `listen` address.
+        listen: Listen,
+        /// Why.
+        source: io::Error,
+    },
+    /// The pool (or its backend) a Sentinel or cluster watcher named is gone (a reload
+    /// removed it).
+    #[error("pool '{pool}' has no {what}")]
+    Gone {
+        /// The pool.
+        pool: String,
+        /// What it lacks.
+        what: String,
+    },
+}
+
+/// One backend address a pool could not learn.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No Sentinel gave the address of a master.
+    #[error("pool '{pool}': no Sentinel gave the address of master '{master}' ({cause})")]
+    Sentinel {
+        /// The pool.
+        pool: String,
+        /// The master's name.
+        master: String,
+        /// Each Sentinel's failure.
+        cause: String,
+    },
+    /// No seed of a cluster pool answered.
+    #[error("pool '{pool}': no cluster seed answered ({cause})")]
+    Cluster {
+        /// The pool.
+        pool: String,
+        /// Each seed's failure.
+        cause: String,
+    },
+}
+
+fn lines(errors: &[ResolveError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
 
 /// A pool's running listener.
 struct Running {
@@ -35,19 +103,22 @@ pub struct Control {
     config_path: Option<PathBuf>,
     workers: Arc<Workers>,
     metrics: Arc<Metrics>,
-    /// The live pools, for readers outside the reload path (admin `/pools`).
+    /// The live pools, for readers outside the control plane (admin `/pools`).
     live: ArcSwap<Vec<Arc<Pool>>>,
     shutdown: Shutdown,
     state: tokio::sync::Mutex<State>,
-    /// Itself, for the Sentinel watchers it starts (they must not keep it alive).
+    /// Itself, for the watchers it starts (they must not keep it alive).
     this: Weak<Control>,
     /// What the Sentinel watchers watch, and what stops them; replaced when an apply changes
     /// the watched set.
     watchers: Mutex<(sentinel::Watched, Shutdown)>,
-    /// What stops the cluster watchers; replaced (and they restarted) on every apply.
-    cluster_watchers: Mutex<Shutdown>,
+    /// What stops the cluster and auto-eject watchers; replaced (and they restarted) on every
+    /// apply.
+    pool_watchers: Mutex<Shutdown>,
 }
 
+/// What the control plane has made live.
+#[derive(Default)]
 struct State {
     pools: Vec<Arc<Pool>>,
     listeners: HashMap<String, Running>,
@@ -55,54 +126,128 @@ struct State {
     counts: HashMap<String, Arc<ClientCount>>,
 }
 
+/// A config made ready to install: addresses resolved, snapshots built, new listeners bound.
+/// Dropping it changes nothing (its listeners close).
+pub struct Prepared {
+    pools: Vec<Arc<Pool>>,
+    /// The listeners the config needs that are not running yet, by pool.
+    fresh: Vec<(PoolConfig, Bound)>,
+    /// What changes, one line per pool.
+    report: Vec<String>,
+}
+
+impl Prepared {
+    /// Each newly bound listener's pool and address, in config order.
+    pub fn local_addrs(&self) -> Vec<(String, LocalAddr)> {
+        self.fresh
+            .iter()
+            .filter_map(|(pool, bound)| Some((pool.name.clone(), bound.local_addr().ok()?)))
+            .collect()
+    }
+}
+
+/// Makes `config` ready to install over `state` (empty at start): Sentinel pools get their
+/// masters' addresses from the Sentinels, cluster pools their nodes and layout from the
+/// cluster; changed pools get a new snapshot (keeping every unchanged backend's connections
+/// and health), unchanged pools keep theirs; every listener that is new or moved is bound.
+async fn prepare(
+    state: &State,
+    metrics: &Metrics,
+    mut config: Config,
+) -> Result<Prepared, ReloadError> {
+    sentinel::resolve(&mut config).await?;
+    let layouts = cluster::resolve(&mut config).await?;
+    let old: Vec<PoolConfig> = state.pools.iter().map(|p| p.config().clone()).collect();
+    let report = diff::describe(&old, &config.pools);
+    let mut fresh = Vec::new();
+    for pool in &config.pools {
+        let moved = state
+            .listeners
+            .get(&pool.name)
+            .is_none_or(|running| running.listen != pool.listen);
+        if moved {
+            let bound = listener::bind(pool).map_err(|source| ReloadError::Bind {
+                pool: pool.name.clone(),
+                listen: pool.listen.clone(),
+                source,
+            })?;
+            fresh.push((pool.clone(), bound));
+        }
+    }
+    let pools = config
+        .pools
+        .into_iter()
+        .map(|new| {
+            let previous = state.pools.iter().find(|p| p.config().name == new.name);
+            if let Some(same) = previous.filter(|p| p.config() == &new) {
+                return Arc::clone(same);
+            }
+            let name = new.name.clone();
+            let pool = Pool::new(new, metrics, previous.map(|p| &**p));
+            let pool = match layouts.get(&name) {
+                Some(topology) => cluster::with_topology(pool, topology),
+                None => pool,
+            };
+            Arc::new(pool)
+        })
+        .collect();
+    Ok(Prepared {
+        pools,
+        fresh,
+        report,
+    })
+}
+
+/// Prepares `config` for a proxy that runs nothing yet: resolves its Sentinel masters and
+/// cluster layouts, builds its snapshots and binds every listener, as a reload does.
+///
+/// # Errors
+/// No Sentinel placed a master, no seed of a cluster pool answered, or a listener could not
+/// be bound.
+pub async fn prepare_start(config: Config, metrics: &Metrics) -> Result<Prepared, ReloadError> {
+    prepare(&State::default(), metrics, config).await
+}
+
 impl Control {
-    /// Takes over running `pools` (already installed on `workers`) and starts accepting on
-    /// their bound listeners. Must run inside the control runtime.
-    pub fn start(
+    /// Installs `prepared` (from [`prepare_start`]) on `workers` (running no pool yet) and
+    /// starts accepting on its listeners: generation 1. Must run inside the control runtime.
+    pub async fn start(
         config_path: Option<PathBuf>,
-        pools: Vec<Arc<Pool>>,
-        bound: Vec<Bound>,
+        prepared: Prepared,
         workers: Arc<Workers>,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Arc<Control> {
-        let mut state = State {
-            pools: Vec::new(),
-            listeners: HashMap::new(),
-            counts: HashMap::new(),
-        };
-        for (pool, bound) in pools.iter().zip(bound) {
-            state.listen(pool.config(), bound, &workers, &shutdown, &metrics);
-        }
-        state.pools = pools.clone();
-        metrics.set_generation(1);
         let watchers = Mutex::new((sentinel::Watched::default(), shutdown.child_token()));
-        let cluster_watchers = Mutex::new(shutdown.child_token());
+        let pool_watchers = Mutex::new(shutdown.child_token());
         let control = Arc::new_cyclic(|this| Control {
             config_path,
             workers,
             metrics,
-            live: ArcSwap::from_pointee(pools.clone()),
+            live: ArcSwap::from_pointee(Vec::new()),
             shutdown,
-            state: tokio::sync::Mutex::new(state),
+            state: tokio::sync::Mutex::new(State::default()),
             this: this.clone(),
             watchers,
-            cluster_watchers,
+            pool_watchers,
         });
-        control.watch_sentinels(&pools);
-        control.watch_clusters(&pools);
+        let mut state = control.state.lock().await;
+        control.commit(&mut state, prepared).await;
+        drop(state);
         control
     }
 
-    /// (Re)starts the watchers that keep every cluster pool of `pools` current.
-    fn watch_clusters(&self, pools: &[Arc<Pool>]) {
+    /// (Re)starts the watchers that keep every cluster pool of `pools` current and decide
+    /// every auto-eject pool's ejections.
+    fn watch_pools(&self, pools: &[Arc<Pool>]) {
         let stop = self.shutdown.child_token();
         let mut current = self
-            .cluster_watchers
+            .pool_watchers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         std::mem::replace(&mut *current, stop.clone()).cancel();
         cluster::watch(self.this.clone(), pools, &stop);
+        eject::watch(self.this.clone(), pools, &stop);
     }
 
     /// The live pool named `name`.
@@ -113,31 +258,53 @@ impl Control {
             .cloned()
     }
 
-    /// Rebuilds cluster pool `pool` on the nodes of `topology` (the cluster gained or lost a
-    /// node): a new pool with those nodes and that layout replaces the old one on every worker,
-    /// as [`Control::repoint`] does; requests in flight finish on the old connections.
-    ///
-    /// # Errors
-    /// No cluster pool `pool` (a reload removed it).
-    pub async fn recluster(&self, pool: &str, topology: &cluster::Topology) -> Result<(), String> {
+    /// Publishes `change(current)` as pool `name`'s snapshot, when it gives one: the new
+    /// snapshot replaces the current one on every worker. Returns whether it did.
+    pub async fn update(&self, name: &str, change: impl FnOnce(&Pool) -> Option<Pool>) -> bool {
         let mut state = self.state.lock().await;
-        let Some(index) = state
-            .pools
-            .iter()
-            .position(|p| p.config().name == pool && p.config().cluster.is_some())
-        else {
-            return Err(format!("no cluster pool '{pool}'"));
+        let Some(index) = state.pools.iter().position(|p| p.config().name == name) else {
+            return false;
+        };
+        let Some(next) = state.pools.get(index).and_then(|current| change(current)) else {
+            return false;
         };
         let mut pools = state.pools.clone();
         if let Some(slot) = pools.get_mut(index) {
-            let mut config = slot.config().clone();
-            config.servers = topology.servers();
-            let replacement = Arc::new(Pool::new(config, &self.metrics));
-            topology.install(&replacement);
-            *slot = replacement;
+            *slot = Arc::new(next);
         }
         self.install(&mut state, pools).await;
-        Ok(())
+        true
+    }
+
+    /// Rebuilds cluster pool `pool` on the nodes of `topology` (the cluster gained or lost a
+    /// node): a new snapshot with those nodes and that layout replaces the old one on every
+    /// worker; nodes it keeps keep their connections.
+    ///
+    /// # Errors
+    /// No cluster pool `pool` (a reload removed it).
+    pub async fn recluster(
+        &self,
+        pool: &str,
+        topology: &cluster::Topology,
+    ) -> Result<(), ReloadError> {
+        let metrics = Arc::clone(&self.metrics);
+        let rebuilt = self
+            .update(pool, |old| {
+                old.cluster()?;
+                let mut config = old.config().clone();
+                config.servers = topology.servers();
+                let new = Pool::new(config, &metrics, Some(old));
+                Some(cluster::with_topology(new, topology))
+            })
+            .await;
+        if rebuilt {
+            Ok(())
+        } else {
+            Err(ReloadError::Gone {
+                pool: pool.to_owned(),
+                what: "cluster".into(),
+            })
+        }
     }
 
     /// Makes the Sentinel watchers follow `pools`: when the watched pools, Sentinels or masters
@@ -162,12 +329,12 @@ impl Control {
         state.pools = pools;
     }
 
-    /// Re-points backend `master` of Sentinel pool `pool` to `addr`: a new pool, identical but
-    /// for that address, replaces the old one on every worker (so every shard of the pool gets
-    /// new connections; requests in flight finish on the old ones, and those to a dead or
-    /// demoted master end in an error reply). The ring position is the master's name, so no key
-    /// moves; listeners and other pools are untouched. Returns whether anything changed: a
-    /// switch every Sentinel announces is applied once.
+    /// Re-points backend `master` of Sentinel pool `pool` to `addr`: a new snapshot, identical
+    /// but for that address, replaces the old one on every worker. Only that backend gets new
+    /// connections (requests in flight to the old master end in an error reply); the others
+    /// keep theirs. The ring position is the master's name, so no key moves; listeners and
+    /// other pools are untouched. Returns whether anything changed: a switch every Sentinel
+    /// announces is applied once.
     ///
     /// # Errors
     /// No pool `pool`, or it has no Sentinel backend `master` (a reload removed it).
@@ -176,41 +343,41 @@ impl Control {
         pool: &str,
         master: &str,
         addr: BackendAddr,
-    ) -> Result<bool, String> {
-        let mut state = self.state.lock().await;
-        let Some((index, old)) = state
-            .pools
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.config().name == pool)
-        else {
-            return Err(format!("no pool '{pool}'"));
-        };
-        let mut new = old.config().clone();
-        let Some((shard, server)) = new
-            .servers
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| s.name.as_deref() == Some(master))
-            .filter(|_| old.config().sentinel.is_some())
-        else {
-            return Err(format!("pool '{pool}' has no Sentinel master '{master}'"));
-        };
-        if server.addr == addr {
-            return Ok(false);
+    ) -> Result<bool, ReloadError> {
+        let metrics = Arc::clone(&self.metrics);
+        let mut found = false;
+        let mut from = None;
+        let changed = self
+            .update(pool, |old| {
+                let mut new = old.config().clone();
+                let (shard, server) = new
+                    .servers
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, s)| s.name.as_deref() == Some(master))
+                    .filter(|_| old.config().sentinel.is_some())?;
+                found = true;
+                if server.addr == addr {
+                    return None;
+                }
+                from = Some(std::mem::replace(&mut server.addr, addr.clone()));
+                let replacement = Pool::new(new, &metrics, Some(old));
+                if let Some(backend) = replacement.metrics().backend(shard) {
+                    backend.sentinel_switches.inc();
+                }
+                Some(replacement)
+            })
+            .await;
+        if !found {
+            return Err(ReloadError::Gone {
+                pool: pool.to_owned(),
+                what: format!("Sentinel master '{master}'"),
+            });
         }
-        let from = std::mem::replace(&mut server.addr, addr.clone());
-        let replacement = Arc::new(Pool::new(new, &self.metrics));
-        if let Some(backend) = replacement.metrics().backend(shard) {
-            backend.sentinel_switches.inc();
+        if let (true, Some(from)) = (changed, from) {
+            tracing::info!(pool, master, %from, to = %addr, "backend re-pointed");
         }
-        let mut pools = state.pools.clone();
-        if let Some(slot) = pools.get_mut(index) {
-            *slot = replacement;
-        }
-        self.install(&mut state, pools).await;
-        tracing::info!(pool, master, %from, to = %addr, "backend re-pointed");
-        Ok(true)
+        Ok(changed)
     }
 
     /// The config generation: 1 at start, +1 per successful reload.
@@ -218,7 +385,7 @@ impl Control {
         self.metrics.generation()
     }
 
-    /// The live pools (a snapshot; reloads replace it whole).
+    /// The live pools (a snapshot; every change replaces it whole).
     pub fn pools(&self) -> Arc<Vec<Arc<Pool>>> {
         self.live.load_full()
     }
@@ -226,20 +393,21 @@ impl Control {
     /// Re-reads the config file and applies it.
     ///
     /// # Errors
-    /// Why nothing changed: no file to read, or every problem the file has.
-    pub async fn reload(&self) -> Result<String, String> {
+    /// Why nothing changed: no file to read, every problem the file has, or why it could not
+    /// be applied.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         let Some(path) = &self.config_path else {
-            return Err("no configuration file to reload".into());
+            return Err(ReloadError::NoFile);
         };
         let outcome = match Config::load(path) {
             Ok(config) => self.apply(config).await,
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.into()),
         };
         self.metrics.reload(outcome.is_ok());
         if let Err(error) = &outcome {
             tracing::error!(
                 "reload failed, nothing changed: {}",
-                error.trim_end().replace('\n', "; ")
+                error.to_string().trim_end().replace('\n', "; ")
             );
         }
         outcome
@@ -293,60 +461,47 @@ impl Control {
         out
     }
 
-    /// Makes `config` live: unchanged pools keep everything; changed pools get a new map and
-    /// new backend connections (in-flight requests finish on the old ones); added pools start
-    /// listening, removed pools stop; a moved `listen` moves the listener. Sentinel pools get
-    /// their masters' addresses from the Sentinels first, cluster pools their nodes and layout
-    /// from the cluster, and the watchers restart on the new config.
+    /// Makes `config` live: unchanged pools keep everything; changed pools get a new snapshot
+    /// (backends that changed get new connections, in-flight requests finish on the old ones);
+    /// added pools start listening, removed pools stop; a moved `listen` moves the listener.
+    /// Sentinel pools get their masters' addresses from the Sentinels first, cluster pools
+    /// their nodes and layout from the cluster, and the watchers restart on the new config.
     ///
     /// # Errors
     /// No Sentinel placed a master, no seed of a cluster pool answered, or a new listener
     /// could not be bound; nothing changed.
-    pub async fn apply(&self, mut config: Config) -> Result<String, String> {
-        sentinel::resolve(&mut config).await?;
-        let layouts = cluster::resolve(&mut config).await?;
+    pub async fn apply(&self, config: Config) -> Result<String, ReloadError> {
         let mut state = self.state.lock().await;
-        let old: Vec<PoolConfig> = state.pools.iter().map(|p| p.config().clone()).collect();
-        let report = diff::describe(&old, &config.pools);
-
-        // Bind every listener the new config needs before anything changes.
-        let mut fresh = Vec::new();
-        for pool in &config.pools {
-            let moved = state
-                .listeners
-                .get(&pool.name)
-                .is_none_or(|running| running.listen != pool.listen);
-            if moved {
-                let bound = listener::bind(pool).map_err(|error| {
-                    format!(
-                        "pool '{}': cannot listen on {}: {error}",
-                        pool.name, pool.listen
-                    )
-                })?;
-                fresh.push((pool.clone(), bound));
-            }
+        let prepared = prepare(&state, &self.metrics, config).await?;
+        let report = prepared.report.clone();
+        let generation = self.commit(&mut state, prepared).await;
+        let mut text = format!("reloaded: generation {generation}\n");
+        for line in &report {
+            text.push_str(line);
+            text.push('\n');
         }
+        tracing::info!(generation, changes = %report.join("; "), "configuration reloaded");
+        Ok(text)
+    }
 
-        let pools: Vec<Arc<Pool>> = config
+    /// Installs `prepared` over `state`: publishes its snapshots, stops the listeners of
+    /// removed or moved pools, starts its fresh ones, restarts the watchers; returns the new
+    /// config generation.
+    async fn commit(&self, state: &mut State, prepared: Prepared) -> u64 {
+        let Prepared { pools, fresh, .. } = prepared;
+        let old: Vec<String> = state
             .pools
-            .into_iter()
-            .map(
-                |new| match state.pools.iter().find(|p| p.config() == &new) {
-                    Some(same) => Arc::clone(same),
-                    None => Arc::new(Pool::new(new, &self.metrics)),
-                },
-            )
+            .iter()
+            .map(|p| p.config().name.clone())
             .collect();
-        cluster::install_layouts(&pools, &layouts);
         let names: Vec<String> = pools.iter().map(|p| p.config().name.clone()).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.install(&mut state, pools.clone()).await;
+        self.install(state, pools.clone()).await;
 
         let fresh_names: Vec<String> = fresh.iter().map(|(p, _)| p.name.clone()).collect();
         let retired: Vec<String> = state
             .listeners
             .keys()
-            .filter(|name| !names.contains(&name.as_str()) || fresh_names.contains(name))
+            .filter(|name| !names.contains(name) || fresh_names.contains(name))
             .cloned()
             .collect();
         for name in retired {
@@ -358,24 +513,16 @@ impl Control {
         for (pool, bound) in fresh {
             state.listen(&pool, bound, &self.workers, &self.shutdown, &self.metrics);
         }
-        state
-            .counts
-            .retain(|name, _| names.contains(&name.as_str()));
-        for gone in old.iter().filter(|o| !names.contains(&o.name.as_str())) {
-            self.metrics.forget_pool(&gone.name);
+        state.counts.retain(|name, _| names.contains(name));
+        for gone in old.iter().filter(|o| !names.contains(o)) {
+            self.metrics.forget_pool(gone);
         }
         self.watch_sentinels(&pools);
-        self.watch_clusters(&pools);
+        self.watch_pools(&pools);
         // Under the state lock: applies are serialised, so this cannot race another one.
         let generation = self.metrics.generation() + 1;
         self.metrics.set_generation(generation);
-        let mut text = format!("reloaded: generation {generation}\n");
-        for line in &report {
-            text.push_str(line);
-            text.push('\n');
-        }
-        tracing::info!(generation, changes = %report.join("; "), "configuration reloaded");
-        Ok(text)
+        generation
     }
 
     /// Stops every listener (shutdown).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::client::{unexpected, Connection, Error, Value};
-use super::Control;
+use super::{Control, ReloadError, ResolveError};
 use crate::backend::pool::Pool;
 use crate::config::{BackendAddr, Config, HostPort, SentinelConfig};
 use crate::shutdown::Shutdown;
@@ -143,9 +143,9 @@ async fn ask_any(
 /// answers is enough for a master). A config without Sentinel pools is left as it is.
 ///
 /// # Errors
-/// One line per master no Sentinel could place, naming its pool; `config` may then be partly
-/// filled in and must not be used.
-pub async fn resolve(config: &mut Config) -> Result<(), String> {
+/// Every master no Sentinel could place, naming its pool; `config` may then be partly filled
+/// in and must not be used.
+pub async fn resolve(config: &mut Config) -> Result<(), ReloadError> {
     let mut problems = Vec::new();
     for pool in &mut config.pools {
         let Some(sentinel) = &pool.sentinel else {
@@ -159,17 +159,18 @@ pub async fn resolve(config: &mut Config) -> Result<(), String> {
                     tracing::info!(pool = %pool.name, master, addr = %addr, "Sentinel: master found");
                     server.addr = addr;
                 }
-                Err(why) => problems.push(format!(
-                    "pool '{}': no Sentinel gave the address of master '{master}' ({why})",
-                    pool.name
-                )),
+                Err(cause) => problems.push(ResolveError::Sentinel {
+                    pool: pool.name.clone(),
+                    master,
+                    cause,
+                }),
             }
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("\n"))
+        Err(ReloadError::Resolve(problems))
     }
 }
 
@@ -521,8 +522,9 @@ mod tests {
         );
         let mut config = Config::parse(&text).unwrap();
         let error = resolve(&mut config).await.unwrap_err();
+        assert!(matches!(error, ReloadError::Resolve(_)), "{error}");
         assert!(
-            error.starts_with(&format!(
+            error.to_string().starts_with(&format!(
                 "pool 'ha': no Sentinel gave the address of master 'm1' (127.0.0.1:{port}: cannot connect: "
             )),
             "{error}"

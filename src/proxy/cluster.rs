@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use super::session::{backend_error, Dialect};
-use super::worker::Route;
+use super::worker::{Route, RouteSlot};
 use crate::backend::connection::Handle;
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome, ReplyReceiver};
@@ -102,7 +102,11 @@ enum State {
 
 /// A request to a cluster pool and what became of it so far.
 pub struct ClusterRequest {
+    /// The route the last attempt went by (node indices are the snapshot's).
     route: Rc<Route>,
+    /// Where each attempt takes the pool's current route from: a retry follows the layout
+    /// the control plane published meanwhile.
+    routes: RouteSlot,
     frame: Bytes,
     slot: u16,
     client: u64,
@@ -121,6 +125,7 @@ impl ClusterRequest {
     /// it never writes, so `read_from` may send it to a replica.
     pub fn start(
         route: Rc<Route>,
+        routes: RouteSlot,
         frame: Bytes,
         slot: u16,
         client: u64,
@@ -129,6 +134,7 @@ impl ClusterRequest {
     ) -> ClusterRequest {
         let mut request = ClusterRequest {
             route,
+            routes,
             frame,
             slot,
             client,
@@ -212,7 +218,7 @@ impl ClusterRequest {
                 }
             }
             // Never sent: safe to send again once the cluster has moved the slot elsewhere.
-            Err(backend::Error::Connect(_)) if retryable => {
+            Err(backend::Error::Connect { .. }) if retryable => {
                 self.refresh();
                 self.retry_later();
             }
@@ -257,8 +263,12 @@ impl ClusterRequest {
         }
     }
 
-    /// Sends the request to `destination`.
+    /// Sends the request to `destination`, on the pool's current snapshot.
     fn send(&mut self, destination: Destination) {
+        let current = self.routes.load();
+        if !Rc::ptr_eq(&current, &self.route) {
+            self.route = current;
+        }
         let Some(cluster) = self.route.pool.cluster() else {
             self.state = State::Done(reply::error("ERR not a cluster pool"));
             return;

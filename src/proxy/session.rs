@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, Cache};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -33,7 +32,6 @@ use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
 use crate::protocol::resp::reply;
-use crate::route::ShardMap;
 use crate::socket::{ArmedReader, SocketRead};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
@@ -61,10 +59,9 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    /// This worker's route to the pool, cached: a reload is noticed with one plain load.
+    /// This worker's route to the pool's current snapshot, cached: a new snapshot (reload,
+    /// failover, ejection) is noticed with one plain load.
     route: RouteCache,
-    /// The route's pool's shard map, cached likewise (ejections replace it).
-    map: Cache<Arc<ArcSwap<ShardMap>>, Arc<ShardMap>>,
     limits: Limits,
     dialect: Dialect,
 }
@@ -74,7 +71,9 @@ pub struct Session {
 pub(super) struct Handler<'s> {
     pub(super) client: &'s mut Client,
     pub(super) route: &'s Rc<Route>,
-    map: &'s ShardMap,
+    /// Where `route` came from: a cluster request retried later routes on the pool's snapshot
+    /// as it is then.
+    pub(super) slot: &'s RouteSlot,
     limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
@@ -163,7 +162,6 @@ impl Session {
                 quitting: false,
                 resp3: false,
             },
-            map: Cache::new(Arc::clone(route.pool.map())),
             route: RouteCache::new(slot),
             limits,
             dialect,
@@ -383,14 +381,11 @@ impl Session {
         if input.is_empty() {
             return Decoded::More;
         }
-        let route = self.route.load();
-        if !std::ptr::eq(self.map.arc_swap(), &**route.pool.map()) {
-            self.map = Cache::new(Arc::clone(route.pool.map()));
-        }
+        let (route, slot) = self.route.load_with_slot();
         let mut handler = Handler {
             client: &mut self.client,
             route,
-            map: self.map.load(),
+            slot,
             limits: &self.limits,
             dialect: self.dialect,
             read: false,
@@ -426,7 +421,7 @@ impl Handler<'_> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
-        self.route.pool.route_on(self.map, key).map_err(|error| {
+        self.route.pool.route(key).map_err(|error| {
             self.route.pool.metrics().forward_error.inc();
             backend_error(&error, self.dialect)
         })
@@ -442,6 +437,7 @@ impl Handler<'_> {
         if self.route.pool.cluster().is_some() {
             return Pending::Cluster(Box::new(ClusterRequest::start(
                 Rc::clone(self.route),
+                self.slot.clone(),
                 frame,
                 u16::try_from(shard).unwrap_or_default(),
                 self.client.id,
@@ -704,7 +700,7 @@ mod tests {
                 "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n{options}  servers:\n{servers}"
             );
             let config = Config::parse(&yaml).unwrap().pools.remove(0);
-            let pool = Arc::new(Pool::new(config, &Metrics::new()));
+            let pool = Arc::new(Pool::new(config, &Metrics::new(), None));
             let (mut resp2, mut resp3) = (Vec::new(), Vec::new());
             let (mut handles2, mut handles3) = (Vec::new(), Vec::new());
             for _ in 0..shards {
@@ -717,7 +713,7 @@ mod tests {
             }
             let route = Route {
                 pool: Arc::clone(&pool),
-                backends: BackendPool::from_handles(handles2, handles3),
+                backends: BackendPool::from_handles(&pool, handles2, handles3),
             };
             let session = Session::new(1, RouteSlot::for_test(route));
             let (client, server) = tokio::io::duplex(capacity);
@@ -736,10 +732,9 @@ mod tests {
 
         /// A key that the pool routes to `shard`.
         fn key_on(&self, shard: usize, skip: usize) -> String {
-            let map = self.pool.map().load();
             (0..10_000)
                 .map(|i| format!("key:{i}"))
-                .filter(|key| self.pool.route_on(&map, key.as_bytes()) == Ok(shard))
+                .filter(|key| self.pool.route(key.as_bytes()) == Ok(shard))
                 .nth(skip)
                 .unwrap()
         }

@@ -1,5 +1,7 @@
 //! Worker threads: each runs a single-threaded runtime owning its client sessions and its own
-//! connections to every backend, and swaps a pool's [`Route`] whole when the pool changes.
+//! connections to every backend (kept by backend, so a new snapshot of a pool reconnects only
+//! the backends that changed), and swaps a pool's [`Route`] whole when the control plane
+//! publishes a new snapshot of the pool.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,15 +17,16 @@ use tokio_util::task::TaskTracker;
 
 use super::listener::{Accepted, Handoff};
 use super::session::Session;
-use crate::backend::pool::Pool;
+use crate::backend::pool::{Connections, Pool};
 use crate::backend::BackendPool;
 use crate::shutdown::{Shutdown, GRACE};
 
-/// What a session uses for a request: the pool's shared state (config, shard map, health) and
-/// this worker's connections to its backends. Immutable; replaced whole on reload or failover,
-/// so a request in flight finishes on the route it started with.
+/// What a session uses for a request: the pool's routing snapshot (config, shard map or
+/// cluster layout, ejections) and this worker's connections to its backends. Immutable;
+/// replaced whole with each snapshot, so a request in flight finishes on the route it started
+/// with.
 pub struct Route {
-    /// The pool's shared state.
+    /// The pool's routing snapshot.
     pub pool: Arc<Pool>,
     /// This worker's connections to the pool's backends.
     pub backends: BackendPool,
@@ -83,12 +86,17 @@ impl RouteCache {
 
     /// The slot's current route.
     pub fn load(&mut self) -> &Rc<Route> {
+        self.load_with_slot().0
+    }
+
+    /// The slot's current route, and the slot (for requests that outlive one snapshot).
+    pub fn load_with_slot(&mut self) -> (&Rc<Route>, &RouteSlot) {
         let version = self.slot.0.version.get();
         if version != self.version {
             self.route = self.slot.load();
             self.version = version;
         }
-        &self.route
+        (&self.route, &self.slot)
     }
 }
 
@@ -140,8 +148,9 @@ impl Closing {
 enum ToWorker {
     /// Serve a new client.
     Client(Handoff),
-    /// Make `pools` the live set: new or changed pools get fresh connections and their
-    /// slots swapped, pools not listed are dropped once their last session ends.
+    /// Make `pools` the live snapshots: new or changed ones get their slots swapped (with
+    /// connections to the backends this worker has none to yet), pools not listed are
+    /// dropped once their last session ends.
     Install {
         pools: Vec<Arc<Pool>>,
         done: oneshot::Sender<()>,
@@ -194,7 +203,7 @@ impl Workers {
         }
     }
 
-    /// Makes `pools` the live set on every worker; returns once all of them use it.
+    /// Makes `pools` the live snapshots on every worker; returns once all of them use them.
     pub async fn install(&self, pools: &[Arc<Pool>]) {
         let mut acks = Vec::with_capacity(self.senders.len());
         for worker in &self.senders {
@@ -230,7 +239,8 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let mut routes: HashMap<Arc<str>, RouteSlot> = HashMap::new();
-        install(&mut routes, pools);
+        let mut connections = Connections::default();
+        install(&mut routes, &mut connections, pools);
         let sessions = TaskTracker::new();
         let closing = Rc::new(Closing::default());
         tokio::task::spawn_local({
@@ -253,7 +263,7 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
                     }
                 }
                 Some(ToWorker::Install { pools, done }) => {
-                    install(&mut routes, pools);
+                    install(&mut routes, &mut connections, pools);
                     let _ = done.send(());
                 }
                 None => break,
@@ -266,28 +276,36 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
     });
 }
 
-/// Brings this worker's routes in line with `pools`: unchanged pools keep their route (and
-/// connections); new or changed ones get connections started here and their slot swapped.
-fn install(routes: &mut HashMap<Arc<str>, RouteSlot>, pools: Vec<Arc<Pool>>) {
+/// Brings this worker's routes in line with `pools`: unchanged snapshots keep their route; new
+/// ones get a route over this worker's connections (started here for backends it has none to
+/// yet) and their slot swapped.
+fn install(
+    routes: &mut HashMap<Arc<str>, RouteSlot>,
+    connections: &mut Connections,
+    pools: Vec<Arc<Pool>>,
+) {
     let mut live = HashMap::with_capacity(pools.len());
     for pool in pools {
         let name: Arc<str> = Arc::from(pool.config().name.as_str());
         let slot = match routes.remove(&name) {
             Some(slot) if Arc::ptr_eq(&slot.load().pool, &pool) => slot,
             Some(slot) => {
-                slot.store(start_route(pool));
+                slot.store(start_route(pool, connections));
                 slot
             }
-            None => RouteSlot::new(start_route(pool)),
+            None => RouteSlot::new(start_route(pool, connections)),
         };
         live.insert(name, slot);
     }
     // Routes left in `routes` belong to removed pools: their sessions keep them until they end.
+    // Connections no live route uses close once the sessions still holding them are done.
+    let current: Vec<Rc<Route>> = live.values().map(RouteSlot::load).collect();
+    connections.retain(current.iter().map(|route| &route.backends));
     *routes = live;
 }
 
-fn start_route(pool: Arc<Pool>) -> Route {
-    let backends = BackendPool::start(&pool);
+fn start_route(pool: Arc<Pool>, connections: &mut Connections) -> Route {
+    let backends = BackendPool::start(&pool, connections);
     Route { pool, backends }
 }
 

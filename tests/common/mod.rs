@@ -21,6 +21,7 @@ mod binaries;
 mod client;
 mod cluster;
 pub mod fake_backend;
+pub mod live;
 mod memcached;
 mod ports;
 mod process;

@@ -1,0 +1,87 @@
+//! Keyway run on a config file the test rewrites and reloads through the admin port, and what
+//! a backend says about the connections it has from the proxy.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers fail by panicking
+
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::{free_port, http, keyway_bin, signal, wait_until, RedisServer, TempDir, START_TIMEOUT};
+
+/// Keyway (`--threads threads`) started on a config file the test rewrites, with its admin
+/// port; SIGTERM on drop.
+pub struct Live {
+    child: Child,
+    conf: PathBuf,
+    admin: u16,
+    _dir: TempDir,
+}
+
+impl Live {
+    /// Starts Keyway on `yaml`; ready once `first_listen` and the admin port accept.
+    pub fn start(yaml: &str, first_listen: u16, threads: usize) -> Live {
+        let dir = TempDir::new("live");
+        let conf = dir.path().join("keyway.yml");
+        std::fs::write(&conf, yaml).unwrap();
+        let admin = free_port();
+        let child = Command::new(keyway_bin())
+            .arg("-c")
+            .arg(&conf)
+            .args(["--threads", &threads.to_string(), "-v", "4"])
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let live = Live {
+            child,
+            conf,
+            admin,
+            _dir: dir,
+        };
+        let ready = wait_until(START_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", first_listen)).is_ok()
+                && TcpStream::connect(("127.0.0.1", admin)).is_ok()
+        });
+        assert!(ready, "keyway did not start");
+        live
+    }
+
+    /// Writes `yaml` as the config file and asks for a reload: the status and the body.
+    pub fn reload(&self, yaml: &str) -> (u16, String) {
+        std::fs::write(&self.conf, yaml).unwrap();
+        http(self.admin, "POST", "/reload")
+    }
+
+    /// `GET path` on the admin port.
+    pub fn get(&self, path: &str) -> String {
+        http(self.admin, "GET", path).1
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+}
+
+/// The ids of `server`'s client connections other than the one asking (`CLIENT LIST`): the
+/// proxy's connections, when only the proxy talks to it.
+pub fn connection_ids(server: &RedisServer) -> BTreeSet<u64> {
+    let reply = server.client().cmd(&["CLIENT", "LIST"]);
+    let text = match reply {
+        super::Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => panic!("CLIENT LIST answered {other:?}"),
+    };
+    text.lines()
+        .filter(|line| !line.contains("cmd=client|list") && !line.contains("cmd=client "))
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("id="))
+                .and_then(|id| id.parse().ok())
+        })
+        .collect()
+}
