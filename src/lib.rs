@@ -22,6 +22,13 @@
 //! wakes the control plane when one reaches `server_failure_limit`. Workers keep their backend
 //! connections by backend, so a new snapshot reconnects only the backends it changed.
 //!
+//! `server_connections` is the whole process's number per backend, as in nutcracker: a pool
+//! is served by its first `min(threads, server_connections)` workers
+//! ([`backend::pool::serving_workers`]), each owning its share of every backend's
+//! connections, and the listener hands the pool's clients to those workers only. So no request
+//! crosses a thread and the count holds exactly; a pool wanting more threads asks for more
+//! connections.
+//!
 //! - [`admin`]: the admin HTTP server: /metrics, /healthz, /pools, POST /reload.
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
 //! - [`control`]: the only writer of routing state: start and reload (one pipeline: resolve,

@@ -615,20 +615,55 @@ fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
     }
 }
 
+/// How many workers serve `config`'s pool when `workers` run: each of them owns at least one
+/// of every backend's `server_connections`, so that the number is the whole process's, as in
+/// nutcracker, with no request ever crossing a thread. A pool with `server_connections: 1`
+/// (nutcracker's default) is served by one worker; one with 4, by up to 4.
+pub fn serving_workers(config: &PoolConfig, workers: usize) -> usize {
+    connections_per_backend(config).min(workers.max(1))
+}
+
+/// `server_connections`, at least 1.
+fn connections_per_backend(config: &PoolConfig) -> usize {
+    usize::try_from(config.server_connections.max(1)).unwrap_or(usize::MAX)
+}
+
+/// Worker `worker`'s share of `total` connections spread over `serving` workers: the first
+/// `total % serving` workers take one more; a worker past `serving` takes none.
+fn share(total: usize, serving: usize, worker: usize) -> usize {
+    if worker >= serving {
+        return 0;
+    }
+    total / serving + usize::from(worker < total % serving)
+}
+
 /// One worker's connections, by backend (and protocol: RESP3 or not), so that a new snapshot
 /// of a pool reuses the connections of every backend it shares with the old one.
 #[derive(Default)]
 pub struct Connections {
     /// By backend (its address: the `Arc` kept here keeps it from being reused) and protocol.
     by_backend: HashMap<(*const Backend, bool), Opened>,
+    /// This worker's index among `workers`, which decides its share of each backend's
+    /// `server_connections`.
+    worker: usize,
+    workers: usize,
 }
 
 /// A backend's connections on one worker, and the backend (kept alive with them).
 type Opened = (Arc<Backend>, Vec<Handle>);
 
 impl Connections {
+    /// The connections of worker `worker` of `workers`.
+    pub fn new(worker: usize, workers: usize) -> Connections {
+        Connections {
+            by_backend: HashMap::new(),
+            worker,
+            workers: workers.max(1),
+        }
+    }
+
     /// `backend`'s connections (RESP3 ones when `resp3`): those already open on this worker,
-    /// else `server_connections` new ones started here.
+    /// else this worker's share of `server_connections`, started here.
     fn of(&mut self, backend: &Arc<Backend>, config: &PoolConfig, resp3: bool) -> Vec<Handle> {
         let entry = self
             .by_backend
@@ -642,7 +677,9 @@ impl Connections {
                 let report: Arc<dyn Report> = Arc::new(BackendReport(Arc::clone(backend)));
                 // RESP3 connections are made on a RESP3 client's first request.
                 let preconnect = config.preconnect && !resp3;
-                let handles = (0..config.server_connections.max(1))
+                let total = connections_per_backend(config);
+                let serving = serving_workers(config, self.workers);
+                let handles = (0..share(total, serving, self.worker))
                     .map(|_| connection::spawn(Arc::clone(target), Arc::clone(&report), preconnect))
                     .collect();
                 (Arc::clone(backend), handles)
@@ -775,6 +812,27 @@ impl BackendPool {
         match handle {
             Some(handle) => handle.send(frame, expect),
             None => ReplyReceiver::ready(Err(Error::Ejected)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn connections_spread_over_the_serving_workers_add_up_to_server_connections() {
+        for total in 1..=9 {
+            for serving in 1..=total.min(4) {
+                let shares: Vec<usize> = (0..6).map(|w| share(total, serving, w)).collect();
+                assert_eq!(
+                    shares.iter().sum::<usize>(),
+                    total,
+                    "{total} over {serving}"
+                );
+                assert!(shares.iter().take(serving).all(|&n| n >= 1));
+                assert!(shares.iter().skip(serving).all(|&n| n == 0));
+            }
         }
     }
 }

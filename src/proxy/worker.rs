@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::listener::{Accepted, Handoff};
 use super::session::Session;
-use crate::backend::pool::{Connections, Pool};
+use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
 use crate::shutdown::{Shutdown, GRACE};
 
@@ -161,6 +162,8 @@ enum ToWorker {
 pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<ToWorker>>,
     next: AtomicUsize,
+    /// How many workers (the first ones) serve each pool: those owning its connections.
+    serving: ArcSwap<HashMap<Arc<str>, usize>>,
 }
 
 /// Process-wide client ids (also spread clients over a backend's connections).
@@ -184,27 +187,43 @@ impl Workers {
             let shutdown = shutdown.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("keyway-worker-{index}"))
-                .spawn(move || run(pools, receiver, shutdown))?;
+                .spawn(move || run(index, threads.max(1), pools, receiver, shutdown))?;
             senders.push(sender);
             handles.push(handle);
         }
         let workers = Workers {
             senders,
             next: AtomicUsize::new(0),
+            serving: ArcSwap::from_pointee(HashMap::new()),
         };
         Ok((Arc::new(workers), handles))
     }
 
-    /// Hands a client to the next worker, round-robin.
+    /// Hands a client to the next of the workers serving its pool, round-robin.
     pub fn hand_off(&self, handoff: Handoff) {
         let next = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(worker) = self.senders.get(next % self.senders.len().max(1)) {
+        let serving = self
+            .serving
+            .load()
+            .get(&handoff.pool)
+            .copied()
+            .unwrap_or(self.senders.len());
+        if let Some(worker) = self.senders.get(next % serving.max(1)) {
             let _ = worker.send(ToWorker::Client(handoff));
         }
     }
 
     /// Makes `pools` the live snapshots on every worker; returns once all of them use them.
     pub async fn install(&self, pools: &[Arc<Pool>]) {
+        let serving = pools
+            .iter()
+            .map(|pool| {
+                let config = pool.config();
+                let name: Arc<str> = Arc::from(config.name.as_str());
+                (name, serving_workers(config, self.senders.len()))
+            })
+            .collect();
+        self.serving.store(Arc::new(serving));
         let mut acks = Vec::with_capacity(self.senders.len());
         for worker in &self.senders {
             let (done, ack) = oneshot::channel();
@@ -223,7 +242,13 @@ impl Workers {
 }
 
 /// A worker: its own runtime, its own backend connections, the sessions handed to it.
-fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shutdown: Shutdown) {
+fn run(
+    index: usize,
+    threads: usize,
+    pools: Vec<Arc<Pool>>,
+    mut inbox: mpsc::UnboundedReceiver<ToWorker>,
+    shutdown: Shutdown,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -239,7 +264,7 @@ fn run(pools: Vec<Arc<Pool>>, mut inbox: mpsc::UnboundedReceiver<ToWorker>, shut
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let mut routes: HashMap<Arc<str>, RouteSlot> = HashMap::new();
-        let mut connections = Connections::default();
+        let mut connections = Connections::new(index, threads);
         install(&mut routes, &mut connections, pools);
         let sessions = TaskTracker::new();
         let closing = Rc::new(Closing::default());
