@@ -1,7 +1,12 @@
 //! Malformed or hostile input on one connection: that connection gets an error reply or is
 //! closed (never a hang), a concurrent healthy client keeps working throughout, and the proxy
 //! process stays alive with bounded memory.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // test helpers fail by panicking
 
 mod common;
 

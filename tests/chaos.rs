@@ -7,7 +7,12 @@
 //! must read back from that backend.
 //!
 //! `KEYWAY_CHAOS_SECS` sets the duration (default 12 s here; `scripts/chaos.sh` runs 60 s).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // test helpers fail by panicking
 
 mod common;
 

@@ -1,7 +1,12 @@
 //! Per-client output bounds in bytes (`client_output_limit`, `client_output_hard_limit`): a
 //! client that does not read its replies stops being read past the soft limit and is closed
 //! past the hard one, so the proxy's memory stays bounded however large the replies.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -3,7 +3,12 @@
 //! master, `-MOVED` and `-ASK` are followed without the client seeing them, resharding and a
 //! master's failover under load lose nothing, replicas serve reads when asked to, and the admin
 //! server shows the slot ranges and counts the redirects.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // test helpers fail by panicking
 
 mod common;
 

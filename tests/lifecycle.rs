@@ -1,7 +1,12 @@
 //! The process as operators drive it: `-t`, graceful SIGTERM, unix-socket listeners,
 //! `client_connections`, `preconnect` with several `server_connections`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

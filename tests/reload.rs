@@ -1,7 +1,12 @@
 //! Operating Keyway live: `POST /reload` and SIGHUP swap the shard maps without dropping a
 //! client; a bad file changes nothing; `/metrics` counts the traffic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -3,7 +3,12 @@
 //! killed, keeps every key on its shard (the ring is built from master names), counts the
 //! switches, and refuses to start when no Sentinel answers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

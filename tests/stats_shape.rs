@@ -2,7 +2,12 @@
 //! stats port is read, and Keyway's `metrics::stats::render` for the same pool and server names
 //! must have the same keys, in the same order, with the same value types and separators.
 // Helpers outside `#[test]` fns (the JSON parser, readers) fail the test by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

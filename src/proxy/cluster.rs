@@ -3,7 +3,7 @@
 //! after `ASKING`, and `-TRYAGAIN`, `-CLUSTERDOWN` or an unreachable node (a failover under way)
 //! are retried on the slot's current owner, with short pauses, for up to the pool's `timeout`
 //! ([`DEFAULT_RETRY_WINDOW`] without one). Clients never see a redirect unless the cluster keeps
-//! redirecting past [`MAX_REDIRECTS`].
+//! redirecting past `MAX_REDIRECTS`.
 
 use std::future::Future;
 use std::pin::Pin;

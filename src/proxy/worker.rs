@@ -182,6 +182,9 @@ impl Workers {
         let mut senders = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads.max(1) {
+            // Clients handed off (bounded by the listeners' client_connections) and installs
+            // (one per applied change): the sender is bounded, the queue need not be.
+            #[allow(clippy::disallowed_methods)]
             let (sender, receiver) = mpsc::unbounded_channel();
             let pools = pools.to_vec();
             let shutdown = shutdown.clone();

@@ -13,7 +13,8 @@
     unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    clippy::disallowed_methods
 )]
 
 mod admin_http;

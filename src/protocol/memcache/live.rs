@@ -1,7 +1,12 @@
 //! Differential tests against a real memcached 1.6: the scanner finds exactly its reply
 //! boundaries, the decoder's error replies are worded as memcached words them, forwarded
 //! frames get exactly one reply each, and a split `get` merges into memcached's own reply.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -952,6 +952,7 @@ static TABLE: &[Command] = &[
 ];
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests wait on a real redis-server
 mod tests {
     use super::*;
 
