@@ -227,6 +227,17 @@ impl Cluster {
     }
 }
 
+/// Where a pool sends a key: a backend of a standalone pool, or a Redis Cluster slot, whose
+/// node is chosen when the request is sent (the layout may change before it is). Keys split
+/// and co-locate by it: by shard, or by slot as Redis Cluster requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A backend's index in the pool.
+    Shard(usize),
+    /// A Redis Cluster slot.
+    Slot(u16),
+}
+
 /// How a pool maps keys to backends.
 enum Routing {
     /// A shard map over the live backends.
@@ -408,18 +419,15 @@ impl Pool {
                 .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
-    /// The shard for `key`.
-    ///
-    /// A cluster pool answers the key's slot instead: the node is chosen when the request is
-    /// sent ([`Cluster::node_for`]), and requests split and co-locate by slot, as Redis
-    /// Cluster requires.
+    /// Where `key` goes: its shard, or in a cluster pool its slot (the node is chosen when the
+    /// request is sent: [`Cluster::node_for`]).
     ///
     /// # Errors
     /// [`Error::Ejected`] when every backend is ejected.
-    pub fn route(&self, key: &[u8]) -> Result<usize, Error> {
+    pub fn route(&self, key: &[u8]) -> Result<Place, Error> {
         match &self.routing {
-            Routing::Shards(map) => map.route(key).ok_or(Error::Ejected),
-            Routing::Cluster(_) => Ok(usize::from(slots::slot(key))),
+            Routing::Shards(map) => map.route(key).map(Place::Shard).ok_or(Error::Ejected),
+            Routing::Cluster(_) => Ok(Place::Slot(slots::slot(key))),
         }
     }
 

@@ -104,7 +104,10 @@ mod tests {
     const SERVERS: [&str; 3] = ["127.0.0.1:7001:1", "127.0.0.1:7002:1", "127.0.0.1:7003:1"];
 
     fn routes_to(pool: &Pool, shard: usize) -> bool {
-        (0..2000).any(|i| pool.route(format!("key:{i}").as_bytes()) == Ok(shard))
+        (0..2000).any(|i| {
+            pool.route(format!("key:{i}").as_bytes())
+                == Ok(crate::backend::pool::Place::Shard(shard))
+        })
     }
 
     #[test]

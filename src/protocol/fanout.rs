@@ -1,23 +1,24 @@
-//! Splitting a multi-key request by shard, for either protocol: which shard each key goes to,
-//! the sub-request per shard, and the plan that puts the shards' replies back in key order.
+//! Splitting a multi-key request by where its keys go, for either protocol: the place of each
+//! key (`P`: whatever the pool routes to — a shard, or a Redis Cluster slot), the sub-request
+//! per place, and the plan that puts the replies back in key order.
 //! Each protocol builds its sub-requests and merges its replies itself ([`super::resp::fanout`],
 //! [`super::memcache::fanout`]); the bookkeeping between the two is here, once.
 
-/// A multi-key request split by shard; `R` is the protocol's request, `M` what its merge
-/// needs besides the key order.
+/// A multi-key request split by place; `R` is the protocol's request, `M` what its merge
+/// needs besides the key order, `P` where a key goes.
 #[derive(Debug)]
-pub enum Split<R, M> {
-    /// Every key lives on one shard: forward the original request unchanged.
-    Whole(usize),
-    /// One sub-request per shard, and how to put the replies back together.
-    Parts(Vec<Part<R>>, Plan<M>),
+pub enum Split<R, M, P = usize> {
+    /// Every key goes to one place: forward the original request unchanged.
+    Whole(P),
+    /// One sub-request per place, and how to put the replies back together.
+    Parts(Vec<Part<R, P>>, Plan<M>),
 }
 
-/// The sub-request for one shard.
+/// The sub-request for one place.
 #[derive(Debug)]
-pub struct Part<R> {
-    /// Shard index in the pool.
-    pub shard: usize,
+pub struct Part<R, P = usize> {
+    /// Where its keys go.
+    pub shard: P,
     /// The request carrying this shard's keys (and values).
     pub request: R,
 }
@@ -51,14 +52,14 @@ impl<M> Plan<M> {
 /// Where the keys of one request go: the parts (one per shard, in the order of their first
 /// key) and each key's part. Built once per split request, so it stays two small vectors.
 #[derive(Debug)]
-pub(crate) struct Layout {
-    /// Per part: its shard and how many keys it got.
-    shards: Vec<(usize, u32)>,
+pub(crate) struct Layout<P> {
+    /// Per part: its place and how many keys it got.
+    shards: Vec<(P, u32)>,
     /// Per key, in request order: (part, index among that part's keys).
     order: Vec<(u32, u32)>,
 }
 
-impl Layout {
+impl<P: Copy + PartialEq> Layout<P> {
     /// Routes `keys` (about `count` of them) with `route`.
     ///
     /// # Errors
@@ -66,9 +67,9 @@ impl Layout {
     pub(crate) fn route<'k, E>(
         keys: impl IntoIterator<Item = &'k [u8]>,
         count: usize,
-        mut route: impl FnMut(&[u8]) -> Result<usize, E>,
-    ) -> Result<Layout, E> {
-        let mut shards: Vec<(usize, u32)> = Vec::new();
+        mut route: impl FnMut(&[u8]) -> Result<P, E>,
+    ) -> Result<Layout<P>, E> {
+        let mut shards: Vec<(P, u32)> = Vec::new();
         let mut order = Vec::with_capacity(count);
         for key in keys {
             let shard = route(key)?;
@@ -92,7 +93,7 @@ impl Layout {
     }
 
     /// The shard, when all the keys go to one (or there are none: then `None`).
-    pub(crate) fn single_shard(&self) -> Option<usize> {
+    pub(crate) fn single_shard(&self) -> Option<P> {
         match self.shards[..] {
             [(shard, _)] => Some(shard),
             _ => None,
@@ -100,7 +101,7 @@ impl Layout {
     }
 
     /// The parts in order: (shard, number of keys).
-    pub(crate) fn shards(&self) -> &[(usize, u32)] {
+    pub(crate) fn shards(&self) -> &[(P, u32)] {
         &self.shards
     }
 
@@ -112,8 +113,8 @@ impl Layout {
         self,
         merge: M,
         keep_order: bool,
-        mut build: impl FnMut(usize, usize, &[(u32, u32)]) -> R,
-    ) -> Split<R, M> {
+        mut build: impl FnMut(usize, P, &[(u32, u32)]) -> R,
+    ) -> Split<R, M, P> {
         let parts = self
             .shards
             .iter()

@@ -26,6 +26,7 @@ use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
 use super::resp::Resp;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
+use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
@@ -416,8 +417,8 @@ impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
 }
 
 impl Handler<'_> {
-    /// The shard for `key`, or the error reply to give instead.
-    pub(super) fn route(&self, key: &[u8]) -> Result<usize, Bytes> {
+    /// Where `key` goes, or the error reply to give instead.
+    pub(super) fn route(&self, key: &[u8]) -> Result<Place, Bytes> {
         if self.dialect == Dialect::Redis && key.len() > self.limits.max_key_bytes {
             return Err(reply::error("ERR key too long"));
         }
@@ -432,24 +433,25 @@ impl Handler<'_> {
         self.route.pool.metrics().fragments.inc_by(parts as u64);
     }
 
-    /// Sends `frame` to `shard`: a backend index, or in a cluster pool the keys' slot.
-    pub(super) fn send(&self, shard: usize, frame: Bytes, expect: Expect) -> Pending {
-        if self.route.pool.cluster().is_some() {
-            return Pending::Cluster(Box::new(ClusterRequest::start(
+    /// Sends `frame` to `place`: a backend, or a cluster slot (following redirects).
+    pub(super) fn send(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
+        match place {
+            Place::Shard(shard) => {
+                let client = self.client.id;
+                let receiver =
+                    (self.route.backends).send(shard, client, frame, expect, self.client.resp3);
+                Pending::Backend(receiver, self.dialect)
+            }
+            Place::Slot(slot) => Pending::Cluster(Box::new(ClusterRequest::start(
                 Rc::clone(self.route),
                 self.slot.clone(),
                 frame,
-                u16::try_from(shard).unwrap_or_default(),
+                slot,
                 self.client.id,
                 self.client.resp3,
                 self.read,
-            )));
+            ))),
         }
-        let receiver =
-            self.route
-                .backends
-                .send(shard, self.client.id, frame, expect, self.client.resp3);
-        Pending::Backend(receiver, self.dialect)
     }
 }
 
@@ -734,7 +736,7 @@ mod tests {
         fn key_on(&self, shard: usize, skip: usize) -> String {
             (0..10_000)
                 .map(|i| format!("key:{i}"))
-                .filter(|key| self.pool.route(key.as_bytes()) == Ok(shard))
+                .filter(|key| self.pool.route(key.as_bytes()) == Ok(Place::Shard(shard)))
                 .nth(skip)
                 .unwrap()
         }

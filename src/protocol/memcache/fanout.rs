@@ -10,10 +10,10 @@ use crate::protocol::fanout::{self, Layout};
 /// A request split by shard: one retrieval per shard (`get k1 k2\r\n`, or
 /// `gat <exptime> k1 k2\r\n`, ... with that shard's keys), merged with the client's request
 /// at hand for its keys in order.
-pub type Split = fanout::Split<Request, Request>;
+pub type Split<P = usize> = fanout::Split<Request, Request, P>;
 
-/// The sub-request for one shard.
-pub type Part = fanout::Part<Request>;
+/// The sub-request for one place (a shard).
+pub type Part<P = usize> = fanout::Part<Request, P>;
 
 /// How the parts' replies merge into the client's reply.
 pub type Plan = fanout::Plan<Request>;
@@ -42,10 +42,10 @@ pub type Plan = fanout::Plan<Request>;
 ///
 /// # Errors
 /// The first error `route` returns.
-pub fn split<E>(
+pub fn split<P: Copy + PartialEq, E>(
     request: &Request,
-    mut route: impl FnMut(&[u8]) -> Result<usize, E>,
-) -> Result<Split, E> {
+    mut route: impl FnMut(&[u8]) -> Result<P, E>,
+) -> Result<Split<P>, E> {
     // Most requests carry one key: route it without the bookkeeping of a split.
     if request.key_count() <= 1 {
         return Ok(Split::Whole(route(

@@ -8,11 +8,11 @@ use super::command::Merge;
 use super::reply::{self, ReplyScanner};
 use crate::protocol::fanout::{self, Layout};
 
-/// A multi-key request split by shard.
-pub type Split = fanout::Split<Request, Merge>;
+/// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot).
+pub type Split<P = usize> = fanout::Split<Request, Merge, P>;
 
-/// The sub-request for one shard: the command name followed by this shard's keys (and values).
-pub type Part = fanout::Part<Request>;
+/// The sub-request for one place: the command name followed by its keys (and values).
+pub type Part<P = usize> = fanout::Part<Request, P>;
 
 /// How the parts' replies merge into the client's reply (the key order kept for
 /// `Merge::Values` only).
@@ -23,11 +23,11 @@ pub type Plan = fanout::Plan<Merge>;
 ///
 /// # Errors
 /// The first error `route` returns.
-pub fn split<E>(
+pub fn split<P: Copy + PartialEq, E>(
     request: &Request,
     merge: Merge,
-    route: impl FnMut(&[u8]) -> Result<usize, E>,
-) -> Result<Split, E> {
+    route: impl FnMut(&[u8]) -> Result<P, E>,
+) -> Result<Split<P>, E> {
     let step = if merge == Merge::Ok { 2 } else { 1 };
     let keys = (1..).step_by(step).map_while(|i| request.arg(i));
     let layout = Layout::route(keys, request.argc() / step, route)?;
