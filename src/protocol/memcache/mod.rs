@@ -10,9 +10,6 @@ pub mod command;
 pub mod fanout;
 pub mod reply;
 
-#[cfg(test)]
-mod live;
-
 pub use codec::{Request, RequestDecoder};
 pub use command::{Command, ReplyPolicy};
 pub use reply::{ReplyKind, ReplyScanner};

@@ -1,75 +1,29 @@
 //! Differential tests against a real memcached 1.6: the scanner finds exactly its reply
 //! boundaries, the decoder's error replies are worded as memcached words them, forwarded
 //! frames get exactly one reply each, and a split `get` merges into memcached's own reply.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use keyway::protocol::memcache::fanout::{merge, split, Split};
+use keyway::protocol::memcache::{
+    Command, Error, ReplyKind, ReplyScanner, Request, RequestDecoder,
+};
 
-use super::fanout::{merge, split, Split};
-use super::{Error, ReplyKind, ReplyScanner, Request, RequestDecoder};
+use common::MemcachedServer;
 
-/// A memcached process on a free loopback port, killed (by PID) on drop.
-struct Memcached {
-    child: Child,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let binary = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
-            .into_iter()
-            .find(|path| Path::new(path).exists())
-            .unwrap_or_else(|| {
-                panic!("memcached not found: install the Debian package `memcached`")
-            });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(binary)
-            .args(["-l", "127.0.0.1", "-U", "0", "-u", "root", "-p"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached starts");
-        let memcached = Memcached { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "memcached did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        memcached
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A raw connection to `memcached`, reads bounded by a 10 s timeout.
+fn connect(memcached: &MemcachedServer) -> TcpStream {
+    let stream = TcpStream::connect(memcached.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
 }
 
 /// Reads until `done(bytes read so far)`.
@@ -93,7 +47,7 @@ fn decode(input: &[u8]) -> Request {
 
 #[test]
 fn scanner_finds_exactly_memcacheds_reply_boundaries() {
-    let memcached = Memcached::start();
+    let memcached = MemcachedServer::start();
     let tricky: Vec<u8> = b"END\r\nVALUE x 0 1\r\nEN\r\n\0\xff".repeat(40);
     let mut inputs: Vec<Vec<u8>> = vec![
         b"set a 5 0 1\r\nx\r\n".to_vec(),
@@ -152,7 +106,7 @@ fn scanner_finds_exactly_memcacheds_reply_boundaries() {
 
     // Each request is followed by `mn`, so the reply stream alternates reply, `MN\r\n`:
     // a boundary found one byte off shows up as a missing or misplaced `MN`.
-    let mut stream = memcached.connect();
+    let mut stream = connect(&memcached);
     let mut wire = Vec::new();
     for request in &requests {
         wire.extend_from_slice(request.frame());
@@ -175,7 +129,7 @@ fn scanner_finds_exactly_memcacheds_reply_boundaries() {
             buf.extend_from_slice(&chunk[..n]);
         };
         let reply: Vec<u8> = buf.drain(..len).collect();
-        if request.command() == super::Command::MetaNoop {
+        if request.command() == Command::MetaNoop {
             assert_eq!(reply, b"MN\r\n");
         }
         while buf.len() < 4 {
@@ -196,7 +150,7 @@ fn scanner_finds_exactly_memcacheds_reply_boundaries() {
 
 #[test]
 fn decoder_errors_are_worded_as_memcached_words_them() {
-    let memcached = Memcached::start();
+    let memcached = MemcachedServer::start();
     let long_key = "k".repeat(251);
     let cases: Vec<Vec<u8>> = vec![
         b"bogus\r\n".to_vec(),
@@ -236,7 +190,7 @@ fn decoder_errors_are_worded_as_memcached_words_them() {
         b"ms k 1 T1 T1\r\nx\r\n".to_vec(),
         b"ms !!! 1 b\r\nx\r\n".to_vec(),
     ];
-    let mut stream = memcached.connect();
+    let mut stream = connect(&memcached);
     for input in cases {
         // memcached may answer more than once (a bad data chunk leaves a bare `\n`).
         let mut buf = BytesMut::from(&input[..]);
@@ -272,8 +226,8 @@ fn decoder_errors_are_worded_as_memcached_words_them() {
 
 #[test]
 fn split_get_merges_into_memcacheds_own_reply() {
-    let memcached = Memcached::start();
-    let mut stream = memcached.connect();
+    let memcached = MemcachedServer::start();
+    let mut stream = connect(&memcached);
     for (i, key) in ["a", "b", "c", "dd", "e"].iter().enumerate() {
         let value = format!("value-{i}\r\nEND\r\n");
         write!(stream, "set {key} {i} 0 {}\r\n{value}\r\n", value.len()).unwrap();
