@@ -1052,35 +1052,6 @@ mod tests {
     }
 
     #[test]
-    fn pool_limits_map_onto_memcached_limits() {
-        let pool = crate::config::Limits {
-            max_request_bytes: 5000,
-            max_multibulk_length: 7,
-            max_key_bytes: 100_000,
-            ..crate::config::Limits::default()
-        };
-        let limits = Limits::from(&pool);
-        assert_eq!(limits.max_key_bytes, super::super::KEY_MAX_LENGTH);
-        assert_eq!(limits.max_keys, 7);
-        assert_eq!(limits.max_request_bytes, 5000);
-        // the item size is left to memcached's own `-I`, within the request limit
-        assert_eq!(limits.max_item_bytes, 5000);
-        let small = Limits::from(&crate::config::Limits {
-            max_key_bytes: 10,
-            ..pool
-        });
-        assert_eq!(small.max_key_bytes, 10);
-        let mut buf = BytesMut::from(&b"get 0123456789a\r\nget a b c d e f g h\r\n"[..]);
-        let mut decoder = RequestDecoder::new(small);
-        assert_eq!(decoder.decode(&mut buf), Err(client_error(BAD_FORMAT)));
-        assert_eq!(
-            decoder.decode(&mut buf),
-            Err(client_error("CLIENT_ERROR too many keys"))
-        );
-        assert!(buf.is_empty());
-    }
-
-    #[test]
     fn numbers_are_strict() {
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);

@@ -20,7 +20,7 @@ use bytes::Bytes;
 pub const KEY_MAX_LENGTH: usize = 250;
 
 /// Longest command line Keyway waits for (data blocks excluded).
-const MAX_LINE_BYTES: usize = 64 * 1024;
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Size limits enforced while decoding requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,22 +48,6 @@ impl Default for Limits {
             max_keys: 16 * 1024,
             max_line_bytes: MAX_LINE_BYTES,
             max_request_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-/// A pool's limits, as they apply to memcached requests: `max_request_bytes` bounds a whole
-/// request, its data block included (memcached's own `-I` item size still applies behind
-/// it); `max_multibulk_length` the keys of one `get`/`gets`/`gat`/`gats`; `max_key_bytes` a
-/// key, never beyond memcached's 250 bytes.
-impl From<&crate::config::Limits> for Limits {
-    fn from(limits: &crate::config::Limits) -> Self {
-        Limits {
-            max_key_bytes: limits.max_key_bytes.min(KEY_MAX_LENGTH),
-            max_item_bytes: limits.max_request_bytes,
-            max_keys: limits.max_multibulk_length,
-            max_line_bytes: MAX_LINE_BYTES,
-            max_request_bytes: limits.max_request_bytes,
         }
     }
 }
