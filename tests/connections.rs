@@ -112,3 +112,41 @@ fn server_connections_is_the_whole_process_number_whatever_the_threads() {
         drop(live);
     }
 }
+
+#[test]
+fn a_reload_changing_server_connections_changes_the_backends_connections_to_match() {
+    let servers = start_redis_servers(2);
+    let port = free_port();
+    let yaml = |connections: usize| {
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  \
+             preconnect: true\n  server_connections: {connections}\n  servers:\n{}",
+            servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("   - 127.0.0.1:{}:1 s{i}\n", s.port()))
+                .collect::<String>()
+        )
+    };
+    let live = Live::start(&yaml(2), port, 2);
+    pipelining_clients(port);
+    // 2 → 1 (a worker stops serving the pool) → 3 (both serve it again, one with two).
+    for connections in [2, 1, 3] {
+        if connections != 2 {
+            let (status, body) = live.reload(&yaml(connections));
+            assert_eq!(status, 200, "{body}");
+            pipelining_clients(port);
+        }
+        let matched = wait_until(Duration::from_secs(10), || {
+            servers
+                .iter()
+                .all(|s| connection_ids(s).len() == connections)
+        });
+        let counts: Vec<usize> = servers.iter().map(|s| connection_ids(s).len()).collect();
+        assert!(
+            matched,
+            "server_connections: {connections} after reload: backends have {counts:?} proxy \
+             connections"
+        );
+    }
+}

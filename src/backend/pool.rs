@@ -5,7 +5,7 @@
 //! [`Signal`] when a backend reaches `server_failure_limit`.
 //!
 //! A [`Backend`] is one backend as its connections see it (address, auth, db, timeout,
-//! keepalive, protocol); a new snapshot reuses the old one's `Backend` wherever those are
+//! keepalive, protocol, `server_connections`, `max_reply_bytes`); a new snapshot reuses the old one's `Backend` wherever those are
 //! unchanged, and each worker keeps its connections keyed by it ([`Connections`]), so a new
 //! snapshot reconnects only the backends that changed.
 
@@ -68,6 +68,10 @@ struct Key {
     readonly: bool,
     timeout: Option<Duration>,
     keepalive: bool,
+    /// `server_connections`: each worker's share of it is opened per `Backend`, so a new
+    /// count needs new connections.
+    connections: usize,
+    max_reply_bytes: usize,
 }
 
 /// One backend of a pool as its connections see it: how to reach it, where its traffic is
@@ -598,6 +602,8 @@ fn key(config: &PoolConfig, addr: BackendAddr, name: String) -> Key {
         readonly: readonly(config),
         timeout: config.timeout,
         keepalive: config.tcpkeepalive,
+        connections: connections_per_backend(config),
+        max_reply_bytes: config.limits.max_reply_bytes,
     }
 }
 
