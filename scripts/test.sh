@@ -26,6 +26,19 @@ export PATH="$PATH:/usr/sbin"
 # and pymemcache.
 python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q 'redis>=5,<6'
 python3 -c 'import pymemcache' 2>/dev/null || python3 -m pip install -q pymemcache
+# Node.js client libraries (ioredis, node-redis, BullMQ), pinned by tests/clients/package-lock.json,
+# installed from the npm registry into the test work dir (tests/node_clients.rs runs them).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+}
+libs=target/client-libs
+if ! cmp -s tests/clients/package-lock.json "$libs/package-lock.json" || [ ! -d "$libs/node_modules" ]; then
+  mkdir -p "$libs"
+  cp tests/clients/package.json tests/clients/package-lock.json "$libs/"
+  npm ci --prefix "$libs" --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 

@@ -1,0 +1,62 @@
+//! Real Node.js client libraries, unchanged, through Keyway: each script in `tests/clients/`
+//! drives one library against a pool of real redis-servers and checks every reply itself.
+//! `scripts/test.sh` installs the libraries (versions pinned in `tests/clients/package-lock.json`)
+//! into `target/client-libs`; `KEYWAY_CLIENT_LIBS` points elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+/// Where the libraries are installed (`node_modules`), failing with how to install them.
+fn node_modules() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("KEYWAY_CLIENT_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/client-libs"))
+        .join("node_modules");
+    assert!(
+        dir.join("ioredis").is_dir() && dir.join("redis").is_dir() && dir.join("bullmq").is_dir(),
+        "client libraries missing in {}: run scripts/test.sh, or `cp tests/clients/package*.json \
+         target/client-libs/ && npm ci --prefix target/client-libs`",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `tests/clients/<script>` against `proxy`; fails with its output unless it printed
+/// `<what> OK` and exited 0.
+fn run_script(proxy: &Proxy, script: &str, what: &str) {
+    let node = find_binary("node", "nodejs");
+    let port = proxy.addr().rsplit(':').next().unwrap().to_string();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new(node)
+        .arg(&path)
+        .args(["127.0.0.1", &port])
+        .env("NODE_PATH", node_modules())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("{what} OK")),
+        "{script} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ioredis_connects_and_serves_strings_multi_key_commands_and_pipelines() {
+    let setup = Setup::new(3, &[]);
+    run_script(&setup.proxy, "ioredis_basics.js", "ioredis basics");
+}
+
+#[test]
+fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
+    let setup = Setup::new(3, &[]);
+    run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");
+}
