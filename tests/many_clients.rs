@@ -80,7 +80,17 @@ fn warmed(options: &[(&str, &str)]) -> (Setup, usize) {
             == Some(0)),
         "warm-up clients still counted"
     );
-    let fds = open_fds(setup.proxy.pid());
+    // The admin connection that just answered may still hold a descriptor for a moment: take the
+    // baseline once the count holds still.
+    let mut fds = open_fds(setup.proxy.pid());
+    let settled = wait_until(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = open_fds(setup.proxy.pid());
+        let still = now == fds;
+        fds = now;
+        still
+    });
+    assert!(settled, "the proxy's descriptor count never settled");
     (setup, fds)
 }
 
