@@ -30,17 +30,25 @@ fn node_modules() -> PathBuf {
 /// Runs `tests/clients/<script>` against `proxy`; fails with its output unless it printed
 /// `<what> OK` and exited 0.
 fn run_script(proxy: &Proxy, script: &str, what: &str) {
+    run_script_parts(proxy, script, what, None);
+}
+
+/// As `run_script`, with `PARTS` set for scripts that check several features (only those run).
+fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: Option<&str>) {
     let node = find_binary("node", "nodejs");
     let port = proxy.addr().rsplit(':').next().unwrap().to_string();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
-    let out = Command::new(node)
+    let mut command = Command::new(node);
+    command
         .arg(&path)
         .args(["127.0.0.1", &port])
-        .env("NODE_PATH", node_modules())
-        .output()
-        .expect("run node");
+        .env("NODE_PATH", node_modules());
+    if let Some(parts) = parts {
+        command.env("PARTS", parts);
+    }
+    let out = command.output().expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("{what} OK")),
@@ -59,4 +67,53 @@ fn ioredis_connects_and_serves_strings_multi_key_commands_and_pipelines() {
 fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
     let setup = Setup::new(3, &[]);
     run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");
+}
+
+/// The pool the application tests use: 3 shards, ketama, `hash_tag: "{}"` (BullMQ's and the
+/// transactions' keys share a tag, so they live on one shard).
+fn tagged_pool() -> Setup {
+    Setup::new(3, &[("distribution", "ketama"), ("hash_tag", "\"{}\"")])
+}
+
+#[test]
+#[ignore = "needs issue 13 features: blocking pops (BZPOPMIN, XREAD BLOCK) and MULTI/EXEC on dedicated connections"]
+fn bullmq_processes_500_delayed_and_prioritised_jobs_exactly_once_with_a_hash_tagged_prefix() {
+    let setup = tagged_pool();
+    run_script(&setup.proxy, "bullmq_jobs.js", "bullmq jobs");
+}
+
+#[test]
+#[ignore = "needs issue 13 features: pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH)"]
+fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
+    let setup = tagged_pool();
+    run_script_parts(
+        &setup.proxy,
+        "node_redis_apps.js",
+        "node-redis apps",
+        Some("pubsub"),
+    );
+}
+
+#[test]
+#[ignore = "needs issue 13 features: SCAN across shards (keyspace)"]
+fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
+    let setup = tagged_pool();
+    run_script_parts(
+        &setup.proxy,
+        "node_redis_apps.js",
+        "node-redis apps",
+        Some("scan"),
+    );
+}
+
+#[test]
+#[ignore = "needs issue 13 features: WATCH/MULTI/EXEC on a dedicated connection (transactions)"]
+fn node_redis_multi_exec_and_a_watch_conflict() {
+    let setup = tagged_pool();
+    run_script_parts(
+        &setup.proxy,
+        "node_redis_apps.js",
+        "node-redis apps",
+        Some("transactions"),
+    );
 }
