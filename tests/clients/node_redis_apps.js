@@ -1,6 +1,7 @@
 // node-redis 4 applications through Keyway: pub/sub with the subscriber on a `duplicate()`d
 // client (SUBSCRIBE by channel, PSUBSCRIBE by pattern, PUBLISH counts), `scanIterator` over
-// 1,000 keys spread over every shard, and transactions: `multi().exec()` on hash-tagged keys,
+// 1,000 keys spread over every shard (its cursors must survive node-redis 4's Number()
+// parsing), and transactions: `multi().exec()` on hash-tagged keys,
 // and a WATCH conflict (on an isolated connection) that makes EXEC fail with a WatchError.
 'use strict';
 
@@ -70,6 +71,18 @@ async function scan(client) {
   for (let i = 0; i < keys.length; i += 100) {
     assert.equal(await client.mSet(keys.slice(i, i + 100).map((k) => [k, 'v'])), 'OK');
   }
+  // node-redis 4 parses the cursor with Number() and sends that number back: a cursor above
+  // 2^53 (a proxy encoding shard and backend cursor in one decimal string) would come back
+  // altered. Walk the cursors raw first and say so plainly if one does not survive.
+  const cursors = [];
+  let raw = '0';
+  do {
+    [raw] = await client.sendCommand(['SCAN', raw, 'MATCH', `${prefix}*`, 'COUNT', '100']);
+    cursors.push(raw);
+  } while (raw !== '0' && cursors.length < 10000);
+  assert.equal(raw, '0', 'SCAN ended within 10,000 calls');
+  const altered = cursors.filter((c) => String(Number(c)) !== c);
+  assert.deepEqual(altered, [], 'cursors node-redis 4 cannot carry (Number() alters them)');
   const seen = new Set();
   let yielded = 0;
   for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 100 })) {
@@ -80,7 +93,8 @@ async function scan(client) {
   assert.deepEqual(missing.slice(0, 5), [], `${missing.length} keys never returned by SCAN`);
   assert.equal(seen.size, SCAN_KEYS, 'distinct keys scanned (none foreign to the MATCH)');
   assert.equal(await client.del(keys), SCAN_KEYS);
-  return `scanIterator: all ${SCAN_KEYS} keys returned (${yielded} yielded, duplicates allowed)`;
+  return `scanIterator: all ${SCAN_KEYS} keys returned (${yielded} yielded, duplicates allowed); ` +
+    `${cursors.length} raw cursors, each safe as a JS number`;
 }
 
 async function transactions(client) {
