@@ -50,7 +50,7 @@ enum Workload {
         #[arg(long, default_value_t = 4)]
         publishers: usize,
         /// Messages published in all.
-        #[arg(long, default_value_t = 20000)]
+        #[arg(long, default_value_t = 50000)]
         messages: usize,
         /// Payload bytes per message (at least the header: publisher, sequence, timestamp).
         #[arg(long, default_value_t = 64)]
@@ -62,7 +62,7 @@ enum Workload {
         #[arg(long, default_value_t = 20)]
         pairs: usize,
         /// Items pushed and popped in all.
-        #[arg(long, default_value_t = 20000)]
+        #[arg(long, default_value_t = 50000)]
         items: usize,
     },
 }
@@ -576,13 +576,22 @@ async fn blpop(addr: &str, limit: Duration, pairs: usize, items: usize) -> Resul
             rx,
         )));
     }
+    // A consumer's error (say, the BLPOP's error reply) is the cause of its producer's, so it
+    // is the one reported.
     let mut pushed = 0;
+    let mut producer_error = None;
     for task in producers {
-        pushed += task.await.map_err(|e| e.to_string())??;
+        match task.await.map_err(|e| e.to_string())? {
+            Ok(n) => pushed += n,
+            Err(e) => producer_error = producer_error.or(Some(e)),
+        }
     }
     let mut latencies = Vec::new();
     for task in consumers {
         latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    if let Some(e) = producer_error {
+        return Err(e);
     }
     let end = start.elapsed();
     let popped = latencies.len();
