@@ -25,7 +25,7 @@ fn run_part(part: &str) {
         .expect("run python3");
     assert!(
         check.status.success(),
-        "python3 cannot import redis 5: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
+        "python3 cannot import redis >= 5: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
         String::from_utf8_lossy(&check.stderr)
     );
     let setup = Setup::new(3, &[("distribution", "ketama"), ("hash_tag", "\"{}\"")]);
