@@ -366,3 +366,64 @@ fn a_subscriber_whose_backend_dies_is_closed() {
         "the closed subscriber's other subscription is gone too"
     );
 }
+
+#[test]
+fn sharded_channels_meet_on_their_slot_master_in_a_cluster_pool() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.seeds_yaml();
+    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
+        format!(
+            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  cluster:\n{seeds}"
+        )
+    });
+    // A channel on each master.
+    let mut channels: Vec<String> = Vec::new();
+    let mut masters = std::collections::BTreeSet::new();
+    for i in 0..1000 {
+        let name = format!("sc:{i}");
+        if masters.insert(cluster.master_of_slot(cluster.keyslot(&name)).port) {
+            channels.push(name);
+        }
+        if masters.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(channels.len(), 3, "a channel on each master");
+    let mut subscriber = proxy.client();
+    let mut publisher = proxy.client();
+    for channel in &channels {
+        let reply = subscriber.cmd(&["SSUBSCRIBE", channel]);
+        assert_eq!(reply.items()[0], Reply::bulk("ssubscribe"), "{channel}");
+        // Subscribed on the slot's master, which alone counts it.
+        let master = cluster.node(cluster.master_of_slot(cluster.keyslot(channel)).port);
+        let counted = master.client().cmd(&["PUBSUB", "SHARDNUMSUB", channel]);
+        assert_eq!(counted.items()[1], Reply::Int(1), "{channel} on its master");
+    }
+    assert_eq!(
+        subscriber.cmd(&["PSUBSCRIBE", "sc:*"]).items()[2],
+        Reply::Int(1)
+    );
+    for (n, channel) in channels.iter().enumerate() {
+        let text = format!("m{n}");
+        assert_eq!(publisher.cmd(&["SPUBLISH", channel, &text]), Reply::Int(1));
+        assert_eq!(
+            subscriber.read_reply(),
+            Reply::Array(Some(vec![
+                Reply::bulk("smessage"),
+                Reply::bulk(channel),
+                Reply::bulk(&text)
+            ]))
+        );
+        // A classic publish reaches the pattern once, though the cluster forwards it to every
+        // node. Its count is the publishing node's own, as with the cluster itself: 1 where
+        // the pattern was subscribed, else 0.
+        let count = publisher.cmd(&["PUBLISH", channel, &text]).int();
+        assert!(count == 0 || count == 1, "{count}");
+        assert_eq!(subscriber.read_reply().items()[0], Reply::bulk("pmessage"));
+    }
+    assert_eq!(
+        subscriber.cmd(&["PING", "none"]).items()[1],
+        Reply::bulk("none"),
+        "no message twice"
+    );
+}
