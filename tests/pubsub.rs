@@ -184,6 +184,11 @@ fn a_resp3_subscriber_gets_pushes_and_keeps_running_commands() {
     // The message, then the pattern's copy, as one Redis sends them.
     same(&mut ps, &mut ds, &["PING", "after"], 3);
     same(&mut ps, &mut ds, &["UNSUBSCRIBE", &channels[0]], 1);
+    // Keyway's one departure: no protocol switch while subscribed.
+    assert!(ps
+        .cmd(&["HELLO", "2"])
+        .error_text()
+        .contains("unsubscribe first"));
     same(&mut ps, &mut ds, &["RESET"], 1);
     same(&mut ps, &mut ds, &["PING"], 1);
     assert_eq!(
