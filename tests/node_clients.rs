@@ -83,7 +83,6 @@ fn bullmq_processes_500_delayed_and_prioritised_jobs_exactly_once_with_a_hash_ta
 }
 
 #[test]
-#[ignore = "needs issue 13 features: pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH)"]
 fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
     let setup = tagged_pool();
     run_script_parts(

@@ -71,7 +71,6 @@ fn redis_py_blpop_is_woken_by_a_push_from_another_connection() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH)"]
 fn redis_py_pubsub_receives_confirmations_and_messages_in_order() {
     run_part("pubsub");
 }
