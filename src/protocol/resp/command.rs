@@ -40,8 +40,12 @@ pub enum Kind {
     Routed,
     /// Split into one request per shard and the replies merged in the client's key order.
     Fanout(Merge),
+    /// Speaks for the whole keyspace (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT
+    /// LASTSAVE TIME`): sent to every shard and merged, or for `SCAN` to the shard its cursor
+    /// names ([`super::keyspace`] says which, per command and subcommand).
+    Keyspace,
     /// Answered `-ERR unsupported command '<name>'`: transactions, pub/sub, blocking,
-    /// keyspace-wide, db-scoped and administrative commands.
+    /// db-scoped and administrative commands.
     Unsupported,
 }
 
@@ -52,8 +56,37 @@ pub enum Merge {
     Values,
     /// `MSET`: key/value pairs; `+OK` once every part said `+OK`.
     Ok,
-    /// `DEL UNLINK EXISTS TOUCH`: the integer replies summed.
+    /// `DEL UNLINK EXISTS TOUCH`, and `DBSIZE` from every shard: the integer replies summed.
     Sum,
+    /// `KEYS`: every shard's array, concatenated, within `max_bytes` (the pool's
+    /// `max_reply_bytes`, as for one backend's reply).
+    Concat {
+        /// Largest merged reply.
+        max_bytes: usize,
+    },
+    /// `SCRIPT LOAD`: every shard must give the same reply (the script's sha), which is the
+    /// reply; shards that disagree are an error.
+    AllEqual,
+    /// `SCRIPT EXISTS`: per element, 1 only if every shard says 1.
+    And,
+    /// `LASTSAVE`: the smallest integer (the oldest save).
+    Min,
+    /// `RANDOMKEY`: one non-nil reply, picked at random; nil when every shard said nil.
+    Random,
+    /// `INFO keyspace`: the `dbN` lines of the backends' database (`redis_db`), summed into
+    /// the one database the proxy presents, `db0`.
+    InfoKeyspace {
+        /// The backends' database.
+        db: u32,
+    },
+    /// `SCAN`: the one shard's reply, its cursor replaced by the client's cursor for the
+    /// next call (see [`super::keyspace::Cursor`]).
+    Scan {
+        /// The shard that was scanned, in keyspace order.
+        shard: u32,
+        /// How many shards the keyspace has.
+        shards: u32,
+    },
 }
 
 /// Why the keys of a request could not be found.
@@ -673,6 +706,7 @@ const L: Kind = Kind::Local;
 const R: Kind = Kind::Routed;
 const U: Kind = Kind::Unsupported;
 const SUM: Kind = Kind::Fanout(Merge::Sum);
+const KS: Kind = Kind::Keyspace;
 
 const NO: Spec = Spec::None;
 /// The one key at argument 1: by far the most common spec.
@@ -723,7 +757,7 @@ static TABLE: &[Command] = &[
     c("command", -1, L, NO),
     c("config", -2, U, NO),
     c("copy", -3, R, Spec::Copy),
-    c("dbsize", 1, U, NO),
+    c("dbsize", 1, KS, NO),
     c("debug", -2, U, NO),
     c("decr", 2, R, K1),
     c("decrby", 3, R, K1),
@@ -743,8 +777,8 @@ static TABLE: &[Command] = &[
     c("failover", -1, U, NO),
     c("fcall", -3, R, Spec::Script("fcall without keys")),
     c("fcall_ro", -3, R, Spec::Script("fcall_ro without keys")),
-    c("flushall", -1, U, NO),
-    c("flushdb", -1, U, NO),
+    c("flushall", -1, KS, NO),
+    c("flushdb", -1, KS, NO),
     c("function", -2, U, NO),
     c("geoadd", -5, R, K1),
     c("geodist", -4, R, K1),
@@ -792,8 +826,8 @@ static TABLE: &[Command] = &[
     c("incrby", 3, R, K1),
     c("incrbyfloat", 3, R, K1),
     c("info", -1, L, NO),
-    c("keys", 2, U, NO),
-    c("lastsave", 1, U, NO),
+    c("keys", 2, KS, NO),
+    c("lastsave", 1, KS, NO),
     c("latency", -2, U, NO),
     c("lcs", -3, R, K12),
     c("lindex", 3, R, K1),
@@ -838,7 +872,7 @@ static TABLE: &[Command] = &[
     c("pubsub", -2, U, NO),
     c("punsubscribe", -1, U, NO),
     c("quit", -1, L, NO),
-    c("randomkey", 1, U, NO),
+    c("randomkey", 1, KS, NO),
     c("readonly", 1, U, NO),
     c("readwrite", 1, U, NO),
     c("rename", 3, R, K12),
@@ -855,9 +889,9 @@ static TABLE: &[Command] = &[
     c("rpushx", -3, R, K1),
     c("sadd", -3, R, K1),
     c("save", 1, U, NO),
-    c("scan", -2, U, NO),
+    c("scan", -2, KS, NO),
     c("scard", 2, R, K1),
-    c("script", -2, U, NO),
+    c("script", -2, KS, NO),
     c("sdiff", -2, R, ALL),
     c("sdiffstore", -3, R, ALL),
     c("select", 2, L, NO),
@@ -892,7 +926,7 @@ static TABLE: &[Command] = &[
     c("sunsubscribe", -1, U, NO),
     c("swapdb", 3, U, NO),
     c("sync", 1, U, NO),
-    c("time", 1, U, NO),
+    c("time", 1, KS, NO),
     c("touch", -2, SUM, ALL),
     c("ttl", 2, R, K1),
     c("type", 2, R, K1),
@@ -1155,7 +1189,8 @@ mod tests {
             // Redis reports keys for unsupported commands we do not bother to locate.
             (Ok(_), Ok(ours)) if cmd.kind == Kind::Unsupported && ours.is_empty() => {}
             (Err(_), Ok(ours)) => assert!(
-                ours.is_empty() && matches!(cmd.kind, Kind::Local | Kind::Unsupported),
+                ours.is_empty()
+                    && matches!(cmd.kind, Kind::Local | Kind::Keyspace | Kind::Unsupported),
                 "{line:?}: Redis finds no keys, we found {ours:?}"
             ),
             (Err(_), Err(_)) => {}
@@ -1656,11 +1691,7 @@ mod tests {
             "monitor",
             "blpop",
             "bzmpop",
-            "keys",
-            "scan",
-            "flushall",
             "config",
-            "script",
             "function",
             "wait",
             "swapdb",
@@ -1671,9 +1702,21 @@ mod tests {
             "acl",
             "module",
             "migrate",
-            "time",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
+        }
+        for name in [
+            "scan",
+            "keys",
+            "dbsize",
+            "randomkey",
+            "flushdb",
+            "flushall",
+            "script",
+            "lastsave",
+            "time",
+        ] {
+            assert_eq!(kind(name), Kind::Keyspace, "{name}");
         }
         for name in [
             "get", "msetnx", "pfcount", "eval", "xread", "object", "memory", "sort",
