@@ -12,7 +12,7 @@ use crate::config::Limits;
 use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge};
 use crate::protocol::resp::fanout::{self, Split};
-use crate::protocol::resp::keyspace::{self, Action};
+use crate::protocol::resp::keyspace::{self, Action, Gather};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 
 /// A RESP client's request decoder, within the pool's limits.
@@ -103,21 +103,21 @@ impl Handler<'_> {
                 shard: index,
                 request,
             } => {
-                let merge = Merge::Scan {
+                let gather = Gather::Scan {
                     shard: u32::try_from(index).unwrap_or(u32::MAX),
                     shards: u32::try_from(shards.len()).unwrap_or(u32::MAX),
                 };
                 let part = self.send(shard(index), request.into_frame(), Expect::Resp);
                 Pending::Fanout(Box::new(FanoutReply {
-                    plan: Plan::Resp(fanout::Plan::whole(merge, 1)),
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, 1)),
                     parts: vec![part],
                 }))
             }
-            Action::Every(merge, sent) => {
+            Action::Every(gather, sent) => {
                 let frame = sent.unwrap_or(request).into_frame();
                 self.fragments(shards.len());
                 Pending::Fanout(Box::new(FanoutReply {
-                    plan: Plan::Resp(fanout::Plan::whole(merge, shards.len())),
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, shards.len())),
                     parts: shards
                         .iter()
                         .map(|&node| self.send(Place::Shard(node), frame.clone(), Expect::Resp))

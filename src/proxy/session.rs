@@ -32,6 +32,7 @@ use crate::backend::{self, Expect, Outcome};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
+use crate::protocol::resp::keyspace;
 use crate::protocol::resp::reply;
 use crate::socket::{ArmedReader, SocketRead};
 
@@ -111,6 +112,8 @@ pub(super) struct FanoutReply {
 /// How a split request's replies merge, per protocol.
 pub(super) enum Plan {
     Resp(fanout::Plan),
+    /// A keyspace-wide request's replies, one per shard asked.
+    Keyspace(keyspace::Plan),
     Memcache(memcache::fanout::Plan),
 }
 
@@ -478,6 +481,7 @@ impl Pending {
                     .collect();
                 Some(match &fanout.plan {
                     Plan::Resp(plan) => fanout::merge(plan, &replies),
+                    Plan::Keyspace(plan) => keyspace::merge(plan, &replies),
                     Plan::Memcache(plan) => memcache::fanout::merge(plan, &replies),
                 })
             }

@@ -41,8 +41,8 @@ pub enum Kind {
     /// Split into one request per shard and the replies merged in the client's key order.
     Fanout(Merge),
     /// Speaks for the whole keyspace (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT
-    /// LASTSAVE TIME`): sent to every shard and merged, or for `SCAN` to the shard its cursor
-    /// names ([`super::keyspace`] says which, per command and subcommand).
+    /// LASTSAVE TIME`): sent to every shard and gathered, or for `SCAN` to the shard its
+    /// cursor names ([`super::keyspace::plan`] says which, per command and subcommand).
     Keyspace,
     /// Answered `-ERR unsupported command '<name>'`: transactions, pub/sub, blocking,
     /// db-scoped and administrative commands.
@@ -56,37 +56,8 @@ pub enum Merge {
     Values,
     /// `MSET`: key/value pairs; `+OK` once every part said `+OK`.
     Ok,
-    /// `DEL UNLINK EXISTS TOUCH`, and `DBSIZE` from every shard: the integer replies summed.
+    /// `DEL UNLINK EXISTS TOUCH`: the integer replies summed.
     Sum,
-    /// `KEYS`: every shard's array, concatenated, within `max_bytes` (the pool's
-    /// `max_reply_bytes`, as for one backend's reply).
-    Concat {
-        /// Largest merged reply.
-        max_bytes: usize,
-    },
-    /// `SCRIPT LOAD`: every shard must give the same reply (the script's sha), which is the
-    /// reply; shards that disagree are an error.
-    AllEqual,
-    /// `SCRIPT EXISTS`: per element, 1 only if every shard says 1.
-    And,
-    /// `LASTSAVE`: the smallest integer (the oldest save).
-    Min,
-    /// `RANDOMKEY`: one non-nil reply, picked at random; nil when every shard said nil.
-    Random,
-    /// `INFO keyspace`: the `dbN` lines of the backends' database (`redis_db`), summed into
-    /// the one database the proxy presents, `db0`.
-    InfoKeyspace {
-        /// The backends' database.
-        db: u32,
-    },
-    /// `SCAN`: the one shard's reply, its cursor replaced by the client's cursor for the
-    /// next call (see [`super::keyspace::Cursor`]).
-    Scan {
-        /// The shard that was scanned, in keyspace order.
-        shard: u32,
-        /// How many shards the keyspace has.
-        shards: u32,
-    },
 }
 
 /// Why the keys of a request could not be found.

@@ -3,11 +3,13 @@
 //! one, or for `SCAN` the one shard its cursor names — and the `SCAN` cursor that carries the
 //! shard and the backend's cursor in one decimal number.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::codec::Request;
-use super::command::{Command, Merge};
-use super::reply;
+use super::command::Command;
+use super::fanout;
+use super::reply::{self, ReplyScanner};
+use crate::protocol::fanout as split;
 
 /// What a pool offers the keyspace-wide commands.
 #[derive(Clone, Copy, Debug)]
@@ -26,13 +28,13 @@ pub struct Context {
 #[derive(Debug)]
 pub enum Action {
     /// To every shard (the request as the client sent it, or the one given), the replies
-    /// merged by the merge.
-    Every(Merge, Option<Request>),
+    /// gathered into one.
+    Every(Gather, Option<Request>),
     /// To the first shard alone, the reply passed on (`TIME`: one clock for every client and
     /// every proxy in front of the same shards).
     First,
     /// To shard `shard` (in keyspace order), with the backend's cursor in place of the
-    /// client's; the reply is merged by [`Merge::Scan`] to carry the client's next cursor.
+    /// client's; the reply is gathered by [`Gather::Scan`] to carry the client's next cursor.
     Scan {
         /// The shard to scan.
         shard: usize,
@@ -149,14 +151,14 @@ pub fn plan(command: &Command, request: &Request, context: &Context) -> Result<A
             }
         }
         "keys" => Action::Every(
-            Merge::Concat {
+            Gather::Concat {
                 max_bytes: context.max_reply_bytes,
             },
             None,
         ),
-        "dbsize" => Action::Every(Merge::Sum, None),
-        "randomkey" => Action::Every(Merge::Random, None),
-        "lastsave" => Action::Every(Merge::Min, None),
+        "dbsize" => Action::Every(Gather::Sum, None),
+        "randomkey" => Action::Every(Gather::Random, None),
+        "lastsave" => Action::Every(Gather::Min, None),
         "time" => Action::First,
         "flushdb" | "flushall" => {
             if !context.allow_flush {
@@ -169,16 +171,16 @@ pub fn plan(command: &Command, request: &Request, context: &Context) -> Result<A
             // and leaves their other databases, which other pools may use, alone.
             let mut args: Vec<&[u8]> = vec![b"FLUSHDB"];
             args.extend((1..request.argc()).map(arg));
-            Action::Every(Merge::Ok, Some(Request::from_arg_slices(&args)))
+            Action::Every(Gather::Ok, Some(Request::from_arg_slices(&args)))
         }
         "script" => {
             let sub = arg(1);
             if sub.eq_ignore_ascii_case(b"load") {
-                Action::Every(Merge::AllEqual, None)
+                Action::Every(Gather::AllEqual, None)
             } else if sub.eq_ignore_ascii_case(b"exists") {
-                Action::Every(Merge::And, None)
+                Action::Every(Gather::And, None)
             } else if sub.eq_ignore_ascii_case(b"flush") {
-                Action::Every(Merge::Ok, None)
+                Action::Every(Gather::Ok, None)
             } else {
                 return Err(reply::error(&format!(
                     "ERR unsupported command 'script {}'",
@@ -186,9 +188,287 @@ pub fn plan(command: &Command, request: &Request, context: &Context) -> Result<A
                 )));
             }
         }
-        "info" => Action::Every(Merge::InfoKeyspace { db: context.db }, None),
+        "info" => Action::Every(Gather::InfoKeyspace { db: context.db }, None),
         other => return Err(reply::error(&format!("ERR unsupported command '{other}'"))),
     })
+}
+
+/// How the shards' replies to a keyspace-wide request become the client's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gather {
+    /// `DBSIZE`: the integers summed.
+    Sum,
+    /// `FLUSHDB FLUSHALL SCRIPT FLUSH`: `+OK` once every shard said `+OK`.
+    Ok,
+    /// `KEYS`: every shard's array, concatenated, within `max_bytes` (the pool's
+    /// `max_reply_bytes`, as for one backend's reply).
+    Concat {
+        /// Largest gathered reply.
+        max_bytes: usize,
+    },
+    /// `SCRIPT LOAD`: every shard must give the same reply (the script's sha), which is the
+    /// reply; shards that disagree are an error.
+    AllEqual,
+    /// `SCRIPT EXISTS`: per element, 1 only if every shard says 1.
+    And,
+    /// `LASTSAVE`: the smallest integer (the oldest save).
+    Min,
+    /// `RANDOMKEY`: one non-nil reply, picked at random; nil when every shard said nil.
+    Random,
+    /// `INFO keyspace`: the `dbN` lines of the backends' database (`redis_db`), summed into
+    /// the one database the proxy presents, `db0`.
+    InfoKeyspace {
+        /// The backends' database.
+        db: u32,
+    },
+    /// `SCAN`: the one shard's reply, its cursor replaced by the client's cursor for the
+    /// next call (see [`Cursor`]).
+    Scan {
+        /// The shard that was scanned, in keyspace order.
+        shard: u32,
+        /// How many shards the keyspace has.
+        shards: u32,
+    },
+}
+
+/// How a keyspace-wide request's replies (one per shard asked, in keyspace order) gather.
+pub type Plan = split::Plan<Gather>;
+
+/// Gathers the shards' replies (in the order the shards were asked). The first error reply,
+/// or reply of an unexpected shape, becomes the whole reply.
+pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
+    match *plan.merge() {
+        Gather::Sum => fanout::sum(replies),
+        Gather::Ok => fanout::all_ok(replies),
+        Gather::Concat { max_bytes } => merge_concat(replies, max_bytes),
+        Gather::AllEqual => merge_all_equal(replies),
+        Gather::And => merge_and(replies),
+        Gather::Min => {
+            let mut least: Option<i64> = None;
+            for part in replies {
+                match reply::integer_value(part) {
+                    Some(n) => least = Some(least.map_or(n, |m| m.min(n))),
+                    None => return part.clone(),
+                }
+            }
+            least.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
+        }
+        Gather::Random => merge_random(replies),
+        Gather::InfoKeyspace { db } => merge_info_keyspace(replies, db),
+        Gather::Scan { shard, shards } => match replies {
+            [part] => merge_scan(part, shard, shards),
+            _ => reply::error("ERR SCAN asks one shard"),
+        },
+    }
+}
+
+/// Whether `part` is an error reply (RESP2 `-`, RESP3 blob error `!`).
+fn is_error(part: &[u8]) -> bool {
+    matches!(part.first(), Some(b'-' | b'!'))
+}
+
+/// The first error among the replies.
+fn first_error(replies: &[Bytes]) -> Option<&Bytes> {
+    replies.iter().find(|part| is_error(part))
+}
+
+/// `KEYS`: the arrays' elements, shard after shard, in one array no larger than `max_bytes`.
+fn merge_concat(replies: &[Bytes], max_bytes: usize) -> Bytes {
+    let mut count = 0usize;
+    let mut bodies = Vec::with_capacity(replies.len());
+    for part in replies {
+        match reply::array_start(part).and_then(|(n, start)| Some((n, part.get(start..)?))) {
+            Some((n, body)) => {
+                count += n;
+                bodies.push(body);
+            }
+            None => return part.clone(),
+        }
+    }
+    let size: usize = bodies.iter().map(|body| body.len()).sum();
+    if size > max_bytes {
+        return reply::error(&format!(
+            "ERR reply too large: the shards' replies add up to {size} bytes, past max_reply_bytes ({max_bytes})"
+        ));
+    }
+    let mut out = BytesMut::with_capacity(size + 16);
+    reply::put_array_header(&mut out, count);
+    for body in bodies {
+        out.extend_from_slice(body);
+    }
+    out.freeze()
+}
+
+/// `SCRIPT LOAD`: the one reply every shard gave.
+fn merge_all_equal(replies: &[Bytes]) -> Bytes {
+    if let Some(error) = first_error(replies) {
+        return error.clone();
+    }
+    match replies.split_first() {
+        Some((first, rest)) if rest.iter().all(|part| part == first) => first.clone(),
+        Some(_) => reply::error("ERR the shards' replies differ"),
+        None => reply::error("ERR no shard answered"),
+    }
+}
+
+/// `SCRIPT EXISTS`: per element, the least of the shards' integers (1 only if all say 1).
+fn merge_and(replies: &[Bytes]) -> Bytes {
+    let mut all: Option<Vec<i64>> = None;
+    for part in replies {
+        let Some(values) = integers(part) else {
+            return part.clone();
+        };
+        all = Some(match all {
+            None => values,
+            Some(so_far) if so_far.len() == values.len() => {
+                so_far.iter().zip(&values).map(|(a, b)| *a.min(b)).collect()
+            }
+            Some(_) => return reply::error("ERR the shards' replies differ in length"),
+        });
+    }
+    let values = all.unwrap_or_default();
+    let mut out = BytesMut::with_capacity(4 + values.len() * 4);
+    reply::put_array_header(&mut out, values.len());
+    for value in values {
+        out.extend_from_slice(&reply::integer(value));
+    }
+    out.freeze()
+}
+
+/// The elements of an array of integers.
+fn integers(part: &[u8]) -> Option<Vec<i64>> {
+    let (count, mut at) = reply::array_start(part)?;
+    let mut values = Vec::with_capacity(count.min(part.len()));
+    for _ in 0..count {
+        let rest = part.get(at..)?;
+        let len = ReplyScanner::default().scan(rest).ok()??;
+        values.push(reply::integer_value(rest.get(..len)?)?);
+        at += len;
+    }
+    Some(values)
+}
+
+/// `RANDOMKEY`: a key from a shard picked at random among those that have one.
+fn merge_random(replies: &[Bytes]) -> Bytes {
+    if let Some(error) = first_error(replies) {
+        return error.clone();
+    }
+    let keys: Vec<&Bytes> = replies
+        .iter()
+        .filter(|part| !matches!(part.as_ref(), b"$-1\r\n" | b"_\r\n"))
+        .collect();
+    if keys.is_empty() {
+        return replies.first().cloned().unwrap_or_else(reply::nil);
+    }
+    let pick = rand::Rng::gen_range(&mut rand::thread_rng(), 0..keys.len());
+    keys.get(pick).map_or_else(reply::nil, |key| (*key).clone())
+}
+
+/// The payload of a bulk string (`$`) or RESP3 verbatim string (`=`, its `txt:` dropped).
+fn string_payload(part: &[u8]) -> Option<&[u8]> {
+    let kind = *part.first()?;
+    if kind != b'$' && kind != b'=' {
+        return None;
+    }
+    let header = memchr::memmem::find(part, b"\r\n")?;
+    let len = usize::try_from(super::codec::parse_i64(part.get(1..header)?)?).ok()?;
+    let payload = part.get(header + 2..header + 2 + len)?;
+    if kind == b'=' {
+        return payload.get(4..);
+    }
+    Some(payload)
+}
+
+/// `INFO keyspace`: the `db<db>:` lines summed into `db0` (the proxy's one database): every
+/// count added, `avg_ttl` averaged over the keys with an expiry.
+fn merge_info_keyspace(replies: &[Bytes], db: u32) -> Bytes {
+    let prefix = format!("db{db}:");
+    let mut fields: Vec<(String, u64)> = Vec::new();
+    // Sum of avg_ttl × expires over the shards that report one, and of their expires.
+    let (mut ttl_weighted, mut ttl_weight) = (0u128, 0u128);
+    for part in replies {
+        let Some(text) = string_payload(part) else {
+            return part.clone();
+        };
+        let text = String::from_utf8_lossy(text);
+        let Some(line) = text
+            .lines()
+            .find_map(|line| line.trim_end().strip_prefix(&prefix))
+        else {
+            continue;
+        };
+        let values: Vec<(&str, u64)> = line
+            .split(',')
+            .filter_map(|field| {
+                let (name, value) = field.split_once('=')?;
+                Some((name, value.parse().ok()?))
+            })
+            .collect();
+        let expires = values
+            .iter()
+            .find(|(name, _)| *name == "expires")
+            .map_or(0, |&(_, n)| n);
+        for (name, value) in values {
+            if name == "avg_ttl" {
+                if value > 0 {
+                    ttl_weighted += u128::from(value) * u128::from(expires);
+                    ttl_weight += u128::from(expires);
+                }
+                if !fields.iter().any(|(known, _)| known == name) {
+                    fields.push((name.to_owned(), 0));
+                }
+                continue;
+            }
+            match fields.iter_mut().find(|(known, _)| known == name) {
+                Some((_, sum)) => *sum = sum.saturating_add(value),
+                None => fields.push((name.to_owned(), value)),
+            }
+        }
+    }
+    let average = ttl_weighted.checked_div(ttl_weight).unwrap_or(0);
+    let mut text = String::from("# Keyspace\r\n");
+    let keys = fields
+        .iter()
+        .find(|(name, _)| name == "keys")
+        .map_or(0, |&(_, n)| n);
+    if keys > 0 {
+        let line: Vec<String> = fields
+            .iter()
+            .map(|(name, value)| match name.as_str() {
+                "avg_ttl" => format!("avg_ttl={average}"),
+                _ => format!("{name}={value}"),
+            })
+            .collect();
+        text.push_str("db0:");
+        text.push_str(&line.join(","));
+        text.push_str("\r\n");
+    }
+    reply::bulk(text.as_bytes())
+}
+
+/// `SCAN`: the shard's reply with the client's next cursor in place of the shard's own.
+fn merge_scan(part: &Bytes, shard: u32, shards: u32) -> Bytes {
+    let rewritten = (|| {
+        let (2, at) = reply::array_start(part)? else {
+            return None;
+        };
+        let rest = part.get(at..)?;
+        let len = ReplyScanner::default().scan(rest).ok()??;
+        let cursor = string_payload(rest.get(..len)?)?;
+        let cursor = std::str::from_utf8(cursor).ok()?.parse::<u64>().ok()?;
+        let next = Cursor::next(shard as usize, cursor, shards as usize);
+        let keys = rest.get(len..)?;
+        let mut out = BytesMut::with_capacity(keys.len() + 32);
+        reply::put_array_header(&mut out, 2);
+        reply::put_bulk(&mut out, next.as_bytes());
+        out.extend_from_slice(keys);
+        Some(out.freeze())
+    })();
+    match rewritten {
+        Some(bytes) => bytes,
+        None if is_error(part) => part.clone(),
+        None => reply::error("ERR unexpected SCAN reply from the backend"),
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +492,131 @@ mod tests {
         (0..request.argc())
             .map(|i| String::from_utf8_lossy(request.arg(i).unwrap()).into_owned())
             .collect()
+    }
+
+    fn every(merge: Gather, replies: &[&'static [u8]]) -> Bytes {
+        let replies: Vec<Bytes> = replies.iter().map(|r| Bytes::from_static(r)).collect();
+        merge_parts(merge, &replies)
+    }
+
+    fn merge_parts(merge: Gather, replies: &[Bytes]) -> Bytes {
+        super::merge(&Plan::whole(merge, replies.len()), replies)
+    }
+
+    #[test]
+    fn keys_concatenate_within_the_reply_limit() {
+        let keys = Gather::Concat { max_bytes: 100 };
+        assert_eq!(
+            every(
+                keys,
+                &[
+                    b"*1\r\n$1\r\na\r\n",
+                    b"*0\r\n",
+                    b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"
+                ]
+            )
+            .as_ref(),
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        assert_eq!(
+            every(keys, &[b"*0\r\n", b"-ERR down\r\n"]).as_ref(),
+            b"-ERR down\r\n"
+        );
+        let small = Gather::Concat { max_bytes: 10 };
+        let too_big = every(small, &[b"*1\r\n$3\r\nabc\r\n", b"*1\r\n$3\r\ndef\r\n"]);
+        assert!(too_big.starts_with(b"-ERR reply too large"), "{too_big:?}");
+    }
+
+    #[test]
+    fn script_load_needs_one_sha_and_exists_needs_every_shard() {
+        let sha: &[u8] = b"$3\r\nabc\r\n";
+        assert_eq!(every(Gather::AllEqual, &[sha, sha, sha]).as_ref(), sha);
+        assert!(every(Gather::AllEqual, &[sha, b"$3\r\nabd\r\n"]).starts_with(b"-ERR"));
+        assert_eq!(
+            every(Gather::AllEqual, &[sha, b"-NOSCRIPT x\r\n"]).as_ref(),
+            b"-NOSCRIPT x\r\n"
+        );
+        assert_eq!(
+            every(
+                Gather::And,
+                &[b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:0\r\n"]
+            )
+            .as_ref(),
+            b"*3\r\n:1\r\n:0\r\n:0\r\n"
+        );
+        assert!(every(Gather::And, &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"]).starts_with(b"-ERR"));
+    }
+
+    #[test]
+    fn lastsave_is_the_oldest_and_randomkey_skips_empty_shards() {
+        assert_eq!(
+            every(Gather::Min, &[b":30\r\n", b":10\r\n", b":20\r\n"]).as_ref(),
+            b":10\r\n"
+        );
+        for _ in 0..20 {
+            let key = every(
+                Gather::Random,
+                &[b"$-1\r\n", b"$1\r\nk\r\n", b"$-1\r\n", b"$1\r\nj\r\n"],
+            );
+            assert!(
+                key.as_ref() == b"$1\r\nk\r\n" || key.as_ref() == b"$1\r\nj\r\n",
+                "{key:?}"
+            );
+        }
+        assert_eq!(
+            every(Gather::Random, &[b"$-1\r\n", b"$-1\r\n"]).as_ref(),
+            b"$-1\r\n"
+        );
+        assert_eq!(
+            every(Gather::Random, &[b"_\r\n", b"_\r\n"]).as_ref(),
+            b"_\r\n"
+        );
+    }
+
+    #[test]
+    fn info_keyspace_sums_the_pools_database_into_db0() {
+        let shard = |text: &str| {
+            let mut out = BytesMut::new();
+            reply::put_bulk(&mut out, text.as_bytes());
+            out.freeze()
+        };
+        let replies = [
+            shard("# Keyspace\r\ndb0:keys=9,expires=9,avg_ttl=9\r\ndb3:keys=10,expires=2,avg_ttl=1000\r\n"),
+            shard("# Keyspace\r\ndb3:keys=5,expires=6,avg_ttl=3000\r\n"),
+            shard("# Keyspace\r\n"),
+            Bytes::from_static(b"=48\r\ntxt:# Keyspace\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n\r\n"),
+        ];
+        assert_eq!(
+            merge_parts(Gather::InfoKeyspace { db: 3 }, &replies).as_ref(),
+            b"$48\r\n# Keyspace\r\ndb0:keys=16,expires=8,avg_ttl=2500\r\n\r\n"
+        );
+        let empty = [shard("# Keyspace\r\n"), shard("# Keyspace\r\n")];
+        assert_eq!(
+            merge_parts(Gather::InfoKeyspace { db: 0 }, &empty).as_ref(),
+            b"$12\r\n# Keyspace\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn scan_replies_carry_the_clients_next_cursor() {
+        let scan = |shard, reply: &'static [u8]| every(Gather::Scan { shard, shards: 4 }, &[reply]);
+        assert_eq!(
+            scan(2, b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n").as_ref(),
+            b"*2\r\n$2\r\n70\r\n*1\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(
+            scan(1, b"*2\r\n$1\r\n0\r\n*0\r\n").as_ref(),
+            b"*2\r\n$1\r\n2\r\n*0\r\n"
+        );
+        assert_eq!(
+            scan(3, b"*2\r\n$1\r\n0\r\n*0\r\n").as_ref(),
+            b"*2\r\n$1\r\n0\r\n*0\r\n"
+        );
+        assert_eq!(
+            scan(0, b"-ERR syntax error\r\n").as_ref(),
+            b"-ERR syntax error\r\n"
+        );
+        assert!(scan(0, b"*2\r\n$1\r\nx\r\n*0\r\n").starts_with(b"-ERR unexpected SCAN reply"));
     }
 
     #[test]
@@ -287,7 +692,8 @@ mod tests {
             allow_flush: true,
             ..CONTEXT
         };
-        let Ok(Action::Every(Merge::Ok, Some(request))) = plan_of(&["flushall", "ASYNC"], &allowed)
+        let Ok(Action::Every(Gather::Ok, Some(request))) =
+            plan_of(&["flushall", "ASYNC"], &allowed)
         else {
             panic!("expected a broadcast");
         };
@@ -301,9 +707,9 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(reply) => Err(String::from_utf8_lossy(&reply).into_owned()),
         };
-        assert_eq!(merge(&["SCRIPT", "LOAD", "return 1"]), Ok(Merge::AllEqual));
-        assert_eq!(merge(&["script", "exists", "a", "b"]), Ok(Merge::And));
-        assert_eq!(merge(&["Script", "Flush"]), Ok(Merge::Ok));
+        assert_eq!(merge(&["SCRIPT", "LOAD", "return 1"]), Ok(Gather::AllEqual));
+        assert_eq!(merge(&["script", "exists", "a", "b"]), Ok(Gather::And));
+        assert_eq!(merge(&["Script", "Flush"]), Ok(Gather::Ok));
         assert_eq!(
             merge(&["SCRIPT", "KILL"]),
             Err("-ERR unsupported command 'script kill'\r\n".into())
@@ -311,7 +717,7 @@ mod tests {
         assert!(matches!(plan_of(&["TIME"], &CONTEXT), Ok(Action::First)));
         assert!(matches!(
             plan_of(&["DBSIZE"], &CONTEXT),
-            Ok(Action::Every(Merge::Sum, None))
+            Ok(Action::Every(Gather::Sum, None))
         ));
     }
 
