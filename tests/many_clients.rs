@@ -82,13 +82,12 @@ fn warmed(options: &[(&str, &str)]) -> (Setup, usize) {
     );
     // The admin connection that just answered may still hold a descriptor for a moment: take the
     // baseline once the count holds still.
-    let mut fds = open_fds(setup.proxy.pid());
+    let (mut fds, mut same) = (open_fds(setup.proxy.pid()), 0);
     let settled = wait_until(Duration::from_secs(10), || {
-        std::thread::sleep(Duration::from_millis(200));
         let now = open_fds(setup.proxy.pid());
-        let still = now == fds;
+        same = if now == fds { same + 1 } else { 0 };
         fds = now;
-        still
+        same >= 10
     });
     assert!(settled, "the proxy's descriptor count never settled");
     (setup, fds)

@@ -107,6 +107,15 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
+    /// How the pool reaches this backend, for RESP3 clients (`HELLO 3`) or not.
+    pub fn target(&self, resp3: bool) -> &Target {
+        if resp3 {
+            &self.resp3
+        } else {
+            &self.target
+        }
+    }
+
     /// Requests failed since the backend last answered.
     pub fn failures(&self) -> u32 {
         self.failures.load(Ordering::Relaxed)

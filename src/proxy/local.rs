@@ -1,4 +1,4 @@
-//! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO`,
+//! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`,
 //! in Redis's own words so that client libraries' handshakes and ready checks pass.
 
 use bytes::{Bytes, BytesMut};
@@ -45,6 +45,14 @@ pub fn answer(
         "client" => client_command(client, request),
         "command" => command_command(request),
         "info" => info(pool),
+        "reset" => {
+            // As Redis: subscriptions ended, RESP2, no name, back to the default user.
+            client.pubsub = None;
+            client.resp3 = false;
+            client.name = None;
+            client.authenticated = pool.redis_auth.is_none();
+            reply::simple("RESET")
+        }
         _ => reply::error(&format!("ERR unsupported command '{}'", command.name)),
     }
 }
