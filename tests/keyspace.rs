@@ -3,7 +3,8 @@
 //! while keys are being added), `MATCH`/`COUNT`/`TYPE` are forwarded, a bad cursor is refused
 //! as Redis refuses it; `KEYS` is the union, `DBSIZE` the sum, `RANDOMKEY` a real key;
 //! `FLUSHDB`/`FLUSHALL` need `allow_flush`; `SCRIPT LOAD` makes `EVALSHA` work on every shard;
-//! `INFO keyspace` is summed; `TIME`, `LASTSAVE`; redis-py's `scan_iter`; a Redis Cluster pool.
+//! `INFO keyspace` is summed; `TIME`, `LASTSAVE`; redis-py's `scan_iter`; a Redis Cluster pool;
+//! a reload turning `allow_flush` on and off for clients already connected.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::live::Live;
 use common::*;
 
 /// Sets `keys` through `client`, pipelined, each to its own name.
@@ -500,4 +502,35 @@ fn a_cluster_pool_scans_counts_and_loads_scripts_on_every_master() {
     assert_eq!(c.cmd(&["FLUSHDB"]), Reply::ok());
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
     assert_eq!(c.cmd(&["SCAN", "0"]).items()[1], Reply::Array(Some(vec![])));
+}
+
+#[test]
+fn a_reload_turning_allow_flush_on_lets_connected_clients_flush() {
+    let shards = start_redis_servers(2);
+    let port = free_port();
+    let yaml = |extra: &str| {
+        let lines: Vec<String> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| server_line(s, 1, Some(&format!("s{i}"))))
+            .collect();
+        let mut y = pool_yaml(port, &lines, &[("timeout", "5000")]);
+        y.push_str(extra);
+        y
+    };
+    let live = Live::start(&yaml(""), port, 1);
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    set_all(&mut c, &names("reload", 50));
+    assert!(c.cmd(&["FLUSHDB"]).error_text().contains("allow_flush"));
+    let (status, body) = live.reload(&yaml("  allow_flush: true\n"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("allow_flush"),
+        "the reload names the key: {body}"
+    );
+    assert_eq!(c.cmd(&["FLUSHDB"]), Reply::ok());
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
+    let (status, body) = live.reload(&yaml(""));
+    assert_eq!(status, 200, "{body}");
+    assert!(c.cmd(&["FLUSHALL"]).is_error());
 }
