@@ -682,6 +682,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_backend_cursor_on_any_shard_round_trips(
+            shards in 1usize..100_000,
+            shard in proptest::prelude::any::<usize>(),
+            backend in 1..=u64::MAX,
+        ) {
+            let shard = shard % shards;
+            let next = Cursor::next(shard, backend, shards);
+            proptest::prop_assert_eq!(
+                Cursor::parse(next.as_bytes(), shards),
+                Some(Cursor { shard, backend })
+            );
+        }
+    }
+
     #[test]
     fn flush_needs_the_pools_consent_and_flushall_flushes_the_pools_database() {
         let refused = plan_of(&["FLUSHDB"], &CONTEXT).unwrap_err();
