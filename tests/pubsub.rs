@@ -184,6 +184,11 @@ fn a_resp3_subscriber_gets_pushes_and_keeps_running_commands() {
     // The message, then the pattern's copy, as one Redis sends them.
     same(&mut ps, &mut ds, &["PING", "after"], 3);
     same(&mut ps, &mut ds, &["UNSUBSCRIBE", &channels[0]], 1);
+    // Keyway's one departure: no protocol switch while subscribed.
+    assert!(ps
+        .cmd(&["HELLO", "2"])
+        .error_text()
+        .contains("unsubscribe first"));
     same(&mut ps, &mut ds, &["RESET"], 1);
     same(&mut ps, &mut ds, &["PING"], 1);
     assert_eq!(
@@ -426,4 +431,73 @@ fn sharded_channels_meet_on_their_slot_master_in_a_cluster_pool() {
         Reply::bulk("none"),
         "no message twice"
     );
+}
+
+#[test]
+fn a_subscription_its_backend_never_confirms_ends_within_the_pool_timeout() {
+    let setup = Setup::new(4, &[("hash", "murmur"), ("timeout", "300")]);
+    let channels = channel_per_shard(&setup, "stall");
+    setup.shards[2].pause();
+    let mut subscriber = setup.client();
+    subscriber.set_read_timeout(Duration::from_secs(20));
+    subscriber.send(&["SUBSCRIBE", &channels[2]]);
+    let outcome = subscriber.try_read_reply();
+    setup.shards[2].resume();
+    match outcome {
+        Err(ReadError::Closed) | Err(ReadError::Io(_)) => {}
+        other => panic!("expected the connection to close, got {other:?}"),
+    }
+    assert!(
+        setup.proxy.stderr().contains("no confirmation within"),
+        "no log line says why"
+    );
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_closed_past_its_output_limit() {
+    let setup = Setup::new(
+        4,
+        &[
+            ("hash", "murmur"),
+            ("client_output_limit", "65536"),
+            ("client_output_hard_limit", "262144"),
+        ],
+    );
+    let channels = channel_per_shard(&setup, "flood");
+    let subscriber = std::net::TcpStream::connect(setup.proxy.addr()).unwrap();
+    let mut raw = Client::from_stream(subscriber.try_clone().unwrap());
+    raw.send(&["SUBSCRIBE", &channels[1]]);
+    raw.read_reply();
+    // Never read again; shrink what the kernel buffers for it.
+    socket2::SockRef::from(&subscriber)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let rss_before = setup.proxy.rss_kib();
+    let mut publisher = setup.client();
+    let payload = "x".repeat(16 * 1024);
+    let mut closed_after = None;
+    // At most 64 MiB published, in batches: far past the 256 KiB hard limit and the sockets.
+    for batch in 0..64 {
+        let requests: Vec<Vec<u8>> = (0..64)
+            .map(|_| encode(&["PUBLISH", &channels[1], &payload]))
+            .collect();
+        let receivers: i64 = publisher.pipeline(&requests).iter().map(Reply::int).sum();
+        if receivers == 0 {
+            closed_after = Some(batch);
+            break;
+        }
+    }
+    let rss_after = setup.proxy.rss_kib();
+    eprintln!(
+        "closed after {closed_after:?} batches of 1 MiB; RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert!(closed_after.is_some(), "the subscriber was never closed");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew {rss_before} -> {rss_after} KiB"
+    );
+    assert!(wait_until(Duration::from_secs(10), || setup
+        .proxy
+        .stderr()
+        .contains("client_output_hard_limit")));
 }

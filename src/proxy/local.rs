@@ -110,6 +110,15 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
     if !client.authenticated {
         return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
+    if resp3 != client.resp3 {
+        if client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
+            // Its subscriber connections speak the protocol it subscribed in.
+            return reply::error(
+                "ERR Keyway cannot switch the protocol of a client with subscriptions: unsubscribe first",
+            );
+        }
+        client.pubsub = None;
+    }
     client.resp3 = resp3;
     let mut out = BytesMut::new();
     if resp3 {

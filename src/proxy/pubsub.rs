@@ -22,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::backend::connection::{self, Stream, Target};
 use crate::protocol::resp::codec::put_decimal;
@@ -116,6 +117,8 @@ struct Link {
 #[derive(Default)]
 struct Outbox {
     frames: RefCell<VecDeque<Bytes>>,
+    /// Confirmations the frames queued so far ask for.
+    asked: Cell<u64>,
     notify: Notify,
     closed: Cell<bool>,
 }
@@ -284,8 +287,9 @@ impl PubSub {
                     .frames
                     .borrow_mut()
                     .push_back(frame.frame().clone());
-                link.outbox.notify.notify_one();
                 link.sent += acks;
+                link.outbox.asked.set(link.sent);
+                link.outbox.notify.notify_one();
             }
             waits.push((link.id, link.sent));
         }
@@ -527,6 +531,11 @@ where
     }
     let mut input = BytesMut::with_capacity(4096);
     let mut scanner = ReplyScanner::new(target.max_reply_bytes);
+    // Confirmations received, and until when the next one is due (the pool's `timeout`, from
+    // the request or the confirmation before it): a backend that stops confirming fails the
+    // link rather than leave the client waiting for its reply.
+    let mut confirmed = 0;
+    let mut due: Option<Instant> = None;
     loop {
         if outbox.closed.get() {
             return Ok(());
@@ -537,8 +546,18 @@ where
             out.clear();
             continue;
         }
+        let awaited = outbox.asked.get() > confirmed;
+        if !awaited {
+            due = None;
+        } else if due.is_none() {
+            due = target.timeout.map(|t| Instant::now() + t);
+        }
+        let deadline = due.unwrap_or_else(Instant::now);
         tokio::select! {
             () = outbox.notify.notified() => {}
+            () = tokio::time::sleep_until(deadline), if due.is_some() => {
+                return Err("no confirmation within the pool's timeout".into());
+            }
             read = rd.read_buf(&mut input) => {
                 match read {
                     Ok(0) => return Err("closed by the backend".into()),
@@ -555,7 +574,10 @@ where
                         setup -= 1;
                         continue;
                     }
-                    deliver(inbox, id, frame);
+                    if deliver(inbox, id, frame) {
+                        confirmed += 1;
+                        due = None;
+                    }
                 }
                 if input.capacity() - input.len() < 1024 {
                     input.reserve(16 * 1024);
@@ -566,16 +588,17 @@ where
 }
 
 /// Queues a frame from the backend for the client: messages as they are, confirmations as
-/// acknowledgements; anything else (a `PONG`) goes nowhere.
-fn deliver(inbox: &RefCell<Inbox>, id: u64, frame: Bytes) {
+/// acknowledgements (then `true`); anything else (a `PONG`) goes nowhere.
+fn deliver(inbox: &RefCell<Inbox>, id: u64, frame: Bytes) -> bool {
     let entry = match push_kind(&frame) {
         Some(b"message" | b"pmessage" | b"smessage") => Entry::Message(frame),
         Some(
             b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe"
             | b"sunsubscribe",
         ) => Entry::Ack,
-        _ => return,
+        _ => return false,
     };
+    let ack = matches!(entry, Entry::Ack);
     let mut inbox = inbox.borrow_mut();
     if let Entry::Message(bytes) = &entry {
         inbox.bytes += bytes.len();
@@ -586,6 +609,7 @@ fn deliver(inbox: &RefCell<Inbox>, id: u64, frame: Bytes) {
     if let Some(waker) = inbox.waker.take() {
         waker.wake();
     }
+    ack
 }
 
 /// The first element of an array or push frame, when it is a bulk string: the push's kind.

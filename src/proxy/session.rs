@@ -334,11 +334,6 @@ impl Session {
                         return Poll::Ready(Woke::Wrote(written));
                     }
                 }
-                if let Some(pubsub) = self.client.pubsub.as_mut() {
-                    if pubsub.poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Reply);
-                    }
-                }
                 if pressed {
                     // Replies arriving behind the oldest one count too, or they would pile
                     // up unbounded in their reply cells while it is awaited.
@@ -349,6 +344,11 @@ impl Session {
                 if (pressed || messages > 0) && backlog.bytes + held_behind + messages > hard_limit
                 {
                     return Poll::Ready(Woke::Overflow);
+                }
+                if let Some(pubsub) = self.client.pubsub.as_mut() {
+                    if pubsub.poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Reply);
+                    }
                 }
                 let fenced = fenced && !pending.is_empty();
                 if may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
