@@ -170,6 +170,40 @@ impl Twin {
 }
 
 #[test]
+fn scan_keys_and_dbsize_cover_every_shard_under_every_distribution() {
+    for distribution in ["ketama", "modula", "random", "slots"] {
+        // slots hashes by CRC16 as Redis Cluster does (it takes no `hash`); the others by md5.
+        let mut options = vec![("distribution", distribution)];
+        if distribution != "slots" {
+            options.push(("hash", "md5"));
+        }
+        let setup = Setup::new(3, &options);
+        let mut c = setup.client();
+        let keys = names(distribution, 1500);
+        set_all(&mut c, &keys);
+        let expected: HashSet<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        for (i, shard) in setup.shards.iter().enumerate() {
+            assert!(
+                !shard.keys().is_empty(),
+                "{distribution}: shard {i} is empty"
+            );
+        }
+        let (seen, _) = scan_all(&mut c, &["COUNT", "50"]);
+        assert_eq!(set_of(seen), expected, "SCAN under {distribution}");
+        assert_eq!(
+            set_of(strings(&c.cmd(&["KEYS", "*"]))),
+            expected,
+            "KEYS under {distribution}"
+        );
+        assert_eq!(
+            c.cmd(&["DBSIZE"]),
+            Reply::Int(1500),
+            "DBSIZE under {distribution}"
+        );
+    }
+}
+
+#[test]
 fn scan_forwards_match_count_and_type() {
     let mut t = Twin::new(&[]);
     t.populate(300);
