@@ -502,37 +502,58 @@ fn redis_py_scan_iter_over_4_shards_in_resp2_and_resp3() {
 }
 
 #[test]
-fn a_cluster_pool_scans_counts_and_loads_scripts_on_every_master() {
-    let cluster = RedisCluster::start(3, 0);
+fn a_cluster_pool_scans_and_counts_its_masters_and_loads_scripts_on_every_node() {
+    let cluster = RedisCluster::start(3, 1);
     let seeds = cluster.seeds_yaml();
     let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
         format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  allow_flush: true\n  cluster:\n{seeds}"
+            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  allow_flush: true\n  read_from: replica\n  cluster:\n{seeds}"
         )
     });
     let mut c = proxy.client();
     let keys = names("cl", 3000);
     set_all(&mut c, &keys);
     let (seen, _) = scan_all(&mut c, &["COUNT", "200"]);
-    assert_eq!(seen.len(), 3000, "each key once: no resharding meanwhile");
+    assert_eq!(
+        seen.len(),
+        3000,
+        "each key once: masters only, no resharding meanwhile"
+    );
     assert_eq!(
         set_of(seen),
         keys.iter().map(|k| k.as_bytes().to_vec()).collect()
     );
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(3000));
     assert_eq!(c.cmd(&["KEYS", "cl:1*"]).items().len(), 1111);
-    let Reply::Bulk(Some(sha)) = c.cmd(&["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"])
-    else {
+    let Reply::Bulk(Some(sha)) = c.cmd(&["SCRIPT", "LOAD", "return {KEYS[1], ARGV[1]}"]) else {
         panic!("SCRIPT LOAD");
     };
     let sha = String::from_utf8(sha).unwrap();
+    // EVALSHA goes to the key's master, the read-only EVALSHA_RO to a replica: both find it.
     for key in keys.iter().step_by(101) {
+        let expected = Reply::Array(Some(vec![Reply::bulk(key), Reply::bulk("arg")]));
         assert_eq!(
-            c.cmd(&["EVALSHA", &sha, "1", key]),
-            Reply::bulk(key),
+            c.cmd(&["EVALSHA", &sha, "1", key, "arg"]),
+            expected,
+            "{key}"
+        );
+        assert_eq!(
+            c.cmd(&["EVALSHA_RO", &sha, "1", key, "arg"]),
+            expected,
             "{key}"
         );
     }
+    let replica_calls: usize = cluster
+        .view()
+        .iter()
+        .filter(|n| !n.master)
+        .filter(|n| node_info(n.port, &["INFO", "commandstats"]).contains("cmdstat_evalsha_ro:"))
+        .count();
+    assert!(replica_calls > 0, "no replica ran EVALSHA_RO");
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Reply::Array(Some(vec![Reply::Int(1)]))
+    );
     assert_eq!(c.cmd(&["FLUSHDB"]), Reply::ok());
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
     assert_eq!(c.cmd(&["SCAN", "0"]).items()[1], Reply::Array(Some(vec![])));
