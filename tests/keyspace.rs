@@ -4,7 +4,7 @@
 //! as Redis refuses it; `KEYS` is the union, `DBSIZE` the sum, `RANDOMKEY` a real key;
 //! `FLUSHDB`/`FLUSHALL` need `allow_flush`; `SCRIPT LOAD` makes `EVALSHA` work on every shard;
 //! `INFO keyspace` is summed; `TIME`, `LASTSAVE`; redis-py's `scan_iter`; a Redis Cluster pool;
-//! a reload turning `allow_flush` on and off for clients already connected.
+//! redis-cli `--scan`; a reload turning `allow_flush` on and off for clients already connected.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -227,6 +227,21 @@ fn scan_forwards_match_count_and_type() {
     // Options the backend rejects are its error, as from one Redis.
     t.same(&["SCAN", "0", "COUNT", "0"]);
     t.same(&["SCAN", "0", "NOSUCH"]);
+}
+
+#[test]
+fn redis_cli_scan_and_info_keyspace_through_the_proxy() {
+    let t = Twin::new(&[]);
+    let mut c = t.setup.client();
+    set_all(&mut c, &names("cli", 500));
+    let port = t.setup.proxy.addr().rsplit(':').next().unwrap().to_string();
+    let listed = run_redis_cli(&["-p", &port, "--scan", "--pattern", "cli:*"]);
+    let listed: HashSet<&str> = listed.lines().collect();
+    let expected = names("cli", 500);
+    assert_eq!(listed, expected.iter().map(String::as_str).collect());
+    let info = run_redis_cli(&["-p", &port, "info", "keyspace"]);
+    assert!(info.contains("db0:keys=500,expires=0"), "{info}");
+    assert_eq!(run_redis_cli(&["-p", &port, "dbsize"]).trim(), "500");
 }
 
 #[test]
