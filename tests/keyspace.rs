@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,29 +91,33 @@ fn scan_visits_all_10000_keys_over_4_shards_while_keys_are_added() {
     }
     // Another client keeps adding keys during the whole iteration.
     let stop = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let stop = Arc::clone(&stop);
+        let (stop, batches) = (Arc::clone(&stop), Arc::clone(&batches));
         let mut w = setup.client();
         thread::spawn(move || {
-            let mut added = 0;
             while !stop.load(Ordering::Relaxed) {
-                let batch = names(&format!("added{added}"), 50);
-                set_all(&mut w, &batch);
-                added += 1;
+                let batch = batches.load(Ordering::Relaxed);
+                set_all(&mut w, &names(&format!("added{batch}"), 50));
+                batches.fetch_add(1, Ordering::Relaxed);
             }
-            added * 50
         })
     };
+    // The writer is under way before the iteration starts, and runs until it ends.
+    assert!(wait_until(START_TIMEOUT, || batches
+        .load(Ordering::Relaxed)
+        > 0));
+    let before = batches.load(Ordering::Relaxed);
     let (seen, calls) = scan_all(&mut c, &["COUNT", "100"]);
     stop.store(true, Ordering::Relaxed);
-    let added = writer.join().unwrap();
+    writer.join().unwrap();
+    let added = (batches.load(Ordering::Relaxed) - before) * 50;
     let seen = set_of(seen);
     let missing: Vec<&String> = keys
         .iter()
         .filter(|k| !seen.contains(k.as_bytes()))
         .collect();
     assert!(missing.is_empty(), "{} keys never returned", missing.len());
-    assert!(added > 0, "the writer added nothing during the scan");
     // About 10,000 / 100 calls, plus one per shard boundary, far from one key per call.
     assert!((50..1000).contains(&calls), "{calls} calls");
     eprintln!(
