@@ -14,7 +14,8 @@ use crate::protocol::fanout as split;
 /// What a pool offers the keyspace-wide commands.
 #[derive(Clone, Copy, Debug)]
 pub struct Context {
-    /// How many shards hold the keyspace (backends; a cluster's masters).
+    /// How many shards the request goes to: every backend; a cluster's masters (for `SCRIPT`
+    /// with their replicas).
     pub shards: usize,
     /// Whether the pool lets clients flush it (`allow_flush`).
     pub allow_flush: bool,
