@@ -1,6 +1,6 @@
 //! The RESP side of a session (RESP2, RESP3 and inline commands): decodes a request, classifies
 //! it with the command table and starts its reply: answered here, forwarded to its keys' shard,
-//! or split across shards.
+//! split across shards, or (keyspace-wide commands) sent to every shard.
 
 use bytes::{Bytes, BytesMut};
 
@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge, Subscription};
 use crate::protocol::resp::fanout::{self, Split};
+use crate::protocol::resp::keyspace::{self, Action, Gather};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 
 /// A RESP client's request decoder, within the pool's limits.
@@ -66,6 +67,9 @@ impl Handler<'_> {
         self.read =
             self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
         match command.kind {
+            Kind::Local if command.name == "info" && keyspace::is_info_keyspace(&request) => {
+                self.keyspace(command, request)
+            }
             Kind::Local => Pending::Ready(local::answer(
                 self.client,
                 self.route.pool.config(),
@@ -76,6 +80,55 @@ impl Handler<'_> {
             Kind::Unsupported => Pending::Ready(unsupported(command.name)),
             Kind::Routed => self.forward(command, request),
             Kind::Fanout(merge) => self.fan_out(merge, request),
+            Kind::Keyspace => self.keyspace(command, request),
+        }
+    }
+
+    /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or
+    /// for `SCAN` to the shard its cursor names.
+    fn keyspace(&self, command: &Command, request: Request) -> Pending {
+        let pool = &self.route.pool;
+        let config = pool.config();
+        // Scripts go to a cluster's replicas too: a read-only script may run there.
+        let shards = pool.keyspace(command.name == "script");
+        let context = keyspace::Context {
+            shards: shards.len(),
+            allow_flush: config.allow_flush,
+            db: config.redis_db,
+            max_reply_bytes: config.limits.max_reply_bytes,
+        };
+        let action = match keyspace::plan(command, &request, &context) {
+            Ok(action) => action,
+            Err(reply) => return Pending::Ready(reply),
+        };
+        let shard = |index: usize| Place::Shard(shards.get(index).copied().unwrap_or_default());
+        match action {
+            Action::First => self.send(shard(0), request.into_frame(), Expect::Resp),
+            Action::Scan {
+                shard: index,
+                request,
+            } => {
+                let gather = Gather::Scan {
+                    shard: u32::try_from(index).unwrap_or(u32::MAX),
+                    shards: u32::try_from(shards.len()).unwrap_or(u32::MAX),
+                };
+                let part = self.send(shard(index), request.into_frame(), Expect::Resp);
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, 1)),
+                    parts: vec![part],
+                }))
+            }
+            Action::Every(gather, sent) => {
+                let frame = sent.unwrap_or(request).into_frame();
+                self.fragments(shards.len());
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, shards.len())),
+                    parts: shards
+                        .iter()
+                        .map(|&node| self.send(Place::Shard(node), frame.clone(), Expect::Resp))
+                        .collect(),
+                }))
+            }
         }
     }
 
