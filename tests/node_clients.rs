@@ -94,7 +94,6 @@ fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: SCAN across shards (keyspace)"]
 fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
     run_script_parts(
@@ -180,7 +179,6 @@ fn ioredis_subscriber_receives_every_message_once_in_order() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: SCAN across shards (keyspace)"]
 fn ioredis_scan_stream_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
     run_script_parts(

@@ -47,7 +47,6 @@ fn run_part(part: &str) {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: SCRIPT LOAD broadcast to every shard (keyspace)"]
 fn redis_py_lock_acquires_extends_and_releases_through_its_scripts() {
     run_part("lock");
 }
@@ -59,7 +58,6 @@ fn redis_py_transaction_pipeline_and_watch_conflict() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: SCAN across shards (keyspace)"]
 fn redis_py_scan_iter_returns_all_1000_keys_of_three_shards() {
     run_part("scan");
 }
