@@ -30,11 +30,19 @@ fn node_modules() -> PathBuf {
 /// Runs `tests/clients/<script>` against `proxy`; fails with its output unless it printed
 /// `<what> OK` and exited 0.
 fn run_script(proxy: &Proxy, script: &str, what: &str) {
-    run_script_parts(proxy, script, what, None);
+    run_script_with(proxy, script, what, &[]);
 }
 
 /// As `run_script`, with `PARTS` set for scripts that check several features (only those run).
 fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: Option<&str>) {
+    match parts {
+        Some(parts) => run_script_with(proxy, script, what, &[("PARTS", parts)]),
+        None => run_script_with(proxy, script, what, &[]),
+    }
+}
+
+/// As `run_script`, with `envs` in the script's environment.
+fn run_script_with(proxy: &Proxy, script: &str, what: &str, envs: &[(&str, &str)]) {
     let node = find_binary("node", "nodejs");
     let port = proxy.addr().rsplit(':').next().unwrap().to_string();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,9 +53,7 @@ fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: Option<&str>
         .arg(&path)
         .args(["127.0.0.1", &port])
         .env("NODE_PATH", node_modules());
-    if let Some(parts) = parts {
-        command.env("PARTS", parts);
-    }
+    command.envs(envs.iter().copied());
     let out = command.output().expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -67,6 +73,29 @@ fn ioredis_connects_and_serves_strings_multi_key_commands_and_pipelines() {
 fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
     let setup = Setup::new(3, &[]);
     run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");
+}
+
+/// The scanned keys (kept by the script) were on every shard, so the scan crossed them all.
+fn assert_keys_on_every_shard(setup: &Setup, marker: &[u8]) {
+    let per_shard: Vec<usize> = setup
+        .shards
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .filter(|k| k.windows(marker.len()).any(|w| w == marker))
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        per_shard.iter().sum::<usize>(),
+        1000,
+        "scanned keys: {per_shard:?}"
+    );
+    assert!(
+        per_shard.iter().all(|n| *n > 0),
+        "scanned keys per shard: {per_shard:?}"
+    );
 }
 
 /// The pool the application tests use: 3 shards, ketama, `hash_tag: "{}"` (BullMQ's and the
@@ -96,12 +125,9 @@ fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
 #[test]
 fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
-    run_script_parts(
-        &setup.proxy,
-        "node_redis_apps.js",
-        "node-redis apps",
-        Some("scan"),
-    );
+    let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
+    run_script_with(&setup.proxy, "node_redis_apps.js", "node-redis apps", &envs);
+    assert_keys_on_every_shard(&setup, b":nrscan:");
 }
 
 #[test]
@@ -181,10 +207,7 @@ fn ioredis_subscriber_receives_every_message_once_in_order() {
 #[test]
 fn ioredis_scan_stream_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
-    run_script_parts(
-        &setup.proxy,
-        "ioredis_apps.js",
-        "ioredis apps",
-        Some("scan"),
-    );
+    let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
+    run_script_with(&setup.proxy, "ioredis_apps.js", "ioredis apps", &envs);
+    assert_keys_on_every_shard(&setup, b":ioscan:");
 }

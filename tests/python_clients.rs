@@ -14,7 +14,7 @@ use common::*;
 
 /// Runs the `part` of `redis_py_apps.py` through a 3-shard pool (ketama, `hash_tag: "{}"`),
 /// once per protocol; fails with the script's output unless every run passed.
-fn run_part(part: &str) {
+fn run_part(part: &str) -> Setup {
     let python = find_binary("python3", "python3");
     let check = Command::new(&python)
         .args([
@@ -35,6 +35,7 @@ fn run_part(part: &str) {
         let out = Command::new(&python)
             .arg(&script)
             .args(["127.0.0.1", &port, protocol, part])
+            .env("KEEP_KEYS", "1")
             .output()
             .expect("run python3");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -44,6 +45,7 @@ fn run_part(part: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    setup
 }
 
 #[test]
@@ -59,7 +61,27 @@ fn redis_py_transaction_pipeline_and_watch_conflict() {
 
 #[test]
 fn redis_py_scan_iter_returns_all_1000_keys_of_three_shards() {
-    run_part("scan");
+    let setup = run_part("scan");
+    // Kept by the script (KEEP_KEYS): 1,000 per protocol, on every shard.
+    let per_shard: Vec<usize> = setup
+        .shards
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .filter(|k| k.windows(8).any(|w| w == b":pyscan:"))
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        per_shard.iter().sum::<usize>(),
+        2000,
+        "scanned keys: {per_shard:?}"
+    );
+    assert!(
+        per_shard.iter().all(|n| *n > 0),
+        "scanned keys per shard: {per_shard:?}"
+    );
 }
 
 #[test]

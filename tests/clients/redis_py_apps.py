@@ -117,18 +117,21 @@ def transaction(r):
 
 
 def scan(r):
-    prefix = "pyscan:%s:" % TAG
-    keys = [("%s%d" % (prefix, i)).encode() for i in range(1000)]
+    # The varying part first: keys that differ only in their last bytes cluster on a few
+    # points of a ketama continuum under fnv1a_64 (measured: 200 such keys, none on a shard).
+    suffix = ":pyscan:%s" % TAG
+    keys = [("%d%s" % (i, suffix)).encode() for i in range(1000)]
     for i in range(0, len(keys), 100):
         check(r.mset({k: b"v" for k in keys[i : i + 100]}), True, "MSET")
-    yielded = list(r.scan_iter(match=prefix + "*", count=100))
+    yielded = list(r.scan_iter(match="*" + suffix, count=100))
     missing = set(keys) - set(yielded)
     check(sorted(missing)[:5], [], "%d keys never returned by SCAN (first ones)" % len(missing))
     check(len(set(yielded)), len(keys), "distinct keys scanned (none foreign to the MATCH)")
-    typed = set(r.scan_iter(match=prefix + "*", count=200, _type="string"))
+    typed = set(r.scan_iter(match="*" + suffix, count=200, _type="string"))
     check(len(typed), len(keys), "keys scanned with TYPE string")
-    check(list(r.scan_iter(match=prefix + "*", _type="list")), [], "keys scanned with TYPE list")
-    check(r.delete(*keys), len(keys), "DEL")
+    check(list(r.scan_iter(match="*" + suffix, _type="list")), [], "keys scanned with TYPE list")
+    if not os.environ.get("KEEP_KEYS"):  # else the caller checks where they landed, drops them
+        check(r.delete(*keys), len(keys), "DEL")
     return "scan_iter: all %d keys (%d yielded), TYPE string/list filters" % (len(keys), len(yielded))
 
 
