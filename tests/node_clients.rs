@@ -34,11 +34,8 @@ fn run_script(proxy: &Proxy, script: &str, what: &str) {
 }
 
 /// As `run_script`, with `PARTS` set for scripts that check several features (only those run).
-fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: Option<&str>) {
-    match parts {
-        Some(parts) => run_script_with(proxy, script, what, &[("PARTS", parts)]),
-        None => run_script_with(proxy, script, what, &[]),
-    }
+fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: &str) {
+    run_script_with(proxy, script, what, &[("PARTS", parts)]);
 }
 
 /// As `run_script`, with `envs` in the script's environment.
@@ -118,7 +115,7 @@ fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
         &setup.proxy,
         "node_redis_apps.js",
         "node-redis apps",
-        Some("pubsub"),
+        "pubsub",
     );
 }
 
@@ -138,7 +135,7 @@ fn node_redis_multi_exec_and_a_watch_conflict() {
         &setup.proxy,
         "node_redis_apps.js",
         "node-redis apps",
-        Some("transactions"),
+        "transactions",
     );
 }
 
@@ -165,12 +162,7 @@ fn command_calls(server: &RedisServer, command: &str) -> (u64, u64) {
 #[test]
 fn ioredis_scripts_fall_back_to_eval_on_every_shard_that_never_saw_them() {
     let setup = tagged_pool();
-    run_script_parts(
-        &setup.proxy,
-        "ioredis_apps.js",
-        "ioredis apps",
-        Some("scripts"),
-    );
+    run_script_parts(&setup.proxy, "ioredis_apps.js", "ioredis apps", "scripts");
     // ioredis sends EVAL once per connection and EVALSHA after; each shard but the first
     // answered NOSCRIPT to an EVALSHA and then got the EVAL ioredis resent.
     let evals: Vec<(u64, u64)> = setup
@@ -196,12 +188,7 @@ fn ioredis_scripts_fall_back_to_eval_on_every_shard_that_never_saw_them() {
 #[test]
 fn ioredis_subscriber_receives_every_message_once_in_order() {
     let setup = tagged_pool();
-    run_script_parts(
-        &setup.proxy,
-        "ioredis_apps.js",
-        "ioredis apps",
-        Some("pubsub"),
-    );
+    run_script_parts(&setup.proxy, "ioredis_apps.js", "ioredis apps", "pubsub");
 }
 
 #[test]
