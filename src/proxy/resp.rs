@@ -86,6 +86,7 @@ impl Handler<'_> {
 
     /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or
     /// for `SCAN` to the shard its cursor names.
+    #[inline(never)]
     fn keyspace(&self, command: &Command, request: Request) -> Pending {
         let pool = &self.route.pool;
         let config = pool.config();
@@ -132,7 +133,8 @@ impl Handler<'_> {
         }
     }
 
-    /// Sends a request whose keys must all live on one shard.
+    /// Sends a request whose keys must all live on one shard: the common case, kept inline.
+    #[inline]
     fn forward(&self, command: &Command, request: Request) -> Pending {
         let keys = match command.keys(&request) {
             Ok(keys) => keys,
@@ -169,21 +171,17 @@ impl Handler<'_> {
     /// What a RESP2 client in subscribed mode gets instead of running `command`, as from
     /// Redis: only subscription commands, `PING` (answered `["pong", message]`), `QUIT` and
     /// `RESET` run there.
+    #[inline]
     fn subscribed_mode(&self, command: &Command, request: &Request) -> Option<Bytes> {
         if self.client.resp3 || !self.client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
             return None;
         }
-        match (command.kind, command.name) {
-            (Kind::Subscription(_), _) | (_, "quit" | "reset") => None,
-            (_, "ping") => Some(pubsub::subscribed_ping(request.arg(1).unwrap_or_default())),
-            (_, name) => Some(reply::error(&format!(
-                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-            ))),
-        }
+        subscribed_mode_refusal(command, request)
     }
 
     /// Changes the client's subscriptions: each channel on the backend its name routes to,
     /// patterns on every live backend (one node of a Redis Cluster).
+    #[inline(never)]
     fn subscription(&mut self, kind: Subscription, request: &Request) -> Pending {
         let names: Vec<&[u8]> = (1..request.argc())
             .map(|i| request.arg(i).unwrap_or_default())
@@ -267,6 +265,18 @@ impl Handler<'_> {
                 }))
             }
         }
+    }
+}
+
+/// What a RESP2 client in subscribed mode gets for `command` (see `Handler::subscribed_mode`).
+#[cold]
+fn subscribed_mode_refusal(command: &Command, request: &Request) -> Option<Bytes> {
+    match (command.kind, command.name) {
+        (Kind::Subscription(_), _) | (_, "quit" | "reset") => None,
+        (_, "ping") => Some(pubsub::subscribed_ping(request.arg(1).unwrap_or_default())),
+        (_, name) => Some(reply::error(&format!(
+            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        ))),
     }
 }
 

@@ -41,7 +41,7 @@ pub enum Kind {
     /// Split into one request per shard and the replies merged in the client's key order.
     Fanout(Merge),
     /// Speaks for the whole keyspace (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT
-    /// LASTSAVE TIME`): sent to every shard and gathered, or for `SCAN` to the shard its
+    /// LASTSAVE TIME PUBSUB`): sent to every shard and gathered, or for `SCAN` to the shard its
     /// cursor names ([`super::keyspace::plan`] says which, per command and subcommand).
     Keyspace,
     /// Changes the client's subscriptions: answered with Keyway's own confirmations once
@@ -860,7 +860,7 @@ static TABLE: &[Command] = &[
     c("psync", -3, U, NO),
     c("pttl", 2, R, K1),
     c("publish", 3, R, K1),
-    c("pubsub", -2, U, NO),
+    c("pubsub", -2, KS, NO),
     c("punsubscribe", -1, Kind::Subscription(Subscription::Punsubscribe), NO),
     c("quit", -1, L, NO),
     c("randomkey", 1, KS, NO),
@@ -1704,6 +1704,7 @@ mod tests {
             "script",
             "lastsave",
             "time",
+            "pubsub",
         ] {
             assert_eq!(kind(name), Kind::Keyspace, "{name}");
         }

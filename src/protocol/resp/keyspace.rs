@@ -1,5 +1,6 @@
 //! Keyspace-wide commands (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT LASTSAVE TIME`,
-//! `INFO keyspace`): what each asks of the pool's shards — all of them with a merge, the first
+//! `INFO keyspace`, and `PUBSUB`'s counts of the subscriptions spread over the shards): what
+//! each asks of the pool's shards — all of them with a merge, the first
 //! one, or for `SCAN` the one shard its cursor names — and the `SCAN` cursor that carries the
 //! shard and the backend's cursor in one decimal number.
 
@@ -190,6 +191,25 @@ pub fn plan(command: &Command, request: &Request, context: &Context) -> Result<A
             }
         }
         "info" => Action::Every(Gather::InfoKeyspace { db: context.db }, None),
+        // Each channel lives on one shard, each pattern on every shard (one cluster node).
+        "pubsub" => {
+            let sub = arg(1);
+            let is = |name: &[u8]| sub.eq_ignore_ascii_case(name);
+            if is(b"channels") || is(b"shardchannels") {
+                Action::Every(
+                    Gather::Concat {
+                        max_bytes: context.max_reply_bytes,
+                    },
+                    None,
+                )
+            } else if is(b"numsub") || is(b"shardnumsub") {
+                Action::Every(Gather::SumPairs, None)
+            } else if is(b"numpat") {
+                Action::Every(Gather::Max, None)
+            } else {
+                Action::First
+            }
+        }
         other => return Err(reply::error(&format!("ERR unsupported command '{other}'"))),
     })
 }
@@ -214,6 +234,12 @@ pub enum Gather {
     And,
     /// `LASTSAVE`: the smallest integer (the oldest save).
     Min,
+    /// `PUBSUB NUMPAT`: the largest integer (every shard has each pattern a client
+    /// subscribed through Keyway).
+    Max,
+    /// `PUBSUB NUMSUB` / `SHARDNUMSUB`: `[name, count, ...]` from every shard, in the same
+    /// order; the counts summed per name.
+    SumPairs,
     /// `RANDOMKEY`: one non-nil reply, picked at random; nil when every shard said nil.
     Random,
     /// `INFO keyspace`: the `dbN` lines of the backends' database (`redis_db`), summed into
@@ -254,6 +280,17 @@ pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
             }
             least.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
         }
+        Gather::Max => {
+            let mut most: Option<i64> = None;
+            for part in replies {
+                match reply::integer_value(part) {
+                    Some(n) => most = Some(most.map_or(n, |m| m.max(n))),
+                    None => return part.clone(),
+                }
+            }
+            most.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
+        }
+        Gather::SumPairs => merge_sum_pairs(replies),
         Gather::Random => merge_random(replies),
         Gather::InfoKeyspace { db } => merge_info_keyspace(replies, db),
         Gather::Scan { shard, shards } => match replies {
@@ -334,6 +371,54 @@ fn merge_and(replies: &[Bytes]) -> Bytes {
         out.extend_from_slice(&reply::integer(value));
     }
     out.freeze()
+}
+
+/// `PUBSUB NUMSUB`: the first shard's names, each with the sum of every shard's count.
+fn merge_sum_pairs(replies: &[Bytes]) -> Bytes {
+    let mut names: Vec<&[u8]> = Vec::new();
+    let mut counts: Vec<i64> = Vec::new();
+    for (i, part) in replies.iter().enumerate() {
+        let Some(elements) = elements(part) else {
+            return part.clone();
+        };
+        if elements.len() % 2 != 0 || (i > 0 && elements.len() != names.len() * 2) {
+            return reply::error("ERR the shards' replies differ in length");
+        }
+        for (j, pair) in elements.chunks(2).enumerate() {
+            let (Some(&name), Some(count)) = (
+                pair.first(),
+                pair.get(1).copied().and_then(reply::integer_value),
+            ) else {
+                return reply::error("ERR a shard's reply is not a list of counts");
+            };
+            if i == 0 {
+                names.push(name);
+                counts.push(count);
+            } else if let Some(sum) = counts.get_mut(j) {
+                *sum = sum.saturating_add(count);
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(16 + names.iter().map(|n| n.len() + 16).sum::<usize>());
+    reply::put_array_header(&mut out, names.len() * 2);
+    for (name, count) in names.iter().zip(counts) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(&reply::integer(count));
+    }
+    out.freeze()
+}
+
+/// The elements of an array reply, each as its own bytes.
+fn elements(part: &[u8]) -> Option<Vec<&[u8]>> {
+    let (count, mut at) = reply::array_start(part)?;
+    let mut items = Vec::with_capacity(count.min(part.len()));
+    for _ in 0..count {
+        let rest = part.get(at..)?;
+        let len = ReplyScanner::default().scan(rest).ok()??;
+        items.push(rest.get(..len)?);
+        at += len;
+    }
+    Some(items)
 }
 
 /// The elements of an array of integers.
@@ -502,6 +587,32 @@ mod tests {
 
     fn merge_parts(merge: Gather, replies: &[Bytes]) -> Bytes {
         super::merge(&Plan::whole(merge, replies.len()), replies)
+    }
+
+    #[test]
+    fn pubsub_counts_sum_per_name_and_patterns_take_the_largest() {
+        assert_eq!(
+            every(
+                Gather::SumPairs,
+                &[
+                    b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n",
+                    b"*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:3\r\n"
+                ]
+            )
+            .as_ref(),
+            b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:3\r\n"
+        );
+        assert!(
+            every(Gather::SumPairs, &[b"*2\r\n$1\r\na\r\n:1\r\n", b"*0\r\n"]).starts_with(b"-ERR")
+        );
+        assert_eq!(
+            every(Gather::Max, &[b":1\r\n", b":4\r\n", b":2\r\n"]).as_ref(),
+            b":4\r\n"
+        );
+        assert_eq!(
+            every(Gather::Max, &[b":1\r\n", b"-ERR x\r\n"]).as_ref(),
+            b"-ERR x\r\n"
+        );
     }
 
     #[test]
