@@ -6,11 +6,6 @@
 #   scripts/bench.sh [--rounds N] [--quick] [--out DIR]   throughput / latency / CPU / memory
 #   scripts/bench.sh --strace [--quick]                   syscalls per request (strace -c)
 #   scripts/bench.sh --callgrind [--quick]                instructions per request (callgrind)
-#   scripts/bench.sh --workloads pubsub,blpop [--rounds N] [--quick]
-#       application workloads, driven by keyway-load (src/bin/keyway-load.rs): pub/sub (publish
-#       rate, deliveries/s, publish -> delivery latency) and blocking pops (BLPOP woken by
-#       LPUSH: pops/s, push -> pop latency), Keyway vs direct Redis (nutcracker: n/a, it has
-#       neither); `default` names the redis-benchmark workloads (the default list)
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
 # BASE_BIN=path adds a baseline Keyway (targets kb_1t, kb_2t: same flags, another binary), and
@@ -19,6 +14,14 @@
 # key is absent, nutcracker's default 1). ONLY="t1 t2 ..." runs just those targets (ids as in
 # TARGETS below; the direct target is always started, as backend 1). LOAD_BIN=path: the
 # keyway-load binary (default: built with Keyway, target/release/keyway-load).
+#
+# --workloads LIST picks the load run's workloads: default (the redis-benchmark ones, the
+# default list), pubsub, blpop; e.g. `scripts/bench.sh --workloads pubsub,blpop --rounds 3`.
+# pubsub and blpop are application workloads driven by keyway-load (src/bin/keyway-load.rs):
+# pub/sub (publish rate, deliveries/s, publish -> delivery latency) and blocking pops (BLPOP
+# woken by LPUSH: pops/s, push -> pop latency), Keyway vs direct Redis (nutcracker: n/a, it
+# has neither).
+#
 # Outputs in bench-results/ (or --out): results.csv, memory.csv, summary.md, chart.png for the
 # load run; apps.csv, apps.md for the application workloads; strace.csv, callgrind.csv,
 # profile.md for the profile modes; logs/ holds configs,
@@ -55,7 +58,8 @@ IDLE_PID=""
 WORK=""
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  # The header comment, up to the first line that is not one.
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
   exit "${1:-0}"
 }
 
