@@ -196,6 +196,20 @@ impl PubSub {
             kind,
             Subscription::Unsubscribe | Subscription::Punsubscribe | Subscription::Sunsubscribe
         );
+        // Every link a subscription needs is opened first, so that a refusal changes nothing
+        // (a link left without subscriptions is closed at the next step).
+        let needed: Vec<usize> = match (&placement, kind) {
+            (Placement::ByName(backends), _) => backends.clone(),
+            (Placement::Every(backends), Subscription::Psubscribe) => backends.clone(),
+            _ => Vec::new(),
+        };
+        for backend in needed {
+            if !self.links.contains_key(&backend) {
+                let target = target(backend).ok_or("ERR the shard has no backend")?;
+                let link = self.open(target);
+                self.links.insert(backend, link);
+            }
+        }
         let names: Vec<Bytes> = if names.is_empty() && unsubscribing {
             let known: Vec<Bytes> = match kind {
                 Subscription::Unsubscribe => self.channels.keys().cloned().collect(),
@@ -265,13 +279,8 @@ impl PubSub {
         }
         let mut waits = Vec::with_capacity(batches.len());
         for (backend, names) in batches {
-            let link = match self.links.get_mut(&backend) {
-                Some(link) => link,
-                None => {
-                    let target = target(backend).ok_or("ERR the shard has no backend")?;
-                    let link = self.open(target);
-                    self.links.entry(backend).or_insert(link)
-                }
+            let Some(link) = self.links.get_mut(&backend) else {
+                continue;
             };
             // Sharded channels one per frame: a cluster node takes one slot per command.
             let frames: Vec<Vec<Bytes>> = match kind {
