@@ -10,4 +10,5 @@ pub mod local;
 mod memcache;
 mod resp;
 pub mod session;
+mod stateful;
 pub mod worker;

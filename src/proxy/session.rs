@@ -25,10 +25,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
 use super::resp::Resp;
+use super::stateful::Transaction;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
+use crate::backend::lease::Dedicated;
 use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
-use crate::backend::{self, Expect, Outcome};
+use crate::backend::{self, Expect, Outcome, Patience};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
@@ -55,6 +57,14 @@ pub struct Client {
     pub quitting: bool,
     /// Set by `HELLO 3`: the client speaks RESP3.
     pub resp3: bool,
+    /// The client's transaction (`WATCH`, `MULTI`...) and its dedicated connection, if any.
+    pub(super) transaction: Option<Box<Transaction>>,
+    /// Set by a request whose successors must wait until its reply is in (they would go
+    /// over other backend connections and could overtake it: a transaction's end).
+    pub(super) fence: bool,
+    /// Set by a blocking request: it is fenced, and the client going away meanwhile ends
+    /// the session at once (as Redis drops a blocked client), closing its connection.
+    pub(super) blocked: bool,
 }
 
 /// A client session on one pool.
@@ -75,10 +85,13 @@ pub(super) struct Handler<'s> {
     /// Where `route` came from: a cluster request retried later routes on the pool's snapshot
     /// as it is then.
     pub(super) slot: &'s RouteSlot,
-    limits: &'s Limits,
+    pub(super) limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
     pub(super) read: bool,
+    /// No reply is pending before this request: it may switch to a dedicated connection
+    /// without overtaking the client's earlier requests.
+    pub(super) idle: bool,
 }
 
 /// The reply to one request, in request order.
@@ -91,6 +104,13 @@ pub(super) enum Pending {
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
     Filtered(Box<Pending>, ReplyPolicy),
+    /// A reply over a dedicated connection of its own (a blocking command), which closes
+    /// once the reply is taken, or when the client goes away first.
+    Held(
+        Box<Pending>,
+        // Never read: held for its drop, which closes the connection.
+        #[allow(dead_code)] Dedicated,
+    ),
 }
 
 /// The protocol a pool's clients speak; it decides how errors are worded.
@@ -139,6 +159,9 @@ pub(super) enum Decoded {
     Request(Pending),
     /// A request that gets no reply at all.
     Silent,
+    /// A request that must wait until every reply before it is in (the decoder keeps it
+    /// and returns it then).
+    Wait,
     /// A malformed frame: reply, then close; the stream cannot be trusted.
     Fatal(Bytes),
 }
@@ -162,6 +185,9 @@ impl Session {
                 name: None,
                 quitting: false,
                 resp3: false,
+                transaction: None,
+                fence: false,
+                blocked: false,
             },
             route: RouteCache::new(slot),
             limits,
@@ -194,6 +220,8 @@ impl Session {
         // backend connections, so they wait until every reply asked before the switch is in;
         // otherwise a read could overtake the same client's write.
         let mut fenced = false;
+        // Set while a blocking request is awaited: the client's end of stream is watched for.
+        let mut blocked = false;
         // Counted on the pool the client connected to, even if a reload replaces it.
         let pool = Arc::clone(&self.route.load().pool);
         let metrics = pool.metrics();
@@ -211,13 +239,15 @@ impl Session {
         };
         loop {
             fenced &= !pending.is_empty();
+            blocked &= fenced;
             if backlog.is_empty() && pending.len() <= SCAN_DEPTH {
                 held_behind = 0;
             }
             decoded_all = false;
             while may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
                 let resp3 = self.client.resp3;
-                match self.decode(&mut decoder, &mut input) {
+                let idle = pending.is_empty();
+                match self.decode(&mut decoder, &mut input, idle) {
                     Decoded::More => {
                         decoded_all = true;
                         break;
@@ -227,6 +257,7 @@ impl Session {
                         pending.push_back(reply);
                     }
                     Decoded::Silent => {}
+                    Decoded::Wait => self.client.fence = true,
                     Decoded::Fatal(reply) => {
                         metrics.client_err.inc();
                         tracing::debug!(
@@ -238,7 +269,8 @@ impl Session {
                         reading = false;
                     }
                 }
-                fenced = self.client.resp3 != resp3;
+                fenced = self.client.resp3 != resp3 || std::mem::take(&mut self.client.fence);
+                blocked |= std::mem::take(&mut self.client.blocked);
                 if self.client.quitting {
                     reading = false;
                 }
@@ -326,6 +358,12 @@ impl Session {
                         return Poll::Ready(Woke::Read(read));
                     }
                 }
+                if blocked && reading && input.len() < BLOCKED_READ_LIMIT {
+                    // Only to see the client go; what it sends meanwhile waits in the input.
+                    if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
+                        return Poll::Ready(Woke::Read(read));
+                    }
+                }
                 if reading
                     && closing
                         .poll_closed(self.client.id, &mut registered, cx)
@@ -347,6 +385,13 @@ impl Session {
                 }
                 Woke::Read(Ok(n)) if n > 0 => arrived = Instant::now(),
                 Woke::Decode => {}
+                Woke::Read(_) if blocked => {
+                    // Redis drops a blocked client that went away: so does Keyway, closing
+                    // its dedicated connection (the backend sees it go).
+                    metrics.client_eof.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
                 Woke::Read(_) => {
                     metrics.client_eof.inc();
                     reading = false;
@@ -377,9 +422,11 @@ impl Session {
 
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
-    fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
-        // Both decoders make nothing of nothing; the session asks after every read and reply.
-        if input.is_empty() {
+    fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut, idle: bool) -> Decoded {
+        // Both decoders make nothing of nothing (but a request they kept waiting); the
+        // session asks after every read and reply.
+        let waiting = matches!(decoder, Decoder::Resp(resp) if resp.has_waiting());
+        if input.is_empty() && !waiting {
             return Decoded::More;
         }
         let (route, slot) = self.route.load_with_slot();
@@ -390,6 +437,7 @@ impl Session {
             limits: &self.limits,
             dialect: self.dialect,
             read: false,
+            idle,
         };
         match decoder {
             Decoder::Resp(resp) => resp.decode(input, &mut handler),
@@ -435,6 +483,27 @@ impl Handler<'_> {
 
     /// Sends `frame` to `place`: a backend, or a cluster slot (following redirects).
     pub(super) fn send(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
+        match place {
+            Place::Shard(_) if self.client.transaction.is_some() => {
+                // A client pinned to a shard by `WATCH` talks to it over its own connection.
+                match self
+                    .client
+                    .transaction
+                    .as_ref()
+                    .and_then(|tx| tx.conn_for(place))
+                {
+                    Some(conn) => {
+                        Pending::Backend(conn.send(frame, expect, Patience::Timeout), self.dialect)
+                    }
+                    None => self.send_shared(place, frame, expect),
+                }
+            }
+            _ => self.send_shared(place, frame, expect),
+        }
+    }
+
+    /// [`Handler::send`] over the shared connections.
+    fn send_shared(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
         match place {
             Place::Shard(shard) => {
                 let client = self.client.id;
@@ -489,6 +558,7 @@ impl Pending {
                     Bytes::new()
                 })
             }
+            Pending::Held(inner, _) => inner.try_take(),
         }
     }
 
@@ -512,7 +582,7 @@ impl Pending {
                 Poll::Pending => 0,
             },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
-            Pending::Filtered(inner, _) => inner.poll_held(cx),
+            Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_held(cx),
         }
     }
 
@@ -538,7 +608,7 @@ impl Pending {
                 }
                 Poll::Ready(())
             }
-            Pending::Filtered(inner, _) => inner.poll_ready(cx),
+            Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_ready(cx),
         }
     }
 }
@@ -564,6 +634,9 @@ enum Woke {
 /// means polling every pending reply on each wake-up, and being woken by each of them, so
 /// short pipelines (the common case, which cannot hold much) are spared it.
 const SCAN_DEPTH: usize = 64;
+
+/// Input read from a blocked client, only to see it go, before Keyway stops reading it.
+const BLOCKED_READ_LIMIT: usize = 64 * 1024;
 
 /// Most replies handed to one vectored write of the backlog.
 const MAX_IOV: usize = 64;

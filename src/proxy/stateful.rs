@@ -1,0 +1,375 @@
+//! Requests that change their connection's state, each on a dedicated backend connection
+//! ([`crate::backend::lease`]): blocking commands (one connection per request, closed once the
+//! reply is in) and transactions (`WATCH`/`MULTI`/`EXEC`, pinned to the shard of their first
+//! key, one connection from the pin to the end of the transaction).
+//!
+//! Switching a client to a dedicated connection waits until its earlier replies are in, and
+//! the requests after a blocking command or a transaction's end wait for its reply, so that a
+//! client's requests execute in the order it sent them, as on one Redis.
+
+use bytes::Bytes;
+
+use super::local;
+use super::resp::{unsupported, CROSSSLOT};
+use super::session::{Client, Dialect, Handler, Pending};
+use crate::backend::lease::Dedicated;
+use crate::backend::pool::Place;
+use crate::backend::{Expect, Patience};
+use crate::protocol::resp::command::{BlockTime, Command, Kind, Tx};
+use crate::protocol::resp::{reply, Request};
+
+/// Redis's reply to `EXEC` after a command was refused while queueing.
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// Most commands without a key queued (answered `+QUEUED` here) before a transaction's first
+/// key says which shard it goes to.
+const MAX_UNPINNED: usize = 1024;
+
+/// A client's transaction: the shard it is pinned to, its connection there, and what Redis
+/// tracks (inside `MULTI`, a refused command).
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    /// Where the transaction's keys live, once the first one was seen.
+    place: Option<Place>,
+    /// The dedicated connection to `place`.
+    conn: Option<Dedicated>,
+    /// The client sent `MULTI`.
+    multi: bool,
+    /// A command was refused while queueing: `EXEC` answers `-EXECABORT`.
+    failed: bool,
+    /// Keyless commands queued before the pin (`PING` after `MULTI`), sent once pinned.
+    unpinned: Vec<Bytes>,
+    /// Their bytes.
+    unpinned_bytes: usize,
+}
+
+impl Transaction {
+    /// The transaction's connection, when it is pinned to `place`.
+    pub(super) fn conn_for(&self, place: Place) -> Option<&Dedicated> {
+        self.conn.as_ref().filter(|_| self.place == Some(place))
+    }
+}
+
+impl Client {
+    /// Whether the client is between `MULTI` and `EXEC`/`DISCARD`.
+    pub(super) fn in_multi(&self) -> bool {
+        self.transaction.as_ref().is_some_and(|tx| tx.multi)
+    }
+}
+
+impl Handler<'_> {
+    /// An error reply to a request refused before it ran; inside `MULTI` it makes `EXEC`
+    /// answer `-EXECABORT`, as Redis does.
+    pub(super) fn rejected(&mut self, reply: Bytes) -> Pending {
+        if let Some(tx) = self.client.transaction.as_mut().filter(|tx| tx.multi) {
+            tx.failed = true;
+        }
+        Pending::Ready(reply)
+    }
+
+    /// A blocking command: on a dedicated connection of its own to the shard of its keys,
+    /// allowed its own block time plus the pool's `timeout`.
+    pub(super) fn blocking(
+        &mut self,
+        command: &Command,
+        request: Request,
+    ) -> Result<Pending, Request> {
+        let patience = match command.block_time(&request) {
+            BlockTime::No => return Ok(self.forward(command, request)),
+            BlockTime::For(block) => Patience::Longer(block),
+            BlockTime::Forever => Patience::Unbounded,
+            // The backend answers at once with Redis's error.
+            BlockTime::Invalid => Patience::Timeout,
+        };
+        let place = match self.place_of(command, &request) {
+            Ok(place) => place,
+            Err(reply) => return Ok(Pending::Ready(reply)),
+        };
+        if !self.idle {
+            return Err(request);
+        }
+        let conn = match self.dedicated(place) {
+            Ok(conn) => conn,
+            Err(reply) => return Ok(Pending::Ready(reply)),
+        };
+        let receiver = conn.send(request.frame().clone(), Expect::Resp, patience);
+        self.client.fence = true;
+        self.client.blocked = true;
+        Ok(Pending::Held(
+            Box::new(Pending::Backend(receiver, Dialect::Redis)),
+            conn,
+        ))
+    }
+
+    /// Leases and opens a dedicated connection to the backend serving `place`, or the error
+    /// reply saying why not.
+    fn dedicated(&self, place: Place) -> Result<Dedicated, Bytes> {
+        let pool = &self.route.pool;
+        let node = match place {
+            Place::Shard(shard) => Some(shard),
+            Place::Slot(slot) => pool
+                .cluster()
+                .and_then(|cluster| cluster.node_for(slot, false, self.client.id)),
+        };
+        let Some(backend) = node.and_then(|node| pool.backends().get(node)) else {
+            return Err(reply::error("ERR no backend serves the keys' shard"));
+        };
+        let lease = backend
+            .lease()
+            .map_err(|refused| reply::error(&format!("ERR {refused}")))?;
+        Ok(lease.connect(self.client.resp3))
+    }
+
+    /// A transaction command, or any command inside `MULTI`.
+    pub(super) fn transaction(
+        &mut self,
+        command: &Command,
+        request: Request,
+    ) -> Result<Pending, Request> {
+        if self.route.pool.cluster().is_some() {
+            return Ok(Pending::Ready(reply::error(&format!(
+                "ERR '{}' is not supported on Redis Cluster pools: a transaction cannot follow \
+                 its slot across a redirect",
+                command.name
+            ))));
+        }
+        match command.kind {
+            Kind::Transaction(Tx::Multi) => Ok(self.multi(&request)),
+            Kind::Transaction(Tx::Exec) => self.exec(request),
+            Kind::Transaction(Tx::Discard) => Ok(self.discard(&request)),
+            Kind::Transaction(Tx::Watch) => self.watch(command, request),
+            Kind::Transaction(Tx::Unwatch) if self.client.in_multi() => {
+                Ok(self.queue_keyless(request))
+            }
+            Kind::Transaction(Tx::Unwatch) => Ok(self.unwatch(&request)),
+            _ => self.queue(command, request),
+        }
+    }
+
+    fn multi(&mut self, request: &Request) -> Pending {
+        if self.client.in_multi() {
+            return Pending::Ready(reply::error("ERR MULTI calls can not be nested"));
+        }
+        let tx = self.client.transaction.get_or_insert_with(Box::default);
+        tx.multi = true;
+        match &tx.conn {
+            Some(conn) => on(conn, request.frame().clone()),
+            None => Pending::Ready(Bytes::from_static(b"+OK\r\n")),
+        }
+    }
+
+    fn exec(&mut self, request: Request) -> Result<Pending, Request> {
+        let Some(tx) = self.client.transaction.as_mut().filter(|tx| tx.multi) else {
+            return Ok(Pending::Ready(reply::error("ERR EXEC without MULTI")));
+        };
+        if tx.failed {
+            // The backend never saw the refused command: it discards what it queued, and
+            // the connection closes once the replies to what was queued are in.
+            if let Some(conn) = self.client.transaction.take().and_then(|tx| tx.conn) {
+                let discard = Request::from_args([&b"DISCARD"[..]]);
+                drop(conn.send(discard.into_frame(), Expect::Resp, Patience::Timeout));
+                conn.finish();
+                self.client.fence = true;
+            }
+            self.client.transaction = None;
+            return Ok(Pending::Ready(reply::error(EXECABORT)));
+        }
+        if tx.conn.is_none() {
+            if tx.unpinned.is_empty() {
+                self.client.transaction = None;
+                return Ok(Pending::Ready(Bytes::from_static(b"*0\r\n")));
+            }
+            // Keyless commands only: any shard runs them as Redis would; the empty key's.
+            let place = match self.route(b"") {
+                Ok(place) => place,
+                Err(reply) => {
+                    self.client.transaction = None;
+                    return Ok(Pending::Ready(reply));
+                }
+            };
+            if !self.idle {
+                return Err(request);
+            }
+            if let Err(reply) = self.pin(place) {
+                self.client.transaction = None;
+                return Ok(Pending::Ready(reply));
+            }
+        }
+        Ok(self.end(&request))
+    }
+
+    fn discard(&mut self, request: &Request) -> Pending {
+        if !self.client.in_multi() {
+            return Pending::Ready(reply::error("ERR DISCARD without MULTI"));
+        }
+        if self
+            .client
+            .transaction
+            .as_ref()
+            .is_some_and(|tx| tx.conn.is_some())
+        {
+            return self.end(request);
+        }
+        self.client.transaction = None;
+        Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+    }
+
+    fn unwatch(&mut self, request: &Request) -> Pending {
+        if self
+            .client
+            .transaction
+            .as_ref()
+            .is_some_and(|tx| tx.conn.is_some())
+        {
+            return self.end(request);
+        }
+        self.client.transaction = None;
+        Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+    }
+
+    /// Sends the transaction's last request (`EXEC`, `DISCARD`, `UNWATCH`) on its connection,
+    /// which then closes once the reply is in; the client's next requests wait for it.
+    fn end(&mut self, request: &Request) -> Pending {
+        let Some(conn) = self.client.transaction.take().and_then(|tx| tx.conn) else {
+            return Pending::Ready(reply::error("ERR no transaction connection"));
+        };
+        let pending = on(&conn, request.frame().clone());
+        conn.finish();
+        self.client.fence = true;
+        pending
+    }
+
+    fn watch(&mut self, command: &Command, request: Request) -> Result<Pending, Request> {
+        if self.client.in_multi() {
+            return Ok(Pending::Ready(reply::error(
+                "ERR WATCH inside MULTI is not allowed",
+            )));
+        }
+        let place = match self.place_of(command, &request) {
+            Ok(place) => place,
+            Err(reply) => return Ok(Pending::Ready(reply)),
+        };
+        let pinned = self.client.transaction.as_ref().and_then(|tx| tx.place);
+        match pinned {
+            Some(pinned) if pinned != place => Ok(Pending::Ready(reply::error(CROSSSLOT))),
+            Some(_) => Ok(self.on_pinned(request.frame().clone())),
+            None => {
+                if !self.idle {
+                    return Err(request);
+                }
+                self.client.transaction.get_or_insert_with(Box::default);
+                if let Err(reply) = self.pin(place) {
+                    self.client.transaction = None;
+                    return Ok(Pending::Ready(reply));
+                }
+                Ok(self.on_pinned(request.frame().clone()))
+            }
+        }
+    }
+
+    /// A command inside `MULTI`: queued on the transaction's shard (`+QUEUED`), or refused,
+    /// which makes `EXEC` answer `-EXECABORT`.
+    fn queue(&mut self, command: &Command, request: Request) -> Result<Pending, Request> {
+        match command.kind {
+            Kind::Local if matches!(command.name, "ping" | "echo") => {
+                Ok(self.queue_keyless(request))
+            }
+            Kind::Local if command.name == "quit" => Ok(Pending::Ready(local::answer(
+                self.client,
+                self.route.pool.config(),
+                command,
+                &request,
+            ))),
+            Kind::Local => Ok(self.rejected(reply::error(&format!(
+                "ERR '{}' inside MULTI is not supported by the proxy",
+                command.name
+            )))),
+            Kind::Unsupported | Kind::Transaction(_) => {
+                Ok(self.rejected(unsupported(command.name)))
+            }
+            Kind::Routed | Kind::Fanout(_) | Kind::Blocking(_) => {
+                let place = match self.place_of(command, &request) {
+                    Ok(place) => place,
+                    Err(reply) => return Ok(self.rejected(reply)),
+                };
+                let pinned = self.client.transaction.as_ref().and_then(|tx| tx.place);
+                match pinned {
+                    Some(pinned) if pinned != place => Ok(self.rejected(reply::error(CROSSSLOT))),
+                    Some(_) => Ok(self.on_pinned(request.frame().clone())),
+                    None => {
+                        if !self.idle {
+                            return Err(request);
+                        }
+                        if let Err(reply) = self.pin(place) {
+                            return Ok(self.rejected(reply));
+                        }
+                        Ok(self.on_pinned(request.frame().clone()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A keyless command inside `MULTI`: sent if the transaction is pinned, else kept until
+    /// it is (Redis would answer `+QUEUED`, and so does Keyway).
+    fn queue_keyless(&mut self, request: Request) -> Pending {
+        let limit = self.limits.max_request_bytes;
+        let Some(tx) = self.client.transaction.as_mut() else {
+            return Pending::Ready(reply::error("ERR no transaction"));
+        };
+        if tx.conn.is_some() {
+            return self.on_pinned(request.frame().clone());
+        }
+        let frame = request.into_frame();
+        if tx.unpinned.len() >= MAX_UNPINNED
+            || tx.unpinned_bytes.saturating_add(frame.len()) > limit
+        {
+            return self.rejected(reply::error(
+                "ERR too many commands queued before the transaction's first key",
+            ));
+        }
+        tx.unpinned_bytes += frame.len();
+        tx.unpinned.push(frame);
+        Pending::Ready(Bytes::from_static(b"+QUEUED\r\n"))
+    }
+
+    /// Pins the client's transaction to `place`: a dedicated connection there, with `MULTI`
+    /// and the commands queued so far sent ahead (they were answered already).
+    fn pin(&mut self, place: Place) -> Result<(), Bytes> {
+        let conn = self.dedicated(place)?;
+        let Some(tx) = self.client.transaction.as_mut() else {
+            return Err(reply::error("ERR no transaction"));
+        };
+        if tx.multi {
+            let multi = Request::from_args([&b"MULTI"[..]]);
+            drop(conn.send(multi.frame().clone(), Expect::Resp, Patience::Timeout));
+            for frame in tx.unpinned.drain(..) {
+                drop(conn.send(frame, Expect::Resp, Patience::Timeout));
+            }
+            tx.unpinned_bytes = 0;
+        }
+        tx.place = Some(place);
+        tx.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Sends `frame` on the pinned transaction's connection.
+    fn on_pinned(&self, frame: Bytes) -> Pending {
+        match self
+            .client
+            .transaction
+            .as_ref()
+            .and_then(|tx| tx.conn.as_ref())
+        {
+            Some(conn) => on(conn, frame),
+            None => Pending::Ready(reply::error("ERR no transaction connection")),
+        }
+    }
+}
+
+/// `frame` sent on `conn`, its reply the client's.
+fn on(conn: &Dedicated, frame: Bytes) -> Pending {
+    Pending::Backend(
+        conn.send(frame, Expect::Resp, Patience::Timeout),
+        Dialect::Redis,
+    )
+}
