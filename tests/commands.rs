@@ -155,7 +155,11 @@ fn unsupported_command_gets_an_error_and_the_connection_stays_open() {
         show(b"-ERR unsupported command 'subscribe'\r\n")
     );
     assert_eq!(c.cmd(&["SET", "after:subscribe", "1"]), Reply::ok());
-    for cmd in [&["MULTI"][..], &["BLPOP", "k", "0"], &["PSUBSCRIBE", "x*"]] {
+    for cmd in [
+        &["MONITOR"][..],
+        &["SWAPDB", "0", "1"],
+        &["PSUBSCRIBE", "x*"],
+    ] {
         let r = c.cmd(cmd);
         assert!(
             r.error_text()
