@@ -463,9 +463,22 @@ impl Connector for Dial {
     }
 }
 
-enum Stream {
+/// A connected socket to a backend.
+pub(crate) enum Stream {
+    /// Over TCP.
     Tcp(TcpStream),
+    /// Over a unix socket.
     Unix(UnixStream),
+}
+
+/// Connects to `target`'s address as the pool's own connections do (`TCP_NODELAY`, keepalive),
+/// within the pool's `timeout` (5 s without one); the caller does the setup it needs.
+pub(crate) async fn dial(target: &Target) -> Result<Stream, Error> {
+    let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, Dial.connect(target)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(connect_error(target, io::ErrorKind::TimedOut)),
+    }
 }
 
 /// A failure to reach `target` (or to set its connection up).

@@ -112,6 +112,15 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
+    /// How the pool reaches this backend, for RESP3 clients (`HELLO 3`) or not.
+    pub fn target(&self, resp3: bool) -> &Target {
+        if resp3 {
+            &self.resp3
+        } else {
+            &self.target
+        }
+    }
+
     /// Requests failed since the backend last answered.
     pub fn failures(&self) -> u32 {
         self.failures.load(Ordering::Relaxed)
@@ -227,15 +236,6 @@ impl Backend {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         if let Some(metrics) = self.backend_metrics() {
             metrics.dedicated.dec();
-        }
-    }
-
-    /// How to reach the backend: over RESP3 (`HELLO 3`) when `resp3`.
-    pub(super) fn target(&self, resp3: bool) -> &Arc<Target> {
-        if resp3 {
-            &self.resp3
-        } else {
-            &self.target
         }
     }
 

@@ -1,4 +1,4 @@
-//! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO`,
+//! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`,
 //! in Redis's own words so that client libraries' handshakes and ready checks pass.
 
 use bytes::{Bytes, BytesMut};
@@ -45,6 +45,14 @@ pub fn answer(
         "client" => client_command(client, request),
         "command" => command_command(request),
         "info" => info(pool),
+        "reset" => {
+            // As Redis: subscriptions ended, RESP2, no name, back to the default user.
+            client.pubsub = None;
+            client.resp3 = false;
+            client.name = None;
+            client.authenticated = pool.redis_auth.is_none();
+            reply::simple("RESET")
+        }
         _ => reply::error(&format!("ERR unsupported command '{}'", command.name)),
     }
 }
@@ -101,6 +109,15 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
     }
     if !client.authenticated {
         return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if resp3 != client.resp3 {
+        if client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
+            // Its subscriber connections speak the protocol it subscribed in.
+            return reply::error(
+                "ERR Keyway cannot switch the protocol of a client with subscriptions: unsubscribe first",
+            );
+        }
+        client.pubsub = None;
     }
     client.resp3 = resp3;
     let mut out = BytesMut::new();

@@ -5,12 +5,13 @@
 use bytes::{Bytes, BytesMut};
 
 use super::local;
+use super::pubsub::{self, Placement, PubSub};
 use super::session::{Decoded, FanoutReply, Handler, Pending, Plan};
 use crate::backend::pool::Place;
 use crate::backend::Expect;
 use crate::config::Limits;
 use crate::protocol::resp::codec;
-use crate::protocol::resp::command::{self, Command, Kind, Merge};
+use crate::protocol::resp::command::{self, Command, Kind, Merge, Subscription};
 use crate::protocol::resp::fanout::{self, Split};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 
@@ -78,6 +79,9 @@ impl Handler<'_> {
         if !self.client.authenticated && !local::allowed_before_auth(command) {
             return Ok(self.rejected(reply::error("NOAUTH Authentication required.")));
         }
+        if let Some(refusal) = self.subscribed_mode(command, &request) {
+            return Ok(Pending::Ready(refusal));
+        }
         // Looked up only where it decides something: a cluster pool reading from replicas.
         self.read =
             self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
@@ -91,6 +95,7 @@ impl Handler<'_> {
                 command,
                 &request,
             )),
+            Kind::Subscription(kind) => self.subscription(kind, &request),
             Kind::Unsupported => Pending::Ready(unsupported(command.name)),
             Kind::Routed => self.forward(command, request),
             Kind::Fanout(merge) => self.fan_out(merge, request),
@@ -131,6 +136,91 @@ impl Handler<'_> {
                 command.name
             ))
         })
+    }
+
+    /// What a RESP2 client in subscribed mode gets instead of running `command`, as from
+    /// Redis: only subscription commands, `PING` (answered `["pong", message]`), `QUIT` and
+    /// `RESET` run there.
+    fn subscribed_mode(&self, command: &Command, request: &Request) -> Option<Bytes> {
+        if self.client.resp3 || !self.client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
+            return None;
+        }
+        match (command.kind, command.name) {
+            (Kind::Subscription(_), _) | (_, "quit" | "reset") => None,
+            (_, "ping") => Some(pubsub::subscribed_ping(request.arg(1).unwrap_or_default())),
+            (_, name) => Some(reply::error(&format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            ))),
+        }
+    }
+
+    /// Changes the client's subscriptions: each channel on the backend its name routes to,
+    /// patterns on every live backend (one node of a Redis Cluster).
+    fn subscription(&mut self, kind: Subscription, request: &Request) -> Pending {
+        let names: Vec<&[u8]> = (1..request.argc())
+            .map(|i| request.arg(i).unwrap_or_default())
+            .collect();
+        let placement = match kind {
+            Subscription::Subscribe | Subscription::Ssubscribe => {
+                let mut backends = Vec::with_capacity(names.len());
+                for name in &names {
+                    match self.backend_of(name) {
+                        Ok(backend) => backends.push(backend),
+                        Err(reply) => return Pending::Ready(reply),
+                    }
+                }
+                Placement::ByName(backends)
+            }
+            Subscription::Psubscribe => Placement::Every(self.pattern_backends()),
+            _ => Placement::Known,
+        };
+        let pool = &self.route.pool;
+        let resp3 = self.client.resp3;
+        let pubsub = self
+            .client
+            .pubsub
+            .get_or_insert_with(|| Box::new(PubSub::new(resp3)));
+        let target = |backend: usize| {
+            pool.backends()
+                .get(backend)
+                .map(|b| b.target(resp3).clone())
+        };
+        match pubsub.apply(kind, &names, placement, target) {
+            Ok(confirmation) if confirmation.is_ready() => {
+                let mut confirmation = confirmation;
+                Pending::Ready(confirmation.take().unwrap_or_default())
+            }
+            Ok(confirmation) => Pending::Subscribed(Box::new(confirmation)),
+            Err(error) => Pending::Ready(reply::error(&error)),
+        }
+    }
+
+    /// The backend a channel's name routes to, as a key would.
+    fn backend_of(&self, name: &[u8]) -> Result<usize, Bytes> {
+        match self.route(name)? {
+            Place::Shard(shard) => Ok(shard),
+            Place::Slot(slot) => self
+                .route
+                .pool
+                .cluster()
+                .and_then(|cluster| cluster.node_for(slot, false, 0))
+                .ok_or_else(|| reply::error("CLUSTERDOWN Hash slot not served")),
+        }
+    }
+
+    /// Where patterns are subscribed: every live backend; one node of a Redis Cluster (it
+    /// forwards every message to all of its nodes, so more would deliver each twice).
+    fn pattern_backends(&self) -> Vec<usize> {
+        let pool = &self.route.pool;
+        match pool.cluster() {
+            Some(cluster) => (0..=crate::route::slots::MAX_SLOT)
+                .find_map(|slot| cluster.node_for(slot, false, 0))
+                .into_iter()
+                .collect(),
+            None => (0..pool.backends().len())
+                .filter(|&shard| !pool.is_ejected(shard))
+                .collect(),
+        }
     }
 
     /// Splits a multi-key request by shard.

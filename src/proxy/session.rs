@@ -24,6 +24,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
+use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
 use super::stateful::Transaction;
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
@@ -65,6 +66,8 @@ pub struct Client {
     /// Set by a blocking request: it is fenced, and the client going away meanwhile ends
     /// the session at once (as Redis drops a blocked client), closing its connection.
     pub(super) blocked: bool,
+    /// Its subscriptions, once it has subscribed.
+    pub(crate) pubsub: Option<Box<PubSub>>,
 }
 
 /// A client session on one pool.
@@ -111,6 +114,8 @@ pub(super) enum Pending {
         // Never read: held for its drop, which closes the connection.
         #[allow(dead_code)] Dedicated,
     ),
+    /// A subscription change, confirmed once the subscriber connections concerned have.
+    Subscribed(Box<Confirmation>),
 }
 
 /// The protocol a pool's clients speak; it decides how errors are worded.
@@ -188,6 +193,7 @@ impl Session {
                 transaction: None,
                 fence: false,
                 blocked: false,
+                pubsub: None,
             },
             route: RouteCache::new(slot),
             limits,
@@ -279,11 +285,28 @@ impl Session {
             // Behind replies the socket has not taken yet, they queue up in the backlog.
             let mut single: Option<Bytes> = None;
             let mut now = None;
-            while let Some(bytes) = pending.front_mut().and_then(Pending::try_take) {
-                pending.pop_front();
-                latency.replied(*now.get_or_insert_with(Instant::now));
-                // Counted anew at the next wait: it may have been the one just taken.
-                held_behind = 0;
+            loop {
+                let bytes = match pending.front_mut().and_then(Pending::try_take) {
+                    Some(bytes) => {
+                        pending.pop_front();
+                        latency.replied(*now.get_or_insert_with(Instant::now));
+                        // Counted anew at the next wait: it may have been the one just taken.
+                        held_behind = 0;
+                        bytes
+                    }
+                    // Between two replies: what the client's subscriptions delivered.
+                    None => match self.client.pubsub.as_mut().map(|p| p.step()) {
+                        Some(Step::Message(bytes)) => bytes,
+                        Some(Step::Progress) => continue,
+                        Some(Step::Failed(reason)) => {
+                            tracing::info!(client = self.client.id, %reason, "closing subscriber");
+                            metrics.client_err.inc();
+                            metrics.client_connections.dec();
+                            return;
+                        }
+                        Some(Step::Idle) | None => break,
+                    },
+                };
                 if !backlog.is_empty() {
                     backlog.push(bytes);
                     continue;
@@ -344,8 +367,16 @@ impl Session {
                     // Replies arriving behind the oldest one count too, or they would pile
                     // up unbounded in their reply cells while it is awaited.
                     held_behind = pending.iter_mut().skip(1).map(|p| p.poll_held(cx)).sum();
-                    if backlog.bytes + held_behind > hard_limit {
-                        return Poll::Ready(Woke::Overflow);
+                }
+                // So do messages the client's subscriptions delivered.
+                let messages = self.client.pubsub.as_ref().map_or(0, |p| p.held());
+                if (pressed || messages > 0) && backlog.bytes + held_behind + messages > hard_limit
+                {
+                    return Poll::Ready(Woke::Overflow);
+                }
+                if let Some(pubsub) = self.client.pubsub.as_mut() {
+                    if pubsub.poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Reply);
                     }
                 }
                 let fenced = fenced && !pending.is_empty();
@@ -559,6 +590,7 @@ impl Pending {
                 })
             }
             Pending::Held(inner, _) => inner.try_take(),
+            Pending::Subscribed(confirmation) => confirmation.take(),
         }
     }
 
@@ -583,6 +615,8 @@ impl Pending {
             },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
             Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_held(cx),
+            Pending::Subscribed(confirmation) if confirmation.is_ready() => confirmation.len(),
+            Pending::Subscribed(_) => 0,
         }
     }
 
@@ -609,6 +643,14 @@ impl Pending {
                 Poll::Ready(())
             }
             Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_ready(cx),
+            // Its confirmations come through the client's subscriptions, polled with it.
+            Pending::Subscribed(confirmation) => {
+                if confirmation.is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
         }
     }
 }

@@ -279,7 +279,7 @@ impl Handler<'_> {
                 command,
                 &request,
             ))),
-            Kind::Local => Ok(self.rejected(reply::error(&format!(
+            Kind::Local | Kind::Subscription(_) => Ok(self.rejected(reply::error(&format!(
                 "ERR '{}' inside MULTI is not supported by the proxy",
                 command.name
             )))),

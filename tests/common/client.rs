@@ -184,10 +184,19 @@ pub fn parse_reply(buf: &[u8], from: usize) -> Result<Option<(Reply, usize)>, St
             }
             Ok(Some((Reply::Bulk(Some(buf[next..end].to_vec())), end + 2)))
         }
-        b'*' => {
-            let len = parse_int(line)?;
+        // RESP3, read into the RESP2 shapes (tests compare raw bytes where the type matters):
+        // null as nil, booleans as integers, doubles and big numbers as simple strings.
+        b'_' => Ok(Some((Reply::Bulk(None), next))),
+        b'#' => Ok(Some((Reply::Int(i64::from(line == b"t")), next))),
+        b',' | b'(' => Ok(Some((Reply::Simple(text()), next))),
+        // Arrays, pushes, sets, and maps (their keys and values in turn).
+        b'*' | b'>' | b'~' | b'%' => {
+            let mut len = parse_int(line)?;
             if len < 0 {
                 return Ok(Some((Reply::Array(None), next)));
+            }
+            if buf[from] == b'%' {
+                len *= 2;
             }
             let mut items = Vec::with_capacity(len.min(1024) as usize);
             let mut pos = next;

@@ -33,7 +33,7 @@ impl Args for Vec<Vec<u8>> {
 /// How Keyway treats a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO`.
+    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`.
     Local,
     /// Forwarded to the one shard owning all its keys; keys on several shards are a
     /// `-CROSSSLOT` error. [`Command::keys`] never returns an empty list for these.
@@ -47,7 +47,10 @@ pub enum Kind {
     /// A transaction command: `WATCH MULTI EXEC DISCARD UNWATCH`, pinning the client to a
     /// dedicated backend connection to one shard.
     Transaction(Tx),
-    /// Answered `-ERR unsupported command '<name>'`: pub/sub, keyspace-wide, db-scoped and
+    /// Changes the client's subscriptions: answered with Keyway's own confirmations once
+    /// the subscriber connections to the shards concerned have confirmed theirs.
+    Subscription(Subscription),
+    /// Answered `-ERR unsupported command '<name>'`: keyspace-wide, db-scoped and
     /// administrative commands.
     Unsupported,
 }
@@ -90,6 +93,23 @@ pub enum BlockTime {
     Forever,
     /// The timeout is not a valid one: the backend answers with an error at once.
     Invalid,
+}
+
+/// A command changing a client's subscriptions; its channels (or patterns) are its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    /// `SUBSCRIBE channel...`
+    Subscribe,
+    /// `UNSUBSCRIBE [channel...]`
+    Unsubscribe,
+    /// `PSUBSCRIBE pattern...`
+    Psubscribe,
+    /// `PUNSUBSCRIBE [pattern...]`
+    Punsubscribe,
+    /// `SSUBSCRIBE shardchannel...`
+    Ssubscribe,
+    /// `SUNSUBSCRIBE [shardchannel...]`
+    Sunsubscribe,
 }
 
 /// How the replies of a fanned-out command are merged.
@@ -954,12 +974,12 @@ static TABLE: &[Command] = &[
     c("pfselftest", 1, U, NO),
     c("ping", -1, L, NO),
     c("psetex", 4, R, K1),
-    c("psubscribe", -2, U, NO),
+    c("psubscribe", -2, Kind::Subscription(Subscription::Psubscribe), NO),
     c("psync", -3, U, NO),
     c("pttl", 2, R, K1),
-    c("publish", 3, U, NO),
+    c("publish", 3, R, K1),
     c("pubsub", -2, U, NO),
-    c("punsubscribe", -1, U, NO),
+    c("punsubscribe", -1, Kind::Subscription(Subscription::Punsubscribe), NO),
     c("quit", -1, L, NO),
     c("randomkey", 1, U, NO),
     c("readonly", 1, U, NO),
@@ -968,7 +988,7 @@ static TABLE: &[Command] = &[
     c("renamenx", 3, R, K12),
     c("replconf", -1, U, NO),
     c("replicaof", 3, U, NO),
-    c("reset", 1, U, NO),
+    c("reset", 1, L, NO),
     c("restore", -4, R, K1),
     c("restore-asking", -4, U, K1),
     c("role", 1, U, NO),
@@ -1002,17 +1022,17 @@ static TABLE: &[Command] = &[
     c("sort", -2, R, Spec::Sort { store: true }),
     c("sort_ro", -2, R, Spec::Sort { store: false }),
     c("spop", -2, R, K1),
-    c("spublish", 3, U, NO),
+    c("spublish", 3, R, K1),
     c("srandmember", -2, R, K1),
     c("srem", -3, R, K1),
     c("sscan", -3, R, K1),
-    c("ssubscribe", -2, U, NO),
+    c("ssubscribe", -2, Kind::Subscription(Subscription::Ssubscribe), NO),
     c("strlen", 2, R, K1),
-    c("subscribe", -2, U, NO),
+    c("subscribe", -2, Kind::Subscription(Subscription::Subscribe), NO),
     c("substr", 4, R, K1),
     c("sunion", -2, R, ALL),
     c("sunionstore", -3, R, ALL),
-    c("sunsubscribe", -1, U, NO),
+    c("sunsubscribe", -1, Kind::Subscription(Subscription::Sunsubscribe), NO),
     c("swapdb", 3, U, NO),
     c("sync", 1, U, NO),
     c("time", 1, U, NO),
@@ -1020,7 +1040,7 @@ static TABLE: &[Command] = &[
     c("ttl", 2, R, K1),
     c("type", 2, R, K1),
     c("unlink", -2, SUM, ALL),
-    c("unsubscribe", -1, U, NO),
+    c("unsubscribe", -1, Kind::Subscription(Subscription::Unsubscribe), NO),
     c("unwatch", 1, Kind::Transaction(Tx::Unwatch), NO),
     c("wait", 3, U, NO),
     c("waitaof", 4, U, NO),         // 7.2
@@ -1275,6 +1295,12 @@ mod tests {
             assert_eq!(ours, Ok(vec![args[1].clone()]), "{line:?}");
             return;
         }
+        if routes_by_channel(cmd.name) {
+            if cmd.kind == Kind::Routed {
+                assert_eq!(ours, Ok(vec![args[1].clone()]), "{line:?}");
+            }
+            return;
+        }
         let theirs = redis.getkeys(args);
         match (&theirs, &ours) {
             (Ok(theirs), Ok(ours)) if theirs == ours => {}
@@ -1284,7 +1310,10 @@ mod tests {
                 ours.is_empty()
                     && matches!(
                         cmd.kind,
-                        Kind::Local | Kind::Unsupported | Kind::Transaction(_)
+                        Kind::Local
+                            | Kind::Unsupported
+                            | Kind::Transaction(_)
+                            | Kind::Subscription(_)
                     ),
                 "{line:?}: Redis finds no keys, we found {ours:?}"
             ),
@@ -1550,6 +1579,13 @@ mod tests {
         "command count",
         "info",
         "quit",
+        "reset",
+        // pub/sub: published by channel, subscriptions kept per client
+        "subscribe c",
+        "psubscribe c*",
+        "publish c m",
+        "spublish c m",
+        "ssubscribe c",
         // transactions
         "multi",
         "exec",
@@ -1557,11 +1593,6 @@ mod tests {
         "watch a b",
         "unwatch",
         // unsupported
-        "subscribe c",
-        "psubscribe c*",
-        "publish c m",
-        "spublish c m",
-        "ssubscribe c",
         "pubsub channels",
         "keys *",
         "scan 0",
@@ -1583,7 +1614,6 @@ mod tests {
         "role",
         "lastsave",
         "debug sleep 0",
-        "reset",
     ];
 
     #[test]
@@ -1623,6 +1653,12 @@ mod tests {
         "waitaof",
     ];
 
+    /// Commands Keyway places by channel, not by key: Redis calls a channel no key (and a
+    /// sharded channel a key in `COMMAND` but not in `COMMAND GETKEYS`).
+    fn routes_by_channel(name: &str) -> bool {
+        matches!(name, "publish" | "spublish" | "ssubscribe" | "sunsubscribe")
+    }
+
     #[test]
     fn every_server_command_is_in_the_table_with_its_arity() {
         let server = RedisServer::start();
@@ -1636,7 +1672,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} is missing from the table"));
             assert_eq!(cmd.name, name);
             assert_eq!(i64::from(cmd.arity), arity, "arity of {name}");
-            if cmd.kind != Kind::Unsupported {
+            if cmd.kind != Kind::Unsupported && !routes_by_channel(cmd.name) {
                 let range = (
                     entry.array()[3].int(),
                     entry.array()[4].int(),
@@ -1696,7 +1732,7 @@ mod tests {
                         args.push(format!("a{}", args.len()).into_bytes());
                     }
                     let line = String::from_utf8_lossy(&args.join(&b' ')).into_owned();
-                    if first == 0 && cmd.kind == Kind::Routed {
+                    if first == 0 && cmd.kind == Kind::Routed && !routes_by_channel(cmd.name) {
                         // A keyless subcommand of a keyed container.
                         assert!(
                             matches!(cmd.keys(&args), Err(CommandError::Unsupported(_))),
@@ -1801,34 +1837,24 @@ mod tests {
             assert!(matches!(kind(name), Kind::Blocking(_)), "{name}");
         }
         for name in [
-            "subscribe",
-            "ssubscribe",
-            "publish",
-            "monitor",
-            "keys",
-            "scan",
-            "flushall",
-            "config",
-            "script",
-            "function",
-            "wait",
-            "swapdb",
-            "move",
-            "reset",
-            "latency",
-            "slowlog",
-            "acl",
-            "module",
-            "migrate",
-            "time",
+            "monitor", "keys", "scan", "flushall", "config", "script", "function", "wait",
+            "swapdb", "move", "latency", "slowlog", "acl", "module", "migrate", "time",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
         }
         for name in [
-            "get", "msetnx", "pfcount", "eval", "object", "memory", "sort",
+            "get", "msetnx", "pfcount", "eval", "object", "memory", "sort", "publish", "spublish",
         ] {
             assert_eq!(kind(name), Kind::Routed, "{name}");
         }
+        assert_eq!(
+            kind("subscribe"),
+            Kind::Subscription(Subscription::Subscribe)
+        );
+        assert_eq!(
+            kind("sunsubscribe"),
+            Kind::Subscription(Subscription::Sunsubscribe)
+        );
     }
 
     #[test]
