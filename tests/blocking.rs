@@ -377,3 +377,33 @@ fn replies_keep_request_order_around_a_blocking_command() {
         ]
     );
 }
+
+#[test]
+fn a_cluster_pool_blocks_on_the_slot_owner() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.seeds_yaml();
+    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
+        format!(
+            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 300\n  cluster:\n{seeds}"
+        )
+    });
+    let owner = cluster.master_of_slot(cluster.keyslot("{cq}list"));
+    let owner = cluster.node(owner.port);
+    let mut blocked = proxy.client();
+    blocked.send(&["BLPOP", "{cq}list", "0"]);
+    wait_blocked(owner, 1);
+    assert_eq!(dedicated(&proxy), 1);
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["RPUSH", "{cq}list", "v"]), Reply::Int(1));
+    assert_eq!(
+        blocked.read_reply(),
+        Reply::Array(Some(vec![Reply::bulk("{cq}list"), Reply::bulk("v")]))
+    );
+    // Longer than the pool timeout, and across slots: CROSSSLOT as Redis Cluster says.
+    assert_eq!(c.cmd(&["BLPOP", "{cq}list", "0.6"]), Reply::Array(None));
+    assert!(c
+        .cmd(&["BLPOP", "a", "b", "0"])
+        .error_text()
+        .starts_with("CROSSSLOT"));
+    assert!(wait_until(HANG, || dedicated(&proxy) == 0));
+}

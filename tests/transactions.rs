@@ -390,3 +390,71 @@ print(r.get("{py}a"))
     assert_eq!(ours, run(both.reference.port()));
     assert_eq!(ours, "[True, 2, 1, '2']\n[True]\n20\n");
 }
+
+#[test]
+fn a_cluster_pool_pins_a_transaction_to_the_slot_owner_and_a_moved_slot_aborts_it() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.seeds_yaml();
+    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
+        format!(
+            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  cluster:\n{seeds}"
+        )
+    });
+    let mut c = proxy.client();
+    c.send(&["MULTI"]);
+    c.send(&["SET", "{ct}a", "1"]);
+    c.send(&["INCR", "{ct}a"]);
+    c.send(&["SET", "{other}b", "1"]);
+    c.send(&["EXEC"]);
+    let got: Vec<u8> = (0..5).flat_map(|_| c.read_reply_raw()).collect();
+    assert_eq!(
+        show(&got),
+        show(format!("+OK\r\n+QUEUED\r\n+QUEUED\r\n{CROSSSLOT}{EXECABORT}").as_bytes())
+    );
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["SET", "{ct}a", "1"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(c.cmd(&["INCR", "{ct}a"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::ok(), Reply::Int(2)]))
+    );
+    // The slot of an empty key moves away while a client watches it: the transaction's
+    // commands get -TRYAGAIN (never a redirect), and the node aborts the transaction.
+    let slot = cluster.keyslot("{cm}k");
+    let from = cluster.master_of_slot(slot);
+    let to = cluster
+        .view()
+        .into_iter()
+        .find(|n| n.master && n.port != from.port)
+        .unwrap();
+    assert_eq!(c.cmd(&["WATCH", "{cm}k"]), Reply::ok());
+    for node in cluster.view().into_iter().filter(|n| n.master) {
+        let reply = cluster.node(node.port).client().cmd(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot.to_string(),
+            "NODE",
+            &to.id,
+        ]);
+        assert_eq!(reply, Reply::ok());
+    }
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    let moved = c.cmd(&["SET", "{cm}k", "v"]);
+    assert!(moved.error_text().starts_with("TRYAGAIN"), "{moved:?}");
+    assert_eq!(c.cmd(&["EXEC"]).to_bytes(), EXECABORT.as_bytes());
+    assert!(wait_until(HANG, || dedicated(&proxy) == 0));
+    // The client retries, on the new owner once Keyway has the new layout.
+    let retried = wait_until(HANG, || {
+        c.cmd(&["MULTI"]);
+        c.cmd(&["SET", "{cm}k", "v"]);
+        c.cmd(&["EXEC"]) == Reply::Array(Some(vec![Reply::ok()]))
+    });
+    assert!(retried, "the retried transaction ran");
+    assert_eq!(
+        cluster.node(to.port).client().cmd(&["GET", "{cm}k"]),
+        Reply::bulk("v")
+    );
+}

@@ -26,9 +26,8 @@ use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
 use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
-use super::stateful::Transaction;
+use super::stateful::{Held, Transaction};
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
-use crate::backend::lease::Dedicated;
 use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome, Patience};
@@ -107,13 +106,9 @@ pub(super) enum Pending {
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
     Filtered(Box<Pending>, ReplyPolicy),
-    /// A reply over a dedicated connection of its own (a blocking command), which closes
-    /// once the reply is taken, or when the client goes away first.
-    Held(
-        Box<Pending>,
-        // Never read: held for its drop, which closes the connection.
-        #[allow(dead_code)] Dedicated,
-    ),
+    /// A reply over a dedicated connection: a blocking command's own (closed once the reply
+    /// is taken, or when the client goes away first), or a cluster pool's transaction.
+    Held(Box<Held>),
     /// A subscription change, confirmed once the subscriber connections concerned have.
     Subscribed(Box<Confirmation>),
 }
@@ -515,7 +510,7 @@ impl Handler<'_> {
     /// Sends `frame` to `place`: a backend, or a cluster slot (following redirects).
     pub(super) fn send(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
         match place {
-            Place::Shard(_) if self.client.transaction.is_some() => {
+            _ if self.client.transaction.is_some() => {
                 // A client pinned to a shard by `WATCH` talks to it over its own connection.
                 match self
                     .client
@@ -557,7 +552,7 @@ impl Handler<'_> {
 
 impl Pending {
     /// The reply, if it is complete; never waits.
-    fn try_take(&mut self) -> Option<Bytes> {
+    pub(super) fn try_take(&mut self) -> Option<Bytes> {
         match self {
             Pending::Ready(bytes) => Some(std::mem::take(bytes)),
             Pending::Backend(receiver, dialect) => match receiver.try_recv() {
@@ -589,14 +584,14 @@ impl Pending {
                     Bytes::new()
                 })
             }
-            Pending::Held(inner, _) => inner.try_take(),
+            Pending::Held(held) => held.try_take(),
             Pending::Subscribed(confirmation) => confirmation.take(),
         }
     }
 
     /// The bytes of this reply that have arrived (all of it, or a split request's parts in so
     /// far), taking in what is ready; the task is woken when a part still awaited arrives.
-    fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+    pub(super) fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
         match self {
             Pending::Ready(bytes) => bytes.len(),
             Pending::Backend(..) => match self.poll_ready(cx) {
@@ -614,7 +609,8 @@ impl Pending {
                 Poll::Pending => 0,
             },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
-            Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_held(cx),
+            Pending::Filtered(inner, _) => inner.poll_held(cx),
+            Pending::Held(held) => held.reply.poll_held(cx),
             Pending::Subscribed(confirmation) if confirmation.is_ready() => confirmation.len(),
             Pending::Subscribed(_) => 0,
         }
@@ -622,7 +618,7 @@ impl Pending {
 
     /// Whether the reply is complete; if not, the task is woken when the part it waits for
     /// arrives.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Pending::Ready(_) => Poll::Ready(()),
             Pending::Backend(receiver, dialect) => match Pin::new(receiver).poll(cx) {
@@ -642,7 +638,8 @@ impl Pending {
                 }
                 Poll::Ready(())
             }
-            Pending::Filtered(inner, _) | Pending::Held(inner, _) => inner.poll_ready(cx),
+            Pending::Filtered(inner, _) => inner.poll_ready(cx),
+            Pending::Held(held) => held.reply.poll_ready(cx),
             // Its confirmations come through the client's subscriptions, polled with it.
             Pending::Subscribed(confirmation) => {
                 if confirmation.is_ready() {

@@ -7,11 +7,15 @@
 //! the requests after a blocking command or a transaction's end wait for its reply, so that a
 //! client's requests execute in the order it sent them, as on one Redis.
 
+use std::rc::Rc;
+
 use bytes::Bytes;
 
+use super::cluster::Redirect;
 use super::local;
 use super::resp::{unsupported, CROSSSLOT};
 use super::session::{Client, Dialect, Handler, Pending};
+use super::worker::Route;
 use crate::backend::lease::Dedicated;
 use crate::backend::pool::Place;
 use crate::backend::{Expect, Patience};
@@ -94,10 +98,20 @@ impl Handler<'_> {
         let receiver = conn.send(request.frame().clone(), Expect::Resp, patience);
         self.client.fence = true;
         self.client.blocked = true;
-        Ok(Pending::Held(
-            Box::new(Pending::Backend(receiver, Dialect::Redis)),
-            conn,
-        ))
+        Ok(Pending::Held(Box::new(Held {
+            reply: Pending::Backend(receiver, Dialect::Redis),
+            conn: Some(conn),
+            cluster: self.cluster_route(),
+        })))
+    }
+
+    /// The route, in a cluster pool: its redirects are turned into errors.
+    fn cluster_route(&self) -> Option<Rc<Route>> {
+        self.route
+            .pool
+            .cluster()
+            .is_some()
+            .then(|| Rc::clone(self.route))
     }
 
     /// Leases and opens a dedicated connection to the backend serving `place`, or the error
@@ -125,13 +139,6 @@ impl Handler<'_> {
         command: &Command,
         request: Request,
     ) -> Result<Pending, Request> {
-        if self.route.pool.cluster().is_some() {
-            return Ok(Pending::Ready(reply::error(&format!(
-                "ERR '{}' is not supported on Redis Cluster pools: a transaction cannot follow \
-                 its slot across a redirect",
-                command.name
-            ))));
-        }
         match command.kind {
             Kind::Transaction(Tx::Multi) => Ok(self.multi(&request)),
             Kind::Transaction(Tx::Exec) => self.exec(request),
@@ -149,10 +156,11 @@ impl Handler<'_> {
         if self.client.in_multi() {
             return Pending::Ready(reply::error("ERR MULTI calls can not be nested"));
         }
+        let cluster = self.cluster_route();
         let tx = self.client.transaction.get_or_insert_with(Box::default);
         tx.multi = true;
         match &tx.conn {
-            Some(conn) => on(conn, request.frame().clone()),
+            Some(conn) => on(conn, request.frame().clone(), cluster),
             None => Pending::Ready(Bytes::from_static(b"+OK\r\n")),
         }
     }
@@ -232,7 +240,7 @@ impl Handler<'_> {
         let Some(conn) = self.client.transaction.take().and_then(|tx| tx.conn) else {
             return Pending::Ready(reply::error("ERR no transaction connection"));
         };
-        let pending = on(&conn, request.frame().clone());
+        let pending = on(&conn, request.frame().clone(), self.cluster_route());
         conn.finish();
         self.client.fence = true;
         pending
@@ -360,16 +368,60 @@ impl Handler<'_> {
             .as_ref()
             .and_then(|tx| tx.conn.as_ref())
         {
-            Some(conn) => on(conn, frame),
+            Some(conn) => on(conn, frame, self.cluster_route()),
             None => Pending::Ready(reply::error("ERR no transaction connection")),
         }
     }
 }
 
-/// `frame` sent on `conn`, its reply the client's.
-fn on(conn: &Dedicated, frame: Bytes) -> Pending {
-    Pending::Backend(
+/// A reply over a dedicated connection, which `conn` (if any) keeps open until it is taken.
+/// In a cluster pool a redirect becomes `-TRYAGAIN`: the slot moved while the connection
+/// was pinned to its node, so the command (or the transaction, which the node aborts) was
+/// not run there; the client retries, and Keyway routes the retry on a fresh layout.
+pub(crate) struct Held {
+    pub(super) reply: Pending,
+    conn: Option<Dedicated>,
+    cluster: Option<Rc<Route>>,
+}
+
+impl Held {
+    /// The reply, once in (see [`Pending::try_take`]); the connection closes with it.
+    pub(super) fn try_take(&mut self) -> Option<Bytes> {
+        let bytes = self.reply.try_take()?;
+        self.conn = None;
+        let Some(route) = &self.cluster else {
+            return Some(bytes);
+        };
+        let redirect = match bytes.first() {
+            Some(b'-') => Redirect::parse(&bytes, ""),
+            _ => None,
+        };
+        match redirect {
+            Some(Redirect::Moved(_) | Redirect::Ask(_)) => {
+                if let Some(cluster) = route.pool.cluster() {
+                    cluster.request_refresh();
+                }
+                Some(reply::error(
+                    "TRYAGAIN the slot moved while its connection was pinned; retry",
+                ))
+            }
+            _ => Some(bytes),
+        }
+    }
+}
+
+/// `frame` sent on `conn`, its reply the client's; in a cluster pool without redirects.
+fn on(conn: &Dedicated, frame: Bytes, cluster: Option<Rc<Route>>) -> Pending {
+    let reply = Pending::Backend(
         conn.send(frame, Expect::Resp, Patience::Timeout),
         Dialect::Redis,
-    )
+    );
+    match cluster {
+        None => reply,
+        Some(_) => Pending::Held(Box::new(Held {
+            reply,
+            conn: None,
+            cluster,
+        })),
+    }
 }
