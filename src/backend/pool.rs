@@ -916,7 +916,32 @@ impl BackendPool {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::*;
+
+    #[test]
+    fn leases_stop_at_dedicated_connections_and_come_back_when_dropped() {
+        let yaml = "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  dedicated_connections: 2\n  \
+                    servers:\n   - 127.0.0.1:7001:1 a\n   - 127.0.0.1:7002:1 b\n";
+        let config = crate::config::Config::parse(yaml).unwrap().pools.remove(0);
+        let pool = Pool::new(config, &Metrics::new(), None);
+        let (a, b) = (&pool.backends()[0], &pool.backends()[1]);
+        let first = a.lease().unwrap();
+        let second = a.lease().unwrap();
+        let refused = a.lease().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "dedicated_connections (2) reached for 127.0.0.1:7001"
+        );
+        // Per backend: the other one has its own two.
+        let other = b.lease().unwrap();
+        let gauge = |i: usize| pool.metrics().backend(i).unwrap().dedicated.get();
+        assert_eq!((a.leased(), gauge(0), gauge(1)), (2, 2, 1));
+        drop(first);
+        assert_eq!((a.leased(), gauge(0)), (1, 1));
+        let again = a.lease().unwrap();
+        drop((second, again, other));
+        assert_eq!((a.leased(), b.leased(), gauge(0), gauge(1)), (0, 0, 0, 0));
+    }
 
     #[test]
     fn connections_spread_over_the_serving_workers_add_up_to_server_connections() {

@@ -584,10 +584,11 @@ fn seconds(arg: Option<&[u8]>) -> BlockTime {
 fn millis(arg: Option<&[u8]>) -> BlockTime {
     match arg
         .and_then(|a| std::str::from_utf8(a).ok())
-        .and_then(|t| t.parse::<u64>().ok())
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(u64::try_from)
     {
-        Some(0) => BlockTime::Forever,
-        Some(ms) => {
+        Some(Ok(0)) => BlockTime::Forever,
+        Some(Ok(ms)) => {
             let d = std::time::Duration::from_millis(ms);
             if d > MAX_BLOCK {
                 BlockTime::Forever
@@ -595,7 +596,7 @@ fn millis(arg: Option<&[u8]>) -> BlockTime {
                 BlockTime::For(d)
             }
         }
-        None => BlockTime::Invalid,
+        Some(Err(_)) | None => BlockTime::Invalid,
     }
 }
 
@@ -1854,6 +1855,54 @@ mod tests {
         assert_eq!(
             kind("sunsubscribe"),
             Kind::Subscription(Subscription::Sunsubscribe)
+        );
+    }
+
+    #[test]
+    fn block_times_are_read_where_each_command_has_them() {
+        use std::time::Duration;
+        let time = |line: &str| {
+            let args = words(line);
+            lookup(&args[0]).unwrap().block_time(&args)
+        };
+        let secs = |s: f64| BlockTime::For(Duration::from_secs_f64(s));
+        assert_eq!(time("blpop a b 2"), secs(2.0));
+        assert_eq!(time("brpop a 0.25"), secs(0.25));
+        assert_eq!(time("bzpopmin z 0"), BlockTime::Forever);
+        assert_eq!(time("bzpopmax z 0.0"), BlockTime::Forever);
+        assert_eq!(time("blmove a b LEFT RIGHT 1.5"), secs(1.5));
+        assert_eq!(time("brpoplpush a b 3"), secs(3.0));
+        assert_eq!(time("blmpop 4 2 a b LEFT COUNT 2"), secs(4.0));
+        assert_eq!(time("bzmpop 0 1 z MIN"), BlockTime::Forever);
+        assert_eq!(time("xread COUNT 1 BLOCK 250 STREAMS s 0"), secs(0.25));
+        assert_eq!(time("xread BLOCK 0 STREAMS s $"), BlockTime::Forever);
+        assert_eq!(
+            time("xreadgroup GROUP g c BLOCK 10 STREAMS s >"),
+            secs(0.01)
+        );
+        assert_eq!(time("xreadgroup GROUP g c STREAMS s >"), BlockTime::No);
+        // A stream named "block" is no option.
+        assert_eq!(time("xread STREAMS block 0"), BlockTime::No);
+        assert_eq!(time("get k"), BlockTime::No);
+        // Redis answers these with an error at once; a huge one blocks for good.
+        for bad in [
+            "blpop a -1",
+            "blpop a soon",
+            "blpop a nan",
+            "xread BLOCK x STREAMS s 0",
+        ] {
+            assert_eq!(time(bad), BlockTime::Invalid, "{bad}");
+        }
+        assert_eq!(time("blpop a 1e300"), BlockTime::Invalid);
+        assert_eq!(time("xread BLOCK -1 STREAMS s 0"), BlockTime::Invalid);
+        assert_eq!(
+            time("xread BLOCK 18446744073709551615 STREAMS s 0"),
+            BlockTime::Invalid
+        );
+        assert_eq!(time("blpop a 1e9"), BlockTime::Forever);
+        assert_eq!(
+            time("xread BLOCK 9223372036854775807 STREAMS s 0"),
+            BlockTime::Forever
         );
     }
 
