@@ -142,8 +142,20 @@ fn the_errors_redis_gives_come_byte_for_byte() {
             &["MULTI"],
             &["NOSUCHCOMMAND", "x"],
             &["EXEC"],
+            // RESET ends a transaction and a watch, inside MULTI too.
+            &["WATCH", "{u}a"],
+            &["MULTI"],
+            &["SET", "{u}a", "reset"],
+            &["RESET"],
+            &["EXEC"],
+            &["GET", "{u}a"],
+            &["WATCH", "{u}a"],
+            &["RESET"],
+            &["MULTI"],
+            &["EXEC"],
         ],
     );
+    assert!(wait_until(HANG, || dedicated(&both.setup.proxy) == 0));
 }
 
 #[test]

@@ -46,8 +46,10 @@ pub fn answer(
         "command" => command_command(request),
         "info" => info(pool),
         "reset" => {
-            // As Redis: subscriptions ended, RESP2, no name, back to the default user.
+            // As Redis: subscriptions and transaction ended, RESP2, no name, back to the
+            // default user.
             client.pubsub = None;
+            client.end_transaction();
             client.resp3 = false;
             client.name = None;
             client.authenticated = pool.redis_auth.is_none();

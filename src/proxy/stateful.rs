@@ -58,6 +58,15 @@ impl Client {
     pub(super) fn in_multi(&self) -> bool {
         self.transaction.as_ref().is_some_and(|tx| tx.multi)
     }
+
+    /// Forgets the client's transaction (`RESET`): its connection closes once the replies
+    /// already asked for on it are in, and the backend drops what it queued and watched.
+    pub(super) fn end_transaction(&mut self) {
+        if let Some(conn) = self.transaction.take().and_then(|tx| tx.conn) {
+            conn.finish();
+            self.fence = true;
+        }
+    }
 }
 
 impl Handler<'_> {
@@ -281,12 +290,10 @@ impl Handler<'_> {
             Kind::Local if matches!(command.name, "ping" | "echo") => {
                 Ok(self.queue_keyless(request))
             }
-            Kind::Local if command.name == "quit" => Ok(Pending::Ready(local::answer(
-                self.client,
-                self.route.pool.config(),
-                command,
-                &request,
-            ))),
+            // Run at once inside `MULTI`, as Redis does.
+            Kind::Local if matches!(command.name, "quit" | "reset") => Ok(Pending::Ready(
+                local::answer(self.client, self.route.pool.config(), command, &request),
+            )),
             Kind::Local | Kind::Subscription(_) => Ok(self.rejected(reply::error(&format!(
                 "ERR '{}' inside MULTI is not supported by the proxy",
                 command.name
