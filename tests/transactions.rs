@@ -270,6 +270,13 @@ fn a_command_for_another_shard_is_crossslot_then_execabort() {
         show(&got),
         show(format!("+OK\r\n+QUEUED\r\n{CROSSSLOT}+QUEUED\r\n{EXECABORT}").as_bytes())
     );
+    // A watching client cannot switch protocol: its connection speaks the one it watched in.
+    assert_eq!(c.cmd(&["WATCH", &ka]), Reply::ok());
+    assert!(c
+        .cmd(&["HELLO", "3"])
+        .error_text()
+        .starts_with("ERR Keyway cannot switch the protocol of a client watching keys"));
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
     // WATCH over two shards, or on a second shard, cannot be served.
     assert_eq!(c.cmd(&["WATCH", &ka, &kb]).to_bytes(), CROSSSLOT.as_bytes());
     assert_eq!(c.cmd(&["WATCH", &ka]), Reply::ok());

@@ -2,6 +2,8 @@
 //! Sessions never touch a backend socket; they send [`Job`]s and await the reply
 //! on a [`ReplyReceiver`]. [`pool`] holds the routing snapshots the control plane publishes,
 //! each worker's connections (kept by backend), and the failure counts the connections report.
+//! [`lease`] gives a client a connection of its own (a blocked pop, a transaction), bounded
+//! per backend by `dedicated_connections`.
 
 pub mod connection;
 pub mod lease;

@@ -119,6 +119,12 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
                 "ERR Keyway cannot switch the protocol of a client with subscriptions: unsubscribe first",
             );
         }
+        if client.transaction.is_some() {
+            // Its transaction's connection speaks the protocol it was opened in.
+            return reply::error(
+                "ERR Keyway cannot switch the protocol of a client watching keys: UNWATCH first",
+            );
+        }
         client.pubsub = None;
     }
     client.resp3 = resp3;
