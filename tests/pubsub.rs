@@ -501,3 +501,59 @@ fn a_subscriber_that_does_not_read_is_closed_past_its_output_limit() {
         .stderr()
         .contains("client_output_hard_limit")));
 }
+
+#[test]
+fn pubsub_counts_gather_every_shards_subscriptions_as_one_redis_counts_them() {
+    let setup = Setup::new(4, POOL);
+    let reference = RedisServer::start();
+    let channels = channel_per_shard(&setup, "count");
+    // The same subscribers on both: two on every channel, one on two patterns, one sharded.
+    let mut held = Vec::new();
+    for server in [None, Some(&reference)] {
+        let connect = || match server {
+            Some(reference) => reference.client(),
+            None => setup.client(),
+        };
+        for _ in 0..2 {
+            let mut c = connect();
+            let mut args = vec!["SUBSCRIBE".to_string()];
+            args.extend(channels.iter().cloned());
+            c.send(&args);
+            for _ in &channels {
+                c.read_reply();
+            }
+            held.push(c);
+        }
+        let mut c = connect();
+        c.send(&["PSUBSCRIBE", "count*", "other*"]);
+        c.read_reply();
+        c.read_reply();
+        held.push(c);
+        let mut c = connect();
+        c.cmd(&["SSUBSCRIBE", &channels[2]]);
+        held.push(c);
+    }
+    let (mut ours, mut theirs) = (setup.client(), reference.client());
+    let mut numsub = vec!["PUBSUB", "NUMSUB", "nobody"];
+    numsub.extend(channels.iter().map(String::as_str));
+    assert_eq!(ours.cmd(&numsub), theirs.cmd(&numsub));
+    assert_eq!(ours.cmd(&numsub).items()[3], Reply::Int(2));
+    for args in [
+        &["PUBSUB", "NUMPAT"][..],
+        &["PUBSUB", "SHARDNUMSUB", &channels[2], &channels[1]],
+    ] {
+        assert_eq!(ours.cmd(args), theirs.cmd(args), "{args:?}");
+    }
+    for args in [&["PUBSUB", "CHANNELS"][..], &["PUBSUB", "SHARDCHANNELS"]] {
+        assert_eq!(
+            ours.cmd(args).sorted(),
+            theirs.cmd(args).sorted(),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        ours.cmd(&["PUBSUB", "CHANNELS", "count*"]).items().len(),
+        channels.len()
+    );
+    drop(held);
+}

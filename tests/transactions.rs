@@ -477,3 +477,28 @@ fn a_cluster_pool_pins_a_transaction_to_the_slot_owner_and_a_moved_slot_aborts_i
         Reply::bulk("v")
     );
 }
+
+#[test]
+fn a_transaction_whose_backend_connection_is_lost_closes_its_client() {
+    let setup = Setup::new(1, &[]);
+    let mut c = setup.client();
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(dedicated(&setup.proxy), 1);
+    // The backend drops every client: the WATCH is gone with the dedicated one.
+    let killed = setup.shards[0]
+        .client()
+        .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(killed.int() >= 1, "{killed:?}");
+    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 0));
+    // Never silently on without the WATCH: an error, then the client is closed.
+    let lost = c.cmd(&["MULTI"]);
+    assert!(
+        lost.error_text()
+            .contains("transaction's backend connection was lost"),
+        "{lost:?}"
+    );
+    c.send(&["PING"]);
+    assert!(matches!(c.try_read_reply(), Err(ReadError::Closed)));
+    let mut again = setup.client();
+    assert_eq!(again.cmd(&["SET", "k", "v"]), Reply::ok());
+}

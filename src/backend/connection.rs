@@ -135,6 +135,13 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Whether the connection task is gone: whatever is sent fails with [`Error::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.queue.gone.get()
+    }
+}
+
 impl Clone for Handle {
     fn clone(&self) -> Handle {
         self.queue

@@ -97,6 +97,12 @@ impl Dedicated {
         }
     }
 
+    /// Whether the connection has ended (the backend closed it, it failed or timed out):
+    /// whatever is sent now fails.
+    pub fn is_closed(&self) -> bool {
+        self.handle.as_ref().is_none_or(Handle::is_closed)
+    }
+
     /// No more requests: the connection closes (and its lease is given back) once every
     /// reply already asked for is in.
     pub fn finish(mut self) {

@@ -522,6 +522,19 @@ impl Pool {
         }
     }
 
+    /// The backends that together hold the pool's keyspace, which keyspace-wide commands
+    /// (`SCAN`, `KEYS`, `DBSIZE`...) ask, in the order `SCAN` visits them: every backend of a
+    /// standalone pool, ejected ones included (they still hold their keys, and a `SCAN`
+    /// cursor needs a shard count that ejections do not change); in a cluster pool each slot
+    /// master by node index, and with `replicas` their healthy replicas too (for `SCRIPT`, so
+    /// that a read-only script sent to a replica finds its script).
+    pub fn keyspace(&self, replicas: bool) -> Vec<usize> {
+        match &self.routing {
+            Routing::Shards(_) => (0..self.backends.len()).collect(),
+            Routing::Cluster(cluster) => cluster.layout.nodes(replicas),
+        }
+    }
+
     /// A Redis Cluster pool's routing state; `None` for other pools.
     pub fn cluster(&self) -> Option<&Cluster> {
         match &self.routing {

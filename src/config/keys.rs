@@ -133,6 +133,8 @@ pool_keys! {
         Shape::Lines { one: "seed address", many: "seed addresses (host:port)" };
     /// Which cluster nodes serve reads.
     ReadFrom = "read_from", Keyway, SCALAR;
+    /// Whether clients may `FLUSHDB`/`FLUSHALL` every shard.
+    AllowFlush = "allow_flush", Keyway, SCALAR;
 }
 
 impl Key {

@@ -107,6 +107,9 @@ pub struct PoolConfig {
     /// `cluster`, `read_from`); `None` otherwise. A cluster pool's `servers` are the nodes
     /// Keyway learnt from the cluster (empty until it asks), and it routes by slot.
     pub cluster: Option<ClusterConfig>,
+    /// Whether clients may empty the pool: `FLUSHDB` and `FLUSHALL`, sent to every shard
+    /// (`allow_flush`, default false: they are refused, naming the key). Redis pools only.
+    pub allow_flush: bool,
 }
 
 /// A pool whose backends are a Redis Cluster: Keyway learns the nodes and the slot map from
@@ -455,6 +458,7 @@ mod tests {
             limits: Limits::default(),
             sentinel: None,
             cluster: None,
+            allow_flush: false,
         };
         assert_eq!(config.pools, [expected]);
     }

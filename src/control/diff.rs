@@ -36,6 +36,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         limits,
         sentinel,
         cluster,
+        allow_flush,
     } = old;
     let Limits {
         max_request_bytes,
@@ -107,6 +108,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         ),
         (Key::Sentinels, *sentinel != new.sentinel),
         (Key::Cluster, *cluster != new.cluster),
+        (Key::AllowFlush, *allow_flush != new.allow_flush),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

@@ -33,6 +33,16 @@ pub struct Plan<M> {
 }
 
 impl<M> Plan<M> {
+    /// The plan for one request sent whole to `parts` places (every shard, for a keyspace-wide
+    /// command): no key order, the replies merged in place order.
+    pub fn whole(merge: M, parts: usize) -> Plan<M> {
+        Plan {
+            merge,
+            order: Vec::new(),
+            parts,
+        }
+    }
+
     /// What the protocol's merge needs besides the key order.
     pub fn merge(&self) -> &M {
         &self.merge

@@ -169,6 +169,7 @@ impl PubSub {
 
     /// Applies a subscription request for `names` placed by `placement`, opening links with
     /// `target` (a backend's address and setup) where needed; the confirmation to reply with.
+    #[inline(never)]
     pub(crate) fn apply(
         &mut self,
         kind: Subscription,
@@ -307,6 +308,7 @@ impl PubSub {
     }
 
     /// Takes the next thing the links delivered that may go to the client now.
+    #[inline(never)]
     pub(crate) fn step(&mut self) -> Step {
         let mut inbox = self.inbox.borrow_mut();
         let inbox = &mut *inbox;
@@ -346,6 +348,7 @@ impl PubSub {
 
     /// Ready when [`PubSub::step`] has something to give; otherwise the task is woken when a
     /// link delivers.
+    #[inline(never)]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inbox = self.inbox.borrow_mut();
         let due = inbox.failure.is_some()
@@ -423,6 +426,7 @@ impl PubSub {
 
 impl Confirmation {
     /// Whether every link it waits for has confirmed.
+    #[inline(never)]
     pub(crate) fn is_ready(&self) -> bool {
         let inbox = self.inbox.borrow();
         inbox.dropped
@@ -435,6 +439,7 @@ impl Confirmation {
     }
 
     /// The reply, once ready; the links' messages behind it may follow it then.
+    #[inline(never)]
     pub(crate) fn take(&mut self) -> Option<Bytes> {
         if !self.is_ready() {
             return None;

@@ -1,6 +1,6 @@
 //! The RESP side of a session (RESP2, RESP3 and inline commands): decodes a request, classifies
 //! it with the command table and starts its reply: answered here, forwarded to its keys' shard,
-//! or split across shards.
+//! split across shards, or (keyspace-wide commands) sent to every shard.
 
 use bytes::{Bytes, BytesMut};
 
@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::protocol::resp::codec;
 use crate::protocol::resp::command::{self, Command, Kind, Merge, Subscription};
 use crate::protocol::resp::fanout::{self, Split};
+use crate::protocol::resp::keyspace::{self, Action, Gather};
 use crate::protocol::resp::{reply, Request, RequestDecoder};
 
 /// A RESP client's request decoder, within the pool's limits.
@@ -85,10 +86,18 @@ impl Handler<'_> {
         // Looked up only where it decides something: a cluster pool reading from replicas.
         self.read =
             self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
+        if self.client.transaction.is_some() {
+            if let Some(lost) = self.lost_transaction() {
+                return Ok(lost);
+            }
+        }
         if matches!(command.kind, Kind::Transaction(_)) || self.client.in_multi() {
             return self.transaction(command, request);
         }
         Ok(match command.kind {
+            Kind::Local if command.name == "info" && keyspace::is_info_keyspace(&request) => {
+                self.keyspace(command, request)
+            }
             Kind::Local => Pending::Ready(local::answer(
                 self.client,
                 self.route.pool.config(),
@@ -99,13 +108,64 @@ impl Handler<'_> {
             Kind::Unsupported => Pending::Ready(unsupported(command.name)),
             Kind::Routed => self.forward(command, request),
             Kind::Fanout(merge) => self.fan_out(merge, request),
+            Kind::Keyspace => self.keyspace(command, request),
             Kind::Blocking(_) => return self.blocking(command, request),
             // Taken above.
             Kind::Transaction(_) => Pending::Ready(unsupported(command.name)),
         })
     }
 
-    /// Sends a request whose keys must all live on one shard.
+    /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or
+    /// for `SCAN` to the shard its cursor names.
+    #[inline(never)]
+    fn keyspace(&self, command: &Command, request: Request) -> Pending {
+        let pool = &self.route.pool;
+        let config = pool.config();
+        // Scripts go to a cluster's replicas too: a read-only script may run there.
+        let shards = pool.keyspace(command.name == "script");
+        let context = keyspace::Context {
+            shards: shards.len(),
+            allow_flush: config.allow_flush,
+            db: config.redis_db,
+            max_reply_bytes: config.limits.max_reply_bytes,
+        };
+        let action = match keyspace::plan(command, &request, &context) {
+            Ok(action) => action,
+            Err(reply) => return Pending::Ready(reply),
+        };
+        let shard = |index: usize| Place::Shard(shards.get(index).copied().unwrap_or_default());
+        match action {
+            Action::First => self.send(shard(0), request.into_frame(), Expect::Resp),
+            Action::Scan {
+                shard: index,
+                request,
+            } => {
+                let gather = Gather::Scan {
+                    shard: u32::try_from(index).unwrap_or(u32::MAX),
+                    shards: u32::try_from(shards.len()).unwrap_or(u32::MAX),
+                };
+                let part = self.send(shard(index), request.into_frame(), Expect::Resp);
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, 1)),
+                    parts: vec![part],
+                }))
+            }
+            Action::Every(gather, sent) => {
+                let frame = sent.unwrap_or(request).into_frame();
+                self.fragments(shards.len());
+                Pending::Fanout(Box::new(FanoutReply {
+                    plan: Plan::Keyspace(keyspace::Plan::whole(gather, shards.len())),
+                    parts: shards
+                        .iter()
+                        .map(|&node| self.send(Place::Shard(node), frame.clone(), Expect::Resp))
+                        .collect(),
+                }))
+            }
+        }
+    }
+
+    /// Sends a request whose keys must all live on one shard: the common case, kept inline.
+    #[inline]
     pub(super) fn forward(&self, command: &Command, request: Request) -> Pending {
         match self.place_of(command, &request) {
             Ok(place) => self.send(place, request.frame().clone(), Expect::Resp),
@@ -141,21 +201,17 @@ impl Handler<'_> {
     /// What a RESP2 client in subscribed mode gets instead of running `command`, as from
     /// Redis: only subscription commands, `PING` (answered `["pong", message]`), `QUIT` and
     /// `RESET` run there.
+    #[inline]
     fn subscribed_mode(&self, command: &Command, request: &Request) -> Option<Bytes> {
         if self.client.resp3 || !self.client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
             return None;
         }
-        match (command.kind, command.name) {
-            (Kind::Subscription(_), _) | (_, "quit" | "reset") => None,
-            (_, "ping") => Some(pubsub::subscribed_ping(request.arg(1).unwrap_or_default())),
-            (_, name) => Some(reply::error(&format!(
-                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-            ))),
-        }
+        subscribed_mode_refusal(command, request)
     }
 
     /// Changes the client's subscriptions: each channel on the backend its name routes to,
     /// patterns on every live backend (one node of a Redis Cluster).
+    #[inline(never)]
     fn subscription(&mut self, kind: Subscription, request: &Request) -> Pending {
         let names: Vec<&[u8]> = (1..request.argc())
             .map(|i| request.arg(i).unwrap_or_default())
@@ -244,6 +300,18 @@ impl Handler<'_> {
 
 /// The reply to keys of one request (or transaction) on several shards.
 pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same shard";
+
+/// What a RESP2 client in subscribed mode gets for `command` (see `Handler::subscribed_mode`).
+#[cold]
+fn subscribed_mode_refusal(command: &Command, request: &Request) -> Option<Bytes> {
+    match (command.kind, command.name) {
+        (Kind::Subscription(_), _) | (_, "quit" | "reset") => None,
+        (_, "ping") => Some(pubsub::subscribed_ping(request.arg(1).unwrap_or_default())),
+        (_, name) => Some(reply::error(&format!(
+            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        ))),
+    }
+}
 
 pub(super) fn unsupported(name: &str) -> Bytes {
     reply::error(&format!("ERR unsupported command '{name}'"))

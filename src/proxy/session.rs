@@ -34,6 +34,7 @@ use crate::backend::{self, Expect, Outcome, Patience};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
+use crate::protocol::resp::keyspace;
 use crate::protocol::resp::reply;
 use crate::socket::{ArmedReader, SocketRead};
 
@@ -131,6 +132,8 @@ pub(super) struct FanoutReply {
 /// How a split request's replies merge, per protocol.
 pub(super) enum Plan {
     Resp(fanout::Plan),
+    /// A keyspace-wide request's replies, one per shard asked.
+    Keyspace(keyspace::Plan),
     Memcache(memcache::fanout::Plan),
 }
 
@@ -573,6 +576,7 @@ impl Pending {
                     .collect();
                 Some(match &fanout.plan {
                     Plan::Resp(plan) => fanout::merge(plan, &replies),
+                    Plan::Keyspace(plan) => keyspace::merge(plan, &replies),
                     Plan::Memcache(plan) => memcache::fanout::merge(plan, &replies),
                 })
             }
@@ -761,6 +765,7 @@ mod tests {
     use crate::backend::{BackendPool, Job};
     use crate::config::Config;
     use crate::metrics::Metrics;
+    use crate::protocol::resp::Request;
 
     /// The session's end of an in-memory client connection.
     struct Writer(RefCell<WriteHalf<DuplexStream>>);
@@ -925,6 +930,80 @@ mod tests {
                     String::from_utf8(h.received().await).unwrap(),
                     "$2\r\na0\r\n$2\r\nb0\r\n$2\r\na1\r\n$2\r\nb1\r\n+PONG\r\n"
                 );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyspace_requests_ask_every_shard_and_reply_in_request_order() {
+        LocalSet::new()
+            .run_until(async {
+                let mut h = Harness::start(2, "", 64 * 1024);
+                let a = h.key_on(0, 0);
+                h.send(&[
+                    &["GET", &a],
+                    &["DBSIZE"],
+                    &["SCAN", "0", "COUNT", "5"],
+                    &["PING"],
+                ])
+                .await;
+                settle().await;
+                let on_0 = Harness::jobs(&mut h.resp2[0]);
+                let on_1 = Harness::jobs(&mut h.resp2[1]);
+                let frames =
+                    |jobs: &[Job]| -> Vec<Bytes> { jobs.iter().map(|j| j.frame.clone()).collect() };
+                assert_eq!(
+                    frames(&on_0),
+                    [
+                        Request::from_args([&b"GET"[..], a.as_bytes()]).into_frame(),
+                        Request::from_args([&b"DBSIZE"[..]]).into_frame(),
+                        Request::from_args([&b"SCAN"[..], b"0", b"COUNT", b"5"]).into_frame(),
+                    ]
+                );
+                assert_eq!(
+                    frames(&on_1),
+                    [Request::from_args([&b"DBSIZE"[..]]).into_frame()]
+                );
+                // The second shard answers first; nothing goes out before the GET's reply.
+                for job in on_1 {
+                    answer(job, ":3\r\n");
+                }
+                assert_eq!(h.received().await, b"");
+                for (job, reply) in on_0.into_iter().zip([
+                    "$1\r\nv\r\n",
+                    ":4\r\n",
+                    "*2\r\n$1\r\n9\r\n*1\r\n$1\r\nk\r\n",
+                ]) {
+                    answer(job, reply);
+                }
+                // DBSIZE summed; SCAN's cursor is shard 0's 9, as 9 * 2 shards + 0.
+                assert_eq!(
+                    String::from_utf8(h.received().await).unwrap(),
+                    "$1\r\nv\r\n:7\r\n*2\r\n$2\r\n18\r\n*1\r\n$1\r\nk\r\n+PONG\r\n"
+                );
+                // The cursor leads to shard 0 again, from 9; then shard 1 from its start.
+                h.send(&[&["SCAN", "18"]]).await;
+                settle().await;
+                let next = Harness::jobs(&mut h.resp2[0]);
+                assert_eq!(
+                    frames(&next),
+                    [Request::from_args([&b"SCAN"[..], b"9"]).into_frame()]
+                );
+                for job in next {
+                    answer(job, "*2\r\n$1\r\n0\r\n*0\r\n");
+                }
+                assert_eq!(h.received().await, b"*2\r\n$1\r\n1\r\n*0\r\n");
+                h.send(&[&["SCAN", "1"]]).await;
+                settle().await;
+                let last = Harness::jobs(&mut h.resp2[1]);
+                assert_eq!(
+                    frames(&last),
+                    [Request::from_args([&b"SCAN"[..], b"0"]).into_frame()]
+                );
+                for job in last {
+                    answer(job, "*2\r\n$1\r\n0\r\n*0\r\n");
+                }
+                assert_eq!(h.received().await, b"*2\r\n$1\r\n0\r\n*0\r\n");
             })
             .await;
     }

@@ -47,6 +47,12 @@ pub(crate) struct Transaction {
 }
 
 impl Transaction {
+    /// Whether its connection ended: the backend's state (watched keys, queued commands) is
+    /// gone with it.
+    fn is_lost(&self) -> bool {
+        self.conn.as_ref().is_some_and(Dedicated::is_closed)
+    }
+
     /// The transaction's connection, when it is pinned to `place`.
     pub(super) fn conn_for(&self, place: Place) -> Option<&Dedicated> {
         self.conn.as_ref().filter(|_| self.place == Some(place))
@@ -77,6 +83,25 @@ impl Handler<'_> {
             tx.failed = true;
         }
         Pending::Ready(reply)
+    }
+
+    /// The reply when the client's transaction lost its connection (its backend closed it,
+    /// failed or timed out): the client is closed after it, as if its Redis had gone away,
+    /// so that it reconnects and retries instead of running on without its `WATCH`.
+    pub(super) fn lost_transaction(&mut self) -> Option<Pending> {
+        if !self
+            .client
+            .transaction
+            .as_ref()
+            .is_some_and(|tx| tx.is_lost())
+        {
+            return None;
+        }
+        self.client.transaction = None;
+        self.client.quitting = true;
+        Some(Pending::Ready(reply::error(
+            "ERR the transaction's backend connection was lost; closing the connection",
+        )))
     }
 
     /// A blocking command: on a dedicated connection of its own to the shard of its keys,
@@ -294,10 +319,12 @@ impl Handler<'_> {
             Kind::Local if matches!(command.name, "quit" | "reset") => Ok(Pending::Ready(
                 local::answer(self.client, self.route.pool.config(), command, &request),
             )),
-            Kind::Local | Kind::Subscription(_) => Ok(self.rejected(reply::error(&format!(
-                "ERR '{}' inside MULTI is not supported by the proxy",
-                command.name
-            )))),
+            Kind::Local | Kind::Subscription(_) | Kind::Keyspace => {
+                Ok(self.rejected(reply::error(&format!(
+                    "ERR '{}' inside MULTI is not supported by the proxy",
+                    command.name
+                ))))
+            }
             Kind::Unsupported | Kind::Transaction(_) => {
                 Ok(self.rejected(unsupported(command.name)))
             }

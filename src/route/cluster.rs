@@ -95,6 +95,33 @@ impl Layout {
         self.group(slot).map_or(&[], |group| &group.replicas)
     }
 
+    /// The nodes that serve slots, sorted by index: each group's master, and with `replicas`
+    /// its healthy replicas too.
+    ///
+    /// ```
+    /// use keyway::route::cluster::{Group, Layout};
+    ///
+    /// let layout = Layout::new(vec![
+    ///     (vec![0..=8191], Group { master: 2, replicas: vec![0] }),
+    ///     (vec![8192..=16383], Group { master: 1, replicas: vec![] }),
+    /// ]);
+    /// assert_eq!(layout.nodes(false), [1, 2]);
+    /// assert_eq!(layout.nodes(true), [0, 1, 2]);
+    /// ```
+    pub fn nodes(&self, replicas: bool) -> Vec<usize> {
+        let mut nodes: Vec<usize> = self
+            .groups
+            .iter()
+            .flat_map(|group| {
+                let others = if replicas { &group.replicas[..] } else { &[] };
+                std::iter::once(group.master).chain(others.iter().copied())
+            })
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// Whether every slot is served.
     pub fn covers_all(&self) -> bool {
         self.owners.iter().all(|&owner| owner != UNSERVED)

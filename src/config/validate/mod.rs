@@ -92,6 +92,18 @@ impl PoolChecker<'_> {
             raw.scalar(Key::ReadFrom),
             keys.redis,
         );
+        let allow_flush = self.or_default(
+            raw.scalar(Key::AllowFlush),
+            Key::AllowFlush,
+            false,
+            parse_bool,
+        );
+        if allow_flush == Some(true) && keys.redis == Some(false) {
+            self.problem(
+                Key::AllowFlush,
+                "is only valid on a redis pool (redis: true)".into(),
+            );
+        }
         let mut servers = self.servers_key(raw.lines(Key::Servers), clustered, masters);
         let slots = raw.slots();
         if clustered {
@@ -147,6 +159,7 @@ impl PoolChecker<'_> {
             limits: limits?,
             sentinel: sentinel?,
             cluster: cluster?,
+            allow_flush: allow_flush?,
         })
     }
 
@@ -317,6 +330,19 @@ mod tests {
         assert_eq!(
             first("  timeout: 0400\n").timeout,
             Some(Duration::from_millis(400))
+        );
+    }
+
+    #[test]
+    fn allow_flush_is_a_redis_pools_opt_in() {
+        assert!(!first("  redis: true\n").allow_flush);
+        assert!(first("  redis: true\n  allow_flush: true\n").allow_flush);
+        assert_eq!(
+            rejection("  allow_flush: true\n"),
+            "pool 'alpha': key 'allow_flush': is only valid on a redis pool (redis: true)"
+        );
+        assert!(
+            rejection("  redis: true\n  allow_flush: yes\n").contains("'yes' is not true or false")
         );
     }
 

@@ -47,11 +47,14 @@ pub enum Kind {
     /// A transaction command: `WATCH MULTI EXEC DISCARD UNWATCH`, pinning the client to a
     /// dedicated backend connection to one shard.
     Transaction(Tx),
+    /// Speaks for the whole keyspace (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT
+    /// LASTSAVE TIME PUBSUB`): sent to every shard and gathered, or for `SCAN` to the shard its
+    /// cursor names ([`super::keyspace::plan`] says which, per command and subcommand).
+    Keyspace,
     /// Changes the client's subscriptions: answered with Keyway's own confirmations once
     /// the subscriber connections to the shards concerned have confirmed theirs.
     Subscription(Subscription),
-    /// Answered `-ERR unsupported command '<name>'`: keyspace-wide, db-scoped and
-    /// administrative commands.
+    /// Answered `-ERR unsupported command '<name>'`: db-scoped and administrative commands.
     Unsupported,
 }
 
@@ -817,6 +820,7 @@ const SUM: Kind = Kind::Fanout(Merge::Sum);
 const BL: Kind = Kind::Blocking(Block::LastSeconds);
 /// Blocking with `BLOCK ms`.
 const XR: Kind = Kind::Blocking(Block::Option);
+const KS: Kind = Kind::Keyspace;
 
 const NO: Spec = Spec::None;
 /// The one key at argument 1: by far the most common spec.
@@ -867,7 +871,7 @@ static TABLE: &[Command] = &[
     c("command", -1, L, NO),
     c("config", -2, U, NO),
     c("copy", -3, R, Spec::Copy),
-    c("dbsize", 1, U, NO),
+    c("dbsize", 1, KS, NO),
     c("debug", -2, U, NO),
     c("decr", 2, R, K1),
     c("decrby", 3, R, K1),
@@ -887,8 +891,8 @@ static TABLE: &[Command] = &[
     c("failover", -1, U, NO),
     c("fcall", -3, R, Spec::Script("fcall without keys")),
     c("fcall_ro", -3, R, Spec::Script("fcall_ro without keys")),
-    c("flushall", -1, U, NO),
-    c("flushdb", -1, U, NO),
+    c("flushall", -1, KS, NO),
+    c("flushdb", -1, KS, NO),
     c("function", -2, U, NO),
     c("geoadd", -5, R, K1),
     c("geodist", -4, R, K1),
@@ -936,8 +940,8 @@ static TABLE: &[Command] = &[
     c("incrby", 3, R, K1),
     c("incrbyfloat", 3, R, K1),
     c("info", -1, L, NO),
-    c("keys", 2, U, NO),
-    c("lastsave", 1, U, NO),
+    c("keys", 2, KS, NO),
+    c("lastsave", 1, KS, NO),
     c("latency", -2, U, NO),
     c("lcs", -3, R, K12),
     c("lindex", 3, R, K1),
@@ -979,10 +983,10 @@ static TABLE: &[Command] = &[
     c("psync", -3, U, NO),
     c("pttl", 2, R, K1),
     c("publish", 3, R, K1),
-    c("pubsub", -2, U, NO),
+    c("pubsub", -2, KS, NO),
     c("punsubscribe", -1, Kind::Subscription(Subscription::Punsubscribe), NO),
     c("quit", -1, L, NO),
-    c("randomkey", 1, U, NO),
+    c("randomkey", 1, KS, NO),
     c("readonly", 1, U, NO),
     c("readwrite", 1, U, NO),
     c("rename", 3, R, K12),
@@ -999,9 +1003,9 @@ static TABLE: &[Command] = &[
     c("rpushx", -3, R, K1),
     c("sadd", -3, R, K1),
     c("save", 1, U, NO),
-    c("scan", -2, U, NO),
+    c("scan", -2, KS, NO),
     c("scard", 2, R, K1),
-    c("script", -2, U, NO),
+    c("script", -2, KS, NO),
     c("sdiff", -2, R, ALL),
     c("sdiffstore", -3, R, ALL),
     c("select", 2, L, NO),
@@ -1036,7 +1040,7 @@ static TABLE: &[Command] = &[
     c("sunsubscribe", -1, Kind::Subscription(Subscription::Sunsubscribe), NO),
     c("swapdb", 3, U, NO),
     c("sync", 1, U, NO),
-    c("time", 1, U, NO),
+    c("time", 1, KS, NO),
     c("touch", -2, SUM, ALL),
     c("ttl", 2, R, K1),
     c("type", 2, R, K1),
@@ -1312,6 +1316,7 @@ mod tests {
                     && matches!(
                         cmd.kind,
                         Kind::Local
+                            | Kind::Keyspace
                             | Kind::Unsupported
                             | Kind::Transaction(_)
                             | Kind::Subscription(_)
@@ -1838,10 +1843,24 @@ mod tests {
             assert!(matches!(kind(name), Kind::Blocking(_)), "{name}");
         }
         for name in [
-            "monitor", "keys", "scan", "flushall", "config", "script", "function", "wait",
-            "swapdb", "move", "latency", "slowlog", "acl", "module", "migrate", "time",
+            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog", "acl",
+            "module", "migrate",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
+        }
+        for name in [
+            "scan",
+            "keys",
+            "dbsize",
+            "randomkey",
+            "flushdb",
+            "flushall",
+            "script",
+            "lastsave",
+            "time",
+            "pubsub",
+        ] {
+            assert_eq!(kind(name), Kind::Keyspace, "{name}");
         }
         for name in [
             "get", "msetnx", "pfcount", "eval", "object", "memory", "sort", "publish", "spublish",

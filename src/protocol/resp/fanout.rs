@@ -60,22 +60,30 @@ pub fn split<P: Copy + PartialEq, E>(
 pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
     match plan.merge() {
         Merge::Values => merge_values(plan.order(), replies),
-        Merge::Sum => {
-            let mut sum: i64 = 0;
-            for part in replies {
-                match reply::integer_value(part) {
-                    Some(n) => sum = sum.saturating_add(n),
-                    None => return part.clone(),
-                }
-            }
-            reply::integer(sum)
-        }
-        Merge::Ok => replies
-            .iter()
-            .find(|part| part.as_ref() != b"+OK\r\n")
-            .cloned()
-            .unwrap_or_else(|| reply::simple("OK")),
+        Merge::Sum => sum(replies),
+        Merge::Ok => all_ok(replies),
     }
+}
+
+/// The integer replies summed; the first reply that is not an integer instead.
+pub(crate) fn sum(replies: &[Bytes]) -> Bytes {
+    let mut sum: i64 = 0;
+    for part in replies {
+        match reply::integer_value(part) {
+            Some(n) => sum = sum.saturating_add(n),
+            None => return part.clone(),
+        }
+    }
+    reply::integer(sum)
+}
+
+/// `+OK` once every reply is `+OK`; the first that is not instead.
+pub(crate) fn all_ok(replies: &[Bytes]) -> Bytes {
+    replies
+        .iter()
+        .find(|part| part.as_ref() != b"+OK\r\n")
+        .cloned()
+        .unwrap_or_else(|| reply::simple("OK"))
 }
 
 fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
