@@ -502,3 +502,21 @@ fn a_transaction_whose_backend_connection_is_lost_closes_its_client() {
     let mut again = setup.client();
     assert_eq!(again.cmd(&["SET", "k", "v"]), Reply::ok());
 }
+
+#[test]
+fn a_client_that_half_closes_after_a_transaction_gets_every_reply() {
+    let setup = Setup::new(2, &[("hash_tag", "\"{}\"")]);
+    let mut s = TcpStream::connect(setup.proxy.addr()).unwrap();
+    s.set_read_timeout(Some(HANG)).unwrap();
+    // The GET waits behind EXEC (it goes over another connection); the client has sent its
+    // last byte by then.
+    s.write_all(b"MULTI\r\nSET {h}k v\r\nEXEC\r\nGET {h}k\r\nPING\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        show(&got),
+        show(b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n$1\r\nv\r\n+PONG\r\n")
+    );
+}

@@ -220,6 +220,9 @@ impl Session {
         let soft_limit = self.limits.client_output_limit;
         let hard_limit = self.limits.client_output_hard_limit;
         let mut reading = true;
+        // Set when the client half-closed: no more reads, but the requests already read (kept
+        // back by a fence or a limit) are still decoded and answered.
+        let mut draining = false;
         // Set when the client switched protocol (`HELLO`): its next requests go over other
         // backend connections, so they wait until every reply asked before the switch is in;
         // otherwise a read could overtake the same client's write.
@@ -248,7 +251,12 @@ impl Session {
                 held_behind = 0;
             }
             decoded_all = false;
-            while may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+            while may_decode(
+                reading || draining,
+                fenced,
+                pending.len(),
+                backlog.bytes + held_behind,
+            ) {
                 let resp3 = self.client.resp3;
                 let idle = pending.is_empty();
                 match self.decode(&mut decoder, &mut input, idle) {
@@ -278,6 +286,12 @@ impl Session {
                 if self.client.quitting {
                     reading = false;
                 }
+            }
+            if blocked && draining {
+                // A client gone (half-closed) before its command blocked: Redis frees a
+                // blocked client whose connection ended, and so does Keyway.
+                metrics.client_connections.dec();
+                return;
             }
             // A reply ready alone is written as it is; several are gathered into `output`.
             // Behind replies the socket has not taken yet, they queue up in the backlog.
@@ -343,7 +357,7 @@ impl Session {
                 output.clear();
                 continue;
             }
-            if !reading && pending.is_empty() && backlog.is_empty() {
+            if !reading && (!draining || decoded_all) && pending.is_empty() && backlog.is_empty() {
                 break;
             }
             if input.capacity() - input.len() < MIN_SPARE {
@@ -378,13 +392,16 @@ impl Session {
                     }
                 }
                 let fenced = fenced && !pending.is_empty();
-                if may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+                let held = backlog.bytes + held_behind;
+                if may_decode(reading || draining, fenced, pending.len(), held) {
                     // What stopped the decoding has passed: requests may wait in the input.
                     if !decoded_all {
                         return Poll::Ready(Woke::Decode);
                     }
-                    if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
-                        return Poll::Ready(Woke::Read(read));
+                    if reading {
+                        if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
+                            return Poll::Ready(Woke::Read(read));
+                        }
                     }
                 }
                 if blocked && reading && input.len() < BLOCKED_READ_LIMIT {
@@ -421,8 +438,9 @@ impl Session {
                     metrics.client_connections.dec();
                     return;
                 }
-                Woke::Read(_) => {
+                Woke::Read(read) => {
                     metrics.client_eof.inc();
+                    draining = matches!(read, Ok(0)) && !self.client.quitting;
                     reading = false;
                 }
                 Woke::Closing => reading = false,
