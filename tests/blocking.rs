@@ -25,6 +25,16 @@ fn dedicated(proxy: &Proxy) -> i64 {
         .sum::<f64>() as i64
 }
 
+/// `keyway_backend_dedicated_connections` of backend `name`.
+fn dedicated_on(proxy: &Proxy, name: &str) -> i64 {
+    let (_, body) = http(proxy.admin_port(), "GET", "/metrics");
+    let label = format!("backend=\"{name}\"");
+    body.lines()
+        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
 /// `blocked_clients` in a backend's `INFO clients`.
 fn blocked_on(server: &RedisServer) -> i64 {
     let info = server.client().cmd(&["INFO", "clients"]);
@@ -102,8 +112,20 @@ fn blpop_is_woken_by_another_client_through_keyway() {
     );
     // The client goes on, in order, on its usual connections; the lease is given back.
     assert_eq!(blocked.cmd(&["LLEN", list]), Reply::Int(0));
-    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 0));
     wait_blocked(&setup.shards[1], 0);
+    // Clean once answered: the connection is kept for the worker's next blocking command.
+    let conns = client_count(&setup.shards[1]);
+    assert_eq!(blocked.cmd(&["BLPOP", list, "0.1"]), Reply::Array(None));
+    assert_eq!(
+        client_count(&setup.shards[1]),
+        conns,
+        "reused, not reopened"
+    );
+    assert_eq!(
+        dedicated(&setup.proxy),
+        1,
+        "the kept connection holds its lease"
+    );
 }
 
 #[test]
@@ -237,14 +259,15 @@ fn past_dedicated_connections_the_client_gets_an_error_naming_the_limit_then_rec
     // And the client's connection works on.
     assert_eq!(third.cmd(&["PING"]), Reply::Simple("PONG".into()));
     first.close();
-    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 1));
+    assert!(wait_until(HANG, || dedicated_on(&setup.proxy, "s1") == 1));
     assert_eq!(third.cmd(&["BLPOP", list, "0.1"]), Reply::Array(None));
     assert_eq!(third.cmd(&["RPUSH", list, "v"]), Reply::Int(1));
     assert_eq!(
         second.read_reply(),
         Reply::Array(Some(vec![Reply::bulk(list), Reply::bulk("v")]))
     );
-    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 0));
+    // What is left is kept for reuse (at most half the limit is), never more than leased.
+    assert!(dedicated_on(&setup.proxy, "s1") <= 1);
 }
 
 #[test]
@@ -405,5 +428,6 @@ fn a_cluster_pool_blocks_on_the_slot_owner() {
         .cmd(&["BLPOP", "a", "b", "0"])
         .error_text()
         .starts_with("CROSSSLOT"));
-    assert!(wait_until(HANG, || dedicated(&proxy) == 0));
+    // The clean connection is kept for reuse, the only lease left.
+    assert_eq!(dedicated(&proxy), 1);
 }

@@ -4,10 +4,9 @@
 //! A [`Lease`] is the permit, counted per backend over the whole process (at most
 //! `dedicated_connections`) and given back when it drops; a [`Dedicated`] is a connection
 //! opened under one, set up as a shared connection is (`AUTH`, `HELLO 3`, `SELECT`) by the
-//! same code. It never reconnects, and it is closed when its state ends: at once when
-//! dropped (the client went away), or once its last reply is in after [`Dedicated::finish`].
-//! Connections are never reused: a state that ended is not provably clean, a fresh connection
-//! is.
+//! same code. It never reconnects. Dropped, it closes at once (the client went away); after
+//! [`Dedicated::finish`] once its last reply is in; a worker may keep a provably clean one for
+//! reuse instead ([`super::BackendPool::keep_dedicated`]), lease and all.
 
 use std::sync::Arc;
 

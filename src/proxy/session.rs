@@ -632,7 +632,7 @@ impl Pending {
             },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
             Pending::Filtered(inner, _) => inner.poll_held(cx),
-            Pending::Held(held) => held.reply.poll_held(cx),
+            Pending::Held(held) => held.poll_held(cx),
             Pending::Subscribed(confirmation) if confirmation.is_ready() => confirmation.len(),
             Pending::Subscribed(_) => 0,
         }
@@ -661,7 +661,7 @@ impl Pending {
                 Poll::Ready(())
             }
             Pending::Filtered(inner, _) => inner.poll_ready(cx),
-            Pending::Held(held) => held.reply.poll_ready(cx),
+            Pending::Held(held) => held.poll_ready(cx),
             // Its confirmations come through the client's subscriptions, polled with it.
             Pending::Subscribed(confirmation) => {
                 if confirmation.is_ready() {

@@ -7,18 +7,22 @@
 //! the requests after a blocking command or a transaction's end wait for its reply, so that a
 //! client's requests execute in the order it sent them, as on one Redis.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use super::cluster::Redirect;
 use super::local;
 use super::resp::{unsupported, CROSSSLOT};
-use super::session::{Client, Dialect, Handler, Pending};
+use super::session::{backend_error, Client, Dialect, Handler, Pending};
 use super::worker::Route;
 use crate::backend::lease::Dedicated;
 use crate::backend::pool::Place;
-use crate::backend::{Expect, Patience};
+use crate::backend::reply::TryRecvError;
+use crate::backend::{self, Expect, Outcome, Patience, ReplyReceiver};
 use crate::protocol::resp::command::{BlockTime, Command, Kind, Tx};
 use crate::protocol::resp::{reply, Request};
 
@@ -36,6 +40,8 @@ pub(crate) struct Transaction {
     place: Option<Place>,
     /// The dedicated connection to `place`.
     conn: Option<Dedicated>,
+    /// The backend it goes to (its index in the pool).
+    node: Option<usize>,
     /// The client sent `MULTI`.
     multi: bool,
     /// A command was refused while queueing: `EXEC` answers `-EXECABORT`.
@@ -125,32 +131,33 @@ impl Handler<'_> {
         if !self.idle {
             return Err(request);
         }
-        let conn = match self.dedicated(place) {
-            Ok(conn) => conn,
+        let (conn, node) = match self.dedicated(place) {
+            Ok(opened) => opened,
             Err(reply) => return Ok(Pending::Ready(reply)),
         };
         let receiver = conn.send(request.frame().clone(), Expect::Resp, patience);
         self.client.fence = true;
         self.client.blocked = true;
-        Ok(Pending::Held(Box::new(Held {
-            reply: Pending::Backend(receiver, Dialect::Redis),
-            conn: Some(conn),
-            cluster: self.cluster_route(),
-        })))
+        Ok(self.held(receiver, Some((conn, node))))
     }
 
-    /// The route, in a cluster pool: its redirects are turned into errors.
-    fn cluster_route(&self) -> Option<Rc<Route>> {
-        self.route
-            .pool
-            .cluster()
-            .is_some()
-            .then(|| Rc::clone(self.route))
+    /// A reply over a dedicated connection, `kept` (the connection and its backend) open
+    /// until it is in and then kept for reuse.
+    fn held(&self, receiver: ReplyReceiver, kept: Option<(Dedicated, usize)>) -> Pending {
+        Pending::Held(Box::new(Held {
+            receiver,
+            done: None,
+            kept,
+            resp3: self.client.resp3,
+            cluster: self.route.pool.cluster().is_some(),
+            route: Rc::clone(self.route),
+        }))
     }
 
-    /// Leases and opens a dedicated connection to the backend serving `place`, or the error
-    /// reply saying why not.
-    fn dedicated(&self, place: Place) -> Result<Dedicated, Bytes> {
+    /// A dedicated connection to the backend serving `place` (a clean one this worker kept,
+    /// or a new one under a new lease) and the backend's index, or the error reply saying why
+    /// not.
+    fn dedicated(&self, place: Place) -> Result<(Dedicated, usize), Bytes> {
         let pool = &self.route.pool;
         let node = match place {
             Place::Shard(shard) => Some(shard),
@@ -158,13 +165,18 @@ impl Handler<'_> {
                 .cluster()
                 .and_then(|cluster| cluster.node_for(slot, false, self.client.id)),
         };
-        let Some(backend) = node.and_then(|node| pool.backends().get(node)) else {
+        let Some((node, backend)) = node.and_then(|node| Some((node, pool.backends().get(node)?)))
+        else {
             return Err(reply::error("ERR no backend serves the keys' shard"));
         };
+        let resp3 = self.client.resp3;
+        if let Some(conn) = self.route.backends.take_dedicated(node, resp3) {
+            return Ok((conn, node));
+        }
         let lease = backend
             .lease()
             .map_err(|refused| reply::error(&format!("ERR {refused}")))?;
-        Ok(lease.connect(self.client.resp3))
+        Ok((lease.connect(resp3), node))
     }
 
     /// A transaction command, or any command inside `MULTI`.
@@ -190,13 +202,12 @@ impl Handler<'_> {
         if self.client.in_multi() {
             return Pending::Ready(reply::error("ERR MULTI calls can not be nested"));
         }
-        let cluster = self.cluster_route();
         let tx = self.client.transaction.get_or_insert_with(Box::default);
         tx.multi = true;
-        match &tx.conn {
-            Some(conn) => on(conn, request.frame().clone(), cluster),
-            None => Pending::Ready(Bytes::from_static(b"+OK\r\n")),
+        if tx.conn.is_some() {
+            return self.on_pinned(request.frame().clone());
         }
+        Pending::Ready(Bytes::from_static(b"+OK\r\n"))
     }
 
     fn exec(&mut self, request: Request) -> Result<Pending, Request> {
@@ -269,15 +280,18 @@ impl Handler<'_> {
     }
 
     /// Sends the transaction's last request (`EXEC`, `DISCARD`, `UNWATCH`) on its connection,
-    /// which then closes once the reply is in; the client's next requests wait for it.
+    /// which is clean once the reply is in (kept for reuse then); the client's next requests
+    /// wait for it.
     fn end(&mut self, request: &Request) -> Pending {
-        let Some(conn) = self.client.transaction.take().and_then(|tx| tx.conn) else {
+        let Some(tx) = self.client.transaction.take() else {
+            return Pending::Ready(reply::error("ERR no transaction"));
+        };
+        let (Some(conn), Some(node)) = (tx.conn, tx.node) else {
             return Pending::Ready(reply::error("ERR no transaction connection"));
         };
-        let pending = on(&conn, request.frame().clone(), self.cluster_route());
-        conn.finish();
+        let receiver = conn.send(request.frame().clone(), Expect::Resp, Patience::Timeout);
         self.client.fence = true;
-        pending
+        self.held(receiver, Some((conn, node)))
     }
 
     fn watch(&mut self, command: &Command, request: Request) -> Result<Pending, Request> {
@@ -377,7 +391,7 @@ impl Handler<'_> {
     /// Pins the client's transaction to `place`: a dedicated connection there, with `MULTI`
     /// and the commands queued so far sent ahead (they were answered already).
     fn pin(&mut self, place: Place) -> Result<(), Bytes> {
-        let conn = self.dedicated(place)?;
+        let (conn, node) = self.dedicated(place)?;
         let Some(tx) = self.client.transaction.as_mut() else {
             return Err(reply::error("ERR no transaction"));
         };
@@ -391,6 +405,7 @@ impl Handler<'_> {
         }
         tx.place = Some(place);
         tx.conn = Some(conn);
+        tx.node = Some(node);
         Ok(())
     }
 
@@ -402,60 +417,94 @@ impl Handler<'_> {
             .as_ref()
             .and_then(|tx| tx.conn.as_ref())
         {
-            Some(conn) => on(conn, frame, self.cluster_route()),
+            Some(conn) => {
+                let receiver = conn.send(frame, Expect::Resp, Patience::Timeout);
+                if self.route.pool.cluster().is_some() {
+                    self.held(receiver, None)
+                } else {
+                    Pending::Backend(receiver, Dialect::Redis)
+                }
+            }
             None => Pending::Ready(reply::error("ERR no transaction connection")),
         }
     }
 }
 
-/// A reply over a dedicated connection, which `conn` (if any) keeps open until it is taken.
-/// In a cluster pool a redirect becomes `-TRYAGAIN`: the slot moved while the connection
-/// was pinned to its node, so the command (or the transaction, which the node aborts) was
-/// not run there; the client retries, and Keyway routes the retry on a fresh layout.
+/// A reply over a dedicated connection, which `kept` (if any) keeps open until the reply is
+/// in; then the connection is clean (a blocking command answered, a transaction ended) and
+/// kept for the worker's next client that needs one. In a cluster pool a redirect becomes
+/// `-TRYAGAIN`: the slot moved while the connection was pinned to its node, so the command
+/// (or the transaction, which the node aborts) was not run there; the client retries, and
+/// Keyway routes the retry on a fresh layout.
 pub(crate) struct Held {
-    pub(super) reply: Pending,
-    conn: Option<Dedicated>,
-    cluster: Option<Rc<Route>>,
+    receiver: ReplyReceiver,
+    /// The reply, once in.
+    done: Option<Bytes>,
+    kept: Option<(Dedicated, usize)>,
+    /// The connection's protocol.
+    resp3: bool,
+    cluster: bool,
+    route: Rc<Route>,
 }
 
 impl Held {
-    /// The reply, once in (see [`Pending::try_take`]); the connection closes with it.
+    /// The reply, once in (see [`Pending::try_take`]).
     pub(super) fn try_take(&mut self) -> Option<Bytes> {
-        let bytes = self.reply.try_take()?;
-        self.conn = None;
-        let Some(route) = &self.cluster else {
-            return Some(bytes);
-        };
-        let redirect = match bytes.first() {
-            Some(b'-') => Redirect::parse(&bytes, ""),
-            _ => None,
-        };
-        match redirect {
-            Some(Redirect::Moved(_) | Redirect::Ask(_)) => {
-                if let Some(cluster) = route.pool.cluster() {
-                    cluster.request_refresh();
-                }
-                Some(reply::error(
-                    "TRYAGAIN the slot moved while its connection was pinned; retry",
-                ))
+        if self.done.is_none() {
+            let outcome = match self.receiver.try_recv() {
+                Ok(outcome) => outcome,
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Closed) => Err(backend::Error::Closed),
+            };
+            self.done = Some(self.finish(outcome));
+        }
+        self.done.take()
+    }
+
+    /// Whether the reply is in; if not, the task is woken when it arrives.
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.is_some() {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut self.receiver).poll(cx) {
+            Poll::Ready(outcome) => {
+                let outcome = outcome.unwrap_or(Err(backend::Error::Closed));
+                self.done = Some(self.finish(outcome));
+                Poll::Ready(())
             }
-            _ => Some(bytes),
+            Poll::Pending => Poll::Pending,
         }
     }
-}
 
-/// `frame` sent on `conn`, its reply the client's; in a cluster pool without redirects.
-fn on(conn: &Dedicated, frame: Bytes, cluster: Option<Rc<Route>>) -> Pending {
-    let reply = Pending::Backend(
-        conn.send(frame, Expect::Resp, Patience::Timeout),
-        Dialect::Redis,
-    );
-    match cluster {
-        None => reply,
-        Some(_) => Pending::Held(Box::new(Held {
-            reply,
-            conn: None,
-            cluster,
-        })),
+    /// The reply's bytes once in, else 0 (see [`Pending::poll_held`]).
+    pub(super) fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+        match self.poll_ready(cx) {
+            Poll::Ready(()) => self.done.as_ref().map_or(0, Bytes::len),
+            Poll::Pending => 0,
+        }
+    }
+
+    /// The client's reply for `outcome`; the connection is kept for reuse when clean.
+    fn finish(&mut self, outcome: Outcome) -> Bytes {
+        let kept = self.kept.take();
+        let bytes = match outcome {
+            Ok(bytes) => bytes,
+            // The connection failed or timed out: it is closing, never reused.
+            Err(error) => return backend_error(&error, Dialect::Redis),
+        };
+        let redirect = match bytes.first() {
+            Some(b'-') if self.cluster => Redirect::parse(&bytes, ""),
+            _ => None,
+        };
+        if let Some(Redirect::Moved(_) | Redirect::Ask(_)) = redirect {
+            if let Some(cluster) = self.route.pool.cluster() {
+                cluster.request_refresh();
+            }
+            return reply::error("TRYAGAIN the slot moved while its connection was pinned; retry");
+        }
+        if let Some((conn, node)) = kept {
+            self.route.backends.keep_dedicated(node, self.resp3, conn);
+        }
+        bytes
     }
 }
