@@ -428,6 +428,8 @@ fn a_cluster_pool_blocks_on_the_slot_owner() {
         .cmd(&["BLPOP", "a", "b", "0"])
         .error_text()
         .starts_with("CROSSSLOT"));
-    // The clean connection is kept for reuse, the only lease left.
-    assert_eq!(dedicated(&proxy), 1);
+    // Each of the two clients keeps its clean connection for its next blocking command.
+    assert_eq!(dedicated(&proxy), 2);
+    drop((blocked, c));
+    assert!(wait_until(HANG, || dedicated(&proxy) == 0), "gone with their clients");
 }

@@ -5,8 +5,8 @@
 //! `dedicated_connections`) and given back when it drops; a [`Dedicated`] is a connection
 //! opened under one, set up as a shared connection is (`AUTH`, `HELLO 3`, `SELECT`) by the
 //! same code. It never reconnects. Dropped, it closes at once (the client went away); after
-//! [`Dedicated::finish`] once its last reply is in; a worker may keep a provably clean one for
-//! reuse instead ([`super::BackendPool::keep_dedicated`]), lease and all.
+//! [`Dedicated::finish`] once its last reply is in; a client may keep a provably clean one,
+//! lease and all, for its own next blocking command or transaction.
 
 use std::sync::Arc;
 

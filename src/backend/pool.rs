@@ -10,7 +10,7 @@
 //! snapshot reconnects only the backends that changed.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connection::{self, Handle, Report, Target};
-use super::lease::{Dedicated, Lease, LeaseRefused};
+use super::lease::{Lease, LeaseRefused};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
 use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
@@ -826,19 +826,7 @@ pub struct BackendPool {
     /// A cluster pool's connections to nodes a redirect named before the layout listed them,
     /// by address and protocol (RESP3 or not); made on first use.
     strays: RefCell<HashMap<(String, bool), Handle>>,
-    /// Clean dedicated connections kept for reuse, by backend index and protocol, oldest
-    /// first, each still holding its lease (see [`BackendPool::keep_dedicated`]).
-    idle: RefCell<HashMap<(usize, bool), Kept>>,
 }
-
-/// Dedicated connections kept for reuse, and since when.
-type Kept = VecDeque<(Instant, Dedicated)>;
-
-/// Most clean dedicated connections a worker keeps per backend and protocol.
-const MAX_IDLE_DEDICATED: usize = 4;
-/// How long a kept dedicated connection may wait for reuse; older ones are closed (a backend
-/// with a client `timeout` could have closed it meanwhile).
-const IDLE_DEDICATED_AGE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for BackendPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -871,7 +859,6 @@ impl BackendPool {
             shards,
             resp3,
             strays: RefCell::new(HashMap::new()),
-            idle: RefCell::new(HashMap::new()),
         }
     }
 
@@ -887,7 +874,6 @@ impl BackendPool {
             shards,
             resp3,
             strays: RefCell::new(HashMap::new()),
-            idle: RefCell::new(HashMap::new()),
         }
     }
 
@@ -925,41 +911,6 @@ impl BackendPool {
             })
             .clone();
         Some(handle)
-    }
-
-    /// A clean dedicated connection to backend `node` (RESP3 when `resp3`) kept by
-    /// [`BackendPool::keep_dedicated`], if this worker has a fresh one.
-    pub fn take_dedicated(&self, node: usize, resp3: bool) -> Option<Dedicated> {
-        let mut idle = self.idle.borrow_mut();
-        let kept = idle.get_mut(&(node, resp3))?;
-        // Newest first: the oldest are the likeliest to have gone stale; they age out.
-        while let Some((since, conn)) = kept.pop_back() {
-            if since.elapsed() < IDLE_DEDICATED_AGE && !conn.is_closed() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Keeps `conn`, a dedicated connection to backend `node` known to be clean (its last
-    /// request's reply is in and left no state: a blocking command answered, a transaction
-    /// ended by `EXEC`, `DISCARD` or `UNWATCH`), for the next client of this worker that needs
-    /// one; its lease stays held meanwhile. Closed instead when this worker keeps enough,
-    /// or when the backend has more than half its `dedicated_connections` leased: kept ones
-    /// must not starve clients of other workers.
-    pub fn keep_dedicated(&self, node: usize, resp3: bool, conn: Dedicated) {
-        let Some(backend) = self.backends.get(node) else {
-            return;
-        };
-        if conn.is_closed() || backend.leased().saturating_mul(2) > backend.lease_limit() {
-            return;
-        }
-        let mut idle = self.idle.borrow_mut();
-        let kept = idle.entry((node, resp3)).or_default();
-        kept.retain(|(since, conn)| since.elapsed() < IDLE_DEDICATED_AGE && !conn.is_closed());
-        if kept.len() < MAX_IDLE_DEDICATED {
-            kept.push_back((Instant::now(), conn));
-        }
     }
 
     /// Sends `frame` to backend `shard`, over a RESP3 connection for a RESP3 client. A client

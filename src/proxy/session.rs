@@ -26,7 +26,7 @@ use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
 use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
-use super::stateful::{Held, Transaction};
+use super::stateful::{Held, KeptSlot, Transaction};
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
@@ -66,6 +66,9 @@ pub struct Client {
     /// Set by a blocking request: it is fenced, and the client going away meanwhile ends
     /// the session at once (as Redis drops a blocked client), closing its connection.
     pub(super) blocked: bool,
+    /// The client's clean dedicated connection, kept for its next blocking command or
+    /// transaction.
+    pub(super) kept: Rc<KeptSlot>,
     /// Its subscriptions, once it has subscribed.
     pub(crate) pubsub: Option<Box<PubSub>>,
 }
@@ -191,6 +194,7 @@ impl Session {
                 transaction: None,
                 fence: false,
                 blocked: false,
+                kept: Rc::default(),
                 pubsub: None,
             },
             route: RouteCache::new(slot),

@@ -7,6 +7,7 @@
 //! the requests after a blocking command or a transaction's end wait for its reply, so that a
 //! client's requests execute in the order it sent them, as on one Redis.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -20,7 +21,7 @@ use super::resp::{unsupported, CROSSSLOT};
 use super::session::{backend_error, Client, Dialect, Handler, Pending};
 use super::worker::Route;
 use crate::backend::lease::Dedicated;
-use crate::backend::pool::Place;
+use crate::backend::pool::{Backend, Place};
 use crate::backend::reply::TryRecvError;
 use crate::backend::{self, Expect, Outcome, Patience, ReplyReceiver};
 use crate::protocol::resp::command::{BlockTime, Command, Kind, Tx};
@@ -31,6 +32,45 @@ const EXECABORT: &str = "EXECABORT Transaction discarded because of previous err
 /// Most commands without a key queued (answered `+QUEUED` here) before a transaction's first
 /// key says which shard it goes to.
 const MAX_UNPINNED: usize = 1024;
+
+/// A client's clean dedicated connection, kept (lease and all) for its next blocking command
+/// or transaction: a client that blocks once usually blocks again (a job queue's worker loops
+/// on `BZPOPMIN`), and a kept connection spares it a connect and setup each time. Closed when
+/// the client goes away, or when its next one is for another backend or protocol.
+#[derive(Debug, Default)]
+pub(crate) struct KeptSlot(RefCell<Option<Kept>>);
+
+#[derive(Debug)]
+struct Kept {
+    node: usize,
+    resp3: bool,
+    conn: Dedicated,
+}
+
+impl KeptSlot {
+    /// The kept connection, if it goes to backend `node` in protocol `resp3` and is open; any
+    /// other one is closed (its lease given back for the new one).
+    fn take(&self, node: usize, resp3: bool) -> Option<Dedicated> {
+        let kept = self.0.borrow_mut().take()?;
+        (kept.node == node && kept.resp3 == resp3 && !kept.conn.is_closed()).then_some(kept.conn)
+    }
+
+    /// Keeps `conn`, clean (its last request's reply is in and left no state), unless the
+    /// backend has no lease to spare (a kept connection must not be why another client is
+    /// refused one while the backend is at its limit).
+    fn keep(&self, node: usize, resp3: bool, conn: Dedicated, backend: &Backend) {
+        if conn.is_closed() || backend.leased() >= backend.lease_limit() {
+            return;
+        }
+        *self.0.borrow_mut() = Some(Kept { node, resp3, conn });
+    }
+
+    /// Closes the kept connection, if any (`RESET`).
+    pub(super) fn clear(&self) {
+        let kept = self.0.borrow_mut().take();
+        drop(kept);
+    }
+}
 
 /// A client's transaction: the shard it is pinned to, its connection there, and what Redis
 /// tracks (inside `MULTI`, a refused command).
@@ -74,6 +114,7 @@ impl Client {
     /// Forgets the client's transaction (`RESET`): its connection closes once the replies
     /// already asked for on it are in, and the backend drops what it queued and watched.
     pub(super) fn end_transaction(&mut self) {
+        self.kept.clear();
         if let Some(conn) = self.transaction.take().and_then(|tx| tx.conn) {
             conn.finish();
             self.fence = true;
@@ -151,6 +192,7 @@ impl Handler<'_> {
             resp3: self.client.resp3,
             cluster: self.route.pool.cluster().is_some(),
             route: Rc::clone(self.route),
+            slot: Rc::clone(&self.client.kept),
         }))
     }
 
@@ -170,7 +212,7 @@ impl Handler<'_> {
             return Err(reply::error("ERR no backend serves the keys' shard"));
         };
         let resp3 = self.client.resp3;
-        if let Some(conn) = self.route.backends.take_dedicated(node, resp3) {
+        if let Some(conn) = self.client.kept.take(node, resp3) {
             return Ok((conn, node));
         }
         let lease = backend
@@ -445,6 +487,8 @@ pub(crate) struct Held {
     resp3: bool,
     cluster: bool,
     route: Rc<Route>,
+    /// Where the client keeps its clean connection.
+    slot: Rc<KeptSlot>,
 }
 
 impl Held {
@@ -503,7 +547,9 @@ impl Held {
             return reply::error("TRYAGAIN the slot moved while its connection was pinned; retry");
         }
         if let Some((conn, node)) = kept {
-            self.route.backends.keep_dedicated(node, self.resp3, conn);
+            if let Some(backend) = self.route.pool.backends().get(node) {
+                self.slot.keep(node, self.resp3, conn, backend);
+            }
         }
         bytes
     }
