@@ -13,9 +13,19 @@
 # the summary gains an after/before table: the regression check of a change, in one run.
 # SERVER_CONNECTIONS=N writes `server_connections: N` into every proxy's config (default: the
 # key is absent, nutcracker's default 1). ONLY="t1 t2 ..." runs just those targets (ids as in
-# TARGETS below; the direct target is always started, as backend 1).
+# TARGETS below; the direct target is always started, as backend 1). LOAD_BIN=path: the
+# keyway-load binary (default: built with Keyway, target/release/keyway-load).
+#
+# --workloads LIST picks the load run's workloads: default (the redis-benchmark ones, the
+# default list), pubsub, blpop; e.g. `scripts/bench.sh --workloads pubsub,blpop --rounds 3`.
+# pubsub and blpop are application workloads driven by keyway-load (src/bin/keyway-load.rs):
+# pub/sub (publish rate, deliveries/s, publish -> delivery latency) and blocking pops (BLPOP
+# woken by LPUSH: pops/s, push -> pop latency), Keyway vs direct Redis (nutcracker: n/a, it
+# has neither).
+#
 # Outputs in bench-results/ (or --out): results.csv, memory.csv, summary.md, chart.png for the
-# load run; strace.csv, callgrind.csv, profile.md for the profile modes; logs/ holds configs,
+# load run; apps.csv, apps.md for the application workloads; strace.csv, callgrind.csv,
+# profile.md for the profile modes; logs/ holds configs,
 # process logs and raw strace / callgrind output. Everything listens on
 # 127.0.0.1 only, and every process started here is stopped by PID on exit.
 set -euo pipefail
@@ -30,6 +40,7 @@ DO_STRACE=0
 DO_CALLGRIND=0
 DO_BLOCKING=0
 OUT="$ROOT/bench-results"
+WORKLOAD_GROUPS=(default) # --workloads: default (redis-benchmark), pubsub, blpop
 
 KEYSPACE=10000      # -r: keys v16:000000000000.. and v1k:..; prefilled on every backend
 IDLE_CONNS=1000     # idle client connections for the memory and idle+load workloads
@@ -49,7 +60,8 @@ IDLE_PID=""
 WORK=""
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  # The header comment, up to the first line that is not one.
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
   exit "${1:-0}"
 }
 
@@ -71,12 +83,21 @@ parse_args() {
       --callgrind) DO_CALLGRIND=1; DO_LOAD=0 ;;
       --blocking) DO_BLOCKING=1; DO_LOAD=0 ;;
       --out) OUT=${2:?--out needs a directory}; shift ;;
+      --workloads)
+        IFS=, read -r -a WORKLOAD_GROUPS <<<"${2:?--workloads needs a list, e.g. pubsub,blpop}"
+        shift
+        ;;
       -h | --help) usage ;;
       *) echo "bench: unknown argument $1" >&2; usage 2 ;;
     esac
     shift
   done
   [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
+  local g
+  for g in "${WORKLOAD_GROUPS[@]}"; do
+    [[ $g == default || $g == pubsub || $g == blpop ]] ||
+      die "--workloads: unknown $g (default, pubsub, blpop)"
+  done
   if [[ -n ${BASE_BIN:-} ]]; then
     [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not executable"
     TARGETS+=(kb_1t kb_2t)
@@ -148,6 +169,24 @@ build_keyway() {
   log "building keyway (cargo build --release)"
   (cd "$ROOT" && cargo build --release --quiet)
   KEYWAY_BIN="$ROOT/target/release/keyway"
+}
+
+# keyway-load drives the application workloads; built unless LOAD_BIN names one.
+build_load() {
+  wants_group pubsub || wants_group blpop || return 0
+  if [[ -n ${LOAD_BIN:-} ]]; then
+    [[ -x $LOAD_BIN ]] || die "LOAD_BIN=$LOAD_BIN is not executable"
+    return
+  fi
+  LOAD_BIN="$ROOT/target/release/keyway-load"
+  if [[ ! -x $LOAD_BIN || -n $(find "$ROOT/src/bin/keyway-load.rs" -newer "$LOAD_BIN") ]]; then
+    log "building keyway-load (cargo build --release --bin keyway-load)"
+    (cd "$ROOT" && cargo build --release --quiet --bin keyway-load)
+  fi
+}
+
+wants_group() {
+  [[ " ${WORKLOAD_GROUPS[*]} " == *" $1 "* ]]
 }
 
 # A loopback port nothing listens on, below the ephemeral range so that outgoing
@@ -418,9 +457,10 @@ write_meta() {
   } >"$OUT/meta.txt"
 }
 
-load_mode() {
+# The redis-benchmark workloads (--workloads default): memory per idle connection, then every
+# workload on every target, round after round.
+default_workloads() {
   local round wl target
-  write_meta "load, $ROUNDS round(s)$( ((QUICK)) && echo ', --quick (half request counts)')"
   log "memory per idle connection ($IDLE_CONNS connections per target)"
   measure_memory
   echo "workload,target,round,ops_per_sec,p50_ms,p99_ms,cpu_s_per_mreq,kernel_share" >"$OUT/results.csv"
@@ -430,10 +470,94 @@ load_mode() {
       for target in "${TARGETS[@]}"; do run_one "$wl" "$target" "$round"; done
     done
   done
+}
+
+# ------------------------------------------------------------ application workloads
+# keyway-load arguments of an application workload; counts sized for a few seconds per run.
+app_spec() {
+  local n
+  case $1 in
+    pubsub)
+      n=50000
+      ((QUICK)) && n=25000
+      # 50 subscribers on 10 channels (5 each), 4 publishers waiting for each PUBLISH reply.
+      APP_ARGS=(pubsub --subscribers 50 --channels 10 --publishers 4 --messages "$n" --size 64)
+      ;;
+    blpop)
+      n=50000
+      ((QUICK)) && n=25000
+      # 20 producer/consumer pairs, one list each: every pop wakes a blocked BLPOP.
+      APP_ARGS=(blpop --pairs 20 --items "$n")
+      ;;
+    *) die "unknown application workload $1" ;;
+  esac
+}
+
+# One run of an application workload on a target, appended to apps.csv: the rate (publishes
+# or pops per second), deliveries per second (pub/sub), p50/p99 latency and the target's CPU
+# per million deliveries or pops. nutcracker has neither pub/sub nor blocking pops: n/a. A
+# target that fails the run (an error reply, a lost or reordered message) is recorded with
+# its error, not measured.
+run_app() {
+  local wl=$1 target=$2 round=$3 port pid u0 s0 u1 s1 out err line rate deliver p50 p99 ops cpu
+  if [[ $target == nc_* ]]; then
+    local what="pub/sub"
+    [[ $wl == blpop ]] && what="blocking commands"
+    echo "$wl,$target,$round,,,,,,n/a,nutcracker has no $what" >>"$OUT/apps.csv"
+    return
+  fi
+  port=${PORT[$target]} pid=${PID[$target]}
+  app_spec "$wl"
+  err="$WORK/keyway-load-$wl-$target-$round.err"
+  read -r u0 s0 < <(cpu_ticks "$pid")
+  if ! out=$("$LOAD_BIN" --addr "127.0.0.1:$port" --max-seconds 30 "${APP_ARGS[@]}" 2>"$err"); then
+    line=$(grep -m1 . "$err" | tr ',' ';' | cut -c1-200)
+    echo "$wl,$target,$round,,,,,,failed,${line:-no output}" >>"$OUT/apps.csv"
+    printf '  %-18s %-10s FAILED: %s\n' "$wl" "$target" "$line" >&2
+    return
+  fi
+  read -r u1 s1 < <(cpu_ticks "$pid")
+  kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $out"; }
+  if [[ $wl == pubsub ]]; then
+    rate=$(kv publish_per_sec) deliver=$(kv deliver_per_sec) ops=$(kv delivered)
+  else
+    rate=$(kv pop_per_sec) deliver="" ops=$(kv popped)
+  fi
+  p50=$(kv p50_ms) p99=$(kv p99_ms)
+  cpu=$(awk -v t=$((u1 - u0 + s1 - s0)) -v hz="$CLK_TCK" -v n="$ops" \
+    'BEGIN { printf "%.3f", t / hz / (n / 1e6) }')
+  echo "$wl,$target,$round,$rate,$deliver,$p50,$p99,$cpu,ok," >>"$OUT/apps.csv"
+  printf '  %-18s %-10s %8s /s  deliveries %8s /s  p50 %7s  p99 %7s ms  cpu %7s s/M\n' \
+    "$wl" "$target" "$rate" "${deliver:--}" "$p50" "$p99" "$cpu" >&2
+}
+
+app_workloads() {
+  local round wl target
+  echo "workload,target,round,rate_per_sec,deliver_per_sec,p50_ms,p99_ms,cpu_s_per_mop,status,detail" >"$OUT/apps.csv"
+  for round in $(seq "$ROUNDS"); do
+    log "application workloads, round $round of $ROUNDS"
+    for wl in "${WORKLOAD_GROUPS[@]}"; do
+      [[ $wl == default ]] && continue
+      for target in "${TARGETS[@]}"; do run_app "$wl" "$target" "$round"; done
+    done
+  done
+}
+
+load_mode() {
+  write_meta "load, $ROUNDS round(s), workloads ${WORKLOAD_GROUPS[*]}$( ((QUICK)) && echo ', --quick (half request counts)')"
+  if wants_group default; then default_workloads; fi
+  if wants_group pubsub || wants_group blpop; then app_workloads; fi
   echo "load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
-  python3 "$HELPER" report "$OUT"
-  log "wrote $OUT/results.csv, memory.csv, summary.md, chart.png"
-  cat "$OUT/summary.md"
+  if wants_group default; then
+    python3 "$HELPER" report "$OUT"
+    log "wrote $OUT/results.csv, memory.csv, summary.md, chart.png"
+    cat "$OUT/summary.md"
+  fi
+  if [[ -s $OUT/apps.csv ]] && (wants_group pubsub || wants_group blpop); then
+    python3 "$HELPER" apps "$OUT"
+    log "wrote $OUT/apps.csv, apps.md"
+    cat "$OUT/apps.md"
+  fi
 }
 
 # ---------------------------------------------------------------------- profile modes
@@ -539,6 +663,7 @@ main() {
   parse_args "$@"
   ensure_tools
   build_keyway
+  build_load
   mkdir -p "$OUT"
   # Logs, configs and raw strace/callgrind output stay in OUT/logs for inspection.
   WORK="$OUT/logs"

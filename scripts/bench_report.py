@@ -8,6 +8,8 @@ Subcommands:
                                  "opened" to STATE_FILE, then on SIGUSR1 sends one PING on
                                  each and writes "pinged"; exits on SIGTERM (sockets close)
   report OUT_DIR                 results.csv (+ memory.csv, meta.txt) -> summary.md, chart.png
+  apps OUT_DIR                   apps.csv (pub/sub and blocking-pop runs of keyway-load)
+                                 -> apps.md
   profile OUT_DIR                strace.csv / callgrind.csv -> profile.md
   callgrind FILE                 self cost (Ir) of a callgrind dump, by function and by area:
                                  "TOTAL<TAB>top functions<TAB>areas"
@@ -526,6 +528,78 @@ def callgrind_summary(path):
     print(f"{total}\t{top_s}\t{area_s}")
 
 
+# ---------------------------------------------------------------- application workloads
+APP_TITLES = {
+    "pubsub": (
+        "Pub/sub: 50 subscribers on 10 channels, 4 publishers waiting for each PUBLISH reply",
+        "publishes/s",
+        "deliveries/s",
+        "publish -> delivery",
+    ),
+    "blpop": (
+        "Blocking pops: 20 producer/consumer pairs, each pop wakes a blocked BLPOP",
+        "pops/s",
+        None,
+        "push -> pop",
+    ),
+}
+
+
+def apps(out_dir):
+    rows = read_csv(os.path.join(out_dir, "apps.csv"))
+    if not rows:
+        raise SystemExit("apps: no rows in apps.csv")
+    md = ["# Keyway application workloads (keyway-load)", ""]
+    meta_path = os.path.join(out_dir, "meta.txt")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            md += [f"- {line.rstrip()}" for line in f if line.strip()]
+        md.append("")
+    md += [
+        "Medians over the rounds that succeeded; latencies in ms, CPU in seconds of the "
+        "target's process per million deliveries or pops (direct: the one redis-server; "
+        "Keyway: the proxy alone, its backends not counted). A run that lost, duplicated or "
+        "reordered a message counts as failed, with its error.",
+        "",
+    ]
+    workloads = []
+    for r in rows:
+        if r["workload"] not in workloads:
+            workloads.append(r["workload"])
+    for w in workloads:
+        title, rate, deliver, latency = APP_TITLES.get(w, (w, "ops/s", None, "latency"))
+        md += [f"## {title}", ""]
+        hdr = ["target", rate] + ([deliver] if deliver else []) + [
+            f"p50 {latency}",
+            f"p99 {latency}",
+            "CPU s / M",
+            "rounds ok",
+        ]
+        body = []
+        for t, label in TARGETS:
+            rs = [r for r in rows if r["workload"] == w and r["target"] == t]
+            if not rs:
+                continue
+            ok = [r for r in rs if r["status"] == "ok"]
+            if not ok:
+                why = rs[0]["status"] + (f": {rs[0]['detail']}" if rs[0]["detail"] else "")
+                body.append([label, why] + [""] * (len(hdr) - 2))
+                continue
+            cells = [label, fmt(median([num(r["rate_per_sec"]) for r in ok]))]
+            if deliver:
+                cells.append(fmt(median([num(r["deliver_per_sec"]) for r in ok])))
+            cells += [
+                fmt(median([num(r["p50_ms"]) for r in ok]), 3),
+                fmt(median([num(r["p99_ms"]) for r in ok]), 3),
+                fmt(median([num(r["cpu_s_per_mop"]) for r in ok]), 2),
+                f"{len(ok)} of {len(rs)}",
+            ]
+            body.append(cells)
+        md += [table(hdr, body), ""]
+    with open(os.path.join(out_dir, "apps.md"), "w") as f:
+        f.write("\n".join(md))
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -536,6 +610,8 @@ def main(argv):
         idle(int(args[0]), int(args[1]), args[2])
     elif cmd == "report":
         report(args[0])
+    elif cmd == "apps":
+        apps(args[0])
     elif cmd == "profile":
         profile(args[0])
     elif cmd == "callgrind":

@@ -30,17 +30,28 @@ fn node_modules() -> PathBuf {
 /// Runs `tests/clients/<script>` against `proxy`; fails with its output unless it printed
 /// `<what> OK` and exited 0.
 fn run_script(proxy: &Proxy, script: &str, what: &str) {
+    run_script_with(proxy, script, what, &[]);
+}
+
+/// As `run_script`, with `PARTS` set for scripts that check several features (only those run).
+fn run_script_parts(proxy: &Proxy, script: &str, what: &str, parts: &str) {
+    run_script_with(proxy, script, what, &[("PARTS", parts)]);
+}
+
+/// As `run_script`, with `envs` in the script's environment.
+fn run_script_with(proxy: &Proxy, script: &str, what: &str, envs: &[(&str, &str)]) {
     let node = find_binary("node", "nodejs");
     let port = proxy.addr().rsplit(':').next().unwrap().to_string();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
-    let out = Command::new(node)
+    let mut command = Command::new(node);
+    command
         .arg(&path)
         .args(["127.0.0.1", &port])
-        .env("NODE_PATH", node_modules())
-        .output()
-        .expect("run node");
+        .env("NODE_PATH", node_modules());
+    command.envs(envs.iter().copied());
+    let out = command.output().expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("{what} OK")),
@@ -59,4 +70,131 @@ fn ioredis_connects_and_serves_strings_multi_key_commands_and_pipelines() {
 fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
     let setup = Setup::new(3, &[]);
     run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");
+}
+
+/// The scanned keys (kept by the script) were on every shard, so the scan crossed them all.
+fn assert_keys_on_every_shard(setup: &Setup, marker: &[u8]) {
+    let per_shard: Vec<usize> = setup
+        .shards
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .filter(|k| k.windows(marker.len()).any(|w| w == marker))
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        per_shard.iter().sum::<usize>(),
+        1000,
+        "scanned keys: {per_shard:?}"
+    );
+    assert!(
+        per_shard.iter().all(|n| *n > 0),
+        "scanned keys per shard: {per_shard:?}"
+    );
+}
+
+/// The pool the application tests use: 3 shards, ketama, `hash_tag: "{}"` (BullMQ's and the
+/// transactions' keys share a tag, so they live on one shard).
+fn tagged_pool() -> Setup {
+    Setup::new(3, &[("distribution", "ketama"), ("hash_tag", "\"{}\"")])
+}
+
+#[test]
+#[ignore = "needs issue 13 features: blocking pops (BZPOPMIN, XREAD BLOCK) and MULTI/EXEC on dedicated connections"]
+fn bullmq_processes_500_delayed_and_prioritised_jobs_exactly_once_with_a_hash_tagged_prefix() {
+    let setup = tagged_pool();
+    run_script(&setup.proxy, "bullmq_jobs.js", "bullmq jobs");
+}
+
+#[test]
+fn node_redis_subscriber_on_a_duplicate_receives_every_message_once_in_order() {
+    let setup = tagged_pool();
+    run_script_parts(
+        &setup.proxy,
+        "node_redis_apps.js",
+        "node-redis apps",
+        "pubsub",
+    );
+}
+
+#[test]
+fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
+    let setup = tagged_pool();
+    let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
+    run_script_with(&setup.proxy, "node_redis_apps.js", "node-redis apps", &envs);
+    assert_keys_on_every_shard(&setup, b":nrscan:");
+}
+
+#[test]
+#[ignore = "needs issue 13 features: WATCH/MULTI/EXEC on a dedicated connection (transactions)"]
+fn node_redis_multi_exec_and_a_watch_conflict() {
+    let setup = tagged_pool();
+    run_script_parts(
+        &setup.proxy,
+        "node_redis_apps.js",
+        "node-redis apps",
+        "transactions",
+    );
+}
+
+/// `calls` and `failed_calls` of `command` in a backend's `INFO commandstats`.
+fn command_calls(server: &RedisServer, command: &str) -> (u64, u64) {
+    let Reply::Bulk(Some(text)) = server.client().cmd(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats is no bulk string");
+    };
+    let text = String::from_utf8(text).unwrap();
+    let Some(line) = text
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+    else {
+        return (0, 0);
+    };
+    let field = |name: &str| -> u64 {
+        line.split([':', ','])
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    (field("calls"), field("failed_calls"))
+}
+
+#[test]
+fn ioredis_scripts_fall_back_to_eval_on_every_shard_that_never_saw_them() {
+    let setup = tagged_pool();
+    run_script_parts(&setup.proxy, "ioredis_apps.js", "ioredis apps", "scripts");
+    // ioredis sends EVAL once per connection and EVALSHA after; each shard but the first
+    // answered NOSCRIPT to an EVALSHA and then got the EVAL ioredis resent.
+    let evals: Vec<(u64, u64)> = setup
+        .shards
+        .iter()
+        .map(|s| command_calls(s, "eval"))
+        .collect();
+    let noscripts: u64 = setup
+        .shards
+        .iter()
+        .map(|s| command_calls(s, "evalsha").1)
+        .sum();
+    assert!(
+        evals.iter().all(|(calls, _)| *calls > 0),
+        "EVAL calls per shard: {evals:?} (every shard runs the script)"
+    );
+    assert!(
+        noscripts >= 2,
+        "NOSCRIPT answers over the shards: {noscripts} (expected one per shard not first)"
+    );
+}
+
+#[test]
+fn ioredis_subscriber_receives_every_message_once_in_order() {
+    let setup = tagged_pool();
+    run_script_parts(&setup.proxy, "ioredis_apps.js", "ioredis apps", "pubsub");
+}
+
+#[test]
+fn ioredis_scan_stream_returns_all_1000_keys_of_three_shards() {
+    let setup = tagged_pool();
+    let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
+    run_script_with(&setup.proxy, "ioredis_apps.js", "ioredis apps", &envs);
+    assert_keys_on_every_shard(&setup, b":ioscan:");
 }

@@ -6,12 +6,15 @@ const assert = require('node:assert/strict');
 
 const [host, port] = [process.argv[2] || '127.0.0.1', Number(process.argv[3] || 22121)];
 
-/** Runs `main`, prints `<name> OK` on success; any failure exits 1 with its stack. */
-function run(name, main) {
+/**
+ * Runs `main`, prints `<name> OK` on success; any failure, or no end within `limitMs`, exits 1
+ * with its stack.
+ */
+function run(name, main, limitMs = 60000) {
   const guard = setTimeout(() => {
-    console.error(`${name}: timed out`);
+    console.error(`${name}: timed out after ${limitMs} ms`);
     process.exit(1);
-  }, 60000);
+  }, limitMs);
   main()
     .then(() => {
       clearTimeout(guard);
