@@ -431,5 +431,8 @@ fn a_cluster_pool_blocks_on_the_slot_owner() {
     // Each of the two clients keeps its clean connection for its next blocking command.
     assert_eq!(dedicated(&proxy), 2);
     drop((blocked, c));
-    assert!(wait_until(HANG, || dedicated(&proxy) == 0), "gone with their clients");
+    assert!(
+        wait_until(HANG, || dedicated(&proxy) == 0),
+        "gone with their clients"
+    );
 }
