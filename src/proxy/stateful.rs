@@ -1,7 +1,8 @@
 //! Requests that change their connection's state, each on a dedicated backend connection
-//! ([`crate::backend::lease`]): blocking commands (one connection per request, closed once the
+//! ([`crate::backend::lease`]): blocking commands (the connection is the request's until its
 //! reply is in) and transactions (`WATCH`/`MULTI`/`EXEC`, pinned to the shard of their first
-//! key, one connection from the pin to the end of the transaction).
+//! key, one connection from the pin to the end of the transaction). A connection that ended
+//! clean is kept by its client for its next one ([`KeptSlot`]); any other end closes it.
 //!
 //! Switching a client to a dedicated connection waits until its earlier replies are in, and
 //! the requests after a blocking command or a transaction's end wait for its reply, so that a
