@@ -6,6 +6,7 @@
 #   scripts/bench.sh [--rounds N] [--quick] [--out DIR]   throughput / latency / CPU / memory
 #   scripts/bench.sh --strace [--quick]                   syscalls per request (strace -c)
 #   scripts/bench.sh --callgrind [--quick]                instructions per request (callgrind)
+#   scripts/bench.sh --blocking [--rounds N] [--quick]    blocking pops: BRPOP vs RPOP
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
 # BASE_BIN=path adds a baseline Keyway (targets kb_1t, kb_2t: same flags, another binary), and
@@ -37,6 +38,7 @@ QUICK=0
 DO_LOAD=1
 DO_STRACE=0
 DO_CALLGRIND=0
+DO_BLOCKING=0
 OUT="$ROOT/bench-results"
 WORKLOAD_GROUPS=(default) # --workloads: default (redis-benchmark), pubsub, blpop
 
@@ -79,6 +81,7 @@ parse_args() {
       --quick) QUICK=1 ;;
       --strace) DO_STRACE=1; DO_LOAD=0 ;;
       --callgrind) DO_CALLGRIND=1; DO_LOAD=0 ;;
+      --blocking) DO_BLOCKING=1; DO_LOAD=0 ;;
       --out) OUT=${2:?--out needs a directory}; shift ;;
       --workloads)
         IFS=, read -r -a WORKLOAD_GROUPS <<<"${2:?--workloads needs a list, e.g. pubsub,blpop}"
@@ -620,6 +623,42 @@ callgrind_mode() {
   done
 }
 
+# ---------------------------------------------------------------------- blocking mode
+# The price of a dedicated connection: BRPOP on a list that always has an element (so it never
+# waits, and only the dedicated connection differs: Keyway opens one per blocking command,
+# with its connect and setup) against RPOP of the same list, on direct Redis and Keyway.
+# nutcracker refuses blocking commands, so it is left out.
+blocking_mode() {
+  local round target port cmd n rps p50 p99 fill
+  write_meta "blocking pops, $ROUNDS round(s)$( ((QUICK)) && echo ', --quick (half request counts)')"
+  echo "workload,target,round,ops_per_sec,p50_ms,p99_ms" >"$OUT/blocking.csv"
+  n=20000
+  ((QUICK)) && n=$((n / 2))
+  for round in $(seq "$ROUNDS"); do
+    for target in "${TARGETS[@]}"; do
+      [[ $target == nc_* ]] && continue
+      port=${PORT[$target]}
+      for cmd in rpop brpop; do
+        # Enough elements that no pop waits: n pops by 50 clients, plus slack.
+        fill=$(printf 'x %.0s' $(seq 1000))
+        for _ in $(seq $(((n + 2000) / 1000))); do
+          # shellcheck disable=SC2086 # one argument per element
+          redis-cli -p "$port" rpush bq $fill >/dev/null
+        done
+        if [[ $cmd == rpop ]]; then
+          read -r rps p50 p99 < <(run_benchmark "$port" 50 "$n" 1 rpop bq)
+        else
+          read -r rps p50 p99 < <(run_benchmark "$port" 50 "$n" 1 brpop bq 1)
+        fi
+        redis-cli -p "$port" del bq >/dev/null
+        echo "$cmd,$target,$round,$rps,$p50,$p99" >>"$OUT/blocking.csv"
+        printf '  %-6s %-10s %12s ops/s  p50 %7s  p99 %7s ms\n' "$cmd" "$target" "$rps" "$p50" "$p99" >&2
+      done
+    done
+  done
+  log "wrote $OUT/blocking.csv"
+}
+
 main() {
   parse_args "$@"
   ensure_tools
@@ -640,6 +679,7 @@ main() {
   prefill
   check_targets
   if ((DO_LOAD)); then load_mode; fi
+  if ((DO_BLOCKING)); then blocking_mode; fi
   if ((DO_STRACE || DO_CALLGRIND)); then
     write_meta "profile:$( ((DO_STRACE)) && echo ' strace')$( ((DO_CALLGRIND)) && echo ' callgrind')"
     if ((DO_STRACE)); then strace_mode; fi

@@ -38,7 +38,8 @@
 //! - [`protocol`]: wire formats; the only code that knows them.
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
 //! - [`backend`]: routing snapshots, pipelined backend connections, reconnects, timeouts,
-//!   failure counts.
+//!   failure counts; leased dedicated connections (`dedicated_connections` per backend, for
+//!   the whole process) for blocking commands and transactions.
 //! - [`server`]: the composition root: bind (the control plane's prepare), run (install), the
 //!   threads.
 //! - [`signals`]: the signals Keyway acts on.

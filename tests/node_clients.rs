@@ -102,7 +102,6 @@ fn tagged_pool() -> Setup {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: blocking pops (BZPOPMIN, XREAD BLOCK) and MULTI/EXEC on dedicated connections"]
 fn bullmq_processes_500_delayed_and_prioritised_jobs_exactly_once_with_a_hash_tagged_prefix() {
     let setup = tagged_pool();
     run_script(&setup.proxy, "bullmq_jobs.js", "bullmq jobs");
@@ -128,7 +127,6 @@ fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: WATCH/MULTI/EXEC on a dedicated connection (transactions)"]
 fn node_redis_multi_exec_and_a_watch_conflict() {
     let setup = tagged_pool();
     run_script_parts(

@@ -54,7 +54,6 @@ fn redis_py_lock_acquires_extends_and_releases_through_its_scripts() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: WATCH/MULTI/EXEC on a dedicated connection (transactions)"]
 fn redis_py_transaction_pipeline_and_watch_conflict() {
     run_part("transaction");
 }
@@ -85,7 +84,6 @@ fn redis_py_scan_iter_returns_all_1000_keys_of_three_shards() {
 }
 
 #[test]
-#[ignore = "needs issue 13 features: BLPOP on a dedicated connection (blocking pops)"]
 fn redis_py_blpop_is_woken_by_a_push_from_another_connection() {
     run_part("blpop");
 }

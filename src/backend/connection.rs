@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use super::reply::{self, ReplyReceiver, ReplySender};
-use super::{Error, Expect, Job};
+use super::{Error, Expect, Job, Patience};
 use crate::config::BackendAddr;
 use crate::metrics::Tally;
 use crate::protocol::memcache;
@@ -109,9 +109,14 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    /// Queues `frame`, whose reply looks like `expect`; the reply (or error) arrives on the
-    /// returned receiver.
+    /// Queues `frame`, whose reply looks like `expect` and may take the pool's `timeout`; the
+    /// reply (or error) arrives on the returned receiver.
     pub fn send(&self, frame: Bytes, expect: Expect) -> ReplyReceiver {
+        self.send_with(frame, expect, Patience::Timeout)
+    }
+
+    /// [`Handle::send`], the reply allowed to take as long as `patience` says.
+    pub fn send_with(&self, frame: Bytes, expect: Expect, patience: Patience) -> ReplyReceiver {
         let (reply, receiver) = reply::channel();
         // Once the task is gone the job is dropped here, and its reply says `Closed`.
         if !self.queue.gone.get() {
@@ -121,11 +126,19 @@ impl Handle {
             self.queue.jobs.borrow_mut().push_back(Job {
                 frame,
                 expect,
+                patience,
                 reply,
             });
             self.queue.wake();
         }
         receiver
+    }
+}
+
+impl Handle {
+    /// Whether the connection task is gone: whatever is sent fails with [`Error::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.queue.gone.get()
     }
 }
 
@@ -239,8 +252,33 @@ fn spawn_with<C: Connector>(
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
-    tokio::task::spawn_local(run(target, report, jobs, preconnect, connector));
+    tokio::task::spawn_local(run(target, report, jobs, preconnect, connector, false));
     Handle { queue }
+}
+
+/// Starts a dedicated connection task on the current worker's `LocalSet`: it connects at once
+/// and never reconnects, so that a connection's state (a `WATCH`, a `MULTI`) is never
+/// silently lost; once the connection ends every request still sent fails with
+/// [`Error::Closed`]. `guard` lives as long as the task (a lease). The task ends when every
+/// clone of its [`Handle`] is dropped and its requests are answered, or at once when aborted
+/// through the returned handle (which closes the connection: the backend sees it go).
+pub fn spawn_dedicated<G: 'static>(
+    target: Arc<Target>,
+    report: Arc<dyn Report>,
+    guard: G,
+) -> (Handle, tokio::task::AbortHandle) {
+    let queue = Rc::new(Queue {
+        handles: Cell::new(1),
+        ..Queue::default()
+    });
+    let jobs = Jobs {
+        queue: Rc::clone(&queue),
+    };
+    let task = tokio::task::spawn_local(async move {
+        let _guard = guard;
+        run(target, report, jobs, true, Dial, true).await;
+    });
+    (Handle { queue }, task.abort_handle())
 }
 
 /// A handle with no connection task behind it, for session tests: the returned function takes
@@ -257,12 +295,14 @@ pub(crate) fn detached() -> (Handle, impl FnMut() -> Option<Job>) {
     (Handle { queue }, move || jobs.try_recv())
 }
 
+/// The connection task; `once`: one connection only, never a reconnect (dedicated).
 async fn run<C: Connector>(
     target: Arc<Target>,
     report: Arc<dyn Report>,
     mut jobs: Jobs,
     preconnect: bool,
     mut connector: C,
+    once: bool,
 ) {
     let mut backoff = Backoff::default();
     let mut first = Vec::new();
@@ -327,6 +367,10 @@ async fn run<C: Connector>(
                 }
                 fail(first.drain(..), &error);
             }
+        }
+        if once {
+            // What is still queued fails with `Closed` as the jobs are dropped.
+            return;
         }
     }
 }
@@ -578,7 +622,15 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
     }
 
     fn push(&mut self, job: Job, now: Instant) {
-        let deadline = self.target.timeout.map(|t| now + t);
+        let deadline = match job.patience {
+            Patience::Timeout => self.target.timeout.map(|t| now + t),
+            // Past what an `Instant` holds, the block is as good as forever.
+            Patience::Longer(block) => self
+                .target
+                .timeout
+                .and_then(|t| now.checked_add(t.saturating_add(block))),
+            Patience::Unbounded => None,
+        };
         self.tally.request(job.frame.len());
         self.queue(job.frame, Some(job.reply), job.expect, now, deadline);
     }

@@ -2,13 +2,17 @@
 //! Sessions never touch a backend socket; they send [`Job`]s and await the reply
 //! on a [`ReplyReceiver`]. [`pool`] holds the routing snapshots the control plane publishes,
 //! each worker's connections (kept by backend), and the failure counts the connections report.
+//! [`lease`] gives a client a connection of its own (a blocked pop, a transaction), bounded
+//! per backend by `dedicated_connections`.
 
 pub mod connection;
+pub mod lease;
 pub mod pool;
 pub mod reply;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -68,6 +72,18 @@ pub enum Expect {
     Memcache(crate::protocol::memcache::ReplyKind),
 }
 
+/// How long a request's reply may take before it fails with [`Error::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// The pool's `timeout` (none without one).
+    Timeout,
+    /// The pool's `timeout` on top of this long: a blocking command's own block time, which
+    /// the timeout must never cut short (none without a pool `timeout`).
+    Longer(Duration),
+    /// No bound: a command that blocks until woken (`BLPOP k 0`).
+    Unbounded,
+}
+
 /// One request for a backend connection: the frame to write and where its reply goes.
 #[derive(Debug)]
 pub struct Job {
@@ -75,6 +91,8 @@ pub struct Job {
     pub frame: Bytes,
     /// The shape of its reply.
     pub expect: Expect,
+    /// How long its reply may take.
+    pub patience: Patience,
     /// Receives the reply (or the error) exactly once.
     pub reply: ReplySender,
 }

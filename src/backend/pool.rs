@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connection::{self, Handle, Report, Target};
+use super::lease::{Lease, LeaseRefused};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
 use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
@@ -95,6 +96,10 @@ pub struct Backend {
     ejected: AtomicBool,
     /// Wakes the failed requests waiting for that decision (see [`Report::settle`]).
     decided: Notify,
+    /// Dedicated connections leased now, over all workers.
+    leased: AtomicUsize,
+    /// `dedicated_connections`: the most that may be leased at once (follows reloads).
+    lease_limit: AtomicUsize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -189,6 +194,63 @@ impl Backend {
 
     fn backend_metrics(&self) -> Option<&BackendMetrics> {
         self.metrics.backend(self.index)
+    }
+
+    /// A permit for one dedicated connection to this backend, counted over the whole process
+    /// and released when the [`Lease`] drops; open the connection with [`Lease::connect`]
+    /// (or take the permit alone for a link that owns its stream).
+    ///
+    /// # Errors
+    /// [`LeaseRefused`] (naming the limit and the backend) when `dedicated_connections` are
+    /// leased already: the caller answers with an error, it never waits.
+    pub fn lease(self: &Arc<Self>) -> Result<Lease, LeaseRefused> {
+        let limit = self.lease_limit.load(Ordering::Relaxed);
+        let granted = self
+            .leased
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match granted {
+            Ok(_) => {
+                if let Some(metrics) = self.backend_metrics() {
+                    metrics.dedicated.inc();
+                }
+                Ok(Lease::new(Arc::clone(self)))
+            }
+            Err(_) => Err(LeaseRefused {
+                limit,
+                backend: self.key.addr.to_string(),
+            }),
+        }
+    }
+
+    /// Dedicated connections leased now, over all workers.
+    pub fn leased(&self) -> usize {
+        self.leased.load(Ordering::Relaxed)
+    }
+
+    /// `dedicated_connections`: the most that may be leased at once.
+    pub fn lease_limit(&self) -> usize {
+        self.lease_limit.load(Ordering::Relaxed)
+    }
+
+    /// Gives back one lease (the [`Lease`]'s drop).
+    pub(super) fn release(&self) {
+        let _ = self
+            .leased
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if let Some(metrics) = self.backend_metrics() {
+            metrics.dedicated.dec();
+        }
+    }
+
+    /// Where a dedicated connection reports: as a shared one does (traffic, failures towards
+    /// auto-eject), but not in the shared connections' gauge (the lease gauge counts it).
+    pub(super) fn dedicated_report(self: &Arc<Self>) -> Arc<dyn Report> {
+        Arc::new(BackendReport {
+            backend: Arc::clone(self),
+            shared: false,
+        })
     }
 }
 
@@ -305,6 +367,9 @@ impl Pool {
                 match reused {
                     Some((backend, until)) => {
                         backend.limit.store(limit, Ordering::Relaxed);
+                        backend
+                            .lease_limit
+                            .store(config.limits.dedicated_connections, Ordering::Relaxed);
                         ejected.push(until.filter(|_| limit != 0));
                         backend
                     }
@@ -322,6 +387,8 @@ impl Pool {
                             signal: Arc::clone(&signal),
                             ejected: AtomicBool::new(false),
                             decided: Notify::new(),
+                            leased: AtomicUsize::new(0),
+                            lease_limit: AtomicUsize::new(config.limits.dedicated_connections),
                         })
                     }
                 }
@@ -511,11 +578,15 @@ fn shard_map(config: &PoolConfig, specs: &[ShardSpec], ejected: &[Option<Instant
 }
 
 /// Reports one backend's traffic and health.
-struct BackendReport(Arc<Backend>);
+struct BackendReport {
+    backend: Arc<Backend>,
+    /// A shared (pipelined) connection, counted in `keyway_backend_connections`.
+    shared: bool,
+}
 
 impl Report for BackendReport {
     fn failed(&self, error: &Error) {
-        if let Some(backend) = self.0.backend_metrics() {
+        if let Some(backend) = self.backend.backend_metrics() {
             match error {
                 Error::Timeout => backend.server_timedout.inc(),
                 Error::Closed => backend.server_eof.inc(),
@@ -536,7 +607,7 @@ impl Report for BackendReport {
             Error::Protocol => ErrorKind::Protocol,
             Error::Ejected => ErrorKind::Ejected,
         };
-        if let Some(backend) = self.0.backend_metrics() {
+        if let Some(backend) = self.backend.backend_metrics() {
             backend.errors.of(kind).inc_by(requests as u64);
         }
         // Every request that failed because its backend is down or broken counts towards
@@ -544,16 +615,19 @@ impl Report for BackendReport {
         // backing off, a reset, a timeout): as in nutcracker, a dead backend then costs about
         // `server_failure_limit` errors.
         if *error != Error::Ejected {
-            self.0.failed(requests);
+            self.backend.failed(requests);
         }
     }
 
     fn success(&self) {
-        self.0.answered();
+        self.backend.answered();
     }
 
     fn connected(&self) {
-        if let Some(backend) = self.0.backend_metrics() {
+        if !self.shared {
+            return;
+        }
+        if let Some(backend) = self.backend.backend_metrics() {
             backend.connections_total.inc();
             backend.connections.inc();
             backend.up.set(1);
@@ -561,27 +635,30 @@ impl Report for BackendReport {
     }
 
     fn disconnected(&self) {
-        if let Some(backend) = self.0.backend_metrics() {
+        if !self.shared {
+            return;
+        }
+        if let Some(backend) = self.backend.backend_metrics() {
             backend.connections.dec();
         }
     }
 
     fn connect_failed(&self) {
-        if let Some(backend) = self.0.backend_metrics() {
+        if let Some(backend) = self.backend.backend_metrics() {
             backend.connections_total.inc();
         }
     }
 
     fn tally(&self) -> Tally {
-        self.0.metrics.tally(self.0.index)
+        self.backend.metrics.tally(self.backend.index)
     }
 
     fn settle(&self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
         // Only on the error path, and only while the control plane decides: nutcracker ejects
         // at the failure that reaches the limit, so the next request already routes elsewhere.
-        self.0
+        self.backend
             .undecided()
-            .then(|| Box::pin(self.0.settle()) as Pin<Box<dyn Future<Output = ()> + '_>>)
+            .then(|| Box::pin(self.backend.settle()) as Pin<Box<dyn Future<Output = ()> + '_>>)
     }
 }
 
@@ -710,7 +787,10 @@ impl Connections {
                 } else {
                     &backend.target
                 };
-                let report: Arc<dyn Report> = Arc::new(BackendReport(Arc::clone(backend)));
+                let report: Arc<dyn Report> = Arc::new(BackendReport {
+                    backend: Arc::clone(backend),
+                    shared: true,
+                });
                 // RESP3 connections are made on a RESP3 client's first request.
                 let preconnect = config.preconnect && !resp3;
                 let total = connections_per_backend(config);
@@ -854,7 +934,32 @@ impl BackendPool {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::*;
+
+    #[test]
+    fn leases_stop_at_dedicated_connections_and_come_back_when_dropped() {
+        let yaml = "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  dedicated_connections: 2\n  \
+                    servers:\n   - 127.0.0.1:7001:1 a\n   - 127.0.0.1:7002:1 b\n";
+        let config = crate::config::Config::parse(yaml).unwrap().pools.remove(0);
+        let pool = Pool::new(config, &Metrics::new(), None);
+        let (a, b) = (&pool.backends()[0], &pool.backends()[1]);
+        let first = a.lease().unwrap();
+        let second = a.lease().unwrap();
+        let refused = a.lease().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "dedicated_connections (2) reached for 127.0.0.1:7001"
+        );
+        // Per backend: the other one has its own two.
+        let other = b.lease().unwrap();
+        let gauge = |i: usize| pool.metrics().backend(i).unwrap().dedicated.get();
+        assert_eq!((a.leased(), gauge(0), gauge(1)), (2, 2, 1));
+        drop(first);
+        assert_eq!((a.leased(), gauge(0)), (1, 1));
+        let again = a.lease().unwrap();
+        drop((second, again, other));
+        assert_eq!((a.leased(), b.leased(), gauge(0), gauge(1)), (0, 0, 0, 0));
+    }
 
     #[test]
     fn connections_spread_over_the_serving_workers_add_up_to_server_connections() {

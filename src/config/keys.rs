@@ -119,6 +119,8 @@ pool_keys! {
     ClientOutputLimit = "client_output_limit", Keyway, SCALAR;
     /// Reply bytes held for a client before Keyway closes it.
     ClientOutputHardLimit = "client_output_hard_limit", Keyway, SCALAR;
+    /// Dedicated connections per backend (blocking commands, transactions).
+    DedicatedConnections = "dedicated_connections", Keyway, SCALAR;
     /// `distribution: slots`: server name → slot ranges.
     Slots = "slots", Keyway, Shape::Slots;
     /// Redis Sentinel addresses.

@@ -317,6 +317,10 @@ pub struct Limits {
     /// Reply bytes held for one client past which Keyway closes it
     /// (`client_output_hard_limit`, default 1 GiB): the hard limit.
     pub client_output_hard_limit: usize,
+    /// Most dedicated connections (a client's own, for a blocking command or a transaction)
+    /// open to one backend at once, for the whole process (`dedicated_connections`, default
+    /// 64); past it such a request gets an error reply naming the limit.
+    pub dedicated_connections: usize,
 }
 
 impl Default for Limits {
@@ -329,6 +333,7 @@ impl Default for Limits {
             max_reply_bytes: 512 * 1024 * 1024,
             client_output_limit: 64 * 1024 * 1024,
             client_output_hard_limit: 1024 * 1024 * 1024,
+            dedicated_connections: 64,
         }
     }
 }

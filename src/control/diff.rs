@@ -46,6 +46,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         max_reply_bytes,
         client_output_limit,
         client_output_hard_limit,
+        dedicated_connections,
     } = limits;
     let now = &new.limits;
     [
@@ -100,6 +101,10 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         (
             Key::ClientOutputHardLimit,
             *client_output_hard_limit != now.client_output_hard_limit,
+        ),
+        (
+            Key::DedicatedConnections,
+            *dedicated_connections != now.dedicated_connections,
         ),
         (Key::Sentinels, *sentinel != new.sentinel),
         (Key::Cluster, *cluster != new.cluster),

@@ -560,6 +560,7 @@ mod tests {
             ("keyway_client_connections_total", "counter"),
             ("keyway_backend_connections", "gauge"),
             ("keyway_backend_connections_total", "counter"),
+            ("keyway_backend_dedicated_connections", "gauge"),
             ("keyway_backend_up", "gauge"),
             ("keyway_backend_ejected", "gauge"),
             ("keyway_reloads_total", "counter"),

@@ -349,7 +349,13 @@ metric_table! {
             BACKEND);
         connections: IntGaugeVec = gauges(
             "keyway_backend_connections",
-            "Open backend connections, over all workers (nutcracker: server_connections).",
+            "Open shared (pipelined) backend connections, over all workers (nutcracker: \
+             server_connections); dedicated ones are keyway_backend_dedicated_connections.",
+            BACKEND);
+        dedicated: IntGaugeVec = gauges(
+            "keyway_backend_dedicated_connections",
+            "Dedicated backend connections leased (a blocking command or a transaction each), \
+             over all workers; at most dedicated_connections.",
             BACKEND);
         connections_total: IntCounterVec = counters(
             "keyway_backend_connections_total",
@@ -477,6 +483,8 @@ metric_table! {
         ejected: IntGauge = ejected[];
         /// Sentinel master switches applied to this backend.
         sentinel_switches: IntCounter = sentinel_switches[];
+        /// Dedicated connections leased: `inc` when a lease is granted, `dec` when it ends.
+        dedicated: IntGauge = dedicated[];
         /// Backend latency in seconds, request queued on the connection to reply, observed
         /// through the connection's [`super::Tally`].
         request_duration: Histogram = backend_duration[];

@@ -46,8 +46,10 @@ pub fn answer(
         "command" => command_command(request),
         "info" => info(pool),
         "reset" => {
-            // As Redis: subscriptions ended, RESP2, no name, back to the default user.
+            // As Redis: subscriptions and transaction ended, RESP2, no name, back to the
+            // default user.
             client.pubsub = None;
+            client.end_transaction();
             client.resp3 = false;
             client.name = None;
             client.authenticated = pool.redis_auth.is_none();
@@ -115,6 +117,12 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
             // Its subscriber connections speak the protocol it subscribed in.
             return reply::error(
                 "ERR Keyway cannot switch the protocol of a client with subscriptions: unsubscribe first",
+            );
+        }
+        if client.transaction.is_some() {
+            // Its transaction's connection speaks the protocol it was opened in.
+            return reply::error(
+                "ERR Keyway cannot switch the protocol of a client watching keys: UNWATCH first",
             );
         }
         client.pubsub = None;

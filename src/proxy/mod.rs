@@ -11,4 +11,5 @@ mod memcache;
 mod pubsub;
 mod resp;
 pub mod session;
+mod stateful;
 pub mod worker;

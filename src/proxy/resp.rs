@@ -19,6 +19,9 @@ use crate::protocol::resp::{reply, Request, RequestDecoder};
 /// A RESP client's request decoder, within the pool's limits.
 pub(super) struct Resp {
     decoder: RequestDecoder,
+    /// A request that waits until every reply before it is in (it switches to a dedicated
+    /// connection, which must not overtake the client's earlier requests).
+    waiting: Option<Request>,
 }
 
 impl Resp {
@@ -29,44 +32,69 @@ impl Resp {
                 max_request_bytes: limits.max_request_bytes,
                 max_multibulk_length: limits.max_multibulk_length,
             }),
+            waiting: None,
         }
+    }
+
+    /// Whether a request waits for the replies before it.
+    pub(super) fn has_waiting(&self) -> bool {
+        self.waiting.is_some()
     }
 
     /// Takes the next request off `input` and starts its reply.
     #[inline]
     pub(super) fn decode(&mut self, input: &mut BytesMut, handler: &mut Handler<'_>) -> Decoded {
-        match self.decoder.decode(input) {
-            Ok(Some(request)) => Decoded::Request(handler.handle(request)),
-            Ok(None) => Decoded::More,
-            Err(error) => Decoded::Fatal(reply::error(&format!("ERR {error}"))),
+        let request = match self.waiting.take() {
+            Some(request) => request,
+            None => match self.decoder.decode(input) {
+                Ok(Some(request)) => request,
+                Ok(None) => return Decoded::More,
+                Err(error) => return Decoded::Fatal(reply::error(&format!("ERR {error}"))),
+            },
+        };
+        match handler.handle(request) {
+            Ok(pending) => Decoded::Request(pending),
+            Err(later) => {
+                self.waiting = Some(later);
+                Decoded::Wait
+            }
         }
     }
 }
 
 impl Handler<'_> {
-    /// Classifies one RESP request and starts its reply.
-    fn handle(&mut self, request: Request) -> Pending {
+    /// Classifies one RESP request and starts its reply; `Err` gives the request back when
+    /// it must wait until every reply before it is in (see [`Handler::idle`]).
+    fn handle(&mut self, request: Request) -> Result<Pending, Request> {
         let Some(command) = command::lookup(request.name()) else {
-            return Pending::Ready(unknown_command(&request));
+            return Ok(self.rejected(unknown_command(&request)));
         };
         if !command.check_arity(request.argc())
             || (command.kind == Kind::Fanout(Merge::Ok) && request.argc() % 2 == 0)
         {
-            return Pending::Ready(reply::error(&format!(
+            return Ok(self.rejected(reply::error(&format!(
                 "ERR wrong number of arguments for '{}' command",
                 command.name
-            )));
+            ))));
         }
         if !self.client.authenticated && !local::allowed_before_auth(command) {
-            return Pending::Ready(reply::error("NOAUTH Authentication required."));
+            return Ok(self.rejected(reply::error("NOAUTH Authentication required.")));
         }
         if let Some(refusal) = self.subscribed_mode(command, &request) {
-            return Pending::Ready(refusal);
+            return Ok(Pending::Ready(refusal));
         }
         // Looked up only where it decides something: a cluster pool reading from replicas.
         self.read =
             self.route.pool.cluster().is_some_and(|c| c.replica_reads()) && command.is_read_only();
-        match command.kind {
+        if self.client.transaction.is_some() {
+            if let Some(lost) = self.lost_transaction() {
+                return Ok(lost);
+            }
+        }
+        if matches!(command.kind, Kind::Transaction(_)) || self.client.in_multi() {
+            return self.transaction(command, request);
+        }
+        Ok(match command.kind {
             Kind::Local if command.name == "info" && keyspace::is_info_keyspace(&request) => {
                 self.keyspace(command, request)
             }
@@ -81,7 +109,10 @@ impl Handler<'_> {
             Kind::Routed => self.forward(command, request),
             Kind::Fanout(merge) => self.fan_out(merge, request),
             Kind::Keyspace => self.keyspace(command, request),
-        }
+            Kind::Blocking(_) => return self.blocking(command, request),
+            // Taken above.
+            Kind::Transaction(_) => Pending::Ready(unsupported(command.name)),
+        })
     }
 
     /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or
@@ -135,37 +166,36 @@ impl Handler<'_> {
 
     /// Sends a request whose keys must all live on one shard: the common case, kept inline.
     #[inline]
-    fn forward(&self, command: &Command, request: Request) -> Pending {
-        let keys = match command.keys(&request) {
+    pub(super) fn forward(&self, command: &Command, request: Request) -> Pending {
+        match self.place_of(command, &request) {
+            Ok(place) => self.send(place, request.frame().clone(), Expect::Resp),
+            Err(reply) => Pending::Ready(reply),
+        }
+    }
+
+    /// The one shard (or slot) all of the request's keys map to, or the error reply:
+    /// `-CROSSSLOT` when they map to several.
+    pub(super) fn place_of(&self, command: &Command, request: &Request) -> Result<Place, Bytes> {
+        let keys = match command.keys(request) {
             Ok(keys) => keys,
-            Err(command::CommandError::Unsupported(form)) => {
-                return Pending::Ready(unsupported(form));
-            }
-            Err(error) => return Pending::Ready(reply::error(&format!("ERR {error}"))),
+            Err(command::CommandError::Unsupported(form)) => return Err(unsupported(form)),
+            Err(error) => return Err(reply::error(&format!("ERR {error}"))),
         };
         let mut target = None;
         for index in keys {
             let key = request.arg(index).unwrap_or_default();
-            let shard = match self.route(key) {
-                Ok(shard) => shard,
-                Err(reply) => return Pending::Ready(reply),
-            };
+            let shard = self.route(key)?;
             match target {
-                Some(first) if first != shard => {
-                    return Pending::Ready(reply::error(
-                        "CROSSSLOT Keys in request don't hash to the same shard",
-                    ));
-                }
+                Some(first) if first != shard => return Err(reply::error(CROSSSLOT)),
                 _ => target = Some(shard),
             }
         }
-        match target {
-            Some(shard) => self.send(shard, request.frame().clone(), Expect::Resp),
-            None => Pending::Ready(reply::error(&format!(
+        target.ok_or_else(|| {
+            reply::error(&format!(
                 "ERR '{}' without keys cannot be routed by the proxy",
                 command.name
-            ))),
-        }
+            ))
+        })
     }
 
     /// What a RESP2 client in subscribed mode gets instead of running `command`, as from
@@ -268,6 +298,9 @@ impl Handler<'_> {
     }
 }
 
+/// The reply to keys of one request (or transaction) on several shards.
+pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same shard";
+
 /// What a RESP2 client in subscribed mode gets for `command` (see `Handler::subscribed_mode`).
 #[cold]
 fn subscribed_mode_refusal(command: &Command, request: &Request) -> Option<Bytes> {
@@ -280,7 +313,7 @@ fn subscribed_mode_refusal(command: &Command, request: &Request) -> Option<Bytes
     }
 }
 
-fn unsupported(name: &str) -> Bytes {
+pub(super) fn unsupported(name: &str) -> Bytes {
     reply::error(&format!("ERR unsupported command '{name}'"))
 }
 

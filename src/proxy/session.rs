@@ -26,10 +26,11 @@ use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
 use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
+use super::stateful::{Held, KeptSlot, Transaction};
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
-use crate::backend::{self, Expect, Outcome};
+use crate::backend::{self, Expect, Outcome, Patience};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
@@ -57,6 +58,17 @@ pub struct Client {
     pub quitting: bool,
     /// Set by `HELLO 3`: the client speaks RESP3.
     pub resp3: bool,
+    /// The client's transaction (`WATCH`, `MULTI`...) and its dedicated connection, if any.
+    pub(super) transaction: Option<Box<Transaction>>,
+    /// Set by a request whose successors must wait until its reply is in (they would go
+    /// over other backend connections and could overtake it: a transaction's end).
+    pub(super) fence: bool,
+    /// Set by a blocking request: it is fenced, and the client going away meanwhile ends
+    /// the session at once (as Redis drops a blocked client), closing its connection.
+    pub(super) blocked: bool,
+    /// The client's clean dedicated connection, kept for its next blocking command or
+    /// transaction.
+    pub(super) kept: Rc<KeptSlot>,
     /// Its subscriptions, once it has subscribed.
     pub(crate) pubsub: Option<Box<PubSub>>,
 }
@@ -79,10 +91,13 @@ pub(super) struct Handler<'s> {
     /// Where `route` came from: a cluster request retried later routes on the pool's snapshot
     /// as it is then.
     pub(super) slot: &'s RouteSlot,
-    limits: &'s Limits,
+    pub(super) limits: &'s Limits,
     dialect: Dialect,
     /// The request never writes (a cluster pool may send it to a replica).
     pub(super) read: bool,
+    /// No reply is pending before this request: it may switch to a dedicated connection
+    /// without overtaking the client's earlier requests.
+    pub(super) idle: bool,
 }
 
 /// The reply to one request, in request order.
@@ -95,6 +110,9 @@ pub(super) enum Pending {
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
     Filtered(Box<Pending>, ReplyPolicy),
+    /// A reply over a dedicated connection: a blocking command's own (closed once the reply
+    /// is taken, or when the client goes away first), or a cluster pool's transaction.
+    Held(Box<Held>),
     /// A subscription change, confirmed once the subscriber connections concerned have.
     Subscribed(Box<Confirmation>),
 }
@@ -147,6 +165,9 @@ pub(super) enum Decoded {
     Request(Pending),
     /// A request that gets no reply at all.
     Silent,
+    /// A request that must wait until every reply before it is in (the decoder keeps it
+    /// and returns it then).
+    Wait,
     /// A malformed frame: reply, then close; the stream cannot be trusted.
     Fatal(Bytes),
 }
@@ -170,6 +191,10 @@ impl Session {
                 name: None,
                 quitting: false,
                 resp3: false,
+                transaction: None,
+                fence: false,
+                blocked: false,
+                kept: Rc::default(),
                 pubsub: None,
             },
             route: RouteCache::new(slot),
@@ -199,10 +224,15 @@ impl Session {
         let soft_limit = self.limits.client_output_limit;
         let hard_limit = self.limits.client_output_hard_limit;
         let mut reading = true;
+        // Set when the client half-closed: no more reads, but the requests already read (kept
+        // back by a fence or a limit) are still decoded and answered.
+        let mut draining = false;
         // Set when the client switched protocol (`HELLO`): its next requests go over other
         // backend connections, so they wait until every reply asked before the switch is in;
         // otherwise a read could overtake the same client's write.
         let mut fenced = false;
+        // Set while a blocking request is awaited: the client's end of stream is watched for.
+        let mut blocked = false;
         // Counted on the pool the client connected to, even if a reload replaces it.
         let pool = Arc::clone(&self.route.load().pool);
         let metrics = pool.metrics();
@@ -220,13 +250,20 @@ impl Session {
         };
         loop {
             fenced &= !pending.is_empty();
+            blocked &= fenced;
             if backlog.is_empty() && pending.len() <= SCAN_DEPTH {
                 held_behind = 0;
             }
             decoded_all = false;
-            while may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+            while may_decode(
+                reading || draining,
+                fenced,
+                pending.len(),
+                backlog.bytes + held_behind,
+            ) {
                 let resp3 = self.client.resp3;
-                match self.decode(&mut decoder, &mut input) {
+                let idle = pending.is_empty();
+                match self.decode(&mut decoder, &mut input, idle) {
                     Decoded::More => {
                         decoded_all = true;
                         break;
@@ -236,6 +273,7 @@ impl Session {
                         pending.push_back(reply);
                     }
                     Decoded::Silent => {}
+                    Decoded::Wait => self.client.fence = true,
                     Decoded::Fatal(reply) => {
                         metrics.client_err.inc();
                         tracing::debug!(
@@ -247,10 +285,17 @@ impl Session {
                         reading = false;
                     }
                 }
-                fenced = self.client.resp3 != resp3;
+                fenced = self.client.resp3 != resp3 || std::mem::take(&mut self.client.fence);
+                blocked |= std::mem::take(&mut self.client.blocked);
                 if self.client.quitting {
                     reading = false;
                 }
+            }
+            if blocked && draining {
+                // A client gone (half-closed) before its command blocked: Redis frees a
+                // blocked client whose connection ended, and so does Keyway.
+                metrics.client_connections.dec();
+                return;
             }
             // A reply ready alone is written as it is; several are gathered into `output`.
             // Behind replies the socket has not taken yet, they queue up in the backlog.
@@ -316,7 +361,7 @@ impl Session {
                 output.clear();
                 continue;
             }
-            if !reading && pending.is_empty() && backlog.is_empty() {
+            if !reading && (!draining || decoded_all) && pending.is_empty() && backlog.is_empty() {
                 break;
             }
             if input.capacity() - input.len() < MIN_SPARE {
@@ -351,11 +396,20 @@ impl Session {
                     }
                 }
                 let fenced = fenced && !pending.is_empty();
-                if may_decode(reading, fenced, pending.len(), backlog.bytes + held_behind) {
+                let held = backlog.bytes + held_behind;
+                if may_decode(reading || draining, fenced, pending.len(), held) {
                     // What stopped the decoding has passed: requests may wait in the input.
                     if !decoded_all {
                         return Poll::Ready(Woke::Decode);
                     }
+                    if reading {
+                        if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
+                            return Poll::Ready(Woke::Read(read));
+                        }
+                    }
+                }
+                if blocked && reading && input.len() < BLOCKED_READ_LIMIT {
+                    // Only to see the client go; what it sends meanwhile waits in the input.
                     if let Poll::Ready(read) = rd.poll_read(cx, &mut input) {
                         return Poll::Ready(Woke::Read(read));
                     }
@@ -381,8 +435,16 @@ impl Session {
                 }
                 Woke::Read(Ok(n)) if n > 0 => arrived = Instant::now(),
                 Woke::Decode => {}
-                Woke::Read(_) => {
+                Woke::Read(_) if blocked => {
+                    // Redis drops a blocked client that went away: so does Keyway, closing
+                    // its dedicated connection (the backend sees it go).
                     metrics.client_eof.inc();
+                    metrics.client_connections.dec();
+                    return;
+                }
+                Woke::Read(read) => {
+                    metrics.client_eof.inc();
+                    draining = matches!(read, Ok(0)) && !self.client.quitting;
                     reading = false;
                 }
                 Woke::Closing => reading = false,
@@ -411,9 +473,11 @@ impl Session {
 
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
-    fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut) -> Decoded {
-        // Both decoders make nothing of nothing; the session asks after every read and reply.
-        if input.is_empty() {
+    fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut, idle: bool) -> Decoded {
+        // Both decoders make nothing of nothing (but a request they kept waiting); the
+        // session asks after every read and reply.
+        let waiting = matches!(decoder, Decoder::Resp(resp) if resp.has_waiting());
+        if input.is_empty() && !waiting {
             return Decoded::More;
         }
         let (route, slot) = self.route.load_with_slot();
@@ -424,6 +488,7 @@ impl Session {
             limits: &self.limits,
             dialect: self.dialect,
             read: false,
+            idle,
         };
         match decoder {
             Decoder::Resp(resp) => resp.decode(input, &mut handler),
@@ -470,6 +535,27 @@ impl Handler<'_> {
     /// Sends `frame` to `place`: a backend, or a cluster slot (following redirects).
     pub(super) fn send(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
         match place {
+            _ if self.client.transaction.is_some() => {
+                // A client pinned to a shard by `WATCH` talks to it over its own connection.
+                match self
+                    .client
+                    .transaction
+                    .as_ref()
+                    .and_then(|tx| tx.conn_for(place))
+                {
+                    Some(conn) => {
+                        Pending::Backend(conn.send(frame, expect, Patience::Timeout), self.dialect)
+                    }
+                    None => self.send_shared(place, frame, expect),
+                }
+            }
+            _ => self.send_shared(place, frame, expect),
+        }
+    }
+
+    /// [`Handler::send`] over the shared connections.
+    fn send_shared(&self, place: Place, frame: Bytes, expect: Expect) -> Pending {
+        match place {
             Place::Shard(shard) => {
                 let client = self.client.id;
                 let receiver =
@@ -491,7 +577,7 @@ impl Handler<'_> {
 
 impl Pending {
     /// The reply, if it is complete; never waits.
-    fn try_take(&mut self) -> Option<Bytes> {
+    pub(super) fn try_take(&mut self) -> Option<Bytes> {
         match self {
             Pending::Ready(bytes) => Some(std::mem::take(bytes)),
             Pending::Backend(receiver, dialect) => match receiver.try_recv() {
@@ -524,13 +610,14 @@ impl Pending {
                     Bytes::new()
                 })
             }
+            Pending::Held(held) => held.try_take(),
             Pending::Subscribed(confirmation) => confirmation.take(),
         }
     }
 
     /// The bytes of this reply that have arrived (all of it, or a split request's parts in so
     /// far), taking in what is ready; the task is woken when a part still awaited arrives.
-    fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+    pub(super) fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
         match self {
             Pending::Ready(bytes) => bytes.len(),
             Pending::Backend(..) => match self.poll_ready(cx) {
@@ -549,6 +636,7 @@ impl Pending {
             },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
             Pending::Filtered(inner, _) => inner.poll_held(cx),
+            Pending::Held(held) => held.poll_held(cx),
             Pending::Subscribed(confirmation) if confirmation.is_ready() => confirmation.len(),
             Pending::Subscribed(_) => 0,
         }
@@ -556,7 +644,7 @@ impl Pending {
 
     /// Whether the reply is complete; if not, the task is woken when the part it waits for
     /// arrives.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Pending::Ready(_) => Poll::Ready(()),
             Pending::Backend(receiver, dialect) => match Pin::new(receiver).poll(cx) {
@@ -577,6 +665,7 @@ impl Pending {
                 Poll::Ready(())
             }
             Pending::Filtered(inner, _) => inner.poll_ready(cx),
+            Pending::Held(held) => held.poll_ready(cx),
             // Its confirmations come through the client's subscriptions, polled with it.
             Pending::Subscribed(confirmation) => {
                 if confirmation.is_ready() {
@@ -610,6 +699,9 @@ enum Woke {
 /// means polling every pending reply on each wake-up, and being woken by each of them, so
 /// short pipelines (the common case, which cannot hold much) are spared it.
 const SCAN_DEPTH: usize = 64;
+
+/// Input read from a blocked client, only to see it go, before Keyway stops reading it.
+const BLOCKED_READ_LIMIT: usize = 64 * 1024;
 
 /// Most replies handed to one vectored write of the backlog.
 const MAX_IOV: usize = 64;

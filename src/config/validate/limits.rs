@@ -28,6 +28,8 @@ impl PoolChecker<'_> {
             Key::ClientOutputHardLimit,
             defaults.client_output_hard_limit,
         );
+        let dedicated_connections =
+            limit(Key::DedicatedConnections, defaults.dedicated_connections);
         Some(Limits {
             max_request_bytes: max_request_bytes?,
             max_multibulk_length: max_multibulk_length?,
@@ -36,6 +38,7 @@ impl PoolChecker<'_> {
             max_reply_bytes: max_reply_bytes?,
             client_output_limit: client_output_limit?,
             client_output_hard_limit: client_output_hard_limit?,
+            dedicated_connections: dedicated_connections?,
         })
     }
 }
@@ -77,6 +80,15 @@ mod tests {
             rejection("  max_pipeline: 0\n"),
             "pool 'alpha': key 'max_pipeline': must be at least 1"
         );
+    }
+
+    #[test]
+    fn rejects_zero_or_non_numeric_dedicated_connections() {
+        assert_eq!(
+            rejection("  dedicated_connections: 0\n"),
+            "pool 'alpha': key 'dedicated_connections': must be at least 1"
+        );
+        assert!(rejection("  dedicated_connections: many\n").contains("'many' is not a number"));
     }
 
     #[test]

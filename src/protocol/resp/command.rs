@@ -40,6 +40,13 @@ pub enum Kind {
     Routed,
     /// Split into one request per shard and the replies merged in the client's key order.
     Fanout(Merge),
+    /// A command that may block its connection (`BLPOP`, `XREAD ... BLOCK`...): sent, on a
+    /// dedicated backend connection, to the one shard owning all its keys.
+    /// [`Command::block_time`] reads how long it may block.
+    Blocking(Block),
+    /// A transaction command: `WATCH MULTI EXEC DISCARD UNWATCH`, pinning the client to a
+    /// dedicated backend connection to one shard.
+    Transaction(Tx),
     /// Speaks for the whole keyspace (`SCAN KEYS DBSIZE RANDOMKEY FLUSHDB FLUSHALL SCRIPT
     /// LASTSAVE TIME PUBSUB`): sent to every shard and gathered, or for `SCAN` to the shard its
     /// cursor names ([`super::keyspace::plan`] says which, per command and subcommand).
@@ -47,9 +54,48 @@ pub enum Kind {
     /// Changes the client's subscriptions: answered with Keyway's own confirmations once
     /// the subscriber connections to the shards concerned have confirmed theirs.
     Subscription(Subscription),
-    /// Answered `-ERR unsupported command '<name>'`: transactions, blocking, db-scoped and
-    /// administrative commands.
+    /// Answered `-ERR unsupported command '<name>'`: db-scoped and administrative commands.
     Unsupported,
+}
+
+/// Where a blocking command says how long it may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// The last argument, in seconds (`BLPOP BRPOP BZPOPMIN BZPOPMAX`).
+    LastSeconds,
+    /// Argument `n`, in seconds (`BLMOVE BRPOPLPUSH BLMPOP BZMPOP`).
+    Seconds(u8),
+    /// The `BLOCK ms` option before `STREAMS` (`XREAD XREADGROUP`); without it the command
+    /// does not block.
+    Option,
+}
+
+/// A transaction command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tx {
+    /// `WATCH key...`
+    Watch,
+    /// `UNWATCH`
+    Unwatch,
+    /// `MULTI`
+    Multi,
+    /// `EXEC`
+    Exec,
+    /// `DISCARD`
+    Discard,
+}
+
+/// How long a blocking request may block, as it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockTime {
+    /// It does not block (`XREAD` without `BLOCK`).
+    No,
+    /// Up to this long.
+    For(std::time::Duration),
+    /// Until woken (a timeout of 0).
+    Forever,
+    /// The timeout is not a valid one: the backend answers with an error at once.
+    Invalid,
 }
 
 /// A command changing a client's subscriptions; its channels (or patterns) are its arguments.
@@ -137,9 +183,8 @@ enum Spec {
     Georadius(u8),
     /// `SORT key`, its `BY`/`GET` patterns naming keys, and with `store` the `STORE` key.
     Sort { store: bool },
-    /// `XREAD`/`XREADGROUP`: the first half of the arguments after `STREAMS`; the `BLOCK`
-    /// form (named here) is refused.
-    XRead(&'static str),
+    /// `XREAD`/`XREADGROUP`: the first half of the arguments after `STREAMS`.
+    XRead,
     /// A container (`OBJECT`, `MEMORY`, `XGROUP`, `XINFO`): the subcommands taking a key at
     /// argument 2; the others are refused, with the form named here when unknown.
     Sub(&'static [Sub], &'static str),
@@ -406,7 +451,7 @@ impl Command {
             Spec::None
             | Spec::Numkeys { dest: false, .. }
             | Spec::Script(_)
-            | Spec::XRead(_)
+            | Spec::XRead
             | Spec::Sub(..) => (0, 0, 0),
         }
     }
@@ -427,9 +472,9 @@ impl Command {
     /// [`CommandError::WrongArity`] when the command or its subcommand has the wrong number of
     /// arguments (`MSET`/`MSETNX` need complete pairs), [`CommandError::BadNumkeys`] when
     /// `numkeys` or `STREAMS` do not give a valid list of keys, and
-    /// [`CommandError::Unsupported`] for forms Keyway cannot serve: `XREAD`/`XREADGROUP` with
-    /// `BLOCK`, scripts with `numkeys` 0, `COPY ... DB`, and the keyless or unknown
-    /// subcommands of `OBJECT`, `MEMORY`, `XGROUP` and `XINFO`.
+    /// [`CommandError::Unsupported`] for forms Keyway cannot serve: scripts with `numkeys` 0,
+    /// `COPY ... DB`, and the keyless or unknown subcommands of `OBJECT`, `MEMORY`, `XGROUP`
+    /// and `XINFO`.
     pub fn keys<A: Args + ?Sized>(&self, args: &A) -> Result<KeyIndices, CommandError> {
         let argc = args.argc();
         if !self.check_arity(argc) {
@@ -473,9 +518,88 @@ impl Command {
             }
             Spec::Georadius(from) => Ok(georadius_keys(args, usize::from(from))),
             Spec::Sort { store } => Ok(sort_keys(args, store)),
-            Spec::XRead(blocking) => xread_keys(args, blocking),
+            Spec::XRead => xread_keys(args),
             Spec::Sub(subs, unknown) => sub_keys(args, subs, unknown),
         }
+    }
+}
+
+impl Command {
+    /// How long a [`Kind::Blocking`] request may block, read from its timeout argument
+    /// (seconds, fractions allowed; `BLOCK` in milliseconds); [`BlockTime::No`] for other
+    /// commands and for `XREAD`/`XREADGROUP` without `BLOCK`.
+    ///
+    /// ```
+    /// use keyway::protocol::resp::command::{lookup, BlockTime};
+    /// use std::time::Duration;
+    /// let blpop = lookup(b"blpop").ok_or("no blpop")?;
+    /// let args: &[&[u8]] = &[b"BLPOP", b"a", b"b", b"0.5"];
+    /// assert_eq!(blpop.block_time(args), BlockTime::For(Duration::from_millis(500)));
+    /// let args: &[&[u8]] = &[b"BLPOP", b"a", b"0"];
+    /// assert_eq!(blpop.block_time(args), BlockTime::Forever);
+    /// let xread = lookup(b"xread").ok_or("no xread")?;
+    /// let args: &[&[u8]] = &[b"XREAD", b"STREAMS", b"s", b"0"];
+    /// assert_eq!(xread.block_time(args), BlockTime::No);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn block_time<A: Args + ?Sized>(&self, args: &A) -> BlockTime {
+        let Kind::Blocking(block) = self.kind else {
+            return BlockTime::No;
+        };
+        let argc = args.argc();
+        match block {
+            Block::LastSeconds => seconds(args.arg(argc.saturating_sub(1))),
+            Block::Seconds(at) => seconds(args.arg(usize::from(at))),
+            Block::Option => {
+                let mut i = 1;
+                while i < argc && !is(args, i, b"streams") {
+                    if is(args, i, b"block") {
+                        return millis(args.arg(i + 1));
+                    }
+                    i += 1;
+                }
+                BlockTime::No
+            }
+        }
+    }
+}
+
+/// Blocking longer than this is blocking forever (and keeps deadlines representable).
+const MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A timeout in seconds, as Redis reads it (`getTimeoutFromObjectOrReply`).
+fn seconds(arg: Option<&[u8]>) -> BlockTime {
+    let value = arg
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|t| t.parse::<f64>().ok());
+    match value {
+        Some(0.0) => BlockTime::Forever,
+        Some(s) => match std::time::Duration::try_from_secs_f64(s) {
+            Ok(d) if d > MAX_BLOCK => BlockTime::Forever,
+            Ok(d) => BlockTime::For(d),
+            Err(_) => BlockTime::Invalid,
+        },
+        None => BlockTime::Invalid,
+    }
+}
+
+/// `BLOCK ms`.
+fn millis(arg: Option<&[u8]>) -> BlockTime {
+    match arg
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(u64::try_from)
+    {
+        Some(Ok(0)) => BlockTime::Forever,
+        Some(Ok(ms)) => {
+            let d = std::time::Duration::from_millis(ms);
+            if d > MAX_BLOCK {
+                BlockTime::Forever
+            } else {
+                BlockTime::For(d)
+            }
+        }
+        Some(Err(_)) | None => BlockTime::Invalid,
     }
 }
 
@@ -590,10 +714,7 @@ fn sort_keys<A: Args + ?Sized>(args: &A, with_store: bool) -> KeyIndices {
 
 /// `XREAD [COUNT n] [BLOCK ms] STREAMS key... id...` and `XREADGROUP GROUP g c [COUNT n]
 /// [BLOCK ms] [NOACK] STREAMS key... id...`.
-fn xread_keys<A: Args + ?Sized>(
-    args: &A,
-    blocking: &'static str,
-) -> Result<KeyIndices, CommandError> {
+fn xread_keys<A: Args + ?Sized>(args: &A) -> Result<KeyIndices, CommandError> {
     let argc = args.argc();
     let mut i = 1;
     let streams = loop {
@@ -601,9 +722,7 @@ fn xread_keys<A: Args + ?Sized>(
             return Err(CommandError::BadNumkeys);
         } else if is(args, i, b"streams") {
             break i;
-        } else if is(args, i, b"block") {
-            return Err(CommandError::Unsupported(blocking));
-        } else if is(args, i, b"count") {
+        } else if is(args, i, b"count") || is(args, i, b"block") {
             i += 2;
         } else if is(args, i, b"group") {
             i += 3;
@@ -697,6 +816,10 @@ const L: Kind = Kind::Local;
 const R: Kind = Kind::Routed;
 const U: Kind = Kind::Unsupported;
 const SUM: Kind = Kind::Fanout(Merge::Sum);
+/// Blocking, the timeout in seconds last.
+const BL: Kind = Kind::Blocking(Block::LastSeconds);
+/// Blocking with `BLOCK ms`.
+const XR: Kind = Kind::Blocking(Block::Option);
 const KS: Kind = Kind::Keyspace;
 
 const NO: Spec = Spec::None;
@@ -735,14 +858,14 @@ static TABLE: &[Command] = &[
     c("bitfield_ro", -2, R, K1),
     c("bitop", -4, R, Spec::Range(2, -1, 1)),
     c("bitpos", -3, R, K1),
-    c("blmove", 6, U, K12),
-    c("blmpop", -5, U, Spec::Numkeys { at: 2, dest: false }),
-    c("blpop", -3, U, Spec::Range(1, -2, 1)),
-    c("brpop", -3, U, Spec::Range(1, -2, 1)),
-    c("brpoplpush", 4, U, K12),
-    c("bzmpop", -5, U, Spec::Numkeys { at: 2, dest: false }),
-    c("bzpopmax", -3, U, Spec::Range(1, -2, 1)),
-    c("bzpopmin", -3, U, Spec::Range(1, -2, 1)),
+    c("blmove", 6, Kind::Blocking(Block::Seconds(5)), K12),
+    c("blmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }),
+    c("blpop", -3, BL, Spec::Range(1, -2, 1)),
+    c("brpop", -3, BL, Spec::Range(1, -2, 1)),
+    c("brpoplpush", 4, Kind::Blocking(Block::Seconds(3)), K12),
+    c("bzmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }),
+    c("bzpopmax", -3, BL, Spec::Range(1, -2, 1)),
+    c("bzpopmin", -3, BL, Spec::Range(1, -2, 1)),
     c("client", -2, L, NO),
     c("cluster", -2, U, NO),
     c("command", -1, L, NO),
@@ -753,14 +876,14 @@ static TABLE: &[Command] = &[
     c("decr", 2, R, K1),
     c("decrby", 3, R, K1),
     c("del", -2, SUM, ALL),
-    c("discard", 1, U, NO),
+    c("discard", 1, Kind::Transaction(Tx::Discard), NO),
     c("dump", 2, R, K1),
     c("echo", 2, L, NO),
     c("eval", -3, R, Spec::Script("eval without keys")),
     c("eval_ro", -3, R, Spec::Script("eval_ro without keys")),
     c("evalsha", -3, R, Spec::Script("evalsha without keys")),
     c("evalsha_ro", -3, R, Spec::Script("evalsha_ro without keys")),
-    c("exec", 1, U, NO),
+    c("exec", 1, Kind::Transaction(Tx::Exec), NO),
     c("exists", -2, SUM, ALL),
     c("expire", -3, R, K1),
     c("expireat", -3, R, K1),
@@ -843,7 +966,7 @@ static TABLE: &[Command] = &[
     c("move", 3, U, K1),
     c("mset", -3, Kind::Fanout(Merge::Ok), Spec::Pairs),
     c("msetnx", -3, R, Spec::Pairs),
-    c("multi", 1, U, NO),
+    c("multi", 1, Kind::Transaction(Tx::Multi), NO),
     c("object", -2, R, Spec::Sub(OBJECT, "object subcommand")),
     c("persist", 2, R, K1),
     c("pexpire", -3, R, K1),
@@ -923,10 +1046,10 @@ static TABLE: &[Command] = &[
     c("type", 2, R, K1),
     c("unlink", -2, SUM, ALL),
     c("unsubscribe", -1, Kind::Subscription(Subscription::Unsubscribe), NO),
-    c("unwatch", 1, U, NO),
+    c("unwatch", 1, Kind::Transaction(Tx::Unwatch), NO),
     c("wait", 3, U, NO),
     c("waitaof", 4, U, NO),         // 7.2
-    c("watch", -2, U, ALL),
+    c("watch", -2, Kind::Transaction(Tx::Watch), ALL),
     c("xack", -4, R, K1),
     c("xadd", -5, R, K1),
     c("xautoclaim", -6, R, K1),
@@ -937,8 +1060,8 @@ static TABLE: &[Command] = &[
     c("xlen", 2, R, K1),
     c("xpending", -3, R, K1),
     c("xrange", -4, R, K1),
-    c("xread", -4, R, Spec::XRead("xread block")),
-    c("xreadgroup", -7, R, Spec::XRead("xreadgroup block")),
+    c("xread", -4, XR, Spec::XRead),
+    c("xreadgroup", -7, XR, Spec::XRead),
     c("xrevrange", -4, R, K1),
     c("xsetid", -3, R, K1),
     c("xtrim", -4, R, K1),
@@ -988,7 +1111,10 @@ mod tests {
             let command = lookup(name.as_bytes()).unwrap();
             assert!(command.is_read_only(), "{name}");
             assert!(
-                matches!(command.kind, Kind::Routed | Kind::Fanout(_)),
+                matches!(
+                    command.kind,
+                    Kind::Routed | Kind::Fanout(_) | Kind::Blocking(_)
+                ),
                 "{name}"
             );
         }
@@ -1189,14 +1315,18 @@ mod tests {
                 ours.is_empty()
                     && matches!(
                         cmd.kind,
-                        Kind::Local | Kind::Keyspace | Kind::Unsupported | Kind::Subscription(_)
+                        Kind::Local
+                            | Kind::Keyspace
+                            | Kind::Unsupported
+                            | Kind::Transaction(_)
+                            | Kind::Subscription(_)
                     ),
                 "{line:?}: Redis finds no keys, we found {ours:?}"
             ),
             (Err(_), Err(_)) => {}
             _ => panic!("{line:?}: Redis {theirs:?}, ours {ours:?}"),
         }
-        if let (Kind::Routed | Kind::Fanout(_), Ok(ours)) = (cmd.kind, &ours) {
+        if let (Kind::Routed | Kind::Fanout(_) | Kind::Blocking(_), Ok(ours)) = (cmd.kind, &ours) {
             assert!(!ours.is_empty(), "{line:?}: routed without keys");
         }
     }
@@ -1431,9 +1561,9 @@ mod tests {
         "xread COUNT 2 STREAMS a b 0 0",
         "xreadgroup GROUP g c STREAMS a 0",
         "xreadgroup GROUP g c COUNT 1 NOACK STREAMS a b > >",
-        "!U xread BLOCK 0 STREAMS a 0",
-        "!U xread COUNT 1 BLOCK 10 STREAMS a b 0 0",
-        "!U xreadgroup GROUP g c BLOCK 10 STREAMS a >",
+        "xread BLOCK 0 STREAMS a 0",
+        "xread COUNT 1 BLOCK 10 STREAMS a b 0 0",
+        "xreadgroup GROUP g c BLOCK 10 STREAMS a >",
         // scripts and functions
         "eval s 2 a b x",
         "eval s 1 a",
@@ -1462,12 +1592,13 @@ mod tests {
         "publish c m",
         "spublish c m",
         "ssubscribe c",
-        // unsupported
+        // transactions
         "multi",
         "exec",
         "discard",
         "watch a b",
         "unwatch",
+        // unsupported
         "pubsub channels",
         "keys *",
         "scan 0",
@@ -1688,9 +1819,32 @@ mod tests {
         for name in ["del", "unlink", "exists", "touch"] {
             assert_eq!(kind(name), Kind::Fanout(Merge::Sum), "{name}");
         }
+        for (name, tx) in [
+            ("multi", Tx::Multi),
+            ("exec", Tx::Exec),
+            ("discard", Tx::Discard),
+            ("watch", Tx::Watch),
+            ("unwatch", Tx::Unwatch),
+        ] {
+            assert_eq!(kind(name), Kind::Transaction(tx), "{name}");
+        }
         for name in [
-            "multi", "exec", "watch", "monitor", "blpop", "bzmpop", "config", "function", "wait",
-            "swapdb", "move", "latency", "slowlog", "acl", "module", "migrate",
+            "blpop",
+            "brpop",
+            "blmove",
+            "brpoplpush",
+            "bzpopmin",
+            "bzpopmax",
+            "blmpop",
+            "bzmpop",
+            "xread",
+            "xreadgroup",
+        ] {
+            assert!(matches!(kind(name), Kind::Blocking(_)), "{name}");
+        }
+        for name in [
+            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog", "acl",
+            "module", "migrate",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
         }
@@ -1709,8 +1863,7 @@ mod tests {
             assert_eq!(kind(name), Kind::Keyspace, "{name}");
         }
         for name in [
-            "get", "msetnx", "pfcount", "eval", "xread", "object", "memory", "sort", "publish",
-            "spublish",
+            "get", "msetnx", "pfcount", "eval", "object", "memory", "sort", "publish", "spublish",
         ] {
             assert_eq!(kind(name), Kind::Routed, "{name}");
         }
@@ -1721,6 +1874,54 @@ mod tests {
         assert_eq!(
             kind("sunsubscribe"),
             Kind::Subscription(Subscription::Sunsubscribe)
+        );
+    }
+
+    #[test]
+    fn block_times_are_read_where_each_command_has_them() {
+        use std::time::Duration;
+        let time = |line: &str| {
+            let args = words(line);
+            lookup(&args[0]).unwrap().block_time(&args)
+        };
+        let secs = |s: f64| BlockTime::For(Duration::from_secs_f64(s));
+        assert_eq!(time("blpop a b 2"), secs(2.0));
+        assert_eq!(time("brpop a 0.25"), secs(0.25));
+        assert_eq!(time("bzpopmin z 0"), BlockTime::Forever);
+        assert_eq!(time("bzpopmax z 0.0"), BlockTime::Forever);
+        assert_eq!(time("blmove a b LEFT RIGHT 1.5"), secs(1.5));
+        assert_eq!(time("brpoplpush a b 3"), secs(3.0));
+        assert_eq!(time("blmpop 4 2 a b LEFT COUNT 2"), secs(4.0));
+        assert_eq!(time("bzmpop 0 1 z MIN"), BlockTime::Forever);
+        assert_eq!(time("xread COUNT 1 BLOCK 250 STREAMS s 0"), secs(0.25));
+        assert_eq!(time("xread BLOCK 0 STREAMS s $"), BlockTime::Forever);
+        assert_eq!(
+            time("xreadgroup GROUP g c BLOCK 10 STREAMS s >"),
+            secs(0.01)
+        );
+        assert_eq!(time("xreadgroup GROUP g c STREAMS s >"), BlockTime::No);
+        // A stream named "block" is no option.
+        assert_eq!(time("xread STREAMS block 0"), BlockTime::No);
+        assert_eq!(time("get k"), BlockTime::No);
+        // Redis answers these with an error at once; a huge one blocks for good.
+        for bad in [
+            "blpop a -1",
+            "blpop a soon",
+            "blpop a nan",
+            "xread BLOCK x STREAMS s 0",
+        ] {
+            assert_eq!(time(bad), BlockTime::Invalid, "{bad}");
+        }
+        assert_eq!(time("blpop a 1e300"), BlockTime::Invalid);
+        assert_eq!(time("xread BLOCK -1 STREAMS s 0"), BlockTime::Invalid);
+        assert_eq!(
+            time("xread BLOCK 18446744073709551615 STREAMS s 0"),
+            BlockTime::Invalid
+        );
+        assert_eq!(time("blpop a 1e9"), BlockTime::Forever);
+        assert_eq!(
+            time("xread BLOCK 9223372036854775807 STREAMS s 0"),
+            BlockTime::Forever
         );
     }
 
@@ -1806,11 +2007,6 @@ mod tests {
             Err(CommandError::Unsupported(form)) => form,
             other => panic!("{line}: {other:?}"),
         };
-        assert_eq!(unsupported("xread BLOCK 0 STREAMS a 0"), "xread block");
-        assert_eq!(
-            unsupported("XREADGROUP GROUP g c block 0 STREAMS a >"),
-            "xreadgroup block"
-        );
         assert_eq!(unsupported("EVALSHA s 0"), "evalsha without keys");
         assert_eq!(unsupported("copy a b REPLACE DB 1"), "copy db");
         assert_eq!(unsupported("object HELP"), "object help");
@@ -1818,8 +2014,8 @@ mod tests {
         assert_eq!(unsupported("xinfo help"), "xinfo help");
         assert_eq!(unsupported("xgroup nosuch x"), "xgroup subcommand");
         assert_eq!(
-            CommandError::Unsupported("xread block").to_string(),
-            "unsupported command 'xread block'"
+            CommandError::Unsupported("copy db").to_string(),
+            "unsupported command 'copy db'"
         );
         assert!(matches!(
             keys_of("eval s 0"),
@@ -1906,7 +2102,7 @@ mod tests {
                 let keys: Vec<usize> = keys.collect();
                 prop_assert_eq!(keys.len(), n);
                 prop_assert!(keys.iter().all(|&i| i > 0 && i < args.len()));
-                if matches!(cmd.kind, Kind::Routed | Kind::Fanout(_)) {
+                if matches!(cmd.kind, Kind::Routed | Kind::Fanout(_) | Kind::Blocking(_)) {
                     prop_assert!(!keys.is_empty());
                 }
             }
