@@ -557,3 +557,53 @@ fn pubsub_counts_gather_every_shards_subscriptions_as_one_redis_counts_them() {
     );
     drop(held);
 }
+
+/// `keyway_backend_dedicated_connections` summed over every backend.
+fn leased(proxy: &Proxy) -> i64 {
+    let (status, body) = http(proxy.admin_port(), "GET", "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+#[test]
+fn subscriber_connections_are_leased_within_dedicated_connections() {
+    let setup = Setup::new(4, &[("hash", "murmur"), ("dedicated_connections", "2")]);
+    let channels = channel_per_shard(&setup, "lease");
+    let mut first = setup.client();
+    let mut second = setup.client();
+    first.cmd(&["SUBSCRIBE", &channels[1]]);
+    second.cmd(&["SUBSCRIBE", &channels[1]]);
+    assert_eq!(leased(&setup.proxy), 2, "one lease per subscriber link");
+    // A third link to that backend is past the limit: refused, and nothing changed.
+    let mut third = setup.client();
+    let refused = third.cmd(&["SUBSCRIBE", &channels[0], &channels[1]]);
+    assert!(
+        refused
+            .error_text()
+            .starts_with("ERR dedicated_connections (2) reached for 127.0.0.1:"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        third.cmd(&["PING"]),
+        Reply::Simple("PONG".into()),
+        "not subscribed"
+    );
+    assert_eq!(third.cmd(&["PUBLISH", &channels[1], "m"]), Reply::Int(2));
+    assert!(
+        wait_until(Duration::from_secs(10), || leased(&setup.proxy) == 2),
+        "the link to shard 0 opened for the refused request was kept"
+    );
+    // Leases come back as subscriptions end.
+    first.cmd(&["UNSUBSCRIBE"]);
+    drop(second);
+    assert!(
+        wait_until(Duration::from_secs(10), || leased(&setup.proxy) == 0),
+        "leases still held: {}",
+        leased(&setup.proxy)
+    );
+    let reply = third.cmd(&["SUBSCRIBE", &channels[1]]);
+    assert_eq!(reply.items()[2], Reply::Int(1), "recovered");
+}

@@ -1,6 +1,7 @@
 //! Pub/sub through the proxy. A client's subscriptions are its own: each shard it subscribes on
-//! gets a subscriber connection of the client's (a *link*), opened on its first subscription
-//! there and closed once it has none left, or with the client. Channels (and sharded channels)
+//! gets a subscriber connection of the client's (a *link*, under a lease of the backend's
+//! `dedicated_connections`), opened on its first subscription there and closed once it has
+//! none left, or with the client. Channels (and sharded channels)
 //! are placed by their name as keys are, so that `PUBLISH` (routed by its channel) meets its
 //! subscribers on one shard; patterns are subscribed on every shard (on one node of a Redis
 //! Cluster, which forwards every message to all of its nodes).
@@ -25,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backend::connection::{self, Stream, Target};
+use crate::backend::lease::Lease;
 use crate::protocol::resp::codec::put_decimal;
 use crate::protocol::resp::command::Subscription;
 use crate::protocol::resp::{ReplyScanner, Request};
@@ -167,15 +169,16 @@ impl PubSub {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
     }
 
-    /// Applies a subscription request for `names` placed by `placement`, opening links with
-    /// `target` (a backend's address and setup) where needed; the confirmation to reply with.
+    /// Applies a subscription request for `names` placed by `placement`, opening links where
+    /// needed with `target` (a backend's address and setup, and a lease of one of its
+    /// `dedicated_connections`, or why there is none); the confirmation to reply with.
     #[inline(never)]
     pub(crate) fn apply(
         &mut self,
         kind: Subscription,
         names: &[&[u8]],
         placement: Placement,
-        target: impl Fn(usize) -> Option<Target>,
+        target: impl Fn(usize) -> Result<(Target, Lease), String>,
     ) -> Result<Confirmation, String> {
         let mut reply = BytesMut::new();
         // Per backend, the names to send it, in request order.
@@ -205,8 +208,8 @@ impl PubSub {
         };
         for backend in needed {
             if !self.links.contains_key(&backend) {
-                let target = target(backend).ok_or("ERR the shard has no backend")?;
-                let link = self.open(target);
+                let (target, lease) = target(backend)?;
+                let link = self.open(target, lease);
                 self.links.insert(backend, link);
             }
         }
@@ -413,8 +416,9 @@ impl PubSub {
         }
     }
 
-    /// Opens a link to `target`: a task on this worker, ended when the link is dropped.
-    fn open(&mut self, mut target: Target) -> Link {
+    /// Opens a link to `target` under `lease`: a task on this worker, ended when the link is
+    /// dropped; the lease is given back when the task ends.
+    fn open(&mut self, mut target: Target, lease: Lease) -> Link {
         self.next_link += 1;
         let id = self.next_link;
         target.resp3 = self.resp3;
@@ -423,7 +427,12 @@ impl PubSub {
             .borrow_mut()
             .links
             .insert(id, Incoming::default());
-        tokio::task::spawn_local(run(target, id, Rc::clone(&self.inbox), Rc::clone(&outbox)));
+        let inbox = Rc::clone(&self.inbox);
+        let task_outbox = Rc::clone(&outbox);
+        tokio::task::spawn_local(async move {
+            run(target, id, inbox, task_outbox).await;
+            drop(lease);
+        });
         Link {
             id,
             outbox,
@@ -662,7 +671,9 @@ mod tests {
     fn confirmations_carry_redis_counts_without_any_link_for_what_is_known() {
         let mut pubsub = PubSub::new(false);
         let mut reply = pubsub
-            .apply(Subscription::Unsubscribe, &[], Placement::Known, |_| None)
+            .apply(Subscription::Unsubscribe, &[], Placement::Known, |_| {
+                Err("no backend".into())
+            })
             .unwrap();
         assert!(reply.is_ready());
         assert_eq!(
@@ -671,7 +682,9 @@ mod tests {
         );
         let mut resp3 = PubSub::new(true);
         let mut reply = resp3
-            .apply(Subscription::Punsubscribe, &[], Placement::Known, |_| None)
+            .apply(Subscription::Punsubscribe, &[], Placement::Known, |_| {
+                Err("no backend".into())
+            })
             .unwrap();
         assert_eq!(
             reply.take().unwrap(),

@@ -237,9 +237,14 @@ impl Handler<'_> {
             .pubsub
             .get_or_insert_with(|| Box::new(PubSub::new(resp3)));
         let target = |backend: usize| {
-            pool.backends()
+            let backend = pool
+                .backends()
                 .get(backend)
-                .map(|b| b.target(resp3).clone())
+                .ok_or("ERR the shard has no backend")?;
+            let lease = backend
+                .lease()
+                .map_err(|refused| format!("ERR {refused}"))?;
+            Ok((backend.target(resp3).clone(), lease))
         };
         match pubsub.apply(kind, &names, placement, target) {
             Ok(confirmation) if confirmation.is_ready() => {
