@@ -149,6 +149,12 @@ enum Decoder {
 }
 
 impl Decoder {
+    /// Whether a request waits, decoded, for the replies before it.
+    #[inline]
+    fn has_waiting(&self) -> bool {
+        matches!(self, Decoder::Resp(resp) if resp.has_waiting())
+    }
+
     fn new(dialect: Dialect, limits: &Limits) -> Decoder {
         match dialect {
             Dialect::Redis => Decoder::Resp(Resp::new(limits)),
@@ -261,6 +267,12 @@ impl Session {
                 pending.len(),
                 backlog.bytes + held_behind,
             ) {
+                // Both decoders make nothing of nothing (but a request they kept waiting):
+                // checked here, as the session asks after every read and reply.
+                if input.is_empty() && !decoder.has_waiting() {
+                    decoded_all = true;
+                    break;
+                }
                 let resp3 = self.client.resp3;
                 let idle = pending.is_empty();
                 match self.decode(&mut decoder, &mut input, idle) {
@@ -474,12 +486,6 @@ impl Session {
     /// Takes the next request off the input and starts its reply, on the pool's route as it
     /// is now.
     fn decode(&mut self, decoder: &mut Decoder, input: &mut BytesMut, idle: bool) -> Decoded {
-        // Both decoders make nothing of nothing (but a request they kept waiting); the
-        // session asks after every read and reply.
-        let waiting = matches!(decoder, Decoder::Resp(resp) if resp.has_waiting());
-        if input.is_empty() && !waiting {
-            return Decoded::More;
-        }
         let (route, slot) = self.route.load_with_slot();
         let mut handler = Handler {
             client: &mut self.client,
