@@ -35,7 +35,8 @@
 //!   build snapshots, bind, install), Sentinel failover, cluster layout, auto-eject, the
 //!   key-move estimate.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
-//! - [`protocol`]: wire formats; the only code that knows them.
+//! - [`protocol`]: wire formats; the only code that knows them (and the keyspace-wide
+//!   commands' plans: which shards, how replies gather, the `SCAN` cursor).
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
 //! - [`backend`]: routing snapshots, pipelined backend connections, reconnects, timeouts,
 //!   failure counts; leased dedicated connections (`dedicated_connections` per backend, for
@@ -44,7 +45,9 @@
 //!   threads.
 //! - [`signals`]: the signals Keyway acts on.
 //! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
-//!   speaking RESP2/RESP3 or memcached, locally answered commands.
+//!   speaking RESP2/RESP3 or memcached, locally answered commands; a client's own state:
+//!   subscriptions (links of its own per shard), a blocked pop or a transaction (on a leased
+//!   dedicated connection). What each means through a sharding proxy: `docs/applications.md`.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 
