@@ -534,6 +534,8 @@ struct Waiting {
     expect: Expect,
     sent: Instant,
     deadline: Option<Instant>,
+    /// A blocking command: its reply time is the block's, kept out of the latency histogram.
+    blocks: bool,
     /// The request frame's length (for the queue gauges).
     bytes: usize,
 }
@@ -617,7 +619,14 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             setup.push(Request::from_args([&b"READONLY"[..]]));
         }
         for request in setup {
-            self.queue(request.frame().clone(), None, Expect::Resp, sent, deadline);
+            self.queue(
+                request.frame().clone(),
+                None,
+                Expect::Resp,
+                sent,
+                deadline,
+                false,
+            );
         }
     }
 
@@ -632,7 +641,15 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             Patience::Unbounded => None,
         };
         self.tally.request(job.frame.len());
-        self.queue(job.frame, Some(job.reply), job.expect, now, deadline);
+        let blocks = !matches!(job.patience, Patience::Timeout);
+        self.queue(
+            job.frame,
+            Some(job.reply),
+            job.expect,
+            now,
+            deadline,
+            blocks,
+        );
     }
 
     fn queue(
@@ -642,6 +659,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
         expect: Expect,
         sent: Instant,
         deadline: Option<Instant>,
+        blocks: bool,
     ) {
         let bytes = frame.len();
         self.unwritten_bytes += bytes;
@@ -652,6 +670,7 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             expect,
             sent,
             deadline,
+            blocks,
             bytes,
         });
     }
@@ -793,7 +812,11 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
             answered = true;
             match waiting.reply {
                 Some(sender) => {
-                    self.tally.response(reply.len(), now - waiting.sent);
+                    if waiting.blocks {
+                        self.tally.blocked_response(reply.len());
+                    } else {
+                        self.tally.response(reply.len(), now - waiting.sent);
+                    }
                     sender.send(Ok(reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.

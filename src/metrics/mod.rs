@@ -321,6 +321,15 @@ impl Tally {
         }
     }
 
+    /// Counts the reply of `bytes` to a blocking command: its time is the block's, not the
+    /// backend's, so it stays out of the latency histogram.
+    pub fn blocked_response(&mut self, bytes: usize) {
+        if let Some(backend) = &mut self.backend {
+            backend.responses.inc();
+            backend.response_bytes.inc_by(bytes as u64);
+        }
+    }
+
     /// Sets what the connection holds now: requests (and their bytes) queued and not yet
     /// written, and written and awaiting a reply. The backend's queue gauges follow at the
     /// next flush.
@@ -393,7 +402,8 @@ const FEW: usize = 2;
 /// pool's histogram, once per session poll (and when dropped): the first few one by one, the
 /// rest of a pipeline through a local histogram.
 pub struct Latency {
-    arrivals: VecDeque<Instant>,
+    /// Per request awaited, oldest first: when it arrived, or `None` for one not measured.
+    arrivals: VecDeque<Option<Instant>>,
     few: [f64; FEW],
     /// How many of `few` hold a latency.
     taken: usize,
@@ -404,12 +414,18 @@ pub struct Latency {
 impl Latency {
     /// A request arrived at `at` (its reply is the last one to come).
     pub fn arrived(&mut self, at: Instant) {
-        self.arrivals.push_back(at);
+        self.arrivals.push_back(Some(at));
+    }
+
+    /// A request arrived whose reply time is not the proxy's: a blocking command's, which
+    /// waits as long as the client asked.
+    pub fn unmeasured(&mut self) {
+        self.arrivals.push_back(None);
     }
 
     /// The oldest request's reply is ready at `now`.
     pub fn replied(&mut self, now: Instant) {
-        let Some(at) = self.arrivals.pop_front() else {
+        let Some(Some(at)) = self.arrivals.pop_front() else {
             return;
         };
         let seconds = now.saturating_duration_since(at).as_secs_f64();

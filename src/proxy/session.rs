@@ -281,7 +281,12 @@ impl Session {
                         break;
                     }
                     Decoded::Request(reply) => {
-                        latency.arrived(arrived);
+                        // A blocking command waits as long as its client asked: not latency.
+                        if self.client.blocked {
+                            latency.unmeasured();
+                        } else {
+                            latency.arrived(arrived);
+                        }
                         pending.push_back(reply);
                     }
                     Decoded::Silent => {}
