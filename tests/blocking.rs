@@ -10,29 +10,16 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::live::connection_ids;
 use common::*;
 
 /// Anti-hang bound for anything that should take a moment.
 const HANG: Duration = Duration::from_secs(10);
 
-/// The sum of `keyway_backend_dedicated_connections` over every backend.
-fn dedicated(proxy: &Proxy) -> i64 {
-    let (status, body) = http(proxy.admin_port(), "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64
-}
-
 /// `keyway_backend_dedicated_connections` of backend `name`.
 fn dedicated_on(proxy: &Proxy, name: &str) -> i64 {
-    let (_, body) = http(proxy.admin_port(), "GET", "/metrics");
     let label = format!("backend=\"{name}\"");
-    body.lines()
-        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64
+    proxy.metric("keyway_backend_dedicated_connections", &label) as i64
 }
 
 /// `blocked_clients` in a backend's `INFO clients`.
@@ -103,7 +90,7 @@ fn blpop_is_woken_by_another_client_through_keyway() {
     let mut blocked = setup.client();
     blocked.send(&["BLPOP", list, "0"]);
     wait_blocked(&setup.shards[1], 1);
-    assert_eq!(dedicated(&setup.proxy), 1, "one lease while blocked");
+    assert_eq!(setup.proxy.leased(), 1, "one lease while blocked");
     let mut pusher = setup.client();
     assert_eq!(pusher.cmd(&["RPUSH", list, "job"]), Reply::Int(1));
     assert_eq!(
@@ -114,15 +101,15 @@ fn blpop_is_woken_by_another_client_through_keyway() {
     assert_eq!(blocked.cmd(&["LLEN", list]), Reply::Int(0));
     wait_blocked(&setup.shards[1], 0);
     // Clean once answered: the connection is kept for the worker's next blocking command.
-    let conns = client_count(&setup.shards[1]);
+    let conns = connection_ids(&setup.shards[1]).len();
     assert_eq!(blocked.cmd(&["BLPOP", list, "0.1"]), Reply::Array(None));
     assert_eq!(
-        client_count(&setup.shards[1]),
+        connection_ids(&setup.shards[1]).len(),
         conns,
         "reused, not reopened"
     );
     assert_eq!(
-        dedicated(&setup.proxy),
+        setup.proxy.leased(),
         1,
         "the kept connection holds its lease"
     );
@@ -202,41 +189,28 @@ fn a_block_longer_than_the_pool_timeout_is_not_cut_short() {
 fn a_client_that_disconnects_while_blocked_releases_its_lease_and_connection() {
     let setup = setup(&[]);
     let keys = keys(&setup);
-    let clients_before = client_count(&setup.shards[3]);
+    let clients_before = connection_ids(&setup.shards[3]).len();
     let mut blocked = setup.client();
     blocked.send(&["BLPOP", &keys[3][0], "0"]);
     wait_blocked(&setup.shards[3], 1);
-    assert_eq!(dedicated(&setup.proxy), 1);
-    assert_eq!(client_count(&setup.shards[3]), clients_before + 1);
+    assert_eq!(setup.proxy.leased(), 1);
+    assert_eq!(connection_ids(&setup.shards[3]).len(), clients_before + 1);
     blocked.close();
     assert!(
-        wait_until(HANG, || dedicated(&setup.proxy) == 0),
+        wait_until(HANG, || setup.proxy.leased() == 0),
         "lease released"
     );
     wait_blocked(&setup.shards[3], 0);
     assert!(
-        wait_until(HANG, || client_count(&setup.shards[3]) == clients_before),
+        wait_until(HANG, || connection_ids(&setup.shards[3]).len()
+            == clients_before),
         "the backend saw the dedicated connection go: {}",
-        client_count(&setup.shards[3])
+        connection_ids(&setup.shards[3]).len()
     );
     // Nothing was popped by a ghost.
     let mut c = setup.client();
     assert_eq!(c.cmd(&["RPUSH", &keys[3][0], "kept"]), Reply::Int(1));
     assert_eq!(c.cmd(&["LLEN", &keys[3][0]]), Reply::Int(1));
-}
-
-/// Clients connected to `server`, not counting the one asking.
-fn client_count(server: &RedisServer) -> usize {
-    let list = server.client().cmd(&["CLIENT", "LIST"]);
-    let Reply::Bulk(Some(text)) = list else {
-        panic!("CLIENT LIST: {list:?}")
-    };
-    // Not the askers (this one, nor an earlier one whose close the server has not seen
-    // yet): their last command is this `CLIENT LIST`; Keyway's connections never send one.
-    String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|line| !line.contains(" cmd=client|list "))
-        .count()
 }
 
 #[test]
@@ -371,7 +345,7 @@ fn a_blocking_pop_over_keys_of_several_shards_is_crossslot() {
         ]),
         crossslot
     );
-    assert_eq!(dedicated(&setup.proxy), 0, "refused before any lease");
+    assert_eq!(setup.proxy.leased(), 0, "refused before any lease");
     // A bad timeout is the backend's error, at once.
     let bad = c.cmd(&["BLPOP", &keys[0][0], "soon"]);
     assert_eq!(
@@ -409,18 +383,13 @@ fn replies_keep_request_order_around_a_blocking_command() {
 #[test]
 fn a_cluster_pool_blocks_on_the_slot_owner() {
     let cluster = RedisCluster::start(3, 0);
-    let seeds = cluster.seeds_yaml();
-    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 300\n  cluster:\n{seeds}"
-        )
-    });
+    let proxy = cluster.keyway("  timeout: 300\n");
     let owner = cluster.master_of_slot(cluster.keyslot("{cq}list"));
     let owner = cluster.node(owner.port);
     let mut blocked = proxy.client();
     blocked.send(&["BLPOP", "{cq}list", "0"]);
     wait_blocked(owner, 1);
-    assert_eq!(dedicated(&proxy), 1);
+    assert_eq!(proxy.leased(), 1);
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["RPUSH", "{cq}list", "v"]), Reply::Int(1));
     assert_eq!(
@@ -434,21 +403,12 @@ fn a_cluster_pool_blocks_on_the_slot_owner() {
         .error_text()
         .starts_with("CROSSSLOT"));
     // Each of the two clients keeps its clean connection for its next blocking command.
-    assert_eq!(dedicated(&proxy), 2);
+    assert_eq!(proxy.leased(), 2);
     drop((blocked, c));
     assert!(
-        wait_until(HANG, || dedicated(&proxy) == 0),
+        wait_until(HANG, || proxy.leased() == 0),
         "gone with their clients"
     );
-}
-
-/// The `_sum` of histogram `name` (its samples whose labels contain `labels`), in seconds.
-fn histogram_sum(proxy: &Proxy, name: &str, labels: &str) -> f64 {
-    let (_, body) = http(proxy.admin_port(), "GET", "/metrics");
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}_sum{{")) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -458,12 +418,8 @@ fn time_spent_blocked_stays_out_of_the_latency_histograms() {
     let list = &keys[2][0];
     let sums = || {
         (
-            histogram_sum(&setup.proxy, "keyway_request_duration_seconds", "alpha"),
-            histogram_sum(
-                &setup.proxy,
-                "keyway_backend_request_duration_seconds",
-                "alpha",
-            ),
+            (setup.proxy).metric("keyway_request_duration_seconds_sum", "alpha"),
+            (setup.proxy).metric("keyway_backend_request_duration_seconds_sum", "alpha"),
         )
     };
     let (requests_before, backend_before) = sums();

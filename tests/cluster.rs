@@ -27,22 +27,7 @@ mod families {
 
 /// A Keyway cluster pool on `cluster`, with extra pool lines.
 fn proxy(cluster: &RedisCluster, extra: &str) -> Proxy {
-    let seeds = cluster.seeds_yaml();
-    Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n{extra}  cluster:\n{seeds}"
-        )
-    })
-}
-
-/// The sum of the samples of metric `name` whose labels contain `labels`.
-fn metric(proxy: &Proxy, name: &str, labels: &str) -> f64 {
-    let (status, body) = http(proxy.admin_port(), "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster.keyway(&format!("  timeout: 5000\n{extra}"))
 }
 
 /// A node's id, from the cluster's view.
@@ -215,7 +200,7 @@ fn moved_and_ask_are_followed_without_the_client_seeing_them() {
         assert_eq!(c.cmd(&["SET", "{mv}new", "3"]), Reply::ok());
         assert_eq!(c.cmd(&["GET", "{mv}old"]), Reply::bulk("1"));
     });
-    let ask = metric(&keyway, "keyway_cluster_redirects_total", "kind=\"ask\"");
+    let ask = keyway.metric("keyway_cluster_redirects_total", "kind=\"ask\"");
     assert!(ask >= 2.0, "ASK redirects counted: {ask}");
     let mut direct = cluster.node(to).client();
     assert_eq!(
@@ -235,7 +220,7 @@ fn moved_and_ask_are_followed_without_the_client_seeing_them() {
     assert_eq!(c.cmd(&["GET", "{mv}moving"]), Reply::bulk("2"));
     assert_eq!(c.cmd(&["SET", "{mv}old", "4"]), Reply::ok());
     assert_eq!(direct.cmd(&["GET", "{mv}old"]), Reply::bulk("4"));
-    let moved = metric(&keyway, "keyway_cluster_redirects_total", "kind=\"moved\"");
+    let moved = keyway.metric("keyway_cluster_redirects_total", "kind=\"moved\"");
     assert!(moved >= 1.0, "MOVED redirects counted: {moved}");
 
     // The MOVED asked for a refresh: the map soon names the new owner, and redirects stop.
@@ -245,14 +230,11 @@ fn moved_and_ask_are_followed_without_the_client_seeing_them() {
             && body.contains(&format!("\"{slot}-{slot}\""))
     });
     assert!(ok, "/pools shows the moved slot on its new master");
-    let before = metric(&keyway, "keyway_cluster_redirects_total", "");
+    let before = keyway.metric("keyway_cluster_redirects_total", "");
     for i in 0..20 {
         assert_eq!(c.cmd(&["SET", &format!("{{mv}}{i}"), "x"]), Reply::ok());
     }
-    assert_eq!(
-        metric(&keyway, "keyway_cluster_redirects_total", ""),
-        before
-    );
+    assert_eq!(keyway.metric("keyway_cluster_redirects_total", ""), before);
 }
 
 #[test]
@@ -272,7 +254,7 @@ fn admin_shows_slot_ranges_per_master_and_refresh_metrics() {
     assert_eq!(body.matches("{\"shard\"").count(), 6, "{body}");
     assert!(body.contains("\"distribution\": \"slots\""), "{body}");
     let ok = wait_until(Duration::from_secs(15), || {
-        metric(&keyway, "keyway_cluster_refreshes_total", "result=\"ok\"") >= 1.0
+        keyway.metric("keyway_cluster_refreshes_total", "result=\"ok\"") >= 1.0
     });
     assert!(ok, "a periodic refresh happened and was counted");
 }
@@ -424,7 +406,7 @@ fn resharding_under_load_loses_no_write_and_shows_no_error() {
             );
         }
     }
-    let redirects = metric(&keyway, "keyway_cluster_redirects_total", "");
+    let redirects = keyway.metric("keyway_cluster_redirects_total", "");
     eprintln!("redirects followed: {redirects}");
 }
 
@@ -643,12 +625,9 @@ fn a_node_added_to_the_cluster_is_reached_before_and_after_the_pool_learns_it() 
         body.contains(&format!("\"address\": \"127.0.0.1:{new_port}\", \"weight\": 1, \"state\": \"live\", \"slots\": [\"{slot}-{slot}\"]"))
     });
     assert!(learnt, "/pools lists the new node with its slot");
-    let before = metric(&keyway, "keyway_cluster_redirects_total", "");
+    let before = keyway.metric("keyway_cluster_redirects_total", "");
     for i in 0..20 {
         assert_eq!(c.cmd(&["SET", &format!("{{nw}}{i}"), "x"]), Reply::ok());
     }
-    assert_eq!(
-        metric(&keyway, "keyway_cluster_redirects_total", ""),
-        before
-    );
+    assert_eq!(keyway.metric("keyway_cluster_redirects_total", ""), before);
 }

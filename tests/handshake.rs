@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::*;
 
@@ -311,29 +310,9 @@ print("redis-py %s protocol %d OK" % (redis.__version__, protocol))
 
 #[test]
 fn redis_py_client_works_through_the_proxy_in_resp2_and_resp3() {
-    let python = find_binary("python3", "python3");
-    let check = Command::new(&python)
-        .args(["-c", "import redis"])
-        .output()
-        .expect("run python3");
-    assert!(
-        check.status.success(),
-        "python3 cannot import redis: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
     let setup = Setup::new(4, &[]);
-    let port = setup.proxy.addr().rsplit(':').next().unwrap().to_string();
     for protocol in ["2", "3"] {
-        let out = Command::new(&python)
-            .args(["-c", REDIS_PY_SCRIPT, "127.0.0.1", &port, protocol])
-            .output()
-            .expect("run python3");
-        assert!(
-            out.status.success(),
-            "redis-py script (protocol {protocol}) failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("protocol {protocol} OK")));
+        let stdout = setup.proxy.run_redis_py(REDIS_PY_SCRIPT, protocol);
+        assert!(stdout.contains(&format!("protocol {protocol} OK")));
     }
 }

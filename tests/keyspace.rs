@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -489,30 +488,9 @@ print("redis-py %s protocol %d scan_iter OK" % (redis.__version__, protocol))
 
 #[test]
 fn redis_py_scan_iter_over_4_shards_in_resp2_and_resp3() {
-    let python = find_binary("python3", "python3");
-    let check = Command::new(&python)
-        .args(["-c", "import redis"])
-        .output()
-        .expect("run python3");
-    assert!(
-        check.status.success(),
-        "python3 cannot import redis: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
     for protocol in ["2", "3"] {
         let setup = Setup::new(4, &[("hash", "md5")]);
-        let port = setup.proxy.addr().rsplit(':').next().unwrap().to_string();
-        let out = Command::new(&python)
-            .args(["-c", SCAN_ITER_SCRIPT, "127.0.0.1", &port, protocol])
-            .output()
-            .expect("run python3");
-        assert!(
-            out.status.success(),
-            "redis-py script (protocol {protocol}) failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = setup.proxy.run_redis_py(SCAN_ITER_SCRIPT, protocol);
         assert!(
             stdout.contains(&format!("protocol {protocol} scan_iter OK")),
             "{stdout}"
@@ -523,12 +501,7 @@ fn redis_py_scan_iter_over_4_shards_in_resp2_and_resp3() {
 #[test]
 fn a_cluster_pool_scans_and_counts_its_masters_and_loads_scripts_on_every_node() {
     let cluster = RedisCluster::start(3, 1);
-    let seeds = cluster.seeds_yaml();
-    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  allow_flush: true\n  read_from: replica\n  cluster:\n{seeds}"
-        )
-    });
+    let proxy = cluster.keyway("  timeout: 5000\n  allow_flush: true\n  read_from: replica\n");
     let mut c = proxy.client();
     let keys = names("cl", 3000);
     set_all(&mut c, &keys);

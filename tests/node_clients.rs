@@ -72,29 +72,6 @@ fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
     run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");
 }
 
-/// The scanned keys (kept by the script) were on every shard, so the scan crossed them all.
-fn assert_keys_on_every_shard(setup: &Setup, marker: &[u8]) {
-    let per_shard: Vec<usize> = setup
-        .shards
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .filter(|k| k.windows(marker.len()).any(|w| w == marker))
-                .count()
-        })
-        .collect();
-    assert_eq!(
-        per_shard.iter().sum::<usize>(),
-        1000,
-        "scanned keys: {per_shard:?}"
-    );
-    assert!(
-        per_shard.iter().all(|n| *n > 0),
-        "scanned keys per shard: {per_shard:?}"
-    );
-}
-
 /// The pool the application tests use: 3 shards, ketama, `hash_tag: "{}"` (BullMQ's and the
 /// transactions' keys share a tag, so they live on one shard).
 fn tagged_pool() -> Setup {
@@ -123,7 +100,7 @@ fn node_redis_scan_iterator_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
     let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
     run_script_with(&setup.proxy, "node_redis_apps.js", "node-redis apps", &envs);
-    assert_keys_on_every_shard(&setup, b":nrscan:");
+    setup.assert_keys_on_every_shard(b":nrscan:", 1000);
 }
 
 #[test]
@@ -194,5 +171,5 @@ fn ioredis_scan_stream_returns_all_1000_keys_of_three_shards() {
     let setup = tagged_pool();
     let envs = [("PARTS", "scan"), ("KEEP_KEYS", "1")];
     run_script_with(&setup.proxy, "ioredis_apps.js", "ioredis apps", &envs);
-    assert_keys_on_every_shard(&setup, b":ioscan:");
+    setup.assert_keys_on_every_shard(b":ioscan:", 1000);
 }

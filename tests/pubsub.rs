@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::live::connection_ids;
 use common::*;
 
 /// murmur spreads the tests' similar channel names over all four shards (fnv1a_64, the
@@ -317,12 +318,7 @@ fn a_subscriber_that_leaves_or_unsubscribes_leaves_nothing_behind() {
     subscriber.read_reply();
     assert_eq!(numsub(&setup.shards[1], &channels[1]), 1);
     assert_eq!(numsub(&setup.shards[2], &channels[2]), 1);
-    let connections = |server: &RedisServer| {
-        run_redis_cli(&["-p", &server.port().to_string(), "CLIENT", "LIST"])
-            .lines()
-            .filter(|l| !l.contains("cmd=client"))
-            .count()
-    };
+    let connections = |server: &RedisServer| connection_ids(server).len();
     let before = connections(&setup.shards[1]);
     // Unsubscribing from the shard's last channel closes that shard's subscriber connection.
     subscriber.cmd(&["UNSUBSCRIBE", &channels[1]]);
@@ -376,12 +372,7 @@ fn a_subscriber_whose_backend_dies_is_closed() {
 #[test]
 fn sharded_channels_meet_on_their_slot_master_in_a_cluster_pool() {
     let cluster = RedisCluster::start(3, 0);
-    let seeds = cluster.seeds_yaml();
-    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 5000\n  cluster:\n{seeds}"
-        )
-    });
+    let proxy = cluster.keyway("  timeout: 5000\n");
     // A channel on each master.
     let mut channels: Vec<String> = Vec::new();
     let mut masters = std::collections::BTreeSet::new();
@@ -559,16 +550,6 @@ fn pubsub_counts_gather_every_shards_subscriptions_as_one_redis_counts_them() {
     drop(held);
 }
 
-/// `keyway_backend_dedicated_connections` summed over every backend.
-fn leased(proxy: &Proxy) -> i64 {
-    let (status, body) = http(proxy.admin_port(), "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64
-}
-
 #[test]
 fn subscriber_connections_are_leased_within_dedicated_connections() {
     let setup = Setup::new(4, &[("hash", "murmur"), ("dedicated_connections", "2")]);
@@ -577,7 +558,7 @@ fn subscriber_connections_are_leased_within_dedicated_connections() {
     let mut second = setup.client();
     first.cmd(&["SUBSCRIBE", &channels[1]]);
     second.cmd(&["SUBSCRIBE", &channels[1]]);
-    assert_eq!(leased(&setup.proxy), 2, "one lease per subscriber link");
+    assert_eq!(setup.proxy.leased(), 2, "one lease per subscriber link");
     // A third link to that backend is past the limit: refused, and nothing changed.
     let mut third = setup.client();
     let refused = third.cmd(&["SUBSCRIBE", &channels[0], &channels[1]]);
@@ -594,16 +575,16 @@ fn subscriber_connections_are_leased_within_dedicated_connections() {
     );
     assert_eq!(third.cmd(&["PUBLISH", &channels[1], "m"]), Reply::Int(2));
     assert!(
-        wait_until(Duration::from_secs(10), || leased(&setup.proxy) == 2),
+        wait_until(Duration::from_secs(10), || setup.proxy.leased() == 2),
         "the link to shard 0 opened for the refused request was kept"
     );
     // Leases come back as subscriptions end.
     first.cmd(&["UNSUBSCRIBE"]);
     drop(second);
     assert!(
-        wait_until(Duration::from_secs(10), || leased(&setup.proxy) == 0),
+        wait_until(Duration::from_secs(10), || setup.proxy.leased() == 0),
         "leases still held: {}",
-        leased(&setup.proxy)
+        setup.proxy.leased()
     );
     let reply = third.cmd(&["SUBSCRIBE", &channels[1]]);
     assert_eq!(reply.items()[2], Reply::Int(1), "recovered");

@@ -15,19 +15,7 @@ use common::*;
 /// Runs the `part` of `redis_py_apps.py` through a 3-shard pool (ketama, `hash_tag: "{}"`),
 /// once per protocol; fails with the script's output unless every run passed.
 fn run_part(part: &str) -> Setup {
-    let python = find_binary("python3", "python3");
-    let check = Command::new(&python)
-        .args([
-            "-c",
-            "import redis; assert redis.__version__.startswith('5.')",
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        check.status.success(),
-        "python3 cannot import redis >= 5: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let python = python_with_redis();
     let setup = Setup::new(3, &[("distribution", "ketama"), ("hash_tag", "\"{}\"")]);
     let port = setup.proxy.addr().rsplit(':').next().unwrap().to_string();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py_apps.py");
@@ -62,25 +50,7 @@ fn redis_py_transaction_pipeline_and_watch_conflict() {
 fn redis_py_scan_iter_returns_all_1000_keys_of_three_shards() {
     let setup = run_part("scan");
     // Kept by the script (KEEP_KEYS): 1,000 per protocol, on every shard.
-    let per_shard: Vec<usize> = setup
-        .shards
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .filter(|k| k.windows(8).any(|w| w == b":pyscan:"))
-                .count()
-        })
-        .collect();
-    assert_eq!(
-        per_shard.iter().sum::<usize>(),
-        2000,
-        "scanned keys: {per_shard:?}"
-    );
-    assert!(
-        per_shard.iter().all(|n| *n > 0),
-        "scanned keys per shard: {per_shard:?}"
-    );
+    setup.assert_keys_on_every_shard(b":pyscan:", 2000);
 }
 
 #[test]

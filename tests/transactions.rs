@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::live::connection_ids;
 use common::*;
 
 const HANG: Duration = Duration::from_secs(10);
@@ -42,35 +43,11 @@ impl Both {
     }
 }
 
-/// The sum of `keyway_backend_dedicated_connections` over every backend.
-fn dedicated(proxy: &Proxy) -> i64 {
-    let (status, body) = http(proxy.admin_port(), "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| l.starts_with("keyway_backend_dedicated_connections{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64
-}
-
 /// Asserts that the leases left are those of clean connections kept for reuse: at most one
 /// per backend for a test's one client here (a leak would pile them up), and none busy.
 fn kept_only(proxy: &Proxy) {
-    let left = dedicated(proxy);
+    let left = proxy.leased();
     assert!(left <= 4, "{left} leases left");
-}
-
-/// Clients connected to `server`, not counting the one asking.
-fn client_count(server: &RedisServer) -> usize {
-    let list = server.client().cmd(&["CLIENT", "LIST"]);
-    let Reply::Bulk(Some(text)) = list else {
-        panic!("CLIENT LIST: {list:?}")
-    };
-    // Not the askers (this one, nor an earlier one whose close the server has not seen
-    // yet): their last command is this `CLIENT LIST`; Keyway's connections never send one.
-    String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|line| !line.contains(" cmd=client|list "))
-        .count()
 }
 
 /// Two hash tags whose keys Keyway puts on different shards.
@@ -209,7 +186,7 @@ fn a_watch_conflict_makes_exec_answer_a_null_array() {
     kept_only(&both.setup.proxy);
     // A transaction that ended is clean: the next one reuses its connection.
     let shard = both.setup.shard_of(b"{w}k");
-    let conns = client_count(&both.setup.shards[shard]);
+    let conns = connection_ids(&both.setup.shards[shard]).len();
     assert_eq!(p.cmd(&["WATCH", "{w}k"]), Reply::ok());
     assert_eq!(p.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(p.cmd(&["GET", "{w}k"]), Reply::Simple("QUEUED".into()));
@@ -218,7 +195,7 @@ fn a_watch_conflict_makes_exec_answer_a_null_array() {
         Reply::Array(Some(vec![Reply::bulk("mine")]))
     );
     assert_eq!(
-        client_count(&both.setup.shards[shard]),
+        connection_ids(&both.setup.shards[shard]).len(),
         conns,
         "reused, not reopened"
     );
@@ -315,7 +292,12 @@ fn a_command_for_another_shard_is_crossslot_then_execabort() {
 #[test]
 fn a_client_that_leaves_mid_transaction_leaves_nothing_behind() {
     let both = Both::new();
-    let before: Vec<usize> = both.setup.shards.iter().map(client_count).collect();
+    let before: Vec<usize> = both
+        .setup
+        .shards
+        .iter()
+        .map(|s| connection_ids(s).len())
+        .collect();
     let mut c = both.setup.client();
     assert_eq!(c.cmd(&["WATCH", "{gone}k"]), Reply::ok());
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
@@ -323,21 +305,26 @@ fn a_client_that_leaves_mid_transaction_leaves_nothing_behind() {
         c.cmd(&["SET", "{gone}k", "v"]),
         Reply::Simple("QUEUED".into())
     );
-    assert_eq!(dedicated(&both.setup.proxy), 1);
-    let during: Vec<usize> = both.setup.shards.iter().map(client_count).collect();
+    assert_eq!(both.setup.proxy.leased(), 1);
+    let during: Vec<usize> = both
+        .setup
+        .shards
+        .iter()
+        .map(|s| connection_ids(s).len())
+        .collect();
     assert_eq!(
         during.iter().sum::<usize>(),
         before.iter().sum::<usize>() + 1,
         "one dedicated connection"
     );
     c.close();
-    assert!(wait_until(HANG, || dedicated(&both.setup.proxy) == 0));
+    assert!(wait_until(HANG, || both.setup.proxy.leased() == 0));
     assert!(
         wait_until(HANG, || both
             .setup
             .shards
             .iter()
-            .map(client_count)
+            .map(|s| connection_ids(s).len())
             .collect::<Vec<_>>()
             == before),
         "the backend saw the connection go"
@@ -361,7 +348,7 @@ fn past_dedicated_connections_a_transaction_is_refused_naming_the_limit() {
     assert_eq!(second.cmd(&["SET", "k", "v"]), Reply::Error(limit));
     assert_eq!(second.cmd(&["EXEC"]).to_bytes(), EXECABORT.as_bytes());
     assert_eq!(first.cmd(&["UNWATCH"]), Reply::ok());
-    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 0));
+    assert!(wait_until(HANG, || setup.proxy.leased() == 0));
     assert_eq!(second.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(
         second.cmd(&["SET", "k", "v"]),
@@ -410,12 +397,12 @@ print(r.transaction(move, "{py}a"))
 print(r.get("{py}a"))
 "#;
     let run = |port: u16| {
-        let out = Command::new("python3")
+        let out = Command::new(python_with_redis())
             .arg("-c")
             .arg(script)
             .arg(port.to_string())
             .output()
-            .expect("python3 (apt-get install python3-redis)");
+            .expect("run python3");
         assert!(
             out.status.success(),
             "redis-py: {}",
@@ -440,12 +427,7 @@ print(r.get("{py}a"))
 #[test]
 fn a_cluster_pool_pins_a_transaction_to_the_slot_owner_and_a_moved_slot_aborts_it() {
     let cluster = RedisCluster::start(3, 0);
-    let seeds = cluster.seeds_yaml();
-    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        format!(
-            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  cluster:\n{seeds}"
-        )
-    });
+    let proxy = cluster.keyway("  timeout: 2000\n");
     let mut c = proxy.client();
     c.send(&["MULTI"]);
     c.send(&["SET", "{ct}a", "1"]);
@@ -510,13 +492,13 @@ fn a_transaction_whose_backend_connection_is_lost_closes_its_client() {
     let setup = Setup::new(1, &[]);
     let mut c = setup.client();
     assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
-    assert_eq!(dedicated(&setup.proxy), 1);
+    assert_eq!(setup.proxy.leased(), 1);
     // The backend drops every client: the WATCH is gone with the dedicated one.
     let killed = setup.shards[0]
         .client()
         .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
     assert!(killed.int() >= 1, "{killed:?}");
-    assert!(wait_until(HANG, || dedicated(&setup.proxy) == 0));
+    assert!(wait_until(HANG, || setup.proxy.leased() == 0));
     // Never silently on without the WATCH: an error, then the client is closed.
     let lost = c.cmd(&["MULTI"]);
     assert!(

@@ -29,6 +29,7 @@ use crate::backend::connection::{self, Stream, Target};
 use crate::backend::lease::Lease;
 use crate::protocol::resp::codec::put_decimal;
 use crate::protocol::resp::command::Subscription;
+use crate::protocol::resp::reply::put_bulk;
 use crate::protocol::resp::{ReplyScanner, Request};
 
 /// A client's subscriptions and the links that carry them.
@@ -484,10 +485,6 @@ pub(crate) fn subscribed_ping(message: &[u8]) -> Bytes {
     put_bulk(&mut out, b"pong");
     put_bulk(&mut out, message);
     out.freeze()
-}
-
-fn put_bulk(out: &mut BytesMut, data: &[u8]) {
-    crate::protocol::resp::reply::put_bulk(out, data);
 }
 
 fn kind_word(kind: Subscription) -> &'static str {

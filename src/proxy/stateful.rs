@@ -297,18 +297,12 @@ impl Handler<'_> {
         if !self.client.in_multi() {
             return Pending::Ready(reply::error("ERR DISCARD without MULTI"));
         }
-        if self
-            .client
-            .transaction
-            .as_ref()
-            .is_some_and(|tx| tx.conn.is_some())
-        {
-            return self.end(request);
-        }
-        self.client.transaction = None;
-        Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+        // Ends the transaction and its watch, as `UNWATCH` does.
+        self.unwatch(request)
     }
 
+    /// Ends the client's transaction state: over its connection when it has one (the reply
+    /// comes from the backend), else at once.
     fn unwatch(&mut self, request: &Request) -> Pending {
         if self
             .client

@@ -3,6 +3,25 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// `python3`, checked to import redis-py 5 or later (scripts/test.sh installs it); fails the
+/// test saying how to install it otherwise.
+pub fn python_with_redis() -> PathBuf {
+    let python = find_binary("python3", "python3");
+    let check = Command::new(&python)
+        .args([
+            "-c",
+            "import redis; assert int(redis.__version__.split('.')[0]) >= 5",
+        ])
+        .output()
+        .expect("run python3");
+    assert!(
+        check.status.success(),
+        "python3 cannot import redis >= 5: `pip install 'redis>=5,<6'` (scripts/test.sh does): {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    python
+}
+
 /// The built `keyway` binary.
 pub fn keyway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_keyway"))

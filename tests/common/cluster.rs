@@ -24,6 +24,15 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// A Keyway pool `cl` in front of the cluster, with `lines` (`  key: value\n` each,
+    /// `timeout` among them) before its seeds.
+    pub fn keyway(&self, lines: &str) -> Proxy {
+        let seeds = self.seeds_yaml();
+        Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
+            format!("cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n{lines}  cluster:\n{seeds}")
+        })
+    }
+
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
         let count = masters * (1 + replicas);
         let handles: Vec<_> = (0..count)

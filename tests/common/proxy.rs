@@ -212,6 +212,45 @@ impl Proxy {
         rss_kib(self.pid())
     }
 
+    /// Runs the redis-py `script` (`python3 -c`, given host, port and protocol as arguments)
+    /// against the proxy; fails the test with its output unless it succeeds. Its stdout.
+    pub fn run_redis_py(&self, script: &str, protocol: &str) -> String {
+        let port = self
+            .addr()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let out = Command::new(python_with_redis())
+            .args(["-c", script, "127.0.0.1", &port, protocol])
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "redis-py script (protocol {protocol}) failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Dedicated connections leased now, over every backend
+    /// (`keyway_backend_dedicated_connections`).
+    pub fn leased(&self) -> i64 {
+        self.metric("keyway_backend_dedicated_connections", "") as i64
+    }
+
+    /// The sum of the samples of metric `name` (a histogram's `name_sum`, say) whose labels
+    /// contain `labels`, from `/metrics`.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (status, body) = http(self.admin_port(), "GET", "/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Everything the proxy wrote to stdout/stderr so far.
     pub fn stderr(&self) -> String {
         tail(&self.dir.path().join("stderr.log"), 16 * 1024)
@@ -345,6 +384,29 @@ impl Setup {
             show(key)
         );
         holding[0]
+    }
+
+    /// Asserts that the backends hold `total` keys containing `marker`, some on every one.
+    pub fn assert_keys_on_every_shard(&self, marker: &[u8], total: usize) {
+        let per_shard: Vec<usize> = self
+            .shards
+            .iter()
+            .map(|s| {
+                s.keys()
+                    .iter()
+                    .filter(|k| k.windows(marker.len()).any(|w| w == marker))
+                    .count()
+            })
+            .collect();
+        assert_eq!(
+            per_shard.iter().sum::<usize>(),
+            total,
+            "keys per shard: {per_shard:?}"
+        );
+        assert!(
+            per_shard.iter().all(|n| *n > 0),
+            "keys per shard: {per_shard:?}"
+        );
     }
 
     /// Writes `count` fresh keys `{prefix}:N` through the proxy and groups them by backend.

@@ -270,26 +270,8 @@ pub fn merge(plan: &Plan, replies: &[Bytes]) -> Bytes {
         Gather::Concat { max_bytes } => merge_concat(replies, max_bytes),
         Gather::AllEqual => merge_all_equal(replies),
         Gather::And => merge_and(replies),
-        Gather::Min => {
-            let mut least: Option<i64> = None;
-            for part in replies {
-                match reply::integer_value(part) {
-                    Some(n) => least = Some(least.map_or(n, |m| m.min(n))),
-                    None => return part.clone(),
-                }
-            }
-            least.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
-        }
-        Gather::Max => {
-            let mut most: Option<i64> = None;
-            for part in replies {
-                match reply::integer_value(part) {
-                    Some(n) => most = Some(most.map_or(n, |m| m.max(n))),
-                    None => return part.clone(),
-                }
-            }
-            most.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
-        }
+        Gather::Min => merge_extreme(replies, i64::min),
+        Gather::Max => merge_extreme(replies, i64::max),
         Gather::SumPairs => merge_sum_pairs(replies),
         Gather::Random => merge_random(replies),
         Gather::InfoKeyspace { db } => merge_info_keyspace(replies, db),
@@ -371,6 +353,18 @@ fn merge_and(replies: &[Bytes]) -> Bytes {
         out.extend_from_slice(&reply::integer(value));
     }
     out.freeze()
+}
+
+/// `LASTSAVE`, `PUBSUB NUMPAT`: the integer `pick` prefers of all the shards'.
+fn merge_extreme(replies: &[Bytes], pick: fn(i64, i64) -> i64) -> Bytes {
+    let mut kept: Option<i64> = None;
+    for part in replies {
+        match reply::integer_value(part) {
+            Some(n) => kept = Some(kept.map_or(n, |m| pick(m, n))),
+            None => return part.clone(),
+        }
+    }
+    kept.map_or_else(|| reply::error("ERR no shard answered"), reply::integer)
 }
 
 /// `PUBSUB NUMSUB`: the first shard's names, each with the sum of every shard's count.
