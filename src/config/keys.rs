@@ -26,10 +26,6 @@ pub(crate) enum Shape {
     },
     /// `slots`: a mapping of server name to slot ranges.
     Slots,
-    #[expect(
-        dead_code,
-        reason = "the first Fields keys (tls, server_tls, migration) land next"
-    )]
     /// A mapping of named settings to single values, e.g. `tls: {cert: ..., key: ...}`;
     /// `fields` are the setting names it may hold.
     Fields {
@@ -145,6 +141,11 @@ pool_keys! {
     ReadFrom = "read_from", Keyway, SCALAR;
     /// Whether clients may `FLUSHDB`/`FLUSHALL` every shard.
     AllowFlush = "allow_flush", Keyway, SCALAR;
+    /// `distribution: sharded_jedis`: how named servers' ring points are named.
+    JedisNames = "jedis_names", Keyway, SCALAR;
+    /// After a change of servers: read misses retried on the old owner, for a window.
+    Migration = "migration", Keyway,
+        Shape::Fields { fields: &["read_through", "window", "copy"] };
 }
 
 impl Key {
@@ -217,6 +218,7 @@ mod tests {
             include_str!("../../conf/slots.yml"),
             include_str!("../../conf/sentinel.yml"),
             include_str!("../../conf/cluster.yml"),
+            include_str!("../../conf/sharded_jedis.yml"),
         ];
         for key in Key::ALL.iter().filter(|k| k.origin() == Origin::Keyway) {
             let shown = examples.iter().any(|text| {

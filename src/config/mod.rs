@@ -110,6 +110,22 @@ pub struct PoolConfig {
     /// Whether clients may empty the pool: `FLUSHDB` and `FLUSHALL`, sent to every shard
     /// (`allow_flush`, default false: they are refused, naming the key). Redis pools only.
     pub allow_flush: bool,
+    /// What to do when a reload changes the pool's servers (`migration`): `Some` reads a
+    /// miss on a key's new owner through from its old owner for the window. `None` (the
+    /// default, or `read_through: false`): keys that move start empty on their new owner.
+    pub migration: Option<Migration>,
+}
+
+/// `migration: { read_through: true, window: 30m, copy: false }`: for `window` after a reload
+/// changes the pool's servers, a read that misses on a key's new owner is retried on the
+/// owner the previous servers gave it; with `copy`, a value found there is also written to
+/// the new owner (with its TTL). Writes and deletes meanwhile also delete the old copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// How long the old owners are read through.
+    pub window: Duration,
+    /// Whether a value read from its old owner is copied to its new owner.
+    pub copy: bool,
 }
 
 /// A pool whose backends are a Redis Cluster: Keyway learns the nodes and the slot map from
@@ -237,6 +253,7 @@ impl BackendConfig {
         ShardSpec {
             name: self.ketama_name(),
             weight: self.weight,
+            named: self.name.is_some(),
             slots: self.slots.clone(),
         }
     }
@@ -459,6 +476,7 @@ mod tests {
             sentinel: None,
             cluster: None,
             allow_flush: false,
+            migration: None,
         };
         assert_eq!(config.pools, [expected]);
     }

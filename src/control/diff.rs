@@ -37,6 +37,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         sentinel,
         cluster,
         allow_flush,
+        migration,
     } = old;
     let Limits {
         max_request_bytes,
@@ -53,7 +54,10 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         (Key::Listen, *listen != new.listen),
         (Key::Hash, *hash != new.hash),
         (Key::HashTag, *hash_tag != new.hash_tag),
-        (Key::Distribution, *distribution != new.distribution),
+        (
+            Key::Distribution,
+            distribution.name() != new.distribution.name(),
+        ),
         (Key::Timeout, *timeout != new.timeout),
         (Key::Backlog, *backlog != new.backlog),
         (
@@ -109,6 +113,11 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         (Key::Sentinels, *sentinel != new.sentinel),
         (Key::Cluster, *cluster != new.cluster),
         (Key::AllowFlush, *allow_flush != new.allow_flush),
+        (
+            Key::JedisNames,
+            distribution.name() == new.distribution.name() && *distribution != new.distribution,
+        ),
+        (Key::Migration, *migration != new.migration),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

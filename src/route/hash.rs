@@ -43,11 +43,15 @@ pub enum HashFn {
     Jenkins,
     /// 32-bit MurmurHash3, seed 0: Keyway's extension, unknown to nutcracker.
     Murmur3,
+    /// Jedis's MurmurHash64A (seed `0x1234ABCD`, a signed 64-bit value, see [`murmur64a`]):
+    /// Keyway's extension, only for `distribution: sharded_jedis`, which uses all 64 bits.
+    Murmur64a,
 }
 
 impl HashFn {
-    /// Every hash function, nutcracker's twelve in its order, then Keyway's `murmur3`.
-    pub const ALL: [HashFn; 13] = [
+    /// Every hash function, nutcracker's twelve in its order, then Keyway's `murmur3` and
+    /// `murmur64a`.
+    pub const ALL: [HashFn; 14] = [
         HashFn::OneAtATime,
         HashFn::Md5,
         HashFn::Crc16,
@@ -61,6 +65,7 @@ impl HashFn {
         HashFn::Murmur,
         HashFn::Jenkins,
         HashFn::Murmur3,
+        HashFn::Murmur64a,
     ];
 
     /// The hash function with this config name (`fnv1a_64`, `murmur`...), if any.
@@ -84,11 +89,14 @@ impl HashFn {
             HashFn::Murmur => "murmur",
             HashFn::Jenkins => "jenkins",
             HashFn::Murmur3 => "murmur3",
+            HashFn::Murmur64a => "murmur64a",
         }
     }
 
     /// Hashes `key` exactly as nutcracker's `hash_<name>` does, empty keys included (routing
     /// never hashes an empty key: nutcracker gives it hash 0, see `ShardMap::route`).
+    /// `murmur64a` answers the low 32 bits of [`murmur64a`] here; only the Jedis ring routes
+    /// with it, over all 64.
     pub fn hash(self, key: &[u8]) -> u32 {
         match self {
             HashFn::OneAtATime => one_at_a_time(key),
@@ -104,6 +112,7 @@ impl HashFn {
             HashFn::Murmur => murmur(key),
             HashFn::Jenkins => lookup3(key, JENKINS_INITVAL),
             HashFn::Murmur3 => murmur3(key),
+            HashFn::Murmur64a => murmur64a(key) as u32,
         }
     }
 }
@@ -423,6 +432,47 @@ fn murmur3(key: &[u8]) -> u32 {
     murmur3::murmur3_32(&mut reader, 0).unwrap_or(0)
 }
 
+/// The seed Jedis's `MurmurHash.hash` passes to `hash64A`.
+const JEDIS_SEED: u64 = 0x1234_abcd;
+
+/// MurmurHash64A as Jedis's `redis.clients.util.MurmurHash.hash64A(bytes, 0x1234ABCD)`
+/// computes it (the same code from Jedis 1.x to 6.x): 8-byte little-endian blocks, the tail
+/// zero-padded and read as one more little-endian word, Java's `long` arithmetic (wrapping)
+/// and the result as a signed 64-bit value. Jedis hashes a `String` key's UTF-8 bytes.
+///
+/// ```
+/// // Printed by Jedis 2.9.0's own `MurmurHash` (see the unit tests).
+/// assert_eq!(keyway::route::hash::murmur64a(b"foo"), -7063922479176959649);
+/// ```
+pub fn murmur64a(key: &[u8]) -> i64 {
+    const M: u64 = 0xc6a4_a793_5bd1_e995;
+    const R: u32 = 47;
+    let mut h = JEDIS_SEED ^ (key.len() as u64).wrapping_mul(M);
+    let mut blocks = key.chunks_exact(8);
+    for block in blocks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(block);
+        let mut k = u64::from_le_bytes(word).wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h ^= k;
+        h = h.wrapping_mul(M);
+    }
+    let tail = blocks.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        for (dst, src) in word.iter_mut().zip(tail) {
+            *dst = *src;
+        }
+        h ^= u64::from_le_bytes(word);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> R;
+    h = h.wrapping_mul(M);
+    h ^= h >> R;
+    h as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +669,30 @@ mod tests {
         assert_eq!(HashFn::Murmur3.hash(fox), 0x2e4f_f723);
     }
 
+    /// Printed by Jedis's own `redis.clients.util.MurmurHash` (the 2.9.0 and 2.10.0 sources,
+    /// compiled with OpenJDK 17: `new MurmurHash().hash(key)`, UTF-8 keys). Jedis's tests
+    /// hold no literal hash values, only distribution and consistency checks.
+    #[test]
+    fn murmur64a_matches_jedis() {
+        for (key, hash) in [
+            ("", 8_371_356_515_094_919_947),
+            ("a", 7_990_182_172_224_381_693),
+            ("foo", -7_063_922_479_176_959_649),
+            ("hello world", -7_467_008_419_718_616_472),
+            ("0123456789abcdef", -4_122_218_507_168_152_405),
+            ("cache1*10", -2_546_949_878_593_659_129),
+            ("SHARD-0-NODE-0", -4_813_603_235_750_630_532),
+            ("ключ", -3_939_723_430_367_030_310),
+            ("12345678", 5_197_521_178_503_088_135),
+        ] {
+            assert_eq!(murmur64a(key.as_bytes()), hash, "{key:?}");
+        }
+        assert_eq!(
+            HashFn::Murmur64a.hash(b"foo"),
+            (-7_063_922_479_176_959_649_i64) as u32
+        );
+    }
+
     #[test]
     fn high_bytes_are_sign_extended_where_nutcracker_does() {
         // fnv1a_32 of one byte b: (init ^ b) * prime, with b widened through a signed char.
@@ -649,7 +723,8 @@ mod tests {
                 "hsieh",
                 "murmur",
                 "jenkins",
-                "murmur3"
+                "murmur3",
+                "murmur64a"
             ]
         );
         assert_eq!(HashFn::parse("FNV1A_64"), None);

@@ -5,12 +5,14 @@ use std::ops::RangeInclusive;
 
 pub mod cluster;
 pub mod hash;
+pub mod jedis;
 pub mod ketama;
 pub mod modula;
 pub mod random;
 pub mod slots;
 
 pub use hash::HashFn;
+pub use jedis::JedisNames;
 
 /// How hashed keys are spread over shards (nutcracker's `distribution`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,10 @@ pub enum Distribution {
     /// slot owned by one shard (presharding). Always uses the `{}` hash tag; ignores the hash
     /// function and weights.
     Slots,
+    /// Keyway's extension: Jedis's `ShardedJedis` ring ([`jedis::Ring`]): MurmurHash64A over
+    /// 160 points per unit of weight, shards in config list order, named shards' points as
+    /// the [`JedisNames`] say; `hash_tag` `{}` is Jedis's default key-tag pattern.
+    ShardedJedis(JedisNames),
 }
 
 /// One backend as routing sees it.
@@ -34,6 +40,9 @@ pub struct ShardSpec {
     pub name: String,
     /// Relative weight, at least 1.
     pub weight: u32,
+    /// Whether the config gave the server a name (Jedis names an unnamed shard's points by
+    /// its index instead); ketama always uses `name`.
+    pub named: bool,
     /// The slots this shard owns under [`Distribution::Slots`]; ignored by the others. When no
     /// shard of a slots map owns any, the map splits the slots evenly ([`slots::even_split`]).
     pub slots: Vec<RangeInclusive<u16>>,
@@ -45,20 +54,43 @@ impl ShardSpec {
         ShardSpec {
             name: name.into(),
             weight,
+            named: true,
             slots: Vec::new(),
+        }
+    }
+
+    /// A shard without a name, with `weight` (Jedis places it by its index).
+    pub fn unnamed(weight: u32) -> ShardSpec {
+        ShardSpec {
+            named: false,
+            ..ShardSpec::new("", weight)
         }
     }
 }
 
 impl Distribution {
-    /// The distribution with this config name: `ketama`, `modula`, `random` or `slots`.
+    /// The distribution with this config name: `ketama`, `modula`, `random`, `slots` or
+    /// `sharded_jedis` (with [`JedisNames::Plain`]; the pool's `jedis_names` key may say
+    /// otherwise).
     pub fn parse(name: &str) -> Option<Distribution> {
         match name {
             "ketama" => Some(Distribution::Ketama),
             "modula" => Some(Distribution::Modula),
             "random" => Some(Distribution::Random),
             "slots" => Some(Distribution::Slots),
+            "sharded_jedis" => Some(Distribution::ShardedJedis(JedisNames::Plain)),
             _ => None,
+        }
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Ketama => "ketama",
+            Distribution::Modula => "modula",
+            Distribution::Random => "random",
+            Distribution::Slots => "slots",
+            Distribution::ShardedJedis(_) => "sharded_jedis",
         }
     }
 }
@@ -81,6 +113,7 @@ enum Dispatch {
     Modula(modula::Modula),
     Random(random::Random),
     Slots(slots::SlotMap),
+    Jedis(jedis::Ring),
 }
 
 impl ShardMap {
@@ -117,6 +150,9 @@ impl ShardMap {
             Distribution::Modula => Dispatch::Modula(modula::Modula::new(shards, live)),
             Distribution::Random => Dispatch::Random(random::Random::new(shards, live)),
             Distribution::Slots => Dispatch::Slots(slots::SlotMap::new(shards, live)),
+            Distribution::ShardedJedis(names) => {
+                Dispatch::Jedis(jedis::Ring::new(shards, live, names))
+            }
         };
         let hash_tag = match distribution {
             Distribution::Slots => Some(*b"{}"),
@@ -180,6 +216,13 @@ impl ShardMap {
             Dispatch::Ketama(continuum) => continuum.dispatch(self.key_hash(key)),
             Dispatch::Modula(modula) => modula.dispatch(self.key_hash(key)),
             Dispatch::Random(random) => random.dispatch(),
+            Dispatch::Jedis(ring) => {
+                let part = match self.hash_tag {
+                    Some(_) => jedis::key_tag(key),
+                    None => key,
+                };
+                ring.dispatch(hash::murmur64a(part))
+            }
         }
     }
 
@@ -209,10 +252,12 @@ impl ShardMap {
     /// The part of `key` that is hashed. With a hash tag `[open, close]`: the bytes between
     /// the first `open` and the first `close` after it, if both exist and enclose at least
     /// one byte; otherwise (and without a hash tag) the whole key.
+    /// Under [`Distribution::ShardedJedis`] the tag is Jedis's ([`jedis::key_tag`]).
     pub fn hashed_part<'k>(&self, key: &'k [u8]) -> &'k [u8] {
-        match self.hash_tag {
-            Some(tag) => hash_tag_part(tag, key),
-            None => key,
+        match (self.hash_tag, &self.dispatch) {
+            (Some(_), Dispatch::Jedis(_)) => jedis::key_tag(key),
+            (Some(tag), _) => hash_tag_part(tag, key),
+            (None, _) => key,
         }
     }
 

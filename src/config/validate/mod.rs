@@ -9,11 +9,13 @@
 //!   (`sentinels`, `sentinel_auth`) or a Redis Cluster (`cluster`, `read_from`), and the keys a
 //!   cluster pool cannot use;
 //! - `servers`: the `servers` lines, their names and nutcracker's shard order;
-//! - `slots`: `distribution: slots` and its `slots` key.
+//! - `slots`: `distribution: slots` and its `slots` key;
+//! - `migration`: `distribution: sharded_jedis` (`jedis_names`) and the `migration` key.
 //!
 //! The value parsers several of them share (nutcracker's numbers, booleans, ports) are here.
 
 mod limits;
+mod migration;
 mod nutcracker;
 mod servers;
 mod slots;
@@ -104,7 +106,16 @@ impl PoolChecker<'_> {
                 "is only valid on a redis pool (redis: true)".into(),
             );
         }
-        let mut servers = self.servers_key(raw.lines(Key::Servers), clustered, masters);
+        let listed_order = matches!(keys.distribution, Some(Distribution::ShardedJedis(_)));
+        let mut servers =
+            self.servers_key(raw.lines(Key::Servers), clustered, masters, listed_order);
+        self.jedis_rules(
+            &mut keys,
+            hash_is_set,
+            raw.scalar(Key::JedisNames),
+            servers.as_deref(),
+        );
+        let migration = self.migration(raw.fields(Key::Migration), clustered);
         let slots = raw.slots();
         if clustered {
             self.cluster_rules(&mut keys, masters, hash_is_set, distribution_is_set, &slots);
@@ -160,6 +171,7 @@ impl PoolChecker<'_> {
             sentinel: sentinel?,
             cluster: cluster?,
             allow_flush: allow_flush?,
+            migration: migration?,
         })
     }
 

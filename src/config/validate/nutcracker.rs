@@ -11,10 +11,10 @@ use crate::config::raw::RawPool;
 use crate::config::Listen;
 use crate::route::{Distribution, HashFn};
 
-/// The hash names nutcracker knows, then Keyway's `murmur3`, for error messages.
+/// The hash names nutcracker knows, then Keyway's `murmur3` and `murmur64a`, for error messages.
 const HASH_NAMES: &str =
-    "one_at_a_time md5 crc16 crc32 crc32a fnv1_64 fnv1a_64 fnv1_32 fnv1a_32 hsieh murmur jenkins murmur3";
-const DISTRIBUTION_NAMES: &str = "ketama modula random, or Keyway's slots";
+    "one_at_a_time md5 crc16 crc32 crc32a fnv1_64 fnv1a_64 fnv1_32 fnv1a_32 hsieh murmur jenkins murmur3 murmur64a";
+const DISTRIBUTION_NAMES: &str = "ketama modula random, or Keyway's slots and sharded_jedis";
 /// `sizeof(sun_path)` on Linux, counting the terminating NUL.
 const UNIX_PATH_CAPACITY: usize = 108;
 /// The largest permission nutcracker accepts on a listen socket.

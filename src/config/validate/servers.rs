@@ -11,11 +11,14 @@ use crate::config::{BackendAddr, BackendConfig};
 impl PoolChecker<'_> {
     /// The `servers` key: required, except in a cluster pool, which must not have it (its
     /// nodes come from the cluster). `masters`: the lines name Sentinel masters.
+    /// `listed_order` (`distribution: sharded_jedis`): the shards stay in the file's order,
+    /// as Jedis takes its list, and only a name written on the line names a server.
     pub(super) fn servers_key(
         &mut self,
         lines: Option<Vec<String>>,
         clustered: bool,
         masters: bool,
+        listed_order: bool,
     ) -> Option<Vec<BackendConfig>> {
         match lines {
             Some(_) if clustered => {
@@ -28,13 +31,18 @@ impl PoolChecker<'_> {
                 None
             }
             None if clustered => Some(Vec::new()),
-            Some(lines) => self.servers(&lines, masters),
+            Some(lines) => self.servers(&lines, masters, listed_order),
             None => self.missing(Key::Servers),
         }
     }
 
     /// The `servers` lines: addresses, or Sentinel master names when `masters`.
-    fn servers(&mut self, lines: &[String], masters: bool) -> Option<Vec<BackendConfig>> {
+    fn servers(
+        &mut self,
+        lines: &[String],
+        masters: bool,
+        listed_order: bool,
+    ) -> Option<Vec<BackendConfig>> {
         if lines.is_empty() {
             self.problem(Key::Servers, "has no servers".into());
             return None;
@@ -45,7 +53,7 @@ impl PoolChecker<'_> {
             let parsed = if masters {
                 parse_master(line)
             } else {
-                parse_server(line)
+                parse_server(line, !listed_order)
             };
             match parsed {
                 Ok(server) => servers.push(server),
@@ -74,11 +82,13 @@ impl PoolChecker<'_> {
         }
         // nutcracker sorts a pool's servers by name (shorter first, then bytewise) while
         // checking for duplicates, and that sorted order is the shard order modula and
-        // random index into; keep it so placement matches.
-        servers.sort_by_cached_key(|server| {
-            let name = server.ketama_name();
-            (name.len(), name.into_bytes())
-        });
+        // random index into; keep it so placement matches. Jedis indexes its list as given.
+        if !listed_order {
+            servers.sort_by_cached_key(|server| {
+                let name = server.ketama_name();
+                (name.len(), name.into_bytes())
+            });
+        }
         valid.then_some(servers)
     }
 }
@@ -95,7 +105,9 @@ pub(super) fn parse_weight(text: &str) -> Result<u32, String> {
 /// A `servers` line: `host:port:weight [name]` or `/path/sock:weight [name]`, split from the
 /// end as nutcracker's `conf_add_server` does: the name after the last space, the weight after
 /// the last `:`, then (TCP) the port after the next `:`; the rest is the host, verbatim.
-fn parse_server(line: &str) -> Result<BackendConfig, String> {
+/// `port_names`: an unnamed server whose port is spelt unusually (`06379`) is named
+/// `host:06379`, nutcracker's ketama name for it.
+fn parse_server(line: &str, port_names: bool) -> Result<BackendConfig, String> {
     let format = || {
         "expected 'host:port:weight [name]' or '/path/to.sock:weight [name]' \
          (a name cannot contain spaces)"
@@ -120,7 +132,7 @@ fn parse_server(line: &str) -> Result<BackendConfig, String> {
         }
         let port = parse_port(port_text)?;
         // nutcracker's ketama name holds the port as written: keep "06379" exact.
-        if name.is_none() && port != 11211 && port_text != port.to_string() {
+        if port_names && name.is_none() && port != 11211 && port_text != port.to_string() {
             name = Some(format!("{host}:{port_text}"));
         }
         BackendAddr::Tcp {
@@ -142,7 +154,7 @@ mod tests {
     use crate::config::validate::tests::parse;
 
     fn server(line: &str) -> Result<BackendConfig, String> {
-        parse_server(line)
+        parse_server(line, true)
     }
 
     fn tcp(host: &str, port: u16, weight: u32, name: Option<&str>) -> BackendConfig {
@@ -362,13 +374,13 @@ mod tests {
                     Some(n) => format!("{host}:{port}:{weight} {n}"),
                     None => format!("{host}:{port}:{weight}"),
                 };
-                let parsed = parse_server(&line).unwrap();
+                let parsed = parse_server(&line, true).unwrap();
                 prop_assert_eq!(parsed, tcp(&host, port, weight, name.as_deref()));
             }
 
             #[test]
             fn parse_server_never_panics(line in "\\PC{0,40}") {
-                let _ = parse_server(&line);
+                let _ = parse_server(&line, true);
             }
         }
     }
