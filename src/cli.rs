@@ -112,6 +112,54 @@ pub struct Cli {
     pub diff: Option<PathBuf>,
 }
 
+/// `keyway plan -c OLD --to NEW`: what a change of config does to the keys, per pool: the
+/// share that moves and from which backend to which (Keyway).
+#[derive(Clone, Debug, PartialEq, Eq, Parser)]
+#[command(
+    name = "keyway plan",
+    about = "Per pool, the share of keys a config change moves, from which backend to which"
+)]
+pub struct PlanCli {
+    /// The config in force now.
+    #[arg(short = 'c', long = "conf-file", value_name = "OLD")]
+    pub old: PathBuf,
+
+    /// The config to move to.
+    #[arg(long = "to", value_name = "NEW")]
+    pub new: PathBuf,
+
+    /// Route keys sampled with `SCAN` from this live Redis server or Keyway pool (all of its
+    /// backends) instead of synthetic keys; repeat it for several. Redis pools only.
+    #[arg(long = "sample-from", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub sample_from: Vec<crate::config::HostPort>,
+
+    /// Most keys taken from each `--sample-from` server.
+    #[arg(long = "sample-size", value_name = "N", default_value_t = 100_000)]
+    pub sample_size: usize,
+
+    /// Password sent with `AUTH` to the `--sample-from` servers.
+    #[arg(long = "sample-auth", value_name = "PASSWORD")]
+    pub sample_auth: Option<String>,
+}
+
+fn parse_host_port(value: &str) -> Result<crate::config::HostPort, String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{value}' is not host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&port| port != 0)
+        .ok_or_else(|| format!("'{port}' is not a port (1-65535)"))?;
+    if host.is_empty() {
+        return Err(format!("'{value}' has no host"));
+    }
+    Ok(crate::config::HostPort {
+        host: host.to_owned(),
+        port,
+    })
+}
+
 /// The default admin address, used only when it is free and `--admin` was not given.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
@@ -164,6 +212,32 @@ impl Cli {
 mod tests {
     use super::*;
     use clap::error::ErrorKind;
+
+    #[test]
+    fn plan_takes_old_new_and_samples() {
+        let argv = [
+            "keyway plan",
+            "-c",
+            "old.yml",
+            "--to",
+            "new.yml",
+            "--sample-from",
+            "127.0.0.1:6379",
+            "--sample-from",
+            "cache:6380",
+        ];
+        let plan = PlanCli::try_parse_from(argv).unwrap();
+        assert_eq!(
+            (plan.old.to_str(), plan.new.to_str()),
+            (Some("old.yml"), Some("new.yml"))
+        );
+        assert_eq!(plan.sample_from.len(), 2);
+        assert_eq!(plan.sample_from[1].to_string(), "cache:6380");
+        assert_eq!(plan.sample_size, 100_000);
+        let bad = PlanCli::try_parse_from(["p", "-c", "a", "--to", "b", "--sample-from", "x"]);
+        assert!(bad.is_err());
+        assert!(PlanCli::try_parse_from(["p", "-c", "a"]).is_err());
+    }
 
     fn parse(args: &[&str]) -> Cli {
         let argv = std::iter::once("keyway").chain(args.iter().copied());

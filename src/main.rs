@@ -35,6 +35,9 @@ const READY: &str = "ready";
 const DAEMON_START_LIMIT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "plan") {
+        return plan(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     if cli.describe_stats {
         print!("{}", keyway::metrics::stats::describe());
@@ -178,6 +181,53 @@ fn print_diff(old: &std::path::Path, new: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long `keyway plan --sample-from` waits for each connect and `SCAN` reply.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `keyway plan -c OLD --to NEW [--sample-from HOST:PORT]...`: per pool, the share of keys
+/// that move and between which backends.
+fn plan(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = keyway::cli::PlanCli::parse_from(std::iter::once("keyway plan".into()).chain(args));
+    let load = |path: &std::path::Path| {
+        Config::load(path).map_err(|error| {
+            eprintln!("keyway: configuration file '{}' is invalid", path.display());
+            eprintln!("{error}");
+        })
+    };
+    let (Ok(old), Ok(new)) = (load(&cli.old), load(&cli.new)) else {
+        return ExitCode::FAILURE;
+    };
+    let (keys, source) = if cli.sample_from.is_empty() {
+        (keyway::control::plan::synthetic_keys(), "synthetic")
+    } else {
+        let sampled = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())
+            .and_then(|runtime| {
+                runtime
+                    .block_on(keyway::control::plan::sample(
+                        &cli.sample_from,
+                        cli.sample_auth.as_deref(),
+                        cli.sample_size,
+                        SAMPLE_TIMEOUT,
+                    ))
+                    .map_err(|error| error.to_string())
+            });
+        match sampled {
+            Ok(keys) => (keys, "sampled"),
+            Err(error) => {
+                eprintln!("keyway: cannot sample keys: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    for line in keyway::control::plan::report(&old.pools, &new.pools, &keys, source) {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Maps nutcracker's `-v` levels (0..11, default 5 = notice) onto tracing levels.

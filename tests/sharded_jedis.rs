@@ -133,9 +133,8 @@ fn placement_matches_jedis(jedis_names: &str, weighted: bool) {
         ("jedis_names", jedis_names),
         ("timeout", "5000"),
     ];
-    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
-        pool_yaml(port, &lines, &options)
-    });
+    let proxy =
+        Proxy::start_on_free_port(ProxyKind::Keyway, |port| pool_yaml(port, &lines, &options));
     let ring = ring(&shards, weighted);
     let keys = keys();
     let mut per_shard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); shards.len()];
@@ -144,7 +143,11 @@ fn placement_matches_jedis(jedis_names: &str, weighted: bool) {
         per_shard[shard].push(encode(&[b"SET".as_slice(), key.as_bytes(), key.as_bytes()]));
     }
     for (shard, writes) in per_shard.iter().enumerate() {
-        assert!(writes.len() > 500, "shard {shard} got {} keys", writes.len());
+        assert!(
+            writes.len() > 500,
+            "shard {shard} got {} keys",
+            writes.len()
+        );
         let mut direct = backends[order[shard]].client();
         for reply in direct.pipeline(writes) {
             assert_eq!(reply, Reply::ok());

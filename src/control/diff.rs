@@ -1,12 +1,9 @@
 //! What a config change does to a pool: which settings changed, and the share of keys that
 //! would move to another backend (estimated by routing the same sample keys on both maps).
 
+use super::plan;
 use crate::config::keys::Key;
-use crate::config::{BackendAddr, Limits, PoolConfig};
-use crate::route::{Distribution, ShardMap};
-
-/// Sample keys routed on both maps; 20,000 keys give the share within about ±1%.
-const SAMPLES: usize = 20_000;
+use crate::config::{Limits, PoolConfig};
 
 /// The settings that differ between two versions of a pool, by their config key (the
 /// config's key table names them). Every field of [`PoolConfig`] and [`Limits`] is named here
@@ -125,7 +122,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
 }
 
 /// The estimated share (0.0 to 1.0) of keys whose backend (by address) differs between the
-/// two pools' maps; `None` for `random` distribution, where keys have no fixed backend.
+/// two pools' maps, over [`plan::synthetic_keys`]; `None` for `random` distribution (or a
+/// cluster pool), where keys have no fixed backend. `keyway plan` tells where they go.
 ///
 /// ```
 /// use keyway::config::Config;
@@ -136,33 +134,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
 /// # Ok::<(), keyway::config::Error>(())
 /// ```
 pub fn moved_share(old: &PoolConfig, new: &PoolConfig) -> Option<f64> {
-    if old.distribution == Distribution::Random || new.distribution == Distribution::Random {
-        return None;
-    }
-    let old_map = map_of(old);
-    let new_map = map_of(new);
-    let mut key = String::with_capacity(32);
-    let mut moved = 0usize;
-    for i in 0..SAMPLES {
-        key.clear();
-        key.push_str("keyway:sample:");
-        key.push_str(&i.to_string());
-        let before = old_map.route(key.as_bytes()).and_then(|s| address(old, s));
-        let after = new_map.route(key.as_bytes()).and_then(|s| address(new, s));
-        if before != after {
-            moved += 1;
-        }
-    }
-    Some(moved as f64 / SAMPLES as f64)
-}
-
-fn map_of(pool: &PoolConfig) -> ShardMap {
-    let specs: Vec<_> = pool.servers.iter().map(|s| s.shard_spec()).collect();
-    ShardMap::new(pool.hash, pool.distribution, pool.hash_tag, &specs)
-}
-
-fn address(pool: &PoolConfig, shard: usize) -> Option<&BackendAddr> {
-    pool.servers.get(shard).map(|server| &server.addr)
+    let keys = plan::synthetic_keys();
+    plan::moves(old, new, keys.iter().map(Vec::as_slice)).map(|moves| moves.share())
 }
 
 /// One line per pool describing the change from `old` to `new` (pools matched by name).
@@ -178,7 +151,7 @@ pub fn describe(old: &[PoolConfig], new: &[PoolConfig]) -> Vec<String> {
                 let keys = changed_keys(before, pool).join(", ");
                 let share = match moved_share(before, pool) {
                     Some(share) => format!("~{:.1}% of keys move", share * 100.0),
-                    None => "keys have no fixed backend (random)".to_string(),
+                    None => "keys have no fixed backend (random or cluster)".to_string(),
                 };
                 lines.push(format!("pool '{}': changed ({keys}); {share}", pool.name));
             }

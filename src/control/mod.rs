@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod diff;
 pub mod eject;
+pub mod plan;
 pub mod sentinel;
 
 use std::collections::HashMap;

@@ -183,7 +183,11 @@ mod tests {
 
     #[test]
     fn sharded_jedis_keeps_list_order_and_hashes_murmur64a() {
-        let pool = jedis("", &["10.0.0.9:6379:1", "10.0.0.1:6379:2", "10.0.0.5:06379:1"]).unwrap();
+        let pool = jedis(
+            "",
+            &["10.0.0.9:6379:1", "10.0.0.1:6379:2", "10.0.0.5:06379:1"],
+        )
+        .unwrap();
         assert_eq!(pool.hash, HashFn::Murmur64a);
         assert_eq!(
             pool.distribution,
@@ -201,7 +205,10 @@ mod tests {
     fn named_jedis_servers_need_jedis_names() {
         let problems = jedis("", &["h:1:1 cache1", "h:2:1"]).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("key 'jedis_names': is missing"), "{problems:?}");
+        assert!(
+            problems[0].contains("key 'jedis_names': is missing"),
+            "{problems:?}"
+        );
         let pool = jedis("  jedis_names: weighted\n", &["h:1:1 cache1", "h:2:1"]).unwrap();
         assert_eq!(
             pool.distribution,
@@ -217,7 +224,9 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("'md5' cannot be used with distribution: sharded_jedis"));
         assert!(problems[1].contains("'$$' cannot be used"));
-        assert!(rejection("  hash: murmur64a\n").contains("only used by distribution: sharded_jedis"));
+        assert!(
+            rejection("  hash: murmur64a\n").contains("only used by distribution: sharded_jedis")
+        );
         assert!(rejection("  jedis_names: plain\n").contains("only valid with distribution"));
     }
 
@@ -238,7 +247,10 @@ mod tests {
                 copy: true
             })
         );
-        assert_eq!(first("  migration: { read_through: false }\n").migration, None);
+        assert_eq!(
+            first("  migration: { read_through: false }\n").migration,
+            None
+        );
     }
 
     #[test]
@@ -246,9 +258,15 @@ mod tests {
         let message = rejection("  migration: { read_through: true }\n");
         assert!(message.contains("window is missing"), "{message}");
         let message = rejection("  migration: { read_through: yes, window: 2d, copy: 1 }\n");
-        assert!(message.contains("read_through: 'yes' is not true or false"), "{message}");
+        assert!(
+            message.contains("read_through: 'yes' is not true or false"),
+            "{message}"
+        );
         assert!(message.contains("copy: '1'"), "{message}");
-        assert!(message.contains("window: '2d' is longer than a day"), "{message}");
+        assert!(
+            message.contains("window: '2d' is longer than a day"),
+            "{message}"
+        );
         let message = rejection("  migration: { read_through: true, window: soon }\n");
         assert!(message.contains("'soon' is not a duration"), "{message}");
         let message = rejection("  migration: { window: 1m }\n");
