@@ -321,6 +321,41 @@ enum Routing {
     Cluster(Cluster),
 }
 
+/// The previous servers' placement, kept in a pool's snapshots for its migration window
+/// (`migration: { read_through: true, ... }`) after a reload changed its servers: a read that
+/// misses on a key's new owner is retried on the old owner this map names. Built by the
+/// control plane; the data path only reads it.
+#[derive(Debug)]
+pub struct Handover {
+    /// The previous servers' shard map, every backend live.
+    map: ShardMap,
+    /// Per previous shard, its backend: an index into the snapshot's backends, or past them
+    /// into its retired ones (previous backends the new servers dropped).
+    owners: Vec<usize>,
+    until: Instant,
+    copy: bool,
+}
+
+impl Handover {
+    /// When the window ends (the control plane then publishes a snapshot without it).
+    pub fn until(&self) -> Instant {
+        self.until
+    }
+
+    /// Whether values found on the old owner are copied to the new one (`copy: true`).
+    pub fn copies(&self) -> bool {
+        self.copy
+    }
+
+    /// The backend that held `key` before the change, when it is not `now` (the key's
+    /// shard now); an index as [`Pool::route`] gives, or past the pool's backends for a
+    /// retired one.
+    pub fn old_owner(&self, key: &[u8], now: usize) -> Option<usize> {
+        let old = self.map.route(key)?;
+        self.owners.get(old).copied().filter(|&owner| owner != now)
+    }
+}
+
 /// One pool's routing snapshot: its config, its backends, its shard map (or cluster layout),
 /// which backends are ejected and until when. Immutable; replaced whole.
 pub struct Pool {
@@ -328,6 +363,11 @@ pub struct Pool {
     metrics: Arc<PoolMetrics>,
     specs: Vec<ShardSpec>,
     backends: Vec<Arc<Backend>>,
+    /// During a migration window, the previous servers' placement.
+    handover: Option<Arc<Handover>>,
+    /// During a migration window, the previous backends the current servers dropped: shard
+    /// indices past `backends` reach them.
+    retired: Vec<Arc<Backend>>,
     /// Per backend, when an ejected one is due back; `None` for a live one.
     ejected: Vec<Option<Instant>>,
     routing: Routing,
@@ -409,14 +449,107 @@ impl Pool {
             }),
             None => Routing::Shards(shard_map(&config, &specs, &ejected)),
         };
+        // A window under way goes on through snapshots of the same shards (a Sentinel switch,
+        // a reload changing other keys) while the config still asks for it.
+        let (handover, retired) = match previous {
+            Some(p) if config.migration.is_some() && p.backends.len() == backends.len() => {
+                (p.handover.clone(), p.retired.clone())
+            }
+            _ => (None, Vec::new()),
+        };
         Pool {
             config,
             metrics,
             specs,
             backends,
+            handover,
+            retired,
             ejected,
             routing,
             signal,
+        }
+    }
+
+    /// This snapshot with a migration window from `previous` (the pool's snapshot before a
+    /// reload changed its servers): reads missing here are retried on the backend
+    /// `previous`'s servers placed the key on, until `now + window`. `None` when either is
+    /// not a shard map of fixed placement (cluster, random) or the placement did not change.
+    pub fn with_handover(&self, previous: &Pool, window: Duration, copy: bool) -> Option<Pool> {
+        let (Routing::Shards(_), Routing::Shards(_)) = (&self.routing, &previous.routing) else {
+            return None;
+        };
+        let fixed = |config: &PoolConfig| config.distribution != crate::route::Distribution::Random;
+        if !fixed(&self.config)
+            || !fixed(&previous.config)
+            || self.specs_and_addrs() == previous.specs_and_addrs()
+        {
+            return None;
+        }
+        let old = &previous.config;
+        let map = ShardMap::new(old.hash, old.distribution, old.hash_tag, &previous.specs);
+        let mut retired = Vec::new();
+        let owners = previous
+            .backends
+            .iter()
+            .map(|backend| {
+                match self
+                    .backends
+                    .iter()
+                    .position(|b| Arc::ptr_eq(b, backend) || b.key == backend.key)
+                {
+                    Some(index) => index,
+                    None => {
+                        retired.push(Arc::clone(backend));
+                        self.backends.len() + retired.len() - 1
+                    }
+                }
+            })
+            .collect();
+        let mut next = self.with(self.routing_copy(), self.ejected.clone());
+        next.handover = Some(Arc::new(Handover {
+            map,
+            owners,
+            until: Instant::now() + window,
+            copy,
+        }));
+        next.retired = retired;
+        Some(next)
+    }
+
+    /// This snapshot without its migration window.
+    pub fn without_handover(&self) -> Pool {
+        let mut next = self.with(self.routing_copy(), self.ejected.clone());
+        next.handover = None;
+        next.retired = Vec::new();
+        next
+    }
+
+    /// The migration window in force, if one is (and has not ended).
+    #[inline]
+    pub fn handover(&self) -> Option<&Handover> {
+        self.handover
+            .as_deref()
+            .filter(|handover| Instant::now() < handover.until)
+    }
+
+    /// The migration window this snapshot carries, ended or not (for the control plane).
+    pub fn handover_state(&self) -> Option<&Arc<Handover>> {
+        self.handover.as_ref()
+    }
+
+    fn specs_and_addrs(&self) -> Vec<(&ShardSpec, &BackendAddr)> {
+        self.specs
+            .iter()
+            .zip(self.config.servers.iter().map(|s| &s.addr))
+            .collect()
+    }
+
+    fn routing_copy(&self) -> Routing {
+        match &self.routing {
+            Routing::Shards(map) => Routing::Shards(map.clone()),
+            Routing::Cluster(cluster) => {
+                Routing::Cluster(cluster.with_layout(cluster.layout.clone()))
+            }
         }
     }
 
@@ -456,6 +589,8 @@ impl Pool {
             metrics: Arc::clone(&self.metrics),
             specs: self.specs.clone(),
             backends: self.backends.clone(),
+            handover: self.handover.clone(),
+            retired: self.retired.clone(),
             ejected,
             routing,
             signal: Arc::clone(&self.signal),
@@ -839,15 +974,18 @@ impl std::fmt::Debug for BackendPool {
 impl BackendPool {
     /// The connections to `pool`'s backends on the current worker (its `LocalSet`), taken from
     /// `connections` where it has them.
+    /// A migration window's retired backends come after the pool's own, at the indices its
+    /// [`Handover`] gives them.
     pub fn start(pool: &Pool, connections: &mut Connections) -> BackendPool {
         let config = pool.config();
-        let shards = pool
-            .backends
+        let backends: Vec<Arc<Backend>> =
+            pool.backends.iter().chain(&pool.retired).cloned().collect();
+        let shards = backends
             .iter()
             .map(|b| connections.of(b, config, false))
             .collect();
         let resp3 = if config.redis {
-            pool.backends
+            backends
                 .iter()
                 .map(|b| connections.of(b, config, true))
                 .collect()
@@ -855,7 +993,7 @@ impl BackendPool {
             Vec::new()
         };
         BackendPool {
-            backends: pool.backends.clone(),
+            backends,
             shards,
             resp3,
             strays: RefCell::new(HashMap::new()),

@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod diff;
 pub mod eject;
+pub mod migration;
 pub mod plan;
 pub mod sentinel;
 
@@ -185,6 +186,7 @@ async fn prepare(
             }
             let name = new.name.clone();
             let pool = Pool::new(new, metrics, previous.map(|p| &**p));
+            let pool = migration::begin(pool, previous.map(|p| &**p));
             let pool = match layouts.get(&name) {
                 Some(topology) => cluster::with_topology(pool, topology),
                 None => pool,
@@ -249,6 +251,7 @@ impl Control {
         std::mem::replace(&mut *current, stop.clone()).cancel();
         cluster::watch(self.this.clone(), pools, &stop);
         eject::watch(self.this.clone(), pools, &stop);
+        migration::watch(self.this.clone(), pools, &stop);
     }
 
     /// The live pool named `name`.

@@ -596,6 +596,8 @@ mod tests {
             ("keyway_backend_queue_bytes", "gauge"),
             ("keyway_client_refused_total", "counter"),
             ("keyway_client_output_limit_closed_total", "counter"),
+            ("keyway_migration_old_owner_hits_total", "counter"),
+            ("keyway_migration_copied_total", "counter"),
             ("keyway_backend_request_duration_seconds", "histogram"),
         ];
         for (name, kind) in expected {

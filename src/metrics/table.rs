@@ -294,6 +294,14 @@ metric_table! {
             "keyway_fragments_total",
             "Sub-requests created by splitting multi-key requests (nutcracker: fragments).",
             POOL);
+        migration_hits: IntCounterVec = counters(
+            "keyway_migration_old_owner_hits_total",
+            "Reads that missed on a key's new owner during a migration window and were served from its old owner.",
+            POOL);
+        migration_copies: IntCounterVec = counters(
+            "keyway_migration_copied_total",
+            "Keys copied from their old owner to their new one during a migration window (copy: true).",
+            POOL);
         server_ejects: IntCounterVec = counters(
             "keyway_backend_ejects_total",
             "Times a backend of the pool was ejected (nutcracker: server_ejects).",
@@ -418,6 +426,10 @@ metric_table! {
         client_refused: IntCounter = client_refused[];
         /// Clients closed for holding more reply bytes than `client_output_hard_limit`.
         client_output_closed: IntCounter = client_output_closed[];
+        /// Migration window: reads missed on the new owner, served from the old one.
+        migration_hits: IntCounter = migration_hits[];
+        /// Migration window: values copied from the old owner to the new one.
+        migration_copies: IntCounter = migration_copies[];
         /// Request latency in seconds, arrival to reply ready, observed through
         /// [`PoolMetrics::latency`].
         request_duration: Histogram = request_duration[];

@@ -62,6 +62,7 @@ impl Handler<'_> {
                 self.client.quitting = true;
                 return Decoded::Silent;
             }
+            _ if self.migrating() => self.migrate_memcache(&request),
             _ => {
                 let expect = Expect::Memcache(request.expect());
                 match memcache::fanout::split(&request, |key| self.route(key)) {

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod listener;
 pub mod local;
 mod memcache;
+mod migration;
 mod pubsub;
 mod resp;
 pub mod session;

@@ -106,6 +106,9 @@ impl Handler<'_> {
             )),
             Kind::Subscription(kind) => self.subscription(kind, &request),
             Kind::Unsupported => Pending::Ready(unsupported(command.name)),
+            Kind::Routed | Kind::Fanout(_) if self.migrating() => {
+                self.migrate_resp(command, request)
+            }
             Kind::Routed => self.forward(command, request),
             Kind::Fanout(merge) => self.fan_out(merge, request),
             Kind::Keyspace => self.keyspace(command, request),
@@ -285,7 +288,7 @@ impl Handler<'_> {
     }
 
     /// Splits a multi-key request by shard.
-    fn fan_out(&self, merge: Merge, request: Request) -> Pending {
+    pub(super) fn fan_out(&self, merge: Merge, request: Request) -> Pending {
         match fanout::split(&request, merge, |key| self.route(key)) {
             Err(reply) => Pending::Ready(reply),
             Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),

@@ -24,6 +24,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
+use super::migration::ReadThrough;
 use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
 use super::stateful::{Held, KeptSlot, Transaction};
@@ -106,6 +107,8 @@ pub(super) enum Pending {
     Backend(backend::ReplyReceiver, Dialect),
     /// A request to a Redis Cluster pool, following redirects.
     Cluster(Box<ClusterRequest>),
+    /// A read during a migration window: retried on the key's old owner if it misses.
+    ReadThrough(Box<ReadThrough>),
     Fanout(Box<FanoutReply>),
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
@@ -138,6 +141,16 @@ pub(super) enum Plan {
     /// A keyspace-wide request's replies, one per shard asked.
     Keyspace(keyspace::Plan),
     Memcache(memcache::fanout::Plan),
+    /// The first part's reply; the others (deleting old copies in a migration window)
+    /// only have to be in.
+    First,
+    /// A delete during a migration window, beside the deletes of its keys' old copies:
+    /// what was deleted anywhere, at most `keys` (`DEL`/`UNLINK`: the sum; memcached
+    /// `delete`: `DELETED` if either copy was).
+    Deleted {
+        /// The keys the client asked to delete.
+        keys: usize,
+    },
 }
 
 /// The seam between the protocol-neutral loop and the pool's protocol: decodes a request and
@@ -597,6 +610,7 @@ impl Pending {
                 Err(TryRecvError::Closed) => Some(backend_error(&backend::Error::Closed, *dialect)),
             },
             Pending::Cluster(request) => request.try_take(),
+            Pending::ReadThrough(request) => request.try_take(),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     let bytes = part.try_take()?;
@@ -611,6 +625,8 @@ impl Pending {
                     Plan::Resp(plan) => fanout::merge(plan, &replies),
                     Plan::Keyspace(plan) => keyspace::merge(plan, &replies),
                     Plan::Memcache(plan) => memcache::fanout::merge(plan, &replies),
+                    Plan::First => replies.into_iter().next().unwrap_or_default(),
+                    Plan::Deleted { keys } => super::migration::merge_deleted(*keys, replies),
                 })
             }
             Pending::Filtered(inner, policy) => {
@@ -645,6 +661,16 @@ impl Pending {
                 },
                 Poll::Pending => 0,
             },
+            Pending::ReadThrough(request) => match request.poll_ready(cx) {
+                Poll::Ready(()) => match request.try_take() {
+                    Some(bytes) => {
+                        *self = Pending::Ready(bytes);
+                        self.poll_held(cx)
+                    }
+                    None => 0,
+                },
+                Poll::Pending => 0,
+            },
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
             Pending::Filtered(inner, _) => inner.poll_held(cx),
             Pending::Held(held) => held.poll_held(cx),
@@ -667,6 +693,7 @@ impl Pending {
                 Poll::Pending => Poll::Pending,
             },
             Pending::Cluster(request) => request.poll_ready(cx),
+            Pending::ReadThrough(request) => request.poll_ready(cx),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     if part.poll_ready(cx).is_pending() {
