@@ -433,7 +433,7 @@ impl Control {
                 json_string(&config.listen.to_string()),
                 if config.redis { "redis" } else { "memcache" },
                 config.hash.name(),
-                format!("{:?}", config.distribution).to_lowercase(),
+                config.distribution.name(),
             ));
             let slots = pool.slot_ranges();
             for (shard, server) in config.servers.iter().enumerate() {

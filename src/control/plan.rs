@@ -77,7 +77,7 @@ pub fn moves<'k>(
     }
     let mut flows: Vec<(String, String, usize)> =
         flows.into_iter().map(|((a, b), n)| (a, b, n)).collect();
-    flows.sort_by(|a, b| b.2.cmp(&a.2));
+    flows.sort_by_key(|flow| std::cmp::Reverse(flow.2));
     Some(Moves {
         sampled,
         moved,
@@ -228,10 +228,7 @@ mod tests {
         assert_eq!(moves.flows.iter().map(|f| f.2).sum::<usize>(), moves.moved);
         let lines = report(&[pool(&three)], &[pool(&four)], &keys, "synthetic");
         assert!(lines[0].starts_with("pool 'p': 2") || lines[0].starts_with("pool 'p': "));
-        assert!(
-            lines[0].contains(&format!("of 20000 synthetic keys")),
-            "{lines:?}"
-        );
+        assert!(lines[0].contains("of 20000 synthetic keys"), "{lines:?}");
         assert!(
             lines[1].starts_with("  127.0.0.1:700") && lines[1].contains("-> 127.0.0.1:7004: ")
         );

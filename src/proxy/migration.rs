@@ -364,97 +364,6 @@ pub(super) fn memcache_line(command: &[u8], key: &[u8], rest: &[u8]) -> Bytes {
     line.freeze()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn misses_are_nil_or_empty_replies() {
-        for miss in [
-            &b"$-1\r\n"[..],
-            b"_\r\n",
-            b"*0\r\n",
-            b"*1\r\n$-1\r\n",
-            b"END\r\n",
-            b"EN\r\n",
-        ] {
-            assert!(is_miss(miss));
-        }
-        for hit in [
-            &b"$1\r\na\r\n"[..],
-            b":0\r\n",
-            b"*1\r\n$1\r\na\r\n",
-            b"VALUE k 0 1\r\na\r\nEND\r\n",
-            b"-ERR x\r\n",
-        ] {
-            assert!(!is_miss(hit));
-        }
-    }
-
-    #[test]
-    fn dump_and_meta_values_are_read() {
-        assert_eq!(bulk_data(b"$3\r\na\r\nb\r\n"), Some(&b"a\r\nb"[..]));
-        assert_eq!(bulk_data(b"$-1\r\n"), None);
-        let (header, data) = meta_value(b"VA 2 f7 t100\r\nhi\r\n").unwrap();
-        assert_eq!((header, data), (&b"VA 2 f7 t100"[..], &b"hi"[..]));
-        assert_eq!(meta_value(b"EN\r\n"), None);
-        assert_eq!(meta_value(b"VA 9 f7\r\nhi\r\n"), None);
-    }
-
-    #[test]
-    fn deletes_count_the_old_copies() {
-        let replies = |r: &[&'static [u8]]| r.iter().map(|b| Bytes::from_static(b)).collect();
-        assert_eq!(
-            merge_deleted(2, replies(&[b":0\r\n", b":2\r\n"])).as_ref(),
-            b":2\r\n"
-        );
-        assert_eq!(
-            merge_deleted(1, replies(&[b":1\r\n", b":1\r\n"])).as_ref(),
-            b":1\r\n"
-        );
-        assert_eq!(
-            merge_deleted(1, replies(&[b"NOT_FOUND\r\n", b"DELETED\r\n"])).as_ref(),
-            b"DELETED\r\n"
-        );
-        assert_eq!(
-            merge_deleted(1, replies(&[b"-ERR x\r\n", b":1\r\n"])).as_ref(),
-            b"-ERR x\r\n"
-        );
-    }
-
-    #[tokio::test]
-    async fn memcached_copies_keep_flags_and_ttl() {
-        let source = Source {
-            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"VA 2 f7 t100\r\nhi\r\n"))),
-            ttl: None,
-        };
-        let (frame, _, stored) = add(b"k", source).await.unwrap();
-        assert_eq!(frame.as_ref(), b"add k 7 100 2\r\nhi\r\n");
-        assert_eq!(stored, b"STORED\r\n");
-        let forever = Source {
-            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"VA 1 t-1 f0\r\nx\r\n"))),
-            ttl: None,
-        };
-        assert_eq!(
-            add(b"k", forever).await.unwrap().0.as_ref(),
-            b"add k 0 0 1\r\nx\r\n"
-        );
-    }
-
-    #[tokio::test]
-    async fn redis_copies_restore_with_the_remaining_ttl_and_skip_gone_keys() {
-        let source = |pttl: &'static [u8]| Source {
-            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"$3\r\nabc\r\n"))),
-            ttl: Some(ReplyReceiver::ready(Ok(Bytes::from_static(pttl)))),
-        };
-        let (frame, _, _) = restore(b"k", source(b":1500\r\n")).await.unwrap();
-        assert_eq!(frame, resp(&[b"RESTORE", b"k", b"1500", b"abc"]));
-        let (frame, _, _) = restore(b"k", source(b":-1\r\n")).await.unwrap();
-        assert_eq!(frame, resp(&[b"RESTORE", b"k", b"0", b"abc"]));
-        assert!(restore(b"k", source(b":-2\r\n")).await.is_none());
-    }
-}
-
 impl Handler<'_> {
     /// Whether the pool is in a migration window for this request (a client in a
     /// transaction keeps its own connection, and the window's rules do not apply there).
@@ -698,4 +607,95 @@ pub(super) fn merge_deleted(keys: usize, replies: Vec<Bytes>) -> Bytes {
 /// A memcached request's first key, as sent.
 fn first_key(request: &memcache::Request) -> Bytes {
     Bytes::copy_from_slice(request.raw_keys().next().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misses_are_nil_or_empty_replies() {
+        for miss in [
+            &b"$-1\r\n"[..],
+            b"_\r\n",
+            b"*0\r\n",
+            b"*1\r\n$-1\r\n",
+            b"END\r\n",
+            b"EN\r\n",
+        ] {
+            assert!(is_miss(miss));
+        }
+        for hit in [
+            &b"$1\r\na\r\n"[..],
+            b":0\r\n",
+            b"*1\r\n$1\r\na\r\n",
+            b"VALUE k 0 1\r\na\r\nEND\r\n",
+            b"-ERR x\r\n",
+        ] {
+            assert!(!is_miss(hit));
+        }
+    }
+
+    #[test]
+    fn dump_and_meta_values_are_read() {
+        assert_eq!(bulk_data(b"$4\r\na\r\nb\r\n"), Some(&b"a\r\nb"[..]));
+        assert_eq!(bulk_data(b"$-1\r\n"), None);
+        let (header, data) = meta_value(b"VA 2 f7 t100\r\nhi\r\n").unwrap();
+        assert_eq!((header, data), (&b"VA 2 f7 t100"[..], &b"hi"[..]));
+        assert_eq!(meta_value(b"EN\r\n"), None);
+        assert_eq!(meta_value(b"VA 9 f7\r\nhi\r\n"), None);
+    }
+
+    #[test]
+    fn deletes_count_the_old_copies() {
+        let replies = |r: &[&'static [u8]]| r.iter().map(|b| Bytes::from_static(b)).collect();
+        assert_eq!(
+            merge_deleted(2, replies(&[b":0\r\n", b":2\r\n"])).as_ref(),
+            b":2\r\n"
+        );
+        assert_eq!(
+            merge_deleted(1, replies(&[b":1\r\n", b":1\r\n"])).as_ref(),
+            b":1\r\n"
+        );
+        assert_eq!(
+            merge_deleted(1, replies(&[b"NOT_FOUND\r\n", b"DELETED\r\n"])).as_ref(),
+            b"DELETED\r\n"
+        );
+        assert_eq!(
+            merge_deleted(1, replies(&[b"-ERR x\r\n", b":1\r\n"])).as_ref(),
+            b"-ERR x\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn memcached_copies_keep_flags_and_ttl() {
+        let source = Source {
+            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"VA 2 f7 t100\r\nhi\r\n"))),
+            ttl: None,
+        };
+        let (frame, _, stored) = add(b"k", source).await.unwrap();
+        assert_eq!(frame.as_ref(), b"add k 7 100 2\r\nhi\r\n");
+        assert_eq!(stored, b"STORED\r\n");
+        let forever = Source {
+            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"VA 1 t-1 f0\r\nx\r\n"))),
+            ttl: None,
+        };
+        assert_eq!(
+            add(b"k", forever).await.unwrap().0.as_ref(),
+            b"add k 0 0 1\r\nx\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn redis_copies_restore_with_the_remaining_ttl_and_skip_gone_keys() {
+        let source = |pttl: &'static [u8]| Source {
+            value: ReplyReceiver::ready(Ok(Bytes::from_static(b"$3\r\nabc\r\n"))),
+            ttl: Some(ReplyReceiver::ready(Ok(Bytes::from_static(pttl)))),
+        };
+        let (frame, _, _) = restore(b"k", source(b":1500\r\n")).await.unwrap();
+        assert_eq!(frame, resp(&[b"RESTORE", b"k", b"1500", b"abc"]));
+        let (frame, _, _) = restore(b"k", source(b":-1\r\n")).await.unwrap();
+        assert_eq!(frame, resp(&[b"RESTORE", b"k", b"0", b"abc"]));
+        assert!(restore(b"k", source(b":-2\r\n")).await.is_none());
+    }
 }

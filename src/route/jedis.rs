@@ -129,10 +129,7 @@ pub fn key_tag(key: &[u8]) -> &[u8] {
         let start = from + open + 1;
         let rest = key.get(start..).unwrap_or_default();
         let mut at = 0;
-        loop {
-            let Some(&byte) = rest.get(at) else {
-                break;
-            };
+        while let Some(&byte) = rest.get(at) {
             if is_line_terminator(rest.get(at..).unwrap_or_default()) {
                 break;
             }
