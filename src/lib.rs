@@ -33,11 +33,16 @@
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
 //! - [`control`]: the only writer of routing state: start and reload (one pipeline: resolve,
 //!   build snapshots, bind, install), Sentinel failover, cluster layout, auto-eject, the
-//!   key-move estimate.
+//!   key-move estimate and `keyway plan` (which keys a config change moves, and where), and
+//!   migration windows: after a reload changes a pool's servers (with `migration:
+//!   { read_through: true }`), the snapshot keeps the previous placement until a timer drops
+//!   it. `docs/migrating.md` says how to move to Keyway and grow a pool without losing the
+//!   cache.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
 //! - [`protocol`]: wire formats; the only code that knows them (and the keyspace-wide
 //!   commands' plans: which shards, how replies gather, the `SCAN` cursor).
-//! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact.
+//! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact;
+//!   and Jedis's `ShardedJedis` ring (`sharded_jedis`, MurmurHash64A, shards in list order).
 //! - [`backend`]: routing snapshots, pipelined backend connections, reconnects, timeouts,
 //!   failure counts; leased dedicated connections (`dedicated_connections` per backend, for
 //!   the whole process) for blocking commands and transactions.
@@ -48,6 +53,8 @@
 //!   speaking RESP2/RESP3 or memcached, locally answered commands; a client's own state:
 //!   subscriptions (links of its own per shard), a blocked pop or a transaction (on a leased
 //!   dedicated connection). What each means through a sharding proxy: `docs/applications.md`.
+//!   During a migration window, reads that miss on a key's new owner are read through from
+//!   its old owner (optionally copied), and writes delete the old copy.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
 

@@ -1,4 +1,5 @@
-//! nutcracker's key hash functions (`src/hashkit/nc_*.c`), bit-for-bit.
+//! nutcracker's key hash functions (`src/hashkit/nc_*.c`), bit-for-bit; plus Keyway's `murmur3` and
+//! Jedis's MurmurHash64A ([`murmur64a`], for `distribution: sharded_jedis`).
 //!
 //! nutcracker reads keys through `const char *`, and `char` is signed on x86-64: wherever it
 //! widens a key byte without an `unsigned char` cast, bytes >= 0x80 are sign-extended
