@@ -360,3 +360,54 @@ fn writes_delete_the_old_copy_and_the_window_ends() {
         "the old copy is left where it was"
     );
 }
+
+/// Shrinking: the backend a reload removes stays readable through the window (its keys are
+/// served from it), and a write moves a key off it.
+#[test]
+fn a_removed_backend_is_read_through_until_the_window_ends() {
+    let backends = start_redis_servers(4);
+    let lines = redis_lines(&backends);
+    let port = free_port();
+    let mode = Some("{ read_through: true, window: 30m, copy: true }");
+    let live = Live::start(&pool(port, true, &lines, mode), port, 2);
+    let mut client = Client::connect(&format!("127.0.0.1:{port}"));
+    let keys: Vec<String> = (0..1000).map(key).collect();
+    for key in &keys {
+        client.set(key, &format!("v0:{key}"));
+    }
+    let on_removed: Vec<Vec<u8>> = backends[3].keys().into_iter().collect();
+    assert!(
+        on_removed.len() > 100,
+        "{} keys on the 4th",
+        on_removed.len()
+    );
+    let (status, body) = live.reload(&pool(port, true, &lines[..3], mode));
+    assert_eq!(status, 200, "{body}");
+    for key in &keys {
+        assert_eq!(client.get(key), Some(format!("v0:{key}")), "{key}");
+    }
+    let served = metric(&live, "keyway_migration_old_owner_hits_total") as usize;
+    assert!(
+        served >= on_removed.len(),
+        "{served} served from old owners"
+    );
+    // Each read copied its key off the removed backend (which keeps its copy until written).
+    let copied = wait_until(Duration::from_secs(10), || {
+        on_removed.iter().all(|k| {
+            backends[..3]
+                .iter()
+                .any(|b| b.client().cmd(&[b"EXISTS".as_slice(), k]) == Reply::Int(1))
+        })
+    });
+    assert!(
+        copied,
+        "the removed backend's keys were copied to the remaining ones"
+    );
+    let key = String::from_utf8(on_removed[0].clone()).unwrap();
+    client.set(&key, &format!("v1:{key}"));
+    assert_eq!(
+        backends[3].client().cmd(&["EXISTS", key.as_str()]),
+        Reply::Int(0)
+    );
+    assert_eq!(client.get(&key), Some(format!("v1:{key}")));
+}

@@ -153,7 +153,18 @@ pub fn describe(old: &[PoolConfig], new: &[PoolConfig]) -> Vec<String> {
                     Some(share) => format!("~{:.1}% of keys move", share * 100.0),
                     None => "keys have no fixed backend (random or cluster)".to_string(),
                 };
-                lines.push(format!("pool '{}': changed ({keys}); {share}", pool.name));
+                let window = match &pool.migration {
+                    Some(migration) if before.servers != pool.servers => format!(
+                        "; migration window {}{}: misses read through from the old owners",
+                        humantime::format_duration(migration.window),
+                        if migration.copy { ", copying" } else { "" }
+                    ),
+                    _ => String::new(),
+                };
+                lines.push(format!(
+                    "pool '{}': changed ({keys}); {share}{window}",
+                    pool.name
+                ));
             }
         }
     }
