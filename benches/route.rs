@@ -70,6 +70,20 @@ fn route(c: &mut Criterion) {
             });
         }
     }
+    // Jedis's ring takes one hash, MurmurHash64A.
+    let jedis = Distribution::ShardedJedis(keyway::route::JedisNames::Plain);
+    let map = ShardMap::new(HashFn::Murmur64a, jedis, Some(*b"{}"), &shards);
+    group.bench_with_input(
+        BenchmarkId::new("ShardedJedis", "murmur64a"),
+        &keys,
+        |b, keys| {
+            b.iter(|| {
+                keys.iter()
+                    .filter_map(|key| map.route(black_box(key)))
+                    .fold(0usize, |acc, shard| acc ^ shard)
+            })
+        },
+    );
     // Slots ignore the hash function: one case.
     let map = ShardMap::new(HashFn::Fnv1a_64, Distribution::Slots, None, &shards);
     group.bench_with_input(BenchmarkId::new("Slots", "crc16"), &keys, |b, keys| {

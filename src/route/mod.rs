@@ -549,6 +549,29 @@ mod tests {
         assert!(moved_between_survivors > 0);
     }
 
+    #[test]
+    fn sharded_jedis_hashes_jedis_key_tags_with_murmur64a() {
+        let shards = [
+            ShardSpec::unnamed(1),
+            ShardSpec::new("cache-b", 2),
+            ShardSpec::unnamed(3),
+        ];
+        let jedis = Distribution::ShardedJedis(JedisNames::Plain);
+        let tagged = ShardMap::new(HashFn::Murmur64a, jedis, Some(*b"{}"), &shards);
+        let plain = ShardMap::new(HashFn::Murmur64a, jedis, None, &shards);
+        let ring = jedis::Ring::new(&shards, &[], JedisNames::Plain);
+        for key in [&b"user:{42}:name"[..], b"a{}b{c}", b"k{}}", b"plain", b""] {
+            let part = jedis::key_tag(key);
+            assert_eq!(tagged.hashed_part(key), part);
+            assert_eq!(tagged.route(key), ring.dispatch(hash::murmur64a(part)));
+            assert_eq!(plain.route(key), ring.dispatch(hash::murmur64a(key)));
+        }
+        // Unlike nutcracker's rule, an empty tag does not end the search: `{}b{c}` hashes `}b{c`.
+        assert_eq!(tagged.hashed_part(b"a{}b{c}"), b"}b{c");
+        assert_eq!(Distribution::parse("sharded_jedis"), Some(jedis));
+        assert_eq!(jedis.name(), "sharded_jedis");
+    }
+
     fn distribution() -> impl Strategy<Value = Distribution> {
         prop_oneof![Just(Distribution::Ketama), Just(Distribution::Modula)]
     }
