@@ -24,6 +24,8 @@ pub fn begin(pool: Pool, previous: Option<&Pool>) -> Pool {
             );
             migrating
         }
+        // A window carried over from `previous` maps its servers, not these.
+        None if previous.config().servers != pool.config().servers => pool.without_handover(),
         None => pool,
     }
 }
