@@ -1099,6 +1099,74 @@ mod tests {
         assert_eq!((a.leased(), b.leased(), gauge(0), gauge(1)), (0, 0, 0, 0));
     }
 
+    fn pool_of(ports: &[u16], previous: Option<&Pool>) -> Pool {
+        let mut yaml = "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  \
+                        migration: { read_through: true, window: 1m }\n  servers:\n"
+            .to_string();
+        for port in ports {
+            yaml.push_str(&format!("   - 127.0.0.1:{port}:1\n"));
+        }
+        let config = crate::config::Config::parse(&yaml).unwrap().pools.remove(0);
+        Pool::new(config, &Metrics::new(), previous)
+    }
+
+    #[test]
+    fn a_handover_names_each_moved_keys_old_owner_and_keeps_removed_backends() {
+        let three = pool_of(&[7001, 7002, 7003], None);
+        let four = pool_of(&[7001, 7002, 7003, 7004], Some(&three));
+        assert!(
+            four.handover().is_none(),
+            "only the control plane starts a window"
+        );
+        let grown = four
+            .with_handover(&three, Duration::from_secs(60), false)
+            .unwrap();
+        let handover = grown.handover().unwrap();
+        let mut moved = 0;
+        for n in 0..1000 {
+            let key = format!("k{n}");
+            let Ok(Place::Shard(now)) = grown.route(key.as_bytes()) else {
+                panic!()
+            };
+            let Ok(Place::Shard(before)) = three.route(key.as_bytes()) else {
+                panic!()
+            };
+            match handover.old_owner(key.as_bytes(), now) {
+                Some(old) => {
+                    moved += 1;
+                    assert_eq!((old, now), (before, 3), "{key}");
+                }
+                None => assert_eq!(now, before, "{key}"),
+            }
+        }
+        assert!(moved > 100, "{moved}");
+        assert!(grown.retired.is_empty());
+        // Snapshots of the same servers keep the window; ending it drops it.
+        assert!(grown.with_ejected(vec![None; 4]).handover().is_some());
+        assert!(grown.without_handover().handover().is_none());
+        // Shrinking: the removed backend is retired, reached past the pool's backends.
+        let two = pool_of(&[7001, 7002], Some(&three));
+        let shrunk = two
+            .with_handover(&three, Duration::from_secs(60), true)
+            .unwrap();
+        assert_eq!(shrunk.retired.len(), 1);
+        let key = (0..1000)
+            .map(|n| format!("k{n}"))
+            .find(|k| three.route(k.as_bytes()) == Ok(Place::Shard(2)))
+            .unwrap();
+        let Ok(Place::Shard(now)) = shrunk.route(key.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(
+            shrunk.handover().unwrap().old_owner(key.as_bytes(), now),
+            Some(2)
+        );
+        // The same servers again: no window.
+        assert!(pool_of(&[7001, 7002, 7003], Some(&three))
+            .with_handover(&three, Duration::from_secs(60), false)
+            .is_none());
+    }
+
     #[test]
     fn connections_spread_over_the_serving_workers_add_up_to_server_connections() {
         for total in 1..=9 {
