@@ -381,6 +381,10 @@ fn a_removed_backend_is_read_through_until_the_window_ends() {
         "{} keys on the 4th",
         on_removed.len()
     );
+    // One of them expires: its copy keeps the TTL.
+    let expiring = on_removed[1].clone();
+    let ttl = [b"PEXPIRE".as_slice(), &expiring, b"600000"];
+    assert_eq!(backends[3].client().cmd(&ttl), Reply::Int(1));
     let (status, body) = live.reload(&pool(port, true, &lines[..3], mode));
     assert_eq!(status, 200, "{body}");
     for key in &keys {
@@ -402,6 +406,16 @@ fn a_removed_backend_is_read_through_until_the_window_ends() {
     assert!(
         copied,
         "the removed backend's keys were copied to the remaining ones"
+    );
+    let copy_ttl = backends[..3]
+        .iter()
+        .map(|b| b.client().cmd(&[b"PTTL".as_slice(), &expiring]))
+        .find(|r| *r != Reply::Int(-2))
+        .unwrap()
+        .int();
+    assert!(
+        (1..=600_000).contains(&copy_ttl),
+        "the copy's TTL: {copy_ttl} ms"
     );
     let key = String::from_utf8(on_removed[0].clone()).unwrap();
     client.set(&key, &format!("v1:{key}"));
