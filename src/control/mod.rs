@@ -459,7 +459,18 @@ impl Control {
                     if pool.is_ejected(shard) { "ejected" } else { "live" },
                 ));
             }
-            out.push_str("]}");
+            out.push(']');
+            if let Some(handover) = pool.handover() {
+                let left = handover
+                    .until()
+                    .saturating_duration_since(tokio::time::Instant::now());
+                out.push_str(&format!(
+                    ", \"migration\": {{\"seconds_left\": {}, \"copy\": {}}}",
+                    left.as_secs(),
+                    handover.copies()
+                ));
+            }
+            out.push('}');
         }
         out.push_str("]}\n");
         out

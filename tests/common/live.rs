@@ -19,6 +19,21 @@ pub struct Live {
 }
 
 impl Live {
+    /// Starts Keyway on `yaml_of(listen port)`, on a free port: ready once it listens there
+    /// and its `/pools` shows that address, so a port another process took meanwhile (its
+    /// listener would answer instead) is detected and another port tried.
+    pub fn start_on_free_port(yaml_of: impl Fn(u16) -> String, threads: usize) -> (Live, u16) {
+        for _ in 0..5 {
+            let port = free_port();
+            let live = Live::start(&yaml_of(port), port, threads);
+            let mine = format!("\"listen\": \"127.0.0.1:{port}\"");
+            if live.get("/pools").contains(&mine) {
+                return (live, port);
+            }
+        }
+        panic!("keyway did not start on any of 5 free ports");
+    }
+
     /// Starts Keyway on `yaml`; ready once `first_listen` and the admin port accept.
     pub fn start(yaml: &str, first_listen: u16, threads: usize) -> Live {
         let dir = TempDir::new("live");
