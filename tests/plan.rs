@@ -12,8 +12,13 @@ use common::*;
 #[test]
 fn plan_over_a_live_sample_counts_exactly_the_keys_a_new_config_misses() {
     let backends = start_redis_servers(4);
-    let lines: Vec<String> = backends.iter().map(|b| server_line(b, 1, None)).collect();
-    let options = [("timeout", "5000")];
+    // Named servers hashed with md5: the same keys move in every run.
+    let lines: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| server_line(b, 1, Some(&format!("cache-{i}"))))
+        .collect();
+    let options = [("timeout", "5000"), ("hash", "md5")];
     let old_of = |port: u16| pool_yaml(port, &lines[..3], &options);
     let new_of = |port: u16| pool_yaml(port, &lines, &options);
     let old = Proxy::start_on_free_port(ProxyKind::Keyway, old_of);
