@@ -186,7 +186,8 @@ impl Proxy {
     /// # Errors
     /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
-        let (workers, threads) = Workers::start(self.options.threads, self.options.io, &[], &shutdown)?;
+        let (workers, threads) =
+            Workers::start(self.options.threads, self.options.io, &[], &shutdown)?;
         let signals = self.signals;
         let result = self.runtime.block_on(async {
             let control = Control::start(

@@ -65,6 +65,8 @@ struct Ring {
     submit: Rc<Notify>,
     /// Whether the driver was already told.
     told: bool,
+    /// The completions of one turn, reused.
+    reaped: Vec<(u64, i32)>,
 }
 
 impl Ring {
@@ -98,12 +100,13 @@ impl Ring {
         if !complete {
             return;
         }
-        let completed: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|cqe| (cqe.user_data(), cqe.result()))
-            .collect();
-        for (user_data, result) in completed {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.extend(
+            self.ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result())),
+        );
+        for (user_data, result) in reaped.drain(..) {
             let index = usize::try_from(user_data >> 2).unwrap_or(usize::MAX);
             let Some(conn) = self.conns.get(index).and_then(Clone::clone) else {
                 continue;
@@ -123,6 +126,7 @@ impl Ring {
                 self.remove(index);
             }
         }
+        self.reaped = reaped;
     }
 
     /// Frees connection `index` (its operations all completed).
@@ -171,10 +175,9 @@ pub fn start() -> io::Result<()> {
     // SAFETY: the ring's descriptor stays open while the driver holds this registration: the
     // ring lives in this thread's `RING` until the thread exits, after its runtime (and the
     // driver task with it) is gone.
-    let ready = unsafe {
-        AsyncFd::register_with_interest(ring.as_raw_fd(), tokio::io::Interest::READABLE)
-    }
-    .map_err(io::Error::from)?;
+    let ready =
+        unsafe { AsyncFd::register_with_interest(ring.as_raw_fd(), tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
     let submit = Rc::new(Notify::new());
     RING.with(|cell| {
         *cell.borrow_mut() = Some(Ring {
@@ -183,6 +186,7 @@ pub fn start() -> io::Result<()> {
             free: Vec::new(),
             submit: Rc::clone(&submit),
             told: false,
+            reaped: Vec::new(),
         });
     });
     tokio::task::spawn_local(drive(ready, submit));
@@ -281,13 +285,9 @@ impl Conn {
         recv.taken = 0;
         recv.in_flight = true;
         let len = u32::try_from(recv.buf.capacity()).unwrap_or(u32::MAX);
-        let entry = opcode::Recv::new(
-            types::Fd(self.fd.as_raw_fd()),
-            recv.buf.as_mut_ptr(),
-            len,
-        )
-        .build()
-        .user_data(self.user_data(RECV));
+        let entry = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), recv.buf.as_mut_ptr(), len)
+            .build()
+            .user_data(self.user_data(RECV));
         drop(recv);
         with_ring(|ring| ring.push(&entry));
     }
