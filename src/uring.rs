@@ -380,14 +380,14 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Takes over `socket` (blocking mode: the ring polls it itself).
+    /// Takes over `socket`, a connected TCP or Unix stream socket in blocking mode (the ring
+    /// polls it itself).
     ///
     /// # Errors
-    /// This worker has no ring, or the socket's mode cannot be set.
-    pub fn new(socket: std::net::TcpStream) -> io::Result<Stream> {
-        socket.set_nonblocking(false)?;
+    /// This worker has no ring.
+    pub fn new(socket: OwnedFd) -> io::Result<Stream> {
         let conn = Rc::new(Conn {
-            fd: OwnedFd::from(socket),
+            fd: socket,
             index: Cell::new(0),
             recv: RefCell::default(),
             send: RefCell::default(),

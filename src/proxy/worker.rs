@@ -376,12 +376,18 @@ fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, clos
 }
 
 async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Result<()> {
+    if crate::uring::active() {
+        // Blocking mode: the ring polls the socket itself.
+        let socket: std::os::fd::OwnedFd = match stream {
+            Accepted::Tcp(stream) => stream.set_nonblocking(false).map(|()| stream.into())?,
+            Accepted::Unix(stream) => stream.set_nonblocking(false).map(|()| stream.into())?,
+        };
+        let stream = crate::uring::Stream::new(socket)?;
+        let (rd, wr) = stream.split();
+        session.run(rd, wr, closing).await;
+        return Ok(());
+    }
     match stream {
-        Accepted::Tcp(stream) if crate::uring::active() => {
-            let stream = crate::uring::Stream::new(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, closing).await;
-        }
         Accepted::Tcp(stream) => {
             let mut stream = tokio::net::TcpStream::from_std(stream)?;
             let (rd, wr) = stream.split();
