@@ -17,7 +17,7 @@
 //! `client_output_hard_limit` counts it.
 //!
 //! This is the only module with `unsafe`: the kernel reads and writes the buffers of an
-//! operation until its completion, so each buffer lives in a [`Conn`] that the ring's table
+//! operation until its completion, so each buffer lives in a `Conn` that the ring's table
 //! keeps alive until every operation on it completed, and is not touched meanwhile.
 #![allow(unsafe_code)]
 

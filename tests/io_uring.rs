@@ -49,7 +49,10 @@ fn the_ring_serves_large_replies_pipelines_and_vanishing_clients() {
     let log = proxy.stderr();
     let ring = log.contains("client I/O through io_uring");
     let fallback = log.contains("io_uring is unavailable");
-    assert!(ring != fallback, "neither the ring nor a fallback is logged:\n{log}");
+    assert!(
+        ring != fallback,
+        "neither the ring nor a fallback is logged:\n{log}"
+    );
     if fallback {
         eprintln!("io_uring is refused on this machine: checking the epoll fallback\n{log}");
     }
