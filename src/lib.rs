@@ -58,6 +58,7 @@
     deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
 )]
 
+pub mod acl;
 pub mod admin;
 pub mod backend;
 pub mod cli;
