@@ -10,6 +10,7 @@ pub mod glob;
 mod rules;
 
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -22,6 +23,41 @@ pub const DEFAULT_USER: &str = "default";
 
 /// Failed `AUTH`s one connection may make; the next failure closes it (after its reply).
 pub const MAX_AUTH_FAILURES: u32 = 5;
+
+/// The user a connection authenticated as, in the users it was found in. After a reload the
+/// connection is the user of the same name in the new users ([`Login::refresh`]).
+#[derive(Clone, Debug)]
+pub struct Login {
+    users: Arc<Users>,
+    index: usize,
+}
+
+impl Login {
+    /// User `index` of `users`.
+    pub fn new(users: &Arc<Users>, index: usize) -> Login {
+        Login {
+            users: Arc::clone(users),
+            index,
+        }
+    }
+
+    /// The connection's user in `users` (the pool's current ones): at once when they are the
+    /// ones it logged in with, else found again by name. `None` when the user is gone.
+    #[inline]
+    pub fn refresh(&mut self, users: &Arc<Users>) -> Option<&User> {
+        if !Arc::ptr_eq(&self.users, users) {
+            let name = self.users.user(self.index)?.name.clone();
+            let (index, _) = users.find(name.as_bytes())?;
+            *self = Login::new(users, index);
+        }
+        self.users.user(self.index)
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        self.users.user(self.index).map_or(DEFAULT_USER, User::name)
+    }
+}
 
 /// A pool's users: every `users` line, plus the `default` user when no line names it.
 #[derive(Clone, PartialEq, Eq)]

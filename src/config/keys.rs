@@ -145,6 +145,9 @@ pool_keys! {
     ReadFrom = "read_from", Keyway, SCALAR;
     /// Whether clients may `FLUSHDB`/`FLUSHALL` every shard.
     AllowFlush = "allow_flush", Keyway, SCALAR;
+    /// ACL users, one `ACL SETUSER` line each.
+    Users = "users", Keyway,
+        Shape::Lines { one: "user line", many: "user lines (name, then ACL SETUSER rules)" };
 }
 
 impl Key {
@@ -217,6 +220,7 @@ mod tests {
             include_str!("../../conf/slots.yml"),
             include_str!("../../conf/sentinel.yml"),
             include_str!("../../conf/cluster.yml"),
+            include_str!("../../conf/users.yml"),
         ];
         for key in Key::ALL.iter().filter(|k| k.origin() == Origin::Keyway) {
             let shown = examples.iter().any(|text| {

@@ -110,6 +110,9 @@ pub struct PoolConfig {
     /// Whether clients may empty the pool: `FLUSHDB` and `FLUSHALL`, sent to every shard
     /// (`allow_flush`, default false: they are refused, naming the key). Redis pools only.
     pub allow_flush: bool,
+    /// The client-side ACL users (`users`: `ACL SETUSER` lines), compiled; `None` keeps
+    /// nutcracker's meaning of `redis_auth` (one password, every command) and checks nothing.
+    pub users: Option<std::sync::Arc<crate::acl::Users>>,
 }
 
 /// A pool whose backends are a Redis Cluster: Keyway learns the nodes and the slot map from
@@ -459,6 +462,7 @@ mod tests {
             sentinel: None,
             cluster: None,
             allow_flush: false,
+            users: None,
         };
         assert_eq!(config.pools, [expected]);
     }

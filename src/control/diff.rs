@@ -37,6 +37,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         sentinel,
         cluster,
         allow_flush,
+        users,
     } = old;
     let Limits {
         max_request_bytes,
@@ -109,6 +110,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         (Key::Sentinels, *sentinel != new.sentinel),
         (Key::Cluster, *cluster != new.cluster),
         (Key::AllowFlush, *allow_flush != new.allow_flush),
+        (Key::Users, *users != new.users),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

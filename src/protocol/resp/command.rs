@@ -1122,7 +1122,7 @@ const fn c(
 /// binary search (a test keeps it sorted).
 #[rustfmt::skip]
 static TABLE: &[Command] = &[
-    c("acl", -2, U, NO, SLOW, A0),
+    c("acl", -2, L, NO, SLOW, A0),
     c("append", 3, R, K1, WRITE | STRING | FAST, AW),
     c("asking", 1, U, NO, FAST | CONNECTION, A0),
     c("auth", -2, L, NO, FAST | CONNECTION, A0),
