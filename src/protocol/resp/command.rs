@@ -2075,6 +2075,74 @@ mod tests {
         matches!(name, "publish" | "spublish" | "ssubscribe" | "sunsubscribe")
     }
 
+    /// `@read @string @fast` from a `COMMAND INFO` entry's categories (its 7th element).
+    fn categories_of(entry: &Reply) -> Vec<String> {
+        entry.array()[6].array().iter().map(Reply::text).collect()
+    }
+
+    fn ours(categories: Categories) -> Vec<String> {
+        categories.names().map(|n| format!("@{n}")).collect()
+    }
+
+    /// Sorted the way Redis lists them (the order of [`CATEGORY_NAMES`]).
+    fn in_redis_order(mut names: Vec<String>) -> Vec<String> {
+        let rank = |n: &String| CATEGORY_NAMES.iter().position(|c| format!("@{c}") == *n);
+        names.sort_by_key(rank);
+        names
+    }
+
+    /// Every command and subcommand the table knows has the ACL categories a real Redis 7.0
+    /// reports in `COMMAND INFO`, and the subcommand table lists exactly Redis's subcommands.
+    #[test]
+    fn acl_categories_match_command_info_for_every_command_and_subcommand() {
+        let server = RedisServer::start();
+        let mut redis = server.connect();
+        let mut request = vec!["COMMAND".to_string(), "INFO".into()];
+        request.extend(all().map(|c| c.name.to_string()));
+        let infos = redis.call(&request);
+        let mut checked = 0;
+        let mut subs_seen = Vec::new();
+        for (cmd, entry) in all().zip(infos.array()) {
+            if matches!(entry, Reply::Array(items) if items.is_empty()) || matches!(entry, Reply::Bulk(None)) {
+                assert!(NEWER_THAN_7_0.contains(&cmd.name), "{} unknown to Redis", cmd.name);
+                continue;
+            }
+            assert_eq!(entry.array()[0].text(), cmd.name);
+            assert_eq!(
+                ours(cmd.categories),
+                in_redis_order(categories_of(entry)),
+                "categories of {}",
+                cmd.name
+            );
+            checked += 1;
+            for sub in entry.array()[9].array() {
+                let full = sub.array()[0].text();
+                let (id, ours_sub) = cmd
+                    .subcommands()
+                    .find(|(_, s)| s.full_name == full)
+                    .unwrap_or_else(|| panic!("{full} is missing from the subcommand table"));
+                assert!(id >= TABLE.len() && id < acl_ids());
+                assert_eq!(
+                    ours(ours_sub.categories),
+                    in_redis_order(categories_of(sub)),
+                    "categories of {full}"
+                );
+                subs_seen.push(full);
+                checked += 1;
+            }
+        }
+        let newer = ["client|no-touch", "client|setinfo"];
+        for sub in SUBCOMMANDS {
+            assert!(
+                subs_seen.iter().any(|s| s == sub.full_name) || newer.contains(&sub.full_name),
+                "{} is not a Redis 7.0 subcommand",
+                sub.full_name
+            );
+        }
+        assert!(SUBCOMMANDS.windows(2).all(|p| p[0].full_name < p[1].full_name));
+        assert!(checked > 350, "{checked} checked");
+    }
+
     #[test]
     fn every_server_command_is_in_the_table_with_its_arity() {
         let server = RedisServer::start();
