@@ -32,6 +32,7 @@ TARGETS = [
     ("nc_v4", "nutcracker -v 4"),
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
+    ("kw_acl", "Keyway 1 thread, ACL users"),
     ("kb_1t", "baseline Keyway 1 thread"),
     ("kb_2t", "baseline Keyway 2 threads"),
 ]
@@ -203,6 +204,7 @@ def report(out_dir):
         "kw1t / nc default",
         "kw1t / direct",
         "kw2t / kw1t",
+        "ACL / kw1t",
     ]
     body = []
     for w in order:
@@ -214,6 +216,7 @@ def report(out_dir):
                 ratio(pr(w, "kw_1t", "nc_default", "ops_per_sec")),
                 ratio(pr(w, "kw_1t", "direct", "ops_per_sec")),
                 ratio(pr(w, "kw_2t", "kw_1t", "ops_per_sec")),
+                ratio(pr(w, "kw_acl", "kw_1t", "ops_per_sec")),
             ]
         )
     md += [table(hdr, body), ""]
@@ -367,6 +370,7 @@ def chart(out_dir, order, med):
         "nc_v4": "#ca0020",
         "kw_1t": "#0571b0",
         "kw_2t": "#92c5de",
+        "kw_acl": "#5e3c99",
         "kb_1t": "#4dac26",
         "kb_2t": "#b8e186",
     }

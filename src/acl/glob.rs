@@ -136,7 +136,8 @@ fn string_match(pattern: &[u8], text: &[u8], skip_longer: &mut bool) -> bool {
                         break;
                     } else if left >= 3 && at(pattern, p + 1) == b'-' {
                         // C's `char` is signed: ranges compare bytes as `i8`.
-                        let (mut start, mut end) = (signed(at(pattern, p)), signed(at(pattern, p + 2)));
+                        let (mut start, mut end) =
+                            (signed(at(pattern, p)), signed(at(pattern, p + 2)));
                         if start > end {
                             std::mem::swap(&mut start, &mut end);
                         }
@@ -267,7 +268,11 @@ mod tests {
             (b"*a*b", b"xxaxxb", true),
             (b"*a*b", b"xxaxxc", false),
         ] {
-            assert_eq!(Glob::new(pattern).matches(text), expected, "{pattern:?} {text:?}");
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                expected,
+                "{pattern:?} {text:?}"
+            );
         }
     }
 

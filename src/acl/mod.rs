@@ -337,11 +337,7 @@ impl User {
         Ok(())
     }
 
-    fn check_channels<A: Args + ?Sized>(
-        &self,
-        command: &Command,
-        args: &A,
-    ) -> Result<(), Denied> {
+    fn check_channels<A: Args + ?Sized>(&self, command: &Command, args: &A) -> Result<(), Denied> {
         let (from, to, pattern) = match command.kind {
             Kind::Subscription(Subscription::Subscribe | Subscription::Ssubscribe) => {
                 (1, args.argc(), false)
@@ -480,7 +476,10 @@ mod tests {
             Err(Denied::Command("client|getname"))
         );
         assert!(check(&u, "most", "set k v").is_ok());
-        assert_eq!(check(&u, "most", "flushall"), Err(Denied::Command("flushall")));
+        assert_eq!(
+            check(&u, "most", "flushall"),
+            Err(Denied::Command("flushall"))
+        );
         assert!(check(&u, "most", "client id").is_ok());
         assert_eq!(
             check(&u, "most", "client kill x"),

@@ -216,10 +216,7 @@ fn set_container(user: &mut User, command: &command::Command, allow: bool) {
 /// `+cmd`, `-cmd`, `+container|sub`, `-container|sub`.
 fn set_command(user: &mut User, name: &[u8], allow: bool) -> Result<(), String> {
     let (name, sub) = match name.iter().position(|&c| c == b'|') {
-        Some(bar) => (
-            name.get(..bar).unwrap_or_default(),
-            name.get(bar + 1..),
-        ),
+        Some(bar) => (name.get(..bar).unwrap_or_default(), name.get(bar + 1..)),
         None => (name, None),
     };
     let command = command::lookup(name).ok_or(UNKNOWN)?;
@@ -228,7 +225,9 @@ fn set_command(user: &mut User, name: &[u8], allow: bool) -> Result<(), String> 
         Some(sub) => {
             if command.subcommands().next().is_none() {
                 // Redis 7.0 allows a first argument of a plain command (`+select|0`).
-                return Err("allowing one first argument of a command is not supported by Keyway".into());
+                return Err(
+                    "allowing one first argument of a command is not supported by Keyway".into(),
+                );
             }
             let (id, _) = command
                 .subcommands()

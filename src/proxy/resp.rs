@@ -160,7 +160,9 @@ impl Handler<'_> {
                     .into(),
             );
         };
-        user.check(command, request).err().map(|denied| denied.message())
+        user.check(command, request)
+            .err()
+            .map(|denied| denied.message())
     }
 
     /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or

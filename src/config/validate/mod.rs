@@ -176,12 +176,16 @@ impl PoolChecker<'_> {
             return Some(None);
         };
         if keys.redis == Some(false) {
-            self.problem(Key::Users, "is only valid on a redis pool (redis: true)".into());
+            self.problem(
+                Key::Users,
+                "is only valid on a redis pool (redis: true)".into(),
+            );
             return None;
         }
         let redis_auth = keys.redis_auth.as_ref().and_then(|auth| auth.as_deref());
         let users = crate::acl::Users::parse(&lines, redis_auth);
-        self.value(Key::Users, users).map(|users| Some(std::sync::Arc::new(users)))
+        self.value(Key::Users, users)
+            .map(|users| Some(std::sync::Arc::new(users)))
     }
 
     /// The parsed value, or the default when the key is absent.

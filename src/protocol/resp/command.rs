@@ -2103,8 +2103,14 @@ mod tests {
         let mut checked = 0;
         let mut subs_seen = Vec::new();
         for (cmd, entry) in all().zip(infos.array()) {
-            if matches!(entry, Reply::Array(items) if items.is_empty()) || matches!(entry, Reply::Bulk(None)) {
-                assert!(NEWER_THAN_7_0.contains(&cmd.name), "{} unknown to Redis", cmd.name);
+            if matches!(entry, Reply::Array(items) if items.is_empty())
+                || matches!(entry, Reply::Bulk(None))
+            {
+                assert!(
+                    NEWER_THAN_7_0.contains(&cmd.name),
+                    "{} unknown to Redis",
+                    cmd.name
+                );
                 continue;
             }
             assert_eq!(entry.array()[0].text(), cmd.name);
@@ -2139,7 +2145,9 @@ mod tests {
                 sub.full_name
             );
         }
-        assert!(SUBCOMMANDS.windows(2).all(|p| p[0].full_name < p[1].full_name));
+        assert!(SUBCOMMANDS
+            .windows(2)
+            .all(|p| p[0].full_name < p[1].full_name));
         assert!(checked > 350, "{checked} checked");
     }
 
