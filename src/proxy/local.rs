@@ -1,4 +1,5 @@
 //! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`,
+//! `ACL WHOAMI/CAT`,
 //! in Redis's own words so that client libraries' handshakes and ready checks pass.
 
 use bytes::{Bytes, BytesMut};

@@ -33,7 +33,8 @@ impl Args for Vec<Vec<u8>> {
 /// How Keyway treats a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`.
+    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET
+    /// ACL`.
     Local,
     /// Forwarded to the one shard owning all its keys; keys on several shards are a
     /// `-CROSSSLOT` error. [`Command::keys`] never returns an empty list for these.
@@ -2296,7 +2297,7 @@ mod tests {
     fn kinds_follow_the_design() {
         let kind = |name: &str| lookup(name.as_bytes()).unwrap().kind;
         for name in [
-            "ping", "echo", "quit", "select", "auth", "hello", "client", "command", "info",
+            "ping", "echo", "quit", "select", "auth", "hello", "client", "command", "info", "acl",
         ] {
             assert_eq!(kind(name), Kind::Local, "{name}");
         }
@@ -2329,7 +2330,7 @@ mod tests {
             assert!(matches!(kind(name), Kind::Blocking(_)), "{name}");
         }
         for name in [
-            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog", "acl",
+            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog",
             "module", "migrate",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
