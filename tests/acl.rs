@@ -270,6 +270,7 @@ fn without_a_default_line_clients_must_authenticate() {
     for request in [
         "PING",
         "GET app:1",
+        "HELLO 3",
         "AUTH default x",
         "AUTH pw",
         "HELLO 2 AUTH app wrong",
@@ -446,4 +447,50 @@ fn a_bad_rule_stops_the_start_naming_pool_line_and_rule_but_not_the_password() {
         "{text}"
     );
     assert!(!text.contains("topsecret"), "{text}");
+}
+
+#[test]
+fn a_reload_applies_new_rules_to_open_connections_and_closes_removed_users() {
+    let backend = RedisServer::start();
+    let servers = [server_line(&backend, 1, None)];
+    let port = free_port();
+    let yaml = |users: &str| pool_yaml(port, &servers, &[("users", users)]);
+    let live = common::live::Live::start(&yaml("\n   - \"app on >pw ~app:* +get +set\""), port, 2);
+    let mut app = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(app.cmd(&["AUTH", "app", "pw"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", "app:1", "v"]), Reply::ok());
+    assert!(app
+        .cmd(&["GET", "other"])
+        .error_text()
+        .starts_with("NOPERM"));
+
+    let (status, body) = live.reload(&yaml("\n   - \"app on >pw ~* +get +set\""));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("users"),
+        "the reload names the changed key: {body}"
+    );
+    assert_eq!(app.cmd(&["GET", "other"]), Reply::nil());
+
+    let (status, body) = live.reload(&yaml("\n   - \"ops on >pw ~* +@all\""));
+    assert_eq!(status, 200, "{body}");
+    assert!(app
+        .cmd(&["GET", "app:1"])
+        .error_text()
+        .contains("removed by a reload"));
+    assert!(app.try_read_reply().is_err(), "the connection stays open");
+    let mut again = Client::connect(&format!("127.0.0.1:{port}"));
+    assert!(again
+        .cmd(&["AUTH", "app", "pw"])
+        .error_text()
+        .starts_with("WRONGPASS"));
+
+    // A bad rule changes nothing, and says which.
+    let (status, body) = live.reload(&yaml("\n   - \"ops on >pw +nosuch\""));
+    assert_ne!(status, 200);
+    assert!(
+        body.contains("user line 1 ('ops'): rule '+nosuch'"),
+        "{body}"
+    );
+    assert_eq!(again.cmd(&["AUTH", "ops", "pw"]), Reply::ok());
 }

@@ -177,7 +177,7 @@ fn hello(
         }
     }
     if !client.authenticated {
-        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if resp3 != client.resp3 {
         if client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {

@@ -458,6 +458,26 @@ pub struct AclTarget {
     pub full_name: &'static str,
 }
 
+/// Per command (by position in the table): where its subcommands start in [`SUBCOMMANDS`] and
+/// how many there are, so that finding a request's subcommand is one lookup, not a search.
+static SUBCOMMAND_RANGES: std::sync::LazyLock<Box<[(u16, u16)]>> = std::sync::LazyLock::new(|| {
+    TABLE
+        .iter()
+        .map(|command| {
+            let start = SUBCOMMANDS.partition_point(|s| s.container() < command.name);
+            let len = SUBCOMMANDS
+                .iter()
+                .skip(start)
+                .take_while(|s| s.container() == command.name)
+                .count();
+            (
+                u16::try_from(start).unwrap_or(0),
+                u16::try_from(len).unwrap_or(0),
+            )
+        })
+        .collect()
+});
+
 /// How many permission bits the command table needs: one per command and subcommand.
 pub fn acl_ids() -> usize {
     TABLE.len() + SUBCOMMANDS.len()
@@ -477,13 +497,18 @@ impl Command {
     }
 
     /// The container's subcommands (empty for other commands), with their permission bits.
-    pub fn subcommands(&self) -> impl Iterator<Item = (usize, &'static Subcommand)> + '_ {
-        let start = SUBCOMMANDS.partition_point(|s| s.container() < self.name);
+    #[inline]
+    pub fn subcommands(&self) -> impl Iterator<Item = (usize, &'static Subcommand)> {
+        let (start, len) = SUBCOMMAND_RANGES
+            .get(self.id())
+            .copied()
+            .unwrap_or_default();
+        let (start, len) = (usize::from(start), usize::from(len));
         SUBCOMMANDS
             .iter()
             .enumerate()
             .skip(start)
-            .take_while(move |(_, s)| s.container() == self.name)
+            .take(len)
             .map(|(i, s)| (TABLE.len() + i, s))
     }
 
