@@ -151,13 +151,15 @@ impl Users {
                 ));
             }
             let mut user = User::new(name);
+            let mut previous = "";
             for rule in words {
                 rules::apply(&mut user, rule).map_err(|why| {
                     format!(
-                        "user line {number} ('{name}'): rule '{}': {why}",
-                        rules::shown(rule)
+                        "user line {number} ('{name}'): rule {}: {why}",
+                        rules::shown(rule, previous)
                     )
                 })?;
+                previous = rule;
             }
             users.push(user);
         }
@@ -366,8 +368,9 @@ impl User {
 }
 
 /// Redis's `no_auth` commands: they run before authentication, and no ACL rule denies them.
+#[inline]
 fn is_no_auth(command: &Command) -> bool {
-    matches!(command.name, "auth" | "hello" | "quit" | "reset")
+    command.kind == Kind::Local && matches!(command.name, "auth" | "hello" | "quit" | "reset")
 }
 
 impl fmt::Debug for User {
@@ -545,6 +548,10 @@ mod tests {
         assert!(removed.contains("does not exist"), "{removed}");
         assert!(!removed.contains("hunter2"), "{removed}");
         assert!(!bad("app >hunter2 bogus").contains("hunter2"));
+        // A password with a space: its second word is no rule, and is not shown either.
+        let split = bad("app on >hunter2 part2");
+        assert!(!split.contains("part2"), "{split}");
+        assert!(split.contains("follows a password"), "{split}");
         assert!(bad("app ~* ~x").contains("resetkeys"));
         assert!(bad("app allchannels &x").contains("resetchannels"));
         assert!(bad("app %X~k").contains("syntax"));

@@ -7,13 +7,21 @@ use super::glob::Glob;
 use super::{digest, KeyPattern, User};
 use crate::protocol::resp::command::{self, Access, Categories};
 
-/// How a rule is shown in an error: a password rule only by its kind, so that no secret
+/// How a rule is shown in an error, quoted: a password rule only by its kind, and a rule right
+/// after one not at all (it may be the rest of a password with a space), so that no secret
 /// reaches a log.
-pub(super) fn shown(rule: &str) -> String {
-    match rule.chars().next() {
-        Some(kind @ ('>' | '<' | '#' | '!')) => format!("{kind}(redacted)"),
-        _ => rule.to_owned(),
+pub(super) fn shown(rule: &str, previous: &str) -> String {
+    if is_password(previous) {
+        return "(redacted: it follows a password, and a password cannot contain spaces)".into();
     }
+    match rule.chars().next() {
+        Some(kind @ ('>' | '<' | '#' | '!')) => format!("'{kind}(redacted)'"),
+        _ => format!("'{rule}'"),
+    }
+}
+
+fn is_password(rule: &str) -> bool {
+    rule.starts_with(['>', '<', '#', '!'])
 }
 
 /// Applies `rule` to `user`.
