@@ -486,11 +486,26 @@ fn a_reload_applies_new_rules_to_open_connections_and_closes_removed_users() {
         .starts_with("WRONGPASS"));
 
     // A bad rule changes nothing, and says which.
-    let (status, body) = live.reload(&yaml("\n   - \"ops on >pw +nosuch\""));
+    let (status, body) = live.reload(&yaml("\n   - \"ops on >pw ~* +nosuch\""));
     assert_ne!(status, 200);
     assert!(
         body.contains("user line 1 ('ops'): rule '+nosuch'"),
         "{body}"
     );
     assert_eq!(again.cmd(&["AUTH", "ops", "pw"]), Reply::ok());
+}
+
+#[test]
+fn a_reload_that_opens_the_default_user_lets_waiting_clients_in() {
+    let backend = RedisServer::start();
+    let servers = [server_line(&backend, 1, None)];
+    let port = free_port();
+    let yaml = |users: &str| pool_yaml(port, &servers, &[("users", users)]);
+    let live = common::live::Live::start(&yaml("\n   - \"default off\""), port, 1);
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert!(c.cmd(&["PING"]).error_text().starts_with("NOAUTH"));
+    let (status, body) = live.reload(&yaml("\n   - \"default on nopass ~* +@all\""));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]), Reply::bulk("default"));
 }

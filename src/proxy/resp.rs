@@ -78,7 +78,13 @@ impl Handler<'_> {
             ))));
         }
         if !self.client.authenticated && !local::allowed_before_auth(command) {
-            return Ok(self.refused(command, "NOAUTH Authentication required."));
+            // As Redis asks per command whether the default user needs a password: a reload
+            // may have made it need none since the client connected.
+            let (authenticated, login) = local::initial_login(self.route.pool.config());
+            if !authenticated {
+                return Ok(self.refused(command, "NOAUTH Authentication required."));
+            }
+            (self.client.authenticated, self.client.login) = (true, login);
         }
         if let Some(users) = &self.route.pool.config().users {
             if let Some(refusal) = self.acl_refusal(users, command, &request) {
