@@ -565,6 +565,31 @@ mod tests {
     }
 
     #[test]
+    fn keywords_are_case_insensitive_and_shorthands_mean_what_redis_says() {
+        let u = users(&[
+            "a ON NOPASS ~* +GET +@READ",
+            "b on nopass %RW~* &* allcommands -get",
+            "c on nopass ~k ~k %R~k",
+            "d on nopass ~* nocommands +@all",
+        ]);
+        let (_, a) = u.find(b"a").unwrap();
+        assert!(a.enabled && a.nopass && a.all_keys);
+        assert!(check(&u, "a", "hget h f").is_ok());
+        let (_, b) = u.find(b"b").unwrap();
+        assert!(b.all_keys && b.all_channels && !b.all_commands);
+        assert_eq!(check(&u, "b", "get k"), Err(Denied::Command("get")));
+        assert!(check(&u, "b", "set k v").is_ok());
+        let (_, c) = u.find(b"c").unwrap();
+        assert_eq!(c.keys.len(), 1, "a repeated pattern is kept once");
+        let (_, d) = u.find(b"d").unwrap();
+        assert!(d.all_commands);
+        // `%R~*` is a pattern, not allkeys: writes need another.
+        let r = users(&["r on nopass %R~* +@all"]);
+        assert_eq!(check(&r, "r", "set k v"), Err(Denied::Key));
+        assert!(check(&r, "r", "get k").is_ok());
+    }
+
+    #[test]
     fn reset_and_resets() {
         let u = users(&[
             "a on >pw ~* &* +@all reset",
