@@ -78,13 +78,9 @@ impl Handler<'_> {
             ))));
         }
         if !self.client.authenticated && !local::allowed_before_auth(command) {
-            // As Redis asks per command whether the default user needs a password: a reload
-            // may have made it need none since the client connected.
-            let (authenticated, login) = local::initial_login(self.route.pool.config());
-            if !authenticated {
-                return Ok(self.refused(command, "NOAUTH Authentication required."));
+            if let Some(refusal) = self.unauthenticated(command) {
+                return Ok(refusal);
             }
-            (self.client.authenticated, self.client.login) = (true, login);
         }
         if let Some(users) = &self.route.pool.config().users {
             if let Some(refusal) = self.acl_refusal(users, command, &request) {
@@ -126,6 +122,20 @@ impl Handler<'_> {
         })
     }
 
+    /// `-NOAUTH` for a client that has not authenticated, unless the pool's default user
+    /// needs no password now: Redis asks per command, and a reload may have changed it since
+    /// the client connected.
+    #[cold]
+    #[inline(never)]
+    fn unauthenticated(&mut self, command: &Command) -> Option<Pending> {
+        let (authenticated, login) = local::initial_login(self.route.pool.config());
+        if !authenticated {
+            return Some(self.refused(command, "NOAUTH Authentication required."));
+        }
+        (self.client.authenticated, self.client.login) = (true, login);
+        None
+    }
+
     /// A request refused before it ran (`-NOAUTH`, `-NOPERM`): as from Redis, a refused
     /// `EXEC` discards the transaction and says so (`-EXECABORT Transaction discarded because
     /// of: ...`), and a refusal inside `MULTI` makes `EXEC` answer `-EXECABORT`.
@@ -143,7 +153,9 @@ impl Handler<'_> {
     /// The `-NOPERM` reply when the client's ACL user may not run `request` (one check: the
     /// command, its keys, its channels), or `None`. A client authenticated before the pool
     /// had users is its default user; one whose user a reload removed is closed, as Redis
-    /// closes the connections of a deleted user.
+    /// closes the connections of a deleted user. Kept out of line: pools without users never
+    /// call it.
+    #[inline(never)]
     fn acl_refusal(
         &mut self,
         users: &std::sync::Arc<crate::acl::Users>,
