@@ -35,6 +35,8 @@ TARGETS = [
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
     ("kw_acl", "Keyway 1 thread, ACL users"),
+    ("ku_1t", "Keyway io_uring 1 thread"),
+    ("ku_2t", "Keyway io_uring 2 threads"),
     ("px", "predixy 1 thread"),
     ("kb_1t", "baseline Keyway 1 thread"),
     ("kb_2t", "baseline Keyway 2 threads"),
@@ -427,6 +429,8 @@ def chart(out_dir, order, med):
         "kw_2t": "#92c5de",
         "kw_acl": "#5e3c99",
         "px": "#7b3294",
+        "ku_1t": "#008837",
+        "ku_2t": "#a6dba0",
         "kb_1t": "#4dac26",
         "kb_2t": "#b8e186",
     }
