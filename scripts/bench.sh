@@ -56,8 +56,10 @@ V16=0123456789abcdef
 V1K=$(printf 'x%.0s' $(seq 1024))
 
 # Targets in the order each round visits them. The direct target is backend 1 itself.
-TARGETS=(direct nc_default nc_v4 kw_1t kw_2t)
-PROXY_TARGETS=(nc_default nc_v4 kw_1t kw_2t)
+# kw_acl is kw_1t with ACL users (`users:`): its default user has key patterns and a
+# category rule, so every request runs the full check; kw_acl / kw_1t prices the ACL.
+TARGETS=(direct nc_default nc_v4 kw_1t kw_2t kw_acl)
+PROXY_TARGETS=(nc_default nc_v4 kw_1t kw_2t kw_acl)
 declare -A PORT=()  # target -> listen port
 declare -A PID=()   # target -> pid whose CPU and memory are measured
 
@@ -261,7 +263,7 @@ start_backends() {
 
 # One nutcracker.yml per proxy, identical but for the listen port.
 write_conf() {
-  local file=$1 port=$2 b
+  local file=$1 port=$2 acl=${3:-} b
   {
     echo "bench:"
     echo "  listen: 127.0.0.1:$port"
@@ -269,6 +271,12 @@ write_conf() {
     echo "  distribution: ketama"
     echo "  redis: true"
     if [[ -n ${SERVER_CONNECTIONS:-} ]]; then echo "  server_connections: $SERVER_CONNECTIONS"; fi
+    if [[ -n $acl ]]; then
+      # The workloads' keys (v16:*, v1k:*, mylist) under three patterns; every command but
+      # @admin: the command bit, the keys and (for pub/sub) the channels are all checked.
+      echo "  users:"
+      echo "    - \"default on nopass ~v16:* ~v1k:* ~mylist &* +@all -@admin\""
+    fi
     echo "  servers:"
     for b in "${BACKENDS[@]}"; do echo "    - 127.0.0.1:$b:1"; done
   } >"$file"
@@ -277,19 +285,20 @@ write_conf() {
 # Prints the command line of a proxy target listening on PORT (config written here).
 proxy_cmd() {
   local target=$1 port=$2 conf="$WORK/$1-$2.yml"
-  write_conf "$conf" "$port"
+  write_conf "$conf" "$port" "$([[ $target == kw_acl ]] && echo acl)"
   case $target in
     nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
     nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
     px)
       python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
       echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
-    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t)
+    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_acl)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
-      local bin=$KEYWAY_BIN io=epoll
+      local bin=$KEYWAY_BIN io=epoll threads=${target:3:1}
       [[ $target == kb_* ]] && bin=$BASE_BIN
       [[ $target == ku_* ]] && io=uring
-      echo "$bin" -c "$conf" --threads "${target:3:1}" --io "$io" -s "$(free_port)" -a 127.0.0.1 \
+      [[ $target == kw_acl ]] && threads=1
+      echo "$bin" -c "$conf" --threads "$threads" --io "$io" -s "$(free_port)" -a 127.0.0.1 \
         --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
   esac

@@ -34,6 +34,7 @@ TARGETS = [
     ("nc_v4", "nutcracker -v 4"),
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
+    ("kw_acl", "Keyway 1 thread, ACL users"),
     ("ku_1t", "Keyway io_uring 1 thread"),
     ("ku_2t", "Keyway io_uring 2 threads"),
     ("px", "predixy 1 thread"),
@@ -256,7 +257,9 @@ def report(out_dir):
         "kw1t / nc default",
         "kw1t / direct",
         "kw2t / kw1t",
-    ] + (["kw1t / predixy"] if "px" in present else [])
+    ] + (["kw1t / predixy"] if "px" in present else []) + (
+        ["ACL / kw1t"] if "kw_acl" in present else []
+    )
     body = []
     for w in order:
         body.append(
@@ -269,6 +272,7 @@ def report(out_dir):
                 ratio(pr(w, "kw_2t", "kw_1t", "ops_per_sec")),
             ]
             + ([ratio(pr(w, "kw_1t", "px", "ops_per_sec"))] if "px" in present else [])
+            + ([ratio(pr(w, "kw_acl", "kw_1t", "ops_per_sec"))] if "kw_acl" in present else [])
         )
     md += [table(hdr, body), ""]
 
@@ -423,6 +427,7 @@ def chart(out_dir, order, med):
         "nc_v4": "#ca0020",
         "kw_1t": "#0571b0",
         "kw_2t": "#92c5de",
+        "kw_acl": "#5e3c99",
         "px": "#7b3294",
         "ku_1t": "#008837",
         "ku_2t": "#a6dba0",

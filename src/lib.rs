@@ -29,6 +29,8 @@
 //! crosses a thread and the count holds exactly; a pool wanting more threads asks for more
 //! connections.
 //!
+//! - [`acl`]: ACL users in Redis's `ACL SETUSER` syntax (`users`): rules compiled at config
+//!   load, `AUTH`, the per-request check (command, keys, channels).
 //! - [`admin`]: the admin HTTP server: /metrics, /healthz, /pools, POST /reload.
 //! - [`config`]: nutcracker.yml → validated, typed pools (startup, `-t` and reload share it).
 //! - [`control`]: the only writer of routing state: start and reload (one pipeline: resolve,
@@ -67,6 +69,7 @@
     deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
 )]
 
+pub mod acl;
 pub mod admin;
 pub mod backend;
 pub mod cli;

@@ -146,6 +146,9 @@ pool_keys! {
     /// After a change of servers: read misses retried on the old owner, for a window.
     Migration = "migration", Keyway,
         Shape::Fields { fields: &["read_through", "window", "copy"] };
+    /// ACL users, one `ACL SETUSER` line each.
+    Users = "users", Keyway,
+        Shape::Lines { one: "user line", many: "user lines (name, then ACL SETUSER rules)" };
 }
 
 impl Key {
@@ -219,6 +222,7 @@ mod tests {
             include_str!("../../conf/sentinel.yml"),
             include_str!("../../conf/cluster.yml"),
             include_str!("../../conf/sharded_jedis.yml"),
+            include_str!("../../conf/users.yml"),
         ];
         for key in Key::ALL.iter().filter(|k| k.origin() == Origin::Keyway) {
             let shown = examples.iter().any(|text| {

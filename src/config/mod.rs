@@ -114,6 +114,9 @@ pub struct PoolConfig {
     /// miss on a key's new owner through from its old owner for the window. `None` (the
     /// default, or `read_through: false`): keys that move start empty on their new owner.
     pub migration: Option<Migration>,
+    /// The client-side ACL users (`users`: `ACL SETUSER` lines), compiled; `None` keeps
+    /// nutcracker's meaning of `redis_auth` (one password, every command) and checks nothing.
+    pub users: Option<std::sync::Arc<crate::acl::Users>>,
 }
 
 /// `migration: { read_through: true, window: 30m, copy: false }`: for `window` after a reload
@@ -477,6 +480,7 @@ mod tests {
             cluster: None,
             allow_flush: false,
             migration: None,
+            users: None,
         };
         assert_eq!(config.pools, [expected]);
     }

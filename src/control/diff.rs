@@ -35,6 +35,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         cluster,
         allow_flush,
         migration,
+        users,
     } = old;
     let Limits {
         max_request_bytes,
@@ -115,6 +116,7 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
             distribution.name() == new.distribution.name() && *distribution != new.distribution,
         ),
         (Key::Migration, *migration != new.migration),
+        (Key::Users, *users != new.users),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

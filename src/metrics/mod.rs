@@ -20,7 +20,7 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{Histogram, IntCounter, IntGauge, Registry, TextEncoder};
 
 use table::Families;
-pub use table::{BackendMetrics, PoolMetrics};
+pub use table::{AuthFailures, BackendMetrics, PoolMetrics};
 
 /// The Prometheus text exposition content type, for `GET /metrics`.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;

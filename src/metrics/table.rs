@@ -31,6 +31,7 @@ const BACKEND_QUEUE: &[&str] = &["pool", "backend", "queue"];
 const POOL_KIND: &[&str] = &["pool", "kind"];
 const POOL_RESULT: &[&str] = &["pool", "result"];
 const RESULT: &[&str] = &["result"];
+const POOL_USER: &[&str] = &["pool", "user"];
 
 /// One of nutcracker's stats: its key in the stats JSON, its `-D` description, and how to read
 /// it from the handles.
@@ -113,6 +114,69 @@ impl Family for ErrorFamily {
     }
 }
 
+/// `keyway_auth_failures_total`: a pool's failed `AUTH`s by user, the series made on the
+/// first failure for each user.
+#[derive(Debug)]
+pub(crate) struct UserFamily(IntCounterVec);
+
+impl Family for UserFamily {
+    type Series = AuthFailures;
+    fn series(&self, labels: &[&str]) -> AuthFailures {
+        AuthFailures {
+            family: self.0.clone(),
+            pool: labels.first().copied().unwrap_or_default().to_owned(),
+        }
+    }
+    fn remove(&self, labels: &[&str]) {
+        let Some(pool) = labels.first() else {
+            return;
+        };
+        let users: Vec<String> = self
+            .0
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == "pool" && l.value() == *pool)
+            })
+            .filter_map(|metric| {
+                let user = metric.get_label().iter().find(|l| l.name() == "user")?;
+                Some(user.value().to_owned())
+            })
+            .collect();
+        for user in users {
+            let _ = self.0.remove_label_values(&[pool, user.as_str()]);
+        }
+    }
+}
+
+/// A pool's failed-`AUTH` counters, by user.
+#[derive(Debug)]
+pub struct AuthFailures {
+    family: IntCounterVec,
+    pool: String,
+}
+
+impl AuthFailures {
+    /// The label of names that are no configured user: one series for all of them, so that
+    /// clients guessing names cannot grow the metric without bound. It has a space, which no
+    /// user name can.
+    pub const UNKNOWN_USER: &'static str = "unknown user";
+
+    /// Counts a failed `AUTH` as `user` (a configured user's name, or [`Self::UNKNOWN_USER`]).
+    pub fn inc(&self, user: &str) {
+        self.family.with_label_values(&[&self.pool, user]).inc();
+    }
+
+    /// The count for `user` so far.
+    pub fn get(&self, user: &str) -> u64 {
+        self.family.with_label_values(&[&self.pool, user]).get()
+    }
+}
+
 /// A stats value as nutcracker prints it: unsigned, a gauge never below 0.
 pub(crate) trait StatValue {
     /// The value now.
@@ -167,6 +231,10 @@ fn histograms(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogra
 
 fn gauge(r: &Registry, name: &str, help: &str, _: &[&str]) -> IntGauge {
     registered(r, IntGauge::new(name, help))
+}
+
+fn users(r: &Registry, name: &str, help: &str, labels: &[&str]) -> UserFamily {
+    UserFamily(counters(r, name, help, labels))
 }
 
 fn kinds(r: &Registry, name: &str, help: &str, labels: &[&str]) -> ErrorFamily {
@@ -395,6 +463,11 @@ metric_table! {
             "keyway_reloads_total",
             "Configuration reloads, by result (ok or error).",
             RESULT);
+        auth_failures: UserFamily = users(
+            "keyway_auth_failures_total",
+            "Failed AUTH (and HELLO AUTH) attempts on pools with users, by user; names that are \
+             no configured user count as user=\"unknown user\".",
+            POOL_USER);
         generation: IntGauge = gauge(
             "keyway_config_generation",
             "Generation of the configuration in use: 1 once started, +1 per applied reload.",
@@ -441,6 +514,8 @@ metric_table! {
         refreshed: IntCounter = cluster_refreshes["ok"];
         /// Redis Cluster slot map refreshes that reached no node.
         refresh_failed: IntCounter = cluster_refreshes["error"];
+        /// Failed `AUTH`s by user (pools with `users`).
+        auth_failures: AuthFailures = auth_failures[];
     }
     backend {
         /// Connections the backend closed (nutcracker's `server_eof`).

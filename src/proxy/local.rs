@@ -1,10 +1,14 @@
 //! Commands Keyway answers itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`,
+//! `ACL WHOAMI/CAT`,
 //! in Redis's own words so that client libraries' handshakes and ready checks pass.
 
 use bytes::{Bytes, BytesMut};
 
 use super::session::Client;
+use crate::acl::{self, AuthError, Login};
+use crate::backend::pool::Pool;
 use crate::config::PoolConfig;
+use crate::metrics::AuthFailures;
 use crate::protocol::resp::command::{self, Command, Kind};
 use crate::protocol::resp::{reply, Request};
 
@@ -13,16 +17,26 @@ pub const REDIS_VERSION: &str = "7.0.0";
 
 /// Whether `command` may run before the client has authenticated.
 pub fn allowed_before_auth(command: &Command) -> bool {
-    matches!(command.name, "auth" | "hello" | "quit")
+    matches!(command.name, "auth" | "hello" | "quit" | "reset")
+}
+
+/// Whether a new connection (or one after `RESET`) is authenticated, and as which ACL user:
+/// without `users`, when the pool has no `redis_auth`; with them, as the default user when it
+/// is enabled and needs no password.
+pub fn initial_login(pool: &PoolConfig) -> (bool, Option<Login>) {
+    match &pool.users {
+        None => (pool.redis_auth.is_none(), None),
+        Some(users) => match users.initial() {
+            Some(index) => (true, Some(Login::new(users, index))),
+            None => (false, None),
+        },
+    }
 }
 
 /// The reply to a locally answered command; may change the client's state.
-pub fn answer(
-    client: &mut Client,
-    pool: &PoolConfig,
-    command: &Command,
-    request: &Request,
-) -> Bytes {
+pub fn answer(client: &mut Client, pool: &Pool, command: &Command, request: &Request) -> Bytes {
+    let failures = &pool.metrics().auth_failures;
+    let pool = pool.config();
     let arg = |i: usize| request.arg(i).unwrap_or_default();
     match command.name {
         "ping" if request.argc() > 1 => reply::bulk(arg(1)),
@@ -39,9 +53,10 @@ pub fn answer(
                 2 => (&b"default"[..], arg(1)),
                 _ => (arg(1), arg(2)),
             };
-            auth(client, pool, user, password)
+            auth(client, pool, failures, user, password, request.argc() == 2)
         }
-        "hello" => hello(client, pool, request),
+        "hello" => hello(client, pool, failures, request),
+        "acl" => acl_command(client, request),
         "client" => client_command(client, request),
         "command" => command_command(request),
         "info" => info(pool),
@@ -52,14 +67,61 @@ pub fn answer(
             client.end_transaction();
             client.resp3 = false;
             client.name = None;
-            client.authenticated = pool.redis_auth.is_none();
+            (client.authenticated, client.login) = initial_login(pool);
             reply::simple("RESET")
         }
         _ => reply::error(&format!("ERR unsupported command '{}'", command.name)),
     }
 }
 
-fn auth(client: &mut Client, pool: &PoolConfig, user: &[u8], password: &[u8]) -> Bytes {
+/// `AUTH [user] password` (`bare`: without the user), for `AUTH` and `HELLO ... AUTH`. A
+/// failure is counted by user; the [`acl::MAX_AUTH_FAILURES`]th closes the connection after
+/// its reply, so that one connection cannot try passwords without end.
+fn auth(
+    client: &mut Client,
+    pool: &PoolConfig,
+    failures: &AuthFailures,
+    user: &[u8],
+    password: &[u8],
+    bare: bool,
+) -> Bytes {
+    let Some(users) = &pool.users else {
+        return redis_auth(client, pool, user, password);
+    };
+    if bare && users.default_has_no_password() {
+        return reply::error(NO_DEFAULT_PASSWORD);
+    }
+    match users.authenticate(user, password) {
+        Ok(index) => {
+            client.authenticated = true;
+            client.login = Some(Login::new(users, index));
+            reply::simple("OK")
+        }
+        Err(AuthError::WrongPass) => {
+            let known = users.find(user).map(|(_, u)| u.name());
+            failures.inc(known.unwrap_or(AuthFailures::UNKNOWN_USER));
+            client.auth_failures += 1;
+            tracing::info!(
+                client = client.id,
+                pool = %pool.name,
+                user = known.unwrap_or(AuthFailures::UNKNOWN_USER),
+                failures = client.auth_failures,
+                "AUTH failed"
+            );
+            if client.auth_failures >= acl::MAX_AUTH_FAILURES {
+                tracing::warn!(client = client.id, pool = %pool.name, "closing a client after {} failed AUTHs", client.auth_failures);
+                client.quitting = true;
+            }
+            reply::error(WRONGPASS)
+        }
+    }
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NO_DEFAULT_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+/// `AUTH` on a pool without `users`: nutcracker's `redis_auth`, the default user's password.
+fn redis_auth(client: &mut Client, pool: &PoolConfig, user: &[u8], password: &[u8]) -> Bytes {
     let Some(expected) = &pool.redis_auth else {
         return reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -76,7 +138,12 @@ fn auth(client: &mut Client, pool: &PoolConfig, user: &[u8], password: &[u8]) ->
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 or RESP3. A RESP3 client's
 /// requests go over backend connections that said `HELLO 3` too, so every reply (maps, sets,
 /// doubles, nulls) is in the protocol the client asked for.
-fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
+fn hello(
+    client: &mut Client,
+    pool: &PoolConfig,
+    failures: &AuthFailures,
+    request: &Request,
+) -> Bytes {
     let arg = |i: usize| request.arg(i).unwrap_or_default();
     let mut resp3 = client.resp3;
     if request.argc() > 1 {
@@ -94,7 +161,7 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
     while i < request.argc() {
         let option = arg(i);
         if option.eq_ignore_ascii_case(b"auth") && i + 2 < request.argc() {
-            let answer = auth(client, pool, arg(i + 1), arg(i + 2));
+            let answer = auth(client, pool, failures, arg(i + 1), arg(i + 2), false);
             if answer.first() == Some(&b'-') {
                 return answer;
             }
@@ -110,7 +177,7 @@ fn hello(client: &mut Client, pool: &PoolConfig, request: &Request) -> Bytes {
         }
     }
     if !client.authenticated {
-        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if resp3 != client.resp3 {
         if client.pubsub.as_ref().is_some_and(|p| p.subscribed()) {
@@ -190,6 +257,59 @@ fn client_command(client: &mut Client, request: &Request) -> Bytes {
         )),
         _ => reply::error(&format!("ERR unsupported command 'client {sub}'")),
     }
+}
+
+/// `ACL WHOAMI` and `ACL CAT [category]`, answered from the pool's users and the command
+/// table. The others are refused: users are the config's to define (`SETUSER`, `DELUSER`,
+/// `LOAD`, `SAVE` would not survive a reload nor reach the other workers), and `LIST`,
+/// `GETUSER` and `USERS` would show password digests or user names to any client granted them.
+fn acl_command(client: &Client, request: &Request) -> Bytes {
+    let arg = |i: usize| request.arg(i).unwrap_or_default();
+    let sub = String::from_utf8_lossy(arg(1)).to_ascii_lowercase();
+    match (sub.as_str(), request.argc()) {
+        ("whoami", 2) => reply::bulk(
+            client
+                .login
+                .as_ref()
+                .map_or(acl::DEFAULT_USER, Login::name)
+                .as_bytes(),
+        ),
+        ("cat", 2) => names(command::CATEGORY_NAMES.iter().copied()),
+        ("cat", 3) => {
+            let Some(category) = command::Categories::named(arg(2)) else {
+                return reply::error(&format!(
+                    "ERR Unknown category '{}'",
+                    String::from_utf8_lossy(arg(2))
+                ));
+            };
+            let mut found = Vec::new();
+            for command in command::all() {
+                if command.categories.intersects(category) {
+                    found.push(command.name);
+                }
+                for (_, sub) in command.subcommands() {
+                    if sub.categories.intersects(category) {
+                        found.push(sub.full_name);
+                    }
+                }
+            }
+            names(found.into_iter())
+        }
+        ("whoami" | "cat", _) => reply::error(&format!(
+            "ERR wrong number of arguments for 'acl|{sub}' command"
+        )),
+        _ => reply::error(&format!("ERR unsupported command 'acl {sub}'")),
+    }
+}
+
+/// An array of bulk strings.
+fn names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Bytes {
+    let mut out = BytesMut::new();
+    reply::put_array_header(&mut out, names.len());
+    for name in names {
+        reply::put_bulk(&mut out, name.as_bytes());
+    }
+    out.freeze()
 }
 
 /// `COMMAND`, `COMMAND COUNT | LIST | INFO name... | DOCS`: about the commands Keyway serves.

@@ -78,7 +78,14 @@ impl Handler<'_> {
             ))));
         }
         if !self.client.authenticated && !local::allowed_before_auth(command) {
-            return Ok(self.rejected(reply::error("NOAUTH Authentication required.")));
+            if let Some(refusal) = self.unauthenticated(command) {
+                return Ok(refusal);
+            }
+        }
+        if let Some(users) = &self.route.pool.config().users {
+            if let Some(refusal) = self.acl_refusal(users, command, &request) {
+                return Ok(self.refused(command, &refusal));
+            }
         }
         if let Some(refusal) = self.subscribed_mode(command, &request) {
             return Ok(Pending::Ready(refusal));
@@ -100,7 +107,7 @@ impl Handler<'_> {
             }
             Kind::Local => Pending::Ready(local::answer(
                 self.client,
-                self.route.pool.config(),
+                &self.route.pool,
                 command,
                 &request,
             )),
@@ -116,6 +123,67 @@ impl Handler<'_> {
             // Taken above.
             Kind::Transaction(_) => Pending::Ready(unsupported(command.name)),
         })
+    }
+
+    /// `-NOAUTH` for a client that has not authenticated, unless the pool's default user
+    /// needs no password now: Redis asks per command, and a reload may have changed it since
+    /// the client connected.
+    #[cold]
+    #[inline(never)]
+    fn unauthenticated(&mut self, command: &Command) -> Option<Pending> {
+        let (authenticated, login) = local::initial_login(self.route.pool.config());
+        if !authenticated {
+            return Some(self.refused(command, "NOAUTH Authentication required."));
+        }
+        (self.client.authenticated, self.client.login) = (true, login);
+        None
+    }
+
+    /// A request refused before it ran (`-NOAUTH`, `-NOPERM`): as from Redis, a refused
+    /// `EXEC` discards the transaction and says so (`-EXECABORT Transaction discarded because
+    /// of: ...`), and a refusal inside `MULTI` makes `EXEC` answer `-EXECABORT`.
+    #[cold]
+    fn refused(&mut self, command: &Command, message: &str) -> Pending {
+        if command.kind == Kind::Transaction(command::Tx::Exec) {
+            self.client.end_transaction();
+            return Pending::Ready(reply::error(&format!(
+                "EXECABORT Transaction discarded because of: {message}"
+            )));
+        }
+        self.rejected(reply::error(message))
+    }
+
+    /// The `-NOPERM` reply when the client's ACL user may not run `request` (one check: the
+    /// command, its keys, its channels), or `None`. A client authenticated before the pool
+    /// had users is its default user; one whose user a reload removed is closed, as Redis
+    /// closes the connections of a deleted user. Kept out of line: pools without users never
+    /// call it.
+    #[inline(never)]
+    fn acl_refusal(
+        &mut self,
+        users: &std::sync::Arc<crate::acl::Users>,
+        command: &Command,
+        request: &Request,
+    ) -> Option<String> {
+        if self.client.login.is_none() {
+            if !self.client.authenticated {
+                // Only the commands allowed before `AUTH` get here, and no rule denies them.
+                return None;
+            }
+            let (index, _) = users.find(crate::acl::DEFAULT_USER.as_bytes())?;
+            self.client.login = Some(crate::acl::Login::new(users, index));
+        }
+        let user = self.client.login.as_mut().and_then(|l| l.refresh(users));
+        let Some(user) = user else {
+            self.client.quitting = true;
+            return Some(
+                "ERR the user this connection authenticated as was removed by a reload; closing the connection"
+                    .into(),
+            );
+        };
+        user.check(command, request)
+            .err()
+            .map(|denied| denied.message())
     }
 
     /// Sends a keyspace-wide request to every shard (merging their replies), to the first, or

@@ -72,6 +72,11 @@ pub struct Client {
     pub(super) kept: Rc<KeptSlot>,
     /// Its subscriptions, once it has subscribed.
     pub(crate) pubsub: Option<Box<PubSub>>,
+    /// The ACL user it is, on a pool with `users` (`None` before `AUTH` when the default
+    /// user needs a password or is disabled).
+    pub(crate) login: Option<crate::acl::Login>,
+    /// Its failed `AUTH`s: the [`crate::acl::MAX_AUTH_FAILURES`]th closes the connection.
+    pub(crate) auth_failures: u32,
 }
 
 /// A client session on one pool.
@@ -203,10 +208,11 @@ impl Session {
         } else {
             Dialect::Memcache
         };
+        let (authenticated, login) = super::local::initial_login(config);
         Session {
             client: Client {
                 id,
-                authenticated: config.redis_auth.is_none(),
+                authenticated,
                 name: None,
                 quitting: false,
                 resp3: false,
@@ -215,6 +221,8 @@ impl Session {
                 blocked: false,
                 kept: Rc::default(),
                 pubsub: None,
+                login,
+                auth_failures: 0,
             },
             route: RouteCache::new(slot),
             limits,

@@ -368,7 +368,7 @@ impl Handler<'_> {
             }
             // Run at once inside `MULTI`, as Redis does.
             Kind::Local if matches!(command.name, "quit" | "reset") => Ok(Pending::Ready(
-                local::answer(self.client, self.route.pool.config(), command, &request),
+                local::answer(self.client, &self.route.pool, command, &request),
             )),
             Kind::Local | Kind::Subscription(_) | Kind::Keyspace => {
                 Ok(self.rejected(reply::error(&format!(

@@ -116,6 +116,7 @@ impl PoolChecker<'_> {
             servers.as_deref(),
         );
         let migration = self.migration(raw.fields(Key::Migration), clustered);
+        let users = self.users(raw.lines(Key::Users), &keys);
         let slots = raw.slots();
         if clustered {
             self.cluster_rules(&mut keys, masters, hash_is_set, distribution_is_set, &slots);
@@ -172,7 +173,31 @@ impl PoolChecker<'_> {
             cluster: cluster?,
             allow_flush: allow_flush?,
             migration: migration?,
+            users: users?,
         })
+    }
+
+    /// `users`: ACL users, on a redis pool; the default user follows `redis_auth` unless a
+    /// line names it.
+    fn users(
+        &mut self,
+        lines: Option<Vec<String>>,
+        keys: &Nutcracker,
+    ) -> Option<Option<std::sync::Arc<crate::acl::Users>>> {
+        let Some(lines) = lines else {
+            return Some(None);
+        };
+        if keys.redis == Some(false) {
+            self.problem(
+                Key::Users,
+                "is only valid on a redis pool (redis: true)".into(),
+            );
+            return None;
+        }
+        let redis_auth = keys.redis_auth.as_ref().and_then(|auth| auth.as_deref());
+        let users = crate::acl::Users::parse(&lines, redis_auth);
+        self.value(Key::Users, users)
+            .map(|users| Some(std::sync::Arc::new(users)))
     }
 
     /// The parsed value, or the default when the key is absent.
@@ -295,6 +320,21 @@ mod tests {
         let problems = parse(&pool(extra)).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         problems[0].clone()
+    }
+
+    #[test]
+    fn users_are_compiled_and_bad_rules_rejected_without_the_password() {
+        let p = first("  redis: true\n  users:\n   - \"app on >s3cret ~app:* +@read\"\n");
+        let users = p.users.unwrap();
+        assert!(users.authenticate(b"app", b"s3cret").is_ok());
+        assert!(users.authenticate(b"default", b"").is_err());
+        assert_eq!(
+            rejection("  redis: true\n  users:\n   - \"app on <s3cret\"\n"),
+            "pool 'alpha': key 'users': user line 1 ('app'): rule '<(redacted)': the password \
+             to remove does not exist: it is not one of the user's"
+        );
+        assert!(rejection("  users:\n   - \"app on\"\n").contains("only valid on a redis pool"));
+        assert!(rejection("  redis: true\n  users: app\n").contains("must be a list"));
     }
 
     #[test]

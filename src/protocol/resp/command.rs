@@ -33,7 +33,8 @@ impl Args for Vec<Vec<u8>> {
 /// How Keyway treats a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET`.
+    /// Answered by Keyway itself: `PING ECHO QUIT SELECT AUTH HELLO CLIENT COMMAND INFO RESET
+    /// ACL`.
     Local,
     /// Forwarded to the one shard owning all its keys; keys on several shards are a
     /// `-CROSSSLOT` error. [`Command::keys`] never returns an empty list for these.
@@ -161,6 +162,10 @@ pub struct Command {
     /// How Keyway treats the command.
     pub kind: Kind,
     keys: Spec,
+    /// Its ACL categories, as Redis 7.0's command table gives them.
+    pub categories: Categories,
+    /// What it does to its keys, for `%R~`/`%W~` key patterns.
+    access: KeyAccess,
 }
 
 /// Where a command's keys are.
@@ -283,6 +288,293 @@ impl Iterator for KeyIndices {
 impl ExactSizeIterator for KeyIndices {}
 
 impl std::iter::FusedIterator for KeyIndices {}
+
+/// A set of Redis ACL categories (`@read`, `@write`, ...), one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Categories(u32);
+
+impl Categories {
+    /// Whether the sets share a category.
+    pub fn intersects(self, other: Categories) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The category named `name` (without the `@`), case-insensitively; `all` is every one.
+    pub fn named(name: &[u8]) -> Option<Categories> {
+        if name.eq_ignore_ascii_case(b"all") {
+            return Some(Categories(u32::MAX));
+        }
+        CATEGORY_NAMES
+            .iter()
+            .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|bit| Categories(1 << bit))
+    }
+
+    /// The names of its categories, in Redis's order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        CATEGORY_NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, name)| *name)
+    }
+}
+
+/// Redis 7.0's ACL categories (`ACL CAT`), in its order; bit `i` of [`Categories`] is the
+/// `i`-th.
+pub const CATEGORY_NAMES: &[&str] = &[
+    "keyspace",
+    "read",
+    "write",
+    "set",
+    "sortedset",
+    "list",
+    "hash",
+    "string",
+    "bitmap",
+    "hyperloglog",
+    "geo",
+    "stream",
+    "pubsub",
+    "admin",
+    "fast",
+    "slow",
+    "blocking",
+    "dangerous",
+    "connection",
+    "transaction",
+    "scripting",
+];
+
+/// The category bits, named as in Redis, for the tables below.
+mod category {
+    pub const KEYSPACE: u32 = 1;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const SET: u32 = 1 << 3;
+    pub const SORTEDSET: u32 = 1 << 4;
+    pub const LIST: u32 = 1 << 5;
+    pub const HASH: u32 = 1 << 6;
+    pub const STRING: u32 = 1 << 7;
+    pub const BITMAP: u32 = 1 << 8;
+    pub const HYPERLOGLOG: u32 = 1 << 9;
+    pub const GEO: u32 = 1 << 10;
+    pub const STREAM: u32 = 1 << 11;
+    pub const PUBSUB: u32 = 1 << 12;
+    pub const ADMIN: u32 = 1 << 13;
+    pub const FAST: u32 = 1 << 14;
+    pub const SLOW: u32 = 1 << 15;
+    pub const BLOCKING: u32 = 1 << 16;
+    pub const DANGEROUS: u32 = 1 << 17;
+    pub const CONNECTION: u32 = 1 << 18;
+    pub const TRANSACTION: u32 = 1 << 19;
+    pub const SCRIPTING: u32 = 1 << 20;
+}
+use category::*;
+
+/// What a command does to a key, as Redis's ACL reads its key specs: `access` (the value is
+/// read or returned) needs a read pattern (`~` or `%R~`); `insert`, `delete` or `update`
+/// needs a write pattern (`~` or `%W~`). A key that is only looked at (`EXISTS`, `TYPE`)
+/// needs either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access(u8);
+
+impl Access {
+    /// Neither read nor written (`EXISTS`): any pattern that matches will do.
+    pub const NONE: Access = Access(0);
+    /// Read.
+    pub const READ: Access = Access(1);
+    /// Written.
+    pub const WRITE: Access = Access(2);
+    /// Read and written.
+    pub const READ_WRITE: Access = Access(3);
+
+    /// Whether a pattern granting `granted` covers this access.
+    pub fn is_within(self, granted: Access) -> bool {
+        self.0 & granted.0 == self.0
+    }
+
+    /// Both accesses.
+    pub fn union(self, other: Access) -> Access {
+        Access(self.0 | other.0)
+    }
+}
+
+/// How a command treats its first key and the others (the destination of `SUNIONSTORE dest
+/// src...` is written, its sources read).
+#[derive(Clone, Copy, Debug)]
+struct KeyAccess {
+    first: Access,
+    rest: Access,
+}
+
+const N: Access = Access::NONE;
+const RW: Access = Access::READ_WRITE;
+const W: Access = Access::WRITE;
+/// Read (`R` is `Kind::Routed`).
+const RD: Access = Access::READ;
+const A0: KeyAccess = ka(N, N);
+const AR: KeyAccess = ka(RD, RD);
+const AW: KeyAccess = ka(W, W);
+const ARW: KeyAccess = ka(RW, RW);
+
+const fn ka(first: Access, rest: Access) -> KeyAccess {
+    KeyAccess { first, rest }
+}
+
+/// A subcommand of a container command (`CLIENT ID`, `XGROUP CREATE`...), for the ACL: Redis
+/// gives each its own categories and permission bit.
+#[derive(Debug)]
+pub struct Subcommand {
+    /// `container|name`, lowercase, as Redis names it in `-NOPERM` replies and ACL rules.
+    pub full_name: &'static str,
+    /// Its categories.
+    pub categories: Categories,
+    access: Access,
+}
+
+impl Subcommand {
+    /// The subcommand's own name (after the `|`).
+    pub fn name(&self) -> &'static str {
+        self.full_name
+            .split_once('|')
+            .map_or(self.full_name, |(_, name)| name)
+    }
+
+    /// The container's name (before the `|`).
+    pub fn container(&self) -> &'static str {
+        self.full_name
+            .split_once('|')
+            .map_or(self.full_name, |(container, _)| container)
+    }
+}
+
+/// What the ACL checks a request against: the command (or subcommand) it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct AclTarget {
+    /// Its position among [`acl_ids`]: the bit of a user's permission set.
+    pub id: usize,
+    /// Its name in `-NOPERM` replies: `get`, `client|id`.
+    pub full_name: &'static str,
+}
+
+/// Per command (by position in the table): where its subcommands start in [`SUBCOMMANDS`] and
+/// how many there are, so that finding a request's subcommand is one lookup, not a search.
+static SUBCOMMAND_RANGES: std::sync::LazyLock<Box<[(u16, u16)]>> = std::sync::LazyLock::new(|| {
+    TABLE
+        .iter()
+        .map(|command| {
+            let start = SUBCOMMANDS.partition_point(|s| s.container() < command.name);
+            let len = SUBCOMMANDS
+                .iter()
+                .skip(start)
+                .take_while(|s| s.container() == command.name)
+                .count();
+            (
+                u16::try_from(start).unwrap_or(0),
+                u16::try_from(len).unwrap_or(0),
+            )
+        })
+        .collect()
+});
+
+/// How many permission bits the command table needs: one per command and subcommand.
+pub fn acl_ids() -> usize {
+    TABLE.len() + SUBCOMMANDS.len()
+}
+
+/// Every subcommand Redis 7.0 knows (plus `CLIENT SETINFO` and `CLIENT NO-TOUCH` of 7.2),
+/// sorted by full name.
+pub fn subcommands() -> &'static [Subcommand] {
+    SUBCOMMANDS
+}
+
+impl Command {
+    /// The command's position in the table (its permission bit).
+    pub fn id(&self) -> usize {
+        let offset = (self as *const Command as usize).wrapping_sub(TABLE.as_ptr() as usize);
+        offset / std::mem::size_of::<Command>()
+    }
+
+    /// The container's subcommands (empty for other commands), with their permission bits.
+    #[inline]
+    pub fn subcommands(&self) -> impl Iterator<Item = (usize, &'static Subcommand)> {
+        let (start, len) = SUBCOMMAND_RANGES
+            .get(self.id())
+            .copied()
+            .unwrap_or_default();
+        let (start, len) = (usize::from(start), usize::from(len));
+        SUBCOMMANDS
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(len)
+            .map(|(i, s)| (TABLE.len() + i, s))
+    }
+
+    /// What the ACL checks a request for this command against: its subcommand, for a
+    /// container whose argument 1 names one; else the command itself (an unknown
+    /// subcommand is held to the container's own bit, which only `+<container>`, `+@all`
+    /// and the container's categories grant).
+    pub fn acl_target<A: Args + ?Sized>(&self, args: &A) -> AclTarget {
+        if let Some(sub) = args.arg(1) {
+            if let Some((id, found)) = self
+                .subcommands()
+                .find(|(_, s)| s.name().as_bytes().eq_ignore_ascii_case(sub))
+            {
+                return AclTarget {
+                    id,
+                    full_name: found.full_name,
+                };
+            }
+        }
+        AclTarget {
+            id: self.id(),
+            full_name: self.name,
+        }
+    }
+
+    /// What the request does to its first key and to the others (in [`Command::keys`]
+    /// order), as Redis's ACL sees it: `SET ... GET` reads its key, and so does `BITFIELD`
+    /// with only `GET` operations; a keyed subcommand's access is its own.
+    pub fn key_access<A: Args + ?Sized>(&self, args: &A) -> (Access, Access) {
+        let both = |access| (access, access);
+        match self.name {
+            "set" => {
+                let get = (3..args.argc()).any(|i| is(args, i, b"get"));
+                both(if get { RW } else { W })
+            }
+            "bitfield" => {
+                let writes =
+                    (2..args.argc()).any(|i| is(args, i, b"set") || is(args, i, b"incrby"));
+                both(if writes { RW } else { RD })
+            }
+            _ if matches!(self.keys, Spec::Sub(..)) => {
+                let sub = args.arg(1).unwrap_or_default();
+                both(
+                    self.subcommands()
+                        .find(|(_, s)| s.name().as_bytes().eq_ignore_ascii_case(sub))
+                        .map_or(RW, |(_, s)| s.access),
+                )
+            }
+            _ => (self.access.first, self.access.rest),
+        }
+    }
+
+    /// Whether the ACL checks the command's keys: `PUBLISH` and `SPUBLISH` route by their
+    /// channel, which the ACL checks as a channel instead.
+    pub fn acl_has_keys(&self) -> bool {
+        !matches!(self.name, "publish" | "spublish")
+    }
+}
+
+const fn s(full_name: &'static str, categories: u32, access: KeyAccess) -> Subcommand {
+    Subcommand {
+        full_name,
+        categories: Categories(categories),
+        access: access.first,
+    }
+}
 
 /// Names longer than this are no command.
 const MAX_NAME: usize = 32;
@@ -834,12 +1126,21 @@ const NK1: Spec = Spec::Numkeys { at: 1, dest: false };
 /// `dest numkeys key...`.
 const DNK: Spec = Spec::Numkeys { at: 2, dest: true };
 
-const fn c(name: &'static str, arity: i32, kind: Kind, keys: Spec) -> Command {
+const fn c(
+    name: &'static str,
+    arity: i32,
+    kind: Kind,
+    keys: Spec,
+    categories: u32,
+    access: KeyAccess,
+) -> Command {
     Command {
         name,
         arity,
         kind,
         keys,
+        categories: Categories(categories),
+        access,
     }
 }
 
@@ -847,256 +1148,391 @@ const fn c(name: &'static str, arity: i32, kind: Kind, keys: Spec) -> Command {
 /// binary search (a test keeps it sorted).
 #[rustfmt::skip]
 static TABLE: &[Command] = &[
-    c("acl", -2, U, NO),
-    c("append", 3, R, K1),
-    c("asking", 1, U, NO),
-    c("auth", -2, L, NO),
-    c("bgrewriteaof", 1, U, NO),
-    c("bgsave", -1, U, NO),
-    c("bitcount", -2, R, K1),
-    c("bitfield", -2, R, K1),
-    c("bitfield_ro", -2, R, K1),
-    c("bitop", -4, R, Spec::Range(2, -1, 1)),
-    c("bitpos", -3, R, K1),
-    c("blmove", 6, Kind::Blocking(Block::Seconds(5)), K12),
-    c("blmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }),
-    c("blpop", -3, BL, Spec::Range(1, -2, 1)),
-    c("brpop", -3, BL, Spec::Range(1, -2, 1)),
-    c("brpoplpush", 4, Kind::Blocking(Block::Seconds(3)), K12),
-    c("bzmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }),
-    c("bzpopmax", -3, BL, Spec::Range(1, -2, 1)),
-    c("bzpopmin", -3, BL, Spec::Range(1, -2, 1)),
-    c("client", -2, L, NO),
-    c("cluster", -2, U, NO),
-    c("command", -1, L, NO),
-    c("config", -2, U, NO),
-    c("copy", -3, R, Spec::Copy),
-    c("dbsize", 1, KS, NO),
-    c("debug", -2, U, NO),
-    c("decr", 2, R, K1),
-    c("decrby", 3, R, K1),
-    c("del", -2, SUM, ALL),
-    c("discard", 1, Kind::Transaction(Tx::Discard), NO),
-    c("dump", 2, R, K1),
-    c("echo", 2, L, NO),
-    c("eval", -3, R, Spec::Script("eval without keys")),
-    c("eval_ro", -3, R, Spec::Script("eval_ro without keys")),
-    c("evalsha", -3, R, Spec::Script("evalsha without keys")),
-    c("evalsha_ro", -3, R, Spec::Script("evalsha_ro without keys")),
-    c("exec", 1, Kind::Transaction(Tx::Exec), NO),
-    c("exists", -2, SUM, ALL),
-    c("expire", -3, R, K1),
-    c("expireat", -3, R, K1),
-    c("expiretime", 2, R, K1),
-    c("failover", -1, U, NO),
-    c("fcall", -3, R, Spec::Script("fcall without keys")),
-    c("fcall_ro", -3, R, Spec::Script("fcall_ro without keys")),
-    c("flushall", -1, KS, NO),
-    c("flushdb", -1, KS, NO),
-    c("function", -2, U, NO),
-    c("geoadd", -5, R, K1),
-    c("geodist", -4, R, K1),
-    c("geohash", -2, R, K1),
-    c("geopos", -2, R, K1),
-    c("georadius", -6, R, Spec::Georadius(6)),
-    c("georadius_ro", -6, R, K1),
-    c("georadiusbymember", -5, R, Spec::Georadius(5)),
-    c("georadiusbymember_ro", -5, R, K1),
-    c("geosearch", -7, R, K1),
-    c("geosearchstore", -8, R, K12),
-    c("get", 2, R, K1),
-    c("getbit", 3, R, K1),
-    c("getdel", 2, R, K1),
-    c("getex", -2, R, K1),
-    c("getrange", 4, R, K1),
-    c("getset", 3, R, K1),
-    c("hdel", -3, R, K1),
-    c("hello", -1, L, NO),
-    c("hexists", 3, R, K1),
-    c("hexpire", -6, R, K1),        // 7.4
-    c("hexpireat", -6, R, K1),      // 7.4
-    c("hexpiretime", -5, R, K1),    // 7.4
-    c("hget", 3, R, K1),
-    c("hgetall", 2, R, K1),
-    c("hincrby", 4, R, K1),
-    c("hincrbyfloat", 4, R, K1),
-    c("hkeys", 2, R, K1),
-    c("hlen", 2, R, K1),
-    c("hmget", -3, R, K1),
-    c("hmset", -4, R, K1),
-    c("hpersist", -5, R, K1),       // 7.4
-    c("hpexpire", -6, R, K1),       // 7.4
-    c("hpexpireat", -6, R, K1),     // 7.4
-    c("hpexpiretime", -5, R, K1),   // 7.4
-    c("hpttl", -5, R, K1),          // 7.4
-    c("hrandfield", -2, R, K1),
-    c("hscan", -3, R, K1),
-    c("hset", -4, R, K1),
-    c("hsetnx", 4, R, K1),
-    c("hstrlen", 3, R, K1),
-    c("httl", -5, R, K1),           // 7.4
-    c("hvals", 2, R, K1),
-    c("incr", 2, R, K1),
-    c("incrby", 3, R, K1),
-    c("incrbyfloat", 3, R, K1),
-    c("info", -1, L, NO),
-    c("keys", 2, KS, NO),
-    c("lastsave", 1, KS, NO),
-    c("latency", -2, U, NO),
-    c("lcs", -3, R, K12),
-    c("lindex", 3, R, K1),
-    c("linsert", 5, R, K1),
-    c("llen", 2, R, K1),
-    c("lmove", 5, R, K12),
-    c("lmpop", -4, R, NK1),
-    c("lolwut", -1, U, NO),
-    c("lpop", -2, R, K1),
-    c("lpos", -3, R, K1),
-    c("lpush", -3, R, K1),
-    c("lpushx", -3, R, K1),
-    c("lrange", 4, R, K1),
-    c("lrem", 4, R, K1),
-    c("lset", 4, R, K1),
-    c("ltrim", 4, R, K1),
-    c("memory", -2, R, Spec::Sub(MEMORY, "memory subcommand")),
-    c("mget", -2, Kind::Fanout(Merge::Values), ALL),
-    c("migrate", -6, U, NO),
-    c("module", -2, U, NO),
-    c("monitor", 1, U, NO),
-    c("move", 3, U, K1),
-    c("mset", -3, Kind::Fanout(Merge::Ok), Spec::Pairs),
-    c("msetnx", -3, R, Spec::Pairs),
-    c("multi", 1, Kind::Transaction(Tx::Multi), NO),
-    c("object", -2, R, Spec::Sub(OBJECT, "object subcommand")),
-    c("persist", 2, R, K1),
-    c("pexpire", -3, R, K1),
-    c("pexpireat", -3, R, K1),
-    c("pexpiretime", 2, R, K1),
-    c("pfadd", -2, R, K1),
-    c("pfcount", -2, R, ALL),
-    c("pfdebug", 3, U, Spec::Range(2, 2, 1)),
-    c("pfmerge", -2, R, ALL),
-    c("pfselftest", 1, U, NO),
-    c("ping", -1, L, NO),
-    c("psetex", 4, R, K1),
-    c("psubscribe", -2, Kind::Subscription(Subscription::Psubscribe), NO),
-    c("psync", -3, U, NO),
-    c("pttl", 2, R, K1),
-    c("publish", 3, R, K1),
-    c("pubsub", -2, KS, NO),
-    c("punsubscribe", -1, Kind::Subscription(Subscription::Punsubscribe), NO),
-    c("quit", -1, L, NO),
-    c("randomkey", 1, KS, NO),
-    c("readonly", 1, U, NO),
-    c("readwrite", 1, U, NO),
-    c("rename", 3, R, K12),
-    c("renamenx", 3, R, K12),
-    c("replconf", -1, U, NO),
-    c("replicaof", 3, U, NO),
-    c("reset", 1, L, NO),
-    c("restore", -4, R, K1),
-    c("restore-asking", -4, U, K1),
-    c("role", 1, U, NO),
-    c("rpop", -2, R, K1),
-    c("rpoplpush", 3, R, K12),
-    c("rpush", -3, R, K1),
-    c("rpushx", -3, R, K1),
-    c("sadd", -3, R, K1),
-    c("save", 1, U, NO),
-    c("scan", -2, KS, NO),
-    c("scard", 2, R, K1),
-    c("script", -2, KS, NO),
-    c("sdiff", -2, R, ALL),
-    c("sdiffstore", -3, R, ALL),
-    c("select", 2, L, NO),
-    c("set", -3, R, K1),
-    c("setbit", 4, R, K1),
-    c("setex", 4, R, K1),
-    c("setnx", 3, R, K1),
-    c("setrange", 4, R, K1),
-    c("shutdown", -1, U, NO),
-    c("sinter", -2, R, ALL),
-    c("sintercard", -3, R, NK1),
-    c("sinterstore", -3, R, ALL),
-    c("sismember", 3, R, K1),
-    c("slaveof", 3, U, NO),
-    c("slowlog", -2, U, NO),
-    c("smembers", 2, R, K1),
-    c("smismember", -3, R, K1),
-    c("smove", 4, R, K12),
-    c("sort", -2, R, Spec::Sort { store: true }),
-    c("sort_ro", -2, R, Spec::Sort { store: false }),
-    c("spop", -2, R, K1),
-    c("spublish", 3, R, K1),
-    c("srandmember", -2, R, K1),
-    c("srem", -3, R, K1),
-    c("sscan", -3, R, K1),
-    c("ssubscribe", -2, Kind::Subscription(Subscription::Ssubscribe), NO),
-    c("strlen", 2, R, K1),
-    c("subscribe", -2, Kind::Subscription(Subscription::Subscribe), NO),
-    c("substr", 4, R, K1),
-    c("sunion", -2, R, ALL),
-    c("sunionstore", -3, R, ALL),
-    c("sunsubscribe", -1, Kind::Subscription(Subscription::Sunsubscribe), NO),
-    c("swapdb", 3, U, NO),
-    c("sync", 1, U, NO),
-    c("time", 1, KS, NO),
-    c("touch", -2, SUM, ALL),
-    c("ttl", 2, R, K1),
-    c("type", 2, R, K1),
-    c("unlink", -2, SUM, ALL),
-    c("unsubscribe", -1, Kind::Subscription(Subscription::Unsubscribe), NO),
-    c("unwatch", 1, Kind::Transaction(Tx::Unwatch), NO),
-    c("wait", 3, U, NO),
-    c("waitaof", 4, U, NO),         // 7.2
-    c("watch", -2, Kind::Transaction(Tx::Watch), ALL),
-    c("xack", -4, R, K1),
-    c("xadd", -5, R, K1),
-    c("xautoclaim", -6, R, K1),
-    c("xclaim", -6, R, K1),
-    c("xdel", -3, R, K1),
-    c("xgroup", -2, R, Spec::Sub(XGROUP, "xgroup subcommand")),
-    c("xinfo", -2, R, Spec::Sub(XINFO, "xinfo subcommand")),
-    c("xlen", 2, R, K1),
-    c("xpending", -3, R, K1),
-    c("xrange", -4, R, K1),
-    c("xread", -4, XR, Spec::XRead),
-    c("xreadgroup", -7, XR, Spec::XRead),
-    c("xrevrange", -4, R, K1),
-    c("xsetid", -3, R, K1),
-    c("xtrim", -4, R, K1),
-    c("zadd", -4, R, K1),
-    c("zcard", 2, R, K1),
-    c("zcount", 4, R, K1),
-    c("zdiff", -3, R, NK1),
-    c("zdiffstore", -4, R, DNK),
-    c("zincrby", 4, R, K1),
-    c("zinter", -3, R, NK1),
-    c("zintercard", -3, R, NK1),
-    c("zinterstore", -4, R, DNK),
-    c("zlexcount", 4, R, K1),
-    c("zmpop", -4, R, NK1),
-    c("zmscore", -3, R, K1),
-    c("zpopmax", -2, R, K1),
-    c("zpopmin", -2, R, K1),
-    c("zrandmember", -2, R, K1),
-    c("zrange", -4, R, K1),
-    c("zrangebylex", -4, R, K1),
-    c("zrangebyscore", -4, R, K1),
-    c("zrangestore", -5, R, K12),
-    c("zrank", 3, R, K1),
-    c("zrem", -3, R, K1),
-    c("zremrangebylex", 4, R, K1),
-    c("zremrangebyrank", 4, R, K1),
-    c("zremrangebyscore", 4, R, K1),
-    c("zrevrange", -4, R, K1),
-    c("zrevrangebylex", -4, R, K1),
-    c("zrevrangebyscore", -4, R, K1),
-    c("zrevrank", 3, R, K1),
-    c("zscan", -3, R, K1),
-    c("zscore", 3, R, K1),
-    c("zunion", -3, R, NK1),
-    c("zunionstore", -4, R, DNK),
+    c("acl", -2, L, NO, SLOW, A0),
+    c("append", 3, R, K1, WRITE | STRING | FAST, AW),
+    c("asking", 1, U, NO, FAST | CONNECTION, A0),
+    c("auth", -2, L, NO, FAST | CONNECTION, A0),
+    c("bgrewriteaof", 1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("bgsave", -1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("bitcount", -2, R, K1, READ | BITMAP | SLOW, AR),
+    c("bitfield", -2, R, K1, WRITE | BITMAP | SLOW, ARW),
+    c("bitfield_ro", -2, R, K1, READ | BITMAP | FAST, AR),
+    c("bitop", -4, R, Spec::Range(2, -1, 1), WRITE | BITMAP | SLOW, ka(W, RD)),
+    c("bitpos", -3, R, K1, READ | BITMAP | SLOW, AR),
+    c("blmove", 6, Kind::Blocking(Block::Seconds(5)), K12, WRITE | LIST | SLOW | BLOCKING, ka(RW, W)),
+    c("blmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }, WRITE | LIST | SLOW | BLOCKING, ARW),
+    c("blpop", -3, BL, Spec::Range(1, -2, 1), WRITE | LIST | SLOW | BLOCKING, ARW),
+    c("brpop", -3, BL, Spec::Range(1, -2, 1), WRITE | LIST | SLOW | BLOCKING, ARW),
+    c("brpoplpush", 4, Kind::Blocking(Block::Seconds(3)), K12, WRITE | LIST | SLOW | BLOCKING, ka(RW, W)),
+    c("bzmpop", -5, Kind::Blocking(Block::Seconds(1)), Spec::Numkeys { at: 2, dest: false }, WRITE | SORTEDSET | SLOW | BLOCKING, ARW),
+    c("bzpopmax", -3, BL, Spec::Range(1, -2, 1), WRITE | SORTEDSET | FAST | BLOCKING, ARW),
+    c("bzpopmin", -3, BL, Spec::Range(1, -2, 1), WRITE | SORTEDSET | FAST | BLOCKING, ARW),
+    c("client", -2, L, NO, SLOW, A0),
+    c("cluster", -2, U, NO, SLOW, A0),
+    c("command", -1, L, NO, SLOW | CONNECTION, A0),
+    c("config", -2, U, NO, SLOW, A0),
+    c("copy", -3, R, Spec::Copy, KEYSPACE | WRITE | SLOW, ka(RD, W)),
+    c("dbsize", 1, KS, NO, KEYSPACE | READ | FAST, A0),
+    c("debug", -2, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("decr", 2, R, K1, WRITE | STRING | FAST, ARW),
+    c("decrby", 3, R, K1, WRITE | STRING | FAST, ARW),
+    c("del", -2, SUM, ALL, KEYSPACE | WRITE | SLOW, AW),
+    c("discard", 1, Kind::Transaction(Tx::Discard), NO, FAST | TRANSACTION, A0),
+    c("dump", 2, R, K1, KEYSPACE | READ | SLOW, AR),
+    c("echo", 2, L, NO, FAST | CONNECTION, A0),
+    c("eval", -3, R, Spec::Script("eval without keys"), SLOW | SCRIPTING, ARW),
+    c("eval_ro", -3, R, Spec::Script("eval_ro without keys"), SLOW | SCRIPTING, AR),
+    c("evalsha", -3, R, Spec::Script("evalsha without keys"), SLOW | SCRIPTING, ARW),
+    c("evalsha_ro", -3, R, Spec::Script("evalsha_ro without keys"), SLOW | SCRIPTING, AR),
+    c("exec", 1, Kind::Transaction(Tx::Exec), NO, SLOW | TRANSACTION, A0),
+    c("exists", -2, SUM, ALL, KEYSPACE | READ | FAST, A0),
+    c("expire", -3, R, K1, KEYSPACE | WRITE | FAST, AW),
+    c("expireat", -3, R, K1, KEYSPACE | WRITE | FAST, AW),
+    c("expiretime", 2, R, K1, KEYSPACE | READ | FAST, AR),
+    c("failover", -1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("fcall", -3, R, Spec::Script("fcall without keys"), SLOW | SCRIPTING, ARW),
+    c("fcall_ro", -3, R, Spec::Script("fcall_ro without keys"), SLOW | SCRIPTING, AR),
+    c("flushall", -1, KS, NO, KEYSPACE | WRITE | SLOW | DANGEROUS, A0),
+    c("flushdb", -1, KS, NO, KEYSPACE | WRITE | SLOW | DANGEROUS, A0),
+    c("function", -2, U, NO, SLOW, A0),
+    c("geoadd", -5, R, K1, WRITE | GEO | SLOW, AW),
+    c("geodist", -4, R, K1, READ | GEO | SLOW, AR),
+    c("geohash", -2, R, K1, READ | GEO | SLOW, AR),
+    c("geopos", -2, R, K1, READ | GEO | SLOW, AR),
+    c("georadius", -6, R, Spec::Georadius(6), WRITE | GEO | SLOW, ka(RD, W)),
+    c("georadius_ro", -6, R, K1, READ | GEO | SLOW, AR),
+    c("georadiusbymember", -5, R, Spec::Georadius(5), WRITE | GEO | SLOW, ka(RD, W)),
+    c("georadiusbymember_ro", -5, R, K1, READ | GEO | SLOW, AR),
+    c("geosearch", -7, R, K1, READ | GEO | SLOW, AR),
+    c("geosearchstore", -8, R, K12, WRITE | GEO | SLOW, ka(W, RD)),
+    c("get", 2, R, K1, READ | STRING | FAST, AR),
+    c("getbit", 3, R, K1, READ | BITMAP | FAST, AR),
+    c("getdel", 2, R, K1, WRITE | STRING | FAST, ARW),
+    c("getex", -2, R, K1, WRITE | STRING | FAST, ARW),
+    c("getrange", 4, R, K1, READ | STRING | SLOW, AR),
+    c("getset", 3, R, K1, WRITE | STRING | FAST, ARW),
+    c("hdel", -3, R, K1, WRITE | HASH | FAST, AW),
+    c("hello", -1, L, NO, FAST | CONNECTION, A0),
+    c("hexists", 3, R, K1, READ | HASH | FAST, A0),
+    c("hexpire", -6, R, K1, WRITE | HASH | FAST, AW),        // 7.4
+    c("hexpireat", -6, R, K1, WRITE | HASH | FAST, AW),      // 7.4
+    c("hexpiretime", -5, R, K1, READ | HASH | FAST, AR),    // 7.4
+    c("hget", 3, R, K1, READ | HASH | FAST, AR),
+    c("hgetall", 2, R, K1, READ | HASH | SLOW, AR),
+    c("hincrby", 4, R, K1, WRITE | HASH | FAST, ARW),
+    c("hincrbyfloat", 4, R, K1, WRITE | HASH | FAST, ARW),
+    c("hkeys", 2, R, K1, READ | HASH | SLOW, AR),
+    c("hlen", 2, R, K1, READ | HASH | FAST, A0),
+    c("hmget", -3, R, K1, READ | HASH | FAST, AR),
+    c("hmset", -4, R, K1, WRITE | HASH | FAST, AW),
+    c("hpersist", -5, R, K1, WRITE | HASH | FAST, AW),       // 7.4
+    c("hpexpire", -6, R, K1, WRITE | HASH | FAST, AW),       // 7.4
+    c("hpexpireat", -6, R, K1, WRITE | HASH | FAST, AW),     // 7.4
+    c("hpexpiretime", -5, R, K1, READ | HASH | FAST, AR),   // 7.4
+    c("hpttl", -5, R, K1, READ | HASH | FAST, AR),          // 7.4
+    c("hrandfield", -2, R, K1, READ | HASH | SLOW, AR),
+    c("hscan", -3, R, K1, READ | HASH | SLOW, AR),
+    c("hset", -4, R, K1, WRITE | HASH | FAST, AW),
+    c("hsetnx", 4, R, K1, WRITE | HASH | FAST, AW),
+    c("hstrlen", 3, R, K1, READ | HASH | FAST, A0),
+    c("httl", -5, R, K1, READ | HASH | FAST, AR),           // 7.4
+    c("hvals", 2, R, K1, READ | HASH | SLOW, AR),
+    c("incr", 2, R, K1, WRITE | STRING | FAST, ARW),
+    c("incrby", 3, R, K1, WRITE | STRING | FAST, ARW),
+    c("incrbyfloat", 3, R, K1, WRITE | STRING | FAST, ARW),
+    c("info", -1, L, NO, SLOW | DANGEROUS, A0),
+    c("keys", 2, KS, NO, KEYSPACE | READ | SLOW | DANGEROUS, A0),
+    c("lastsave", 1, KS, NO, ADMIN | FAST | DANGEROUS, A0),
+    c("latency", -2, U, NO, SLOW, A0),
+    c("lcs", -3, R, K12, READ | STRING | SLOW, AR),
+    c("lindex", 3, R, K1, READ | LIST | SLOW, AR),
+    c("linsert", 5, R, K1, WRITE | LIST | SLOW, AW),
+    c("llen", 2, R, K1, READ | LIST | FAST, A0),
+    c("lmove", 5, R, K12, WRITE | LIST | SLOW, ka(RW, W)),
+    c("lmpop", -4, R, NK1, WRITE | LIST | SLOW, ARW),
+    c("lolwut", -1, U, NO, READ | FAST, A0),
+    c("lpop", -2, R, K1, WRITE | LIST | FAST, ARW),
+    c("lpos", -3, R, K1, READ | LIST | SLOW, AR),
+    c("lpush", -3, R, K1, WRITE | LIST | FAST, AW),
+    c("lpushx", -3, R, K1, WRITE | LIST | FAST, AW),
+    c("lrange", 4, R, K1, READ | LIST | SLOW, AR),
+    c("lrem", 4, R, K1, WRITE | LIST | SLOW, AW),
+    c("lset", 4, R, K1, WRITE | LIST | SLOW, AW),
+    c("ltrim", 4, R, K1, WRITE | LIST | SLOW, AW),
+    c("memory", -2, R, Spec::Sub(MEMORY, "memory subcommand"), SLOW, A0),
+    c("mget", -2, Kind::Fanout(Merge::Values), ALL, READ | STRING | FAST, AR),
+    c("migrate", -6, U, NO, KEYSPACE | WRITE | SLOW | DANGEROUS, ARW),
+    c("module", -2, U, NO, SLOW, A0),
+    c("monitor", 1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("move", 3, U, K1, KEYSPACE | WRITE | FAST, ARW),
+    c("mset", -3, Kind::Fanout(Merge::Ok), Spec::Pairs, WRITE | STRING | SLOW, AW),
+    c("msetnx", -3, R, Spec::Pairs, WRITE | STRING | SLOW, AW),
+    c("multi", 1, Kind::Transaction(Tx::Multi), NO, FAST | TRANSACTION, A0),
+    c("object", -2, R, Spec::Sub(OBJECT, "object subcommand"), SLOW, A0),
+    c("persist", 2, R, K1, KEYSPACE | WRITE | FAST, AW),
+    c("pexpire", -3, R, K1, KEYSPACE | WRITE | FAST, AW),
+    c("pexpireat", -3, R, K1, KEYSPACE | WRITE | FAST, AW),
+    c("pexpiretime", 2, R, K1, KEYSPACE | READ | FAST, AR),
+    c("pfadd", -2, R, K1, WRITE | HYPERLOGLOG | FAST, AW),
+    c("pfcount", -2, R, ALL, READ | HYPERLOGLOG | SLOW, AR),
+    c("pfdebug", 3, U, Spec::Range(2, 2, 1), WRITE | HYPERLOGLOG | ADMIN | SLOW | DANGEROUS, AR),
+    c("pfmerge", -2, R, ALL, WRITE | HYPERLOGLOG | SLOW, ka(RW, RD)),
+    c("pfselftest", 1, U, NO, HYPERLOGLOG | ADMIN | SLOW | DANGEROUS, A0),
+    c("ping", -1, L, NO, FAST | CONNECTION, A0),
+    c("psetex", 4, R, K1, WRITE | STRING | SLOW, AW),
+    c("psubscribe", -2, Kind::Subscription(Subscription::Psubscribe), NO, PUBSUB | SLOW, A0),
+    c("psync", -3, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("pttl", 2, R, K1, KEYSPACE | READ | FAST, AR),
+    c("publish", 3, R, K1, PUBSUB | FAST, A0),
+    c("pubsub", -2, KS, NO, SLOW, A0),
+    c("punsubscribe", -1, Kind::Subscription(Subscription::Punsubscribe), NO, PUBSUB | SLOW, A0),
+    c("quit", -1, L, NO, FAST | CONNECTION, A0),
+    c("randomkey", 1, KS, NO, KEYSPACE | READ | SLOW, A0),
+    c("readonly", 1, U, NO, FAST | CONNECTION, A0),
+    c("readwrite", 1, U, NO, FAST | CONNECTION, A0),
+    c("rename", 3, R, K12, KEYSPACE | WRITE | SLOW, ka(RW, W)),
+    c("renamenx", 3, R, K12, KEYSPACE | WRITE | FAST, ka(RW, W)),
+    c("replconf", -1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("replicaof", 3, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("reset", 1, L, NO, FAST | CONNECTION, A0),
+    c("restore", -4, R, K1, KEYSPACE | WRITE | SLOW | DANGEROUS, AW),
+    c("restore-asking", -4, U, K1, KEYSPACE | WRITE | SLOW | DANGEROUS, AW),
+    c("role", 1, U, NO, ADMIN | FAST | DANGEROUS, A0),
+    c("rpop", -2, R, K1, WRITE | LIST | FAST, ARW),
+    c("rpoplpush", 3, R, K12, WRITE | LIST | SLOW, ka(RW, W)),
+    c("rpush", -3, R, K1, WRITE | LIST | FAST, AW),
+    c("rpushx", -3, R, K1, WRITE | LIST | FAST, AW),
+    c("sadd", -3, R, K1, WRITE | SET | FAST, AW),
+    c("save", 1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("scan", -2, KS, NO, KEYSPACE | READ | SLOW, A0),
+    c("scard", 2, R, K1, READ | SET | FAST, A0),
+    c("script", -2, KS, NO, SLOW, A0),
+    c("sdiff", -2, R, ALL, READ | SET | SLOW, AR),
+    c("sdiffstore", -3, R, ALL, WRITE | SET | SLOW, ka(W, RD)),
+    c("select", 2, L, NO, FAST | CONNECTION, A0),
+    c("set", -3, R, K1, WRITE | STRING | SLOW, ARW),
+    c("setbit", 4, R, K1, WRITE | BITMAP | SLOW, ARW),
+    c("setex", 4, R, K1, WRITE | STRING | SLOW, AW),
+    c("setnx", 3, R, K1, WRITE | STRING | FAST, AW),
+    c("setrange", 4, R, K1, WRITE | STRING | SLOW, AW),
+    c("shutdown", -1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("sinter", -2, R, ALL, READ | SET | SLOW, AR),
+    c("sintercard", -3, R, NK1, READ | SET | SLOW, AR),
+    c("sinterstore", -3, R, ALL, WRITE | SET | SLOW, ka(W, RD)),
+    c("sismember", 3, R, K1, READ | SET | FAST, A0),
+    c("slaveof", 3, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("slowlog", -2, U, NO, SLOW, A0),
+    c("smembers", 2, R, K1, READ | SET | SLOW, AR),
+    c("smismember", -3, R, K1, READ | SET | FAST, AR),
+    c("smove", 4, R, K12, WRITE | SET | FAST, ka(RW, W)),
+    c("sort", -2, R, Spec::Sort { store: true }, WRITE | SET | SORTEDSET | LIST | SLOW | DANGEROUS, ka(RD, RW)),
+    c("sort_ro", -2, R, Spec::Sort { store: false }, READ | SET | SORTEDSET | LIST | SLOW | DANGEROUS, AR),
+    c("spop", -2, R, K1, WRITE | SET | FAST, ARW),
+    c("spublish", 3, R, K1, PUBSUB | FAST, A0),
+    c("srandmember", -2, R, K1, READ | SET | SLOW, AR),
+    c("srem", -3, R, K1, WRITE | SET | FAST, AW),
+    c("sscan", -3, R, K1, READ | SET | SLOW, AR),
+    c("ssubscribe", -2, Kind::Subscription(Subscription::Ssubscribe), NO, PUBSUB | SLOW, A0),
+    c("strlen", 2, R, K1, READ | STRING | FAST, A0),
+    c("subscribe", -2, Kind::Subscription(Subscription::Subscribe), NO, PUBSUB | SLOW, A0),
+    c("substr", 4, R, K1, READ | STRING | SLOW, AR),
+    c("sunion", -2, R, ALL, READ | SET | SLOW, AR),
+    c("sunionstore", -3, R, ALL, WRITE | SET | SLOW, ka(W, RD)),
+    c("sunsubscribe", -1, Kind::Subscription(Subscription::Sunsubscribe), NO, PUBSUB | SLOW, A0),
+    c("swapdb", 3, U, NO, KEYSPACE | WRITE | FAST | DANGEROUS, A0),
+    c("sync", 1, U, NO, ADMIN | SLOW | DANGEROUS, A0),
+    c("time", 1, KS, NO, FAST, A0),
+    c("touch", -2, SUM, ALL, KEYSPACE | READ | FAST, A0),
+    c("ttl", 2, R, K1, KEYSPACE | READ | FAST, AR),
+    c("type", 2, R, K1, KEYSPACE | READ | FAST, A0),
+    c("unlink", -2, SUM, ALL, KEYSPACE | WRITE | FAST, AW),
+    c("unsubscribe", -1, Kind::Subscription(Subscription::Unsubscribe), NO, PUBSUB | SLOW, A0),
+    c("unwatch", 1, Kind::Transaction(Tx::Unwatch), NO, FAST | TRANSACTION, A0),
+    c("wait", 3, U, NO, SLOW | CONNECTION, A0),
+    c("waitaof", 4, U, NO, SLOW | CONNECTION, A0),         // 7.2
+    c("watch", -2, Kind::Transaction(Tx::Watch), ALL, FAST | TRANSACTION, A0),
+    c("xack", -4, R, K1, WRITE | STREAM | FAST, AW),
+    c("xadd", -5, R, K1, WRITE | STREAM | FAST, AW),
+    c("xautoclaim", -6, R, K1, WRITE | STREAM | FAST, AW),
+    c("xclaim", -6, R, K1, WRITE | STREAM | FAST, AW),
+    c("xdel", -3, R, K1, WRITE | STREAM | FAST, AW),
+    c("xgroup", -2, R, Spec::Sub(XGROUP, "xgroup subcommand"), SLOW, A0),
+    c("xinfo", -2, R, Spec::Sub(XINFO, "xinfo subcommand"), SLOW, A0),
+    c("xlen", 2, R, K1, READ | STREAM | FAST, A0),
+    c("xpending", -3, R, K1, READ | STREAM | SLOW, AR),
+    c("xrange", -4, R, K1, READ | STREAM | SLOW, AR),
+    c("xread", -4, XR, Spec::XRead, READ | STREAM | SLOW | BLOCKING, AR),
+    c("xreadgroup", -7, XR, Spec::XRead, WRITE | STREAM | SLOW | BLOCKING, AR),
+    c("xrevrange", -4, R, K1, READ | STREAM | SLOW, AR),
+    c("xsetid", -3, R, K1, WRITE | STREAM | FAST, AW),
+    c("xtrim", -4, R, K1, WRITE | STREAM | SLOW, AW),
+    c("zadd", -4, R, K1, WRITE | SORTEDSET | FAST, AW),
+    c("zcard", 2, R, K1, READ | SORTEDSET | FAST, A0),
+    c("zcount", 4, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zdiff", -3, R, NK1, READ | SORTEDSET | SLOW, AR),
+    c("zdiffstore", -4, R, DNK, WRITE | SORTEDSET | SLOW, ka(W, RD)),
+    c("zincrby", 4, R, K1, WRITE | SORTEDSET | FAST, ARW),
+    c("zinter", -3, R, NK1, READ | SORTEDSET | SLOW, AR),
+    c("zintercard", -3, R, NK1, READ | SORTEDSET | SLOW, AR),
+    c("zinterstore", -4, R, DNK, WRITE | SORTEDSET | SLOW, ka(W, RD)),
+    c("zlexcount", 4, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zmpop", -4, R, NK1, WRITE | SORTEDSET | SLOW, ARW),
+    c("zmscore", -3, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zpopmax", -2, R, K1, WRITE | SORTEDSET | FAST, ARW),
+    c("zpopmin", -2, R, K1, WRITE | SORTEDSET | FAST, ARW),
+    c("zrandmember", -2, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrange", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrangebylex", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrangebyscore", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrangestore", -5, R, K12, WRITE | SORTEDSET | SLOW, ka(W, RD)),
+    c("zrank", 3, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zrem", -3, R, K1, WRITE | SORTEDSET | FAST, AW),
+    c("zremrangebylex", 4, R, K1, WRITE | SORTEDSET | SLOW, AW),
+    c("zremrangebyrank", 4, R, K1, WRITE | SORTEDSET | SLOW, AW),
+    c("zremrangebyscore", 4, R, K1, WRITE | SORTEDSET | SLOW, AW),
+    c("zrevrange", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrevrangebylex", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrevrangebyscore", -4, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zrevrank", 3, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zscan", -3, R, K1, READ | SORTEDSET | SLOW, AR),
+    c("zscore", 3, R, K1, READ | SORTEDSET | FAST, AR),
+    c("zunion", -3, R, NK1, READ | SORTEDSET | SLOW, AR),
+    c("zunionstore", -4, R, DNK, WRITE | SORTEDSET | SLOW, ka(W, RD)),
+];
+
+/// Every subcommand of Redis 7.0's containers, with its ACL categories and what it does to
+/// its key (argument 2), sorted by full name (a test keeps it sorted and compares it with
+/// `COMMAND INFO`).
+#[rustfmt::skip]
+static SUBCOMMANDS: &[Subcommand] = &[
+    s("acl|cat", SLOW, A0),
+    s("acl|deluser", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|dryrun", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|genpass", SLOW, A0),
+    s("acl|getuser", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|help", SLOW, A0),
+    s("acl|list", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|load", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|log", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|save", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|setuser", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|users", ADMIN | SLOW | DANGEROUS, A0),
+    s("acl|whoami", SLOW, A0),
+    s("client|caching", SLOW | CONNECTION, A0),
+    s("client|getname", SLOW | CONNECTION, A0),
+    s("client|getredir", SLOW | CONNECTION, A0),
+    s("client|help", SLOW | CONNECTION, A0),
+    s("client|id", SLOW | CONNECTION, A0),
+    s("client|info", SLOW | CONNECTION, A0),
+    s("client|kill", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("client|list", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("client|no-evict", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("client|no-touch", SLOW | CONNECTION, A0),
+    s("client|pause", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("client|reply", SLOW | CONNECTION, A0),
+    s("client|setinfo", SLOW | CONNECTION, A0),
+    s("client|setname", SLOW | CONNECTION, A0),
+    s("client|tracking", SLOW | CONNECTION, A0),
+    s("client|trackinginfo", SLOW | CONNECTION, A0),
+    s("client|unblock", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("client|unpause", ADMIN | SLOW | DANGEROUS | CONNECTION, A0),
+    s("cluster|addslots", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|addslotsrange", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|bumpepoch", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|count-failure-reports", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|countkeysinslot", SLOW, A0),
+    s("cluster|delslots", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|delslotsrange", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|failover", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|flushslots", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|forget", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|getkeysinslot", SLOW, A0),
+    s("cluster|help", SLOW, A0),
+    s("cluster|info", SLOW, A0),
+    s("cluster|keyslot", SLOW, A0),
+    s("cluster|links", SLOW, A0),
+    s("cluster|meet", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|myid", SLOW, A0),
+    s("cluster|nodes", SLOW, A0),
+    s("cluster|replicas", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|replicate", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|reset", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|saveconfig", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|set-config-epoch", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|setslot", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|shards", SLOW, A0),
+    s("cluster|slaves", ADMIN | SLOW | DANGEROUS, A0),
+    s("cluster|slots", SLOW, A0),
+    s("command|count", SLOW | CONNECTION, A0),
+    s("command|docs", SLOW | CONNECTION, A0),
+    s("command|getkeys", SLOW | CONNECTION, A0),
+    s("command|getkeysandflags", SLOW | CONNECTION, A0),
+    s("command|help", SLOW | CONNECTION, A0),
+    s("command|info", SLOW | CONNECTION, A0),
+    s("command|list", SLOW | CONNECTION, A0),
+    s("config|get", ADMIN | SLOW | DANGEROUS, A0),
+    s("config|help", SLOW, A0),
+    s("config|resetstat", ADMIN | SLOW | DANGEROUS, A0),
+    s("config|rewrite", ADMIN | SLOW | DANGEROUS, A0),
+    s("config|set", ADMIN | SLOW | DANGEROUS, A0),
+    s("function|delete", WRITE | SLOW | SCRIPTING, A0),
+    s("function|dump", SLOW | SCRIPTING, A0),
+    s("function|flush", WRITE | SLOW | SCRIPTING, A0),
+    s("function|help", SLOW | SCRIPTING, A0),
+    s("function|kill", SLOW | SCRIPTING, A0),
+    s("function|list", SLOW | SCRIPTING, A0),
+    s("function|load", WRITE | SLOW | SCRIPTING, A0),
+    s("function|restore", WRITE | SLOW | SCRIPTING, A0),
+    s("function|stats", SLOW | SCRIPTING, A0),
+    s("latency|doctor", ADMIN | SLOW | DANGEROUS, A0),
+    s("latency|graph", ADMIN | SLOW | DANGEROUS, A0),
+    s("latency|help", SLOW, A0),
+    s("latency|histogram", ADMIN | SLOW | DANGEROUS, A0),
+    s("latency|history", ADMIN | SLOW | DANGEROUS, A0),
+    s("latency|latest", ADMIN | SLOW | DANGEROUS, A0),
+    s("latency|reset", ADMIN | SLOW | DANGEROUS, A0),
+    s("memory|doctor", SLOW, A0),
+    s("memory|help", SLOW, A0),
+    s("memory|malloc-stats", SLOW, A0),
+    s("memory|purge", SLOW, A0),
+    s("memory|stats", SLOW, A0),
+    s("memory|usage", READ | SLOW, A0),
+    s("module|help", SLOW, A0),
+    s("module|list", ADMIN | SLOW | DANGEROUS, A0),
+    s("module|load", ADMIN | SLOW | DANGEROUS, A0),
+    s("module|loadex", ADMIN | SLOW | DANGEROUS, A0),
+    s("module|unload", ADMIN | SLOW | DANGEROUS, A0),
+    s("object|encoding", KEYSPACE | READ | SLOW, A0),
+    s("object|freq", KEYSPACE | READ | SLOW, A0),
+    s("object|help", KEYSPACE | SLOW, A0),
+    s("object|idletime", KEYSPACE | READ | SLOW, A0),
+    s("object|refcount", KEYSPACE | READ | SLOW, A0),
+    s("pubsub|channels", PUBSUB | SLOW, A0),
+    s("pubsub|help", SLOW, A0),
+    s("pubsub|numpat", PUBSUB | SLOW, A0),
+    s("pubsub|numsub", PUBSUB | SLOW, A0),
+    s("pubsub|shardchannels", PUBSUB | SLOW, A0),
+    s("pubsub|shardnumsub", PUBSUB | SLOW, A0),
+    s("script|debug", SLOW | SCRIPTING, A0),
+    s("script|exists", SLOW | SCRIPTING, A0),
+    s("script|flush", SLOW | SCRIPTING, A0),
+    s("script|help", SLOW | SCRIPTING, A0),
+    s("script|kill", SLOW | SCRIPTING, A0),
+    s("script|load", SLOW | SCRIPTING, A0),
+    s("slowlog|get", ADMIN | SLOW | DANGEROUS, A0),
+    s("slowlog|help", SLOW, A0),
+    s("slowlog|len", ADMIN | SLOW | DANGEROUS, A0),
+    s("slowlog|reset", ADMIN | SLOW | DANGEROUS, A0),
+    s("xgroup|create", WRITE | STREAM | SLOW, AW),
+    s("xgroup|createconsumer", WRITE | STREAM | SLOW, AW),
+    s("xgroup|delconsumer", WRITE | STREAM | SLOW, AW),
+    s("xgroup|destroy", WRITE | STREAM | SLOW, AW),
+    s("xgroup|help", STREAM | SLOW, A0),
+    s("xgroup|setid", WRITE | STREAM | SLOW, AW),
+    s("xinfo|consumers", READ | STREAM | SLOW, AR),
+    s("xinfo|groups", READ | STREAM | SLOW, AR),
+    s("xinfo|help", STREAM | SLOW, A0),
+    s("xinfo|stream", READ | STREAM | SLOW, AR),
 ];
 
 #[cfg(test)]
@@ -1665,6 +2101,82 @@ mod tests {
         matches!(name, "publish" | "spublish" | "ssubscribe" | "sunsubscribe")
     }
 
+    /// `@read @string @fast` from a `COMMAND INFO` entry's categories (its 7th element).
+    fn categories_of(entry: &Reply) -> Vec<String> {
+        entry.array()[6].array().iter().map(Reply::text).collect()
+    }
+
+    fn ours(categories: Categories) -> Vec<String> {
+        categories.names().map(|n| format!("@{n}")).collect()
+    }
+
+    /// Sorted the way Redis lists them (the order of [`CATEGORY_NAMES`]).
+    fn in_redis_order(mut names: Vec<String>) -> Vec<String> {
+        let rank = |n: &String| CATEGORY_NAMES.iter().position(|c| format!("@{c}") == *n);
+        names.sort_by_key(rank);
+        names
+    }
+
+    /// Every command and subcommand the table knows has the ACL categories a real Redis 7.0
+    /// reports in `COMMAND INFO`, and the subcommand table lists exactly Redis's subcommands.
+    #[test]
+    fn acl_categories_match_command_info_for_every_command_and_subcommand() {
+        let server = RedisServer::start();
+        let mut redis = server.connect();
+        let mut request = vec!["COMMAND".to_string(), "INFO".into()];
+        request.extend(all().map(|c| c.name.to_string()));
+        let infos = redis.call(&request);
+        let mut checked = 0;
+        let mut subs_seen = Vec::new();
+        for (cmd, entry) in all().zip(infos.array()) {
+            if matches!(entry, Reply::Array(items) if items.is_empty())
+                || matches!(entry, Reply::Bulk(None))
+            {
+                assert!(
+                    NEWER_THAN_7_0.contains(&cmd.name),
+                    "{} unknown to Redis",
+                    cmd.name
+                );
+                continue;
+            }
+            assert_eq!(entry.array()[0].text(), cmd.name);
+            assert_eq!(
+                ours(cmd.categories),
+                in_redis_order(categories_of(entry)),
+                "categories of {}",
+                cmd.name
+            );
+            checked += 1;
+            for sub in entry.array()[9].array() {
+                let full = sub.array()[0].text();
+                let (id, ours_sub) = cmd
+                    .subcommands()
+                    .find(|(_, s)| s.full_name == full)
+                    .unwrap_or_else(|| panic!("{full} is missing from the subcommand table"));
+                assert!(id >= TABLE.len() && id < acl_ids());
+                assert_eq!(
+                    ours(ours_sub.categories),
+                    in_redis_order(categories_of(sub)),
+                    "categories of {full}"
+                );
+                subs_seen.push(full);
+                checked += 1;
+            }
+        }
+        let newer = ["client|no-touch", "client|setinfo"];
+        for sub in SUBCOMMANDS {
+            assert!(
+                subs_seen.iter().any(|s| s == sub.full_name) || newer.contains(&sub.full_name),
+                "{} is not a Redis 7.0 subcommand",
+                sub.full_name
+            );
+        }
+        assert!(SUBCOMMANDS
+            .windows(2)
+            .all(|p| p[0].full_name < p[1].full_name));
+        assert!(checked > 350, "{checked} checked");
+    }
+
     #[test]
     fn every_server_command_is_in_the_table_with_its_arity() {
         let server = RedisServer::start();
@@ -1810,7 +2322,7 @@ mod tests {
     fn kinds_follow_the_design() {
         let kind = |name: &str| lookup(name.as_bytes()).unwrap().kind;
         for name in [
-            "ping", "echo", "quit", "select", "auth", "hello", "client", "command", "info",
+            "ping", "echo", "quit", "select", "auth", "hello", "client", "command", "info", "acl",
         ] {
             assert_eq!(kind(name), Kind::Local, "{name}");
         }
@@ -1843,7 +2355,7 @@ mod tests {
             assert!(matches!(kind(name), Kind::Blocking(_)), "{name}");
         }
         for name in [
-            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog", "acl",
+            "monitor", "config", "function", "wait", "swapdb", "move", "latency", "slowlog",
             "module", "migrate",
         ] {
             assert_eq!(kind(name), Kind::Unsupported, "{name}");
