@@ -67,6 +67,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod route;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod signals;

@@ -25,6 +25,7 @@ use super::connection::{self, Handle, Report, Target};
 use super::lease::{Lease, LeaseRefused};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
+use crate::security::tls::BackendTls;
 use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
 use crate::route::cluster::Layout;
 use crate::route::{slots, ShardMap, ShardSpec};
@@ -73,6 +74,7 @@ struct Key {
     /// count needs new connections.
     connections: usize,
     max_reply_bytes: usize,
+    tls: Option<BackendTls>,
 }
 
 /// One backend of a pool as its connections see it: how to reach it, where its traffic is
@@ -590,7 +592,7 @@ impl Report for BackendReport {
             match error {
                 Error::Timeout => backend.server_timedout.inc(),
                 Error::Closed => backend.server_eof.inc(),
-                Error::Connect { .. } => {
+                Error::Connect { .. } | Error::Tls { .. } => {
                     backend.server_err.inc();
                     backend.up.set(0);
                 }
@@ -603,7 +605,7 @@ impl Report for BackendReport {
     fn errored(&self, error: &Error, requests: usize) {
         let kind = match error {
             Error::Timeout => ErrorKind::Timeout,
-            Error::Closed | Error::Connect { .. } => ErrorKind::Refused,
+            Error::Closed | Error::Connect { .. } | Error::Tls { .. } => ErrorKind::Refused,
             Error::Protocol => ErrorKind::Protocol,
             Error::Ejected => ErrorKind::Ejected,
         };
@@ -703,6 +705,7 @@ fn key(config: &PoolConfig, addr: BackendAddr, name: String) -> Key {
         keepalive: config.tcpkeepalive,
         connections: connections_per_backend(config),
         max_reply_bytes: config.limits.max_reply_bytes,
+        tls: config.server_tls.clone(),
     }
 }
 
@@ -725,6 +728,7 @@ fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
         timeout: config.timeout,
         keepalive: config.tcpkeepalive,
         max_reply_bytes: config.limits.max_reply_bytes,
+        tls: config.server_tls.clone(),
     }
 }
 

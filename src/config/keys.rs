@@ -26,10 +26,6 @@ pub(crate) enum Shape {
     },
     /// `slots`: a mapping of server name to slot ranges.
     Slots,
-    #[expect(
-        dead_code,
-        reason = "the first Fields keys (tls, server_tls, migration) land next"
-    )]
     /// A mapping of named settings to single values, e.g. `tls: {cert: ..., key: ...}`;
     /// `fields` are the setting names it may hold.
     Fields {
@@ -145,6 +141,11 @@ pool_keys! {
     ReadFrom = "read_from", Keyway, SCALAR;
     /// Whether clients may `FLUSHDB`/`FLUSHALL` every shard.
     AllowFlush = "allow_flush", Keyway, SCALAR;
+    /// TLS on the listener: certificate, key, optional client CA.
+    Tls = "tls", Keyway, Shape::Fields { fields: &["cert", "key", "client_ca"] };
+    /// TLS to backends, Sentinels and cluster nodes: CA, client certificate, name verified.
+    ServerTls = "server_tls", Keyway,
+        Shape::Fields { fields: &["ca", "cert", "key", "server_name"] };
 }
 
 impl Key {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::route::{Distribution, HashFn, ShardSpec};
+use crate::security::tls::{BackendTls, ListenTls};
 
 /// A whole config file: its pools, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +111,11 @@ pub struct PoolConfig {
     /// Whether clients may empty the pool: `FLUSHDB` and `FLUSHALL`, sent to every shard
     /// (`allow_flush`, default false: they are refused, naming the key). Redis pools only.
     pub allow_flush: bool,
+    /// TLS on the listener (`tls`): clients must handshake before their first request.
+    pub tls: Option<ListenTls>,
+    /// TLS on every connection to the pool's backends, Sentinels and cluster nodes
+    /// (`server_tls`), verifying them.
+    pub server_tls: Option<BackendTls>,
 }
 
 /// A pool whose backends are a Redis Cluster: Keyway learns the nodes and the slot map from

@@ -61,10 +61,6 @@ impl RawPool {
     }
 
     /// Takes the settings of mapping key `key` (a [`Shape::Fields`] key), in file order.
-    #[expect(
-        dead_code,
-        reason = "the first Fields keys (tls, server_tls, migration) land next"
-    )]
     pub(crate) fn fields(&mut self, key: Key) -> Option<RawMap> {
         match self.take(key)? {
             RawValue::Fields(fields) => Some(fields),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::{unexpected, Connection, Error, Value};
+use super::client::{unexpected, Access, Connection, Error, Value};
 use super::{Control, ReloadError, ResolveError};
 use crate::backend::pool::{Pool, Signal};
 use crate::config::{BackendAddr, BackendConfig, Config, HostPort, PoolConfig};
@@ -240,8 +240,8 @@ fn node_addr(host: &str, port: Option<i64>) -> Option<BackendAddr> {
 ///
 /// # Errors
 /// The node could not be reached, refused, or gave something else.
-pub async fn ask(addr: &HostPort, auth: Option<&str>) -> Result<Topology, Error> {
-    let mut connection = Connection::open(addr, auth, TIMEOUT, MAX_REPLY).await?;
+pub async fn ask(addr: &HostPort, access: &Access) -> Result<Topology, Error> {
+    let mut connection = Connection::open(addr, access, TIMEOUT, MAX_REPLY).await?;
     match connection.call(&[b"CLUSTER", b"SHARDS"]).await? {
         Value::Error(text) if text.contains("nknown") || text.contains("wrong number") => {
             let reply = connection.call(&[b"CLUSTER", b"SLOTS"]).await?;
@@ -259,10 +259,10 @@ pub async fn ask(addr: &HostPort, auth: Option<&str>) -> Result<Topology, Error>
 ///
 /// # Errors
 /// Every candidate's failure, one per `; `.
-async fn ask_any(candidates: &[HostPort], auth: Option<&str>) -> Result<Topology, String> {
+async fn ask_any(candidates: &[HostPort], access: &Access) -> Result<Topology, String> {
     let mut failures = Vec::new();
     for addr in candidates {
-        match ask(addr, auth).await {
+        match ask(addr, access).await {
             Ok(topology) => return Ok(topology),
             Err(error) => failures.push(format!("{addr}: {error}")),
         }
@@ -306,7 +306,8 @@ pub async fn resolve(config: &mut Config) -> Result<Layouts, ReloadError> {
         let Some(cluster) = &pool.cluster else {
             continue;
         };
-        match ask_any(&cluster.seeds, pool.redis_auth.as_deref()).await {
+        let access = Access::of(pool, pool.redis_auth.as_deref());
+        match ask_any(&cluster.seeds, &access).await {
             Ok(topology) => {
                 tracing::info!(pool = %pool.name, nodes = topology.nodes.len(), masters = topology.shards.len(), "Redis Cluster: layout learnt");
                 pool.servers = topology.servers();
@@ -371,7 +372,8 @@ async fn refresh(control: &Control, name: &str) {
         return;
     };
     let config = pool.config();
-    let topology = match ask_any(&candidates(config), config.redis_auth.as_deref()).await {
+    let access = Access::of(config, config.redis_auth.as_deref());
+    let topology = match ask_any(&candidates(config), &access).await {
         Ok(topology) => topology,
         Err(why) => {
             pool.metrics().refresh_failed.inc();

@@ -37,6 +37,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         sentinel,
         cluster,
         allow_flush,
+        tls,
+        server_tls,
     } = old;
     let Limits {
         max_request_bytes,
@@ -109,6 +111,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         (Key::Sentinels, *sentinel != new.sentinel),
         (Key::Cluster, *cluster != new.cluster),
         (Key::AllowFlush, *allow_flush != new.allow_flush),
+        (Key::Tls, *tls != new.tls),
+        (Key::ServerTls, *server_tls != new.server_tls),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backend::connection::{self, Stream, Target};
+use crate::security::tls;
 use crate::backend::lease::Lease;
 use crate::protocol::resp::codec::put_decimal;
 use crate::protocol::resp::command::Subscription;
@@ -510,6 +511,10 @@ async fn run(target: Target, id: u64, inbox: Rc<RefCell<Inbox>>, outbox: Rc<Outb
             let (rd, wr) = stream.split();
             serve(&target, id, &inbox, &outbox, rd, wr).await
         }
+        Ok(Stream::Tls(stream)) => {
+            let (rd, wr) = tls::split(*stream);
+            serve(&target, id, &inbox, &outbox, rd, wr).await
+        }
         Err(error) => Err(error.to_string()),
     };
     if let Err(reason) = served {
@@ -563,6 +568,8 @@ where
         out.extend(outbox.frames.borrow_mut().drain(..).flatten());
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            // TLS keeps what the socket did not take: sent now (a no-op on plain sockets).
+            wr.flush().await.map_err(|e| e.to_string())?;
             out.clear();
             continue;
         }

@@ -20,6 +20,7 @@ use super::listener::{Accepted, Handoff};
 use super::session::Session;
 use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
+use crate::security::tls::{self, ListenTls};
 use crate::shutdown::{Shutdown, GRACE};
 
 /// What a session uses for a request: the pool's routing snapshot (config, shard map or
@@ -339,11 +340,13 @@ fn start_route(pool: Arc<Pool>, connections: &mut Connections) -> Route {
 
 fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, closing: &Rc<Closing>) {
     let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    // The pool's certificate as it is now: a reload's new one serves the next handshakes.
+    let tls = slot.load().pool.config().tls.clone();
     let session = Session::new(id, slot);
     let closing = Rc::clone(closing);
     let Handoff { stream, slot, .. } = handoff;
     sessions.spawn_local(async move {
-        if let Err(error) = serve(session, stream, &closing).await {
+        if let Err(error) = serve(session, stream, tls.as_ref(), &closing).await {
             tracing::debug!(client = id, %error, "client connection failed");
         }
         closing.leave(id);
@@ -351,18 +354,48 @@ fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, clos
     });
 }
 
-async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Result<()> {
+async fn serve(
+    session: Session,
+    stream: Accepted,
+    tls: Option<&ListenTls>,
+    closing: &Closing,
+) -> io::Result<()> {
     match stream {
         Accepted::Tcp(stream) => {
             let mut stream = tokio::net::TcpStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, closing).await;
+            match tls {
+                None => {
+                    let (rd, wr) = stream.split();
+                    session.run(rd, wr, closing).await;
+                }
+                Some(tls) => serve_tls(session, stream, tls, closing).await?,
+            }
         }
         Accepted::Unix(stream) => {
             let mut stream = tokio::net::UnixStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, closing).await;
+            match tls {
+                None => {
+                    let (rd, wr) = stream.split();
+                    session.run(rd, wr, closing).await;
+                }
+                Some(tls) => serve_tls(session, stream, tls, closing).await?,
+            }
         }
     }
+    Ok(())
+}
+
+/// Serves a client of a `tls` pool once its handshake is done, within
+/// [`tls::HANDSHAKE_TIMEOUT`]: a client that never finishes it leaves.
+async fn serve_tls<S>(session: Session, stream: S, tls: &ListenTls, closing: &Closing) -> io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let stream = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(accepted) => accepted?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    };
+    let (rd, wr) = tls::split(stream);
+    session.run(rd, wr, closing).await;
     Ok(())
 }

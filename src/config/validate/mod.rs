@@ -9,7 +9,8 @@
 //!   (`sentinels`, `sentinel_auth`) or a Redis Cluster (`cluster`, `read_from`), and the keys a
 //!   cluster pool cannot use;
 //! - `servers`: the `servers` lines, their names and nutcracker's shard order;
-//! - `slots`: `distribution: slots` and its `slots` key.
+//! - `slots`: `distribution: slots` and its `slots` key;
+//! - `tls`: `tls` and `server_tls`, whose files are read and checked here.
 //!
 //! The value parsers several of them share (nutcracker's numbers, booleans, ports) are here.
 
@@ -18,6 +19,7 @@ mod nutcracker;
 mod servers;
 mod slots;
 mod sources;
+mod tls;
 
 use std::time::Duration;
 
@@ -106,6 +108,8 @@ impl PoolChecker<'_> {
         }
         let mut servers = self.servers_key(raw.lines(Key::Servers), clustered, masters);
         let slots = raw.slots();
+        let tls = self.tls(raw.fields(Key::Tls));
+        let server_tls = self.server_tls(raw.fields(Key::ServerTls), servers.as_ref());
         if clustered {
             self.cluster_rules(&mut keys, masters, hash_is_set, distribution_is_set, &slots);
         } else if keys.distribution == Some(Distribution::Slots) {
@@ -160,6 +164,8 @@ impl PoolChecker<'_> {
             sentinel: sentinel?,
             cluster: cluster?,
             allow_flush: allow_flush?,
+            tls: tls?,
+            server_tls: server_tls?,
         })
     }
 
