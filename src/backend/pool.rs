@@ -25,10 +25,10 @@ use super::connection::{self, Handle, Report, Target};
 use super::lease::{Lease, LeaseRefused};
 use super::{Error, Expect, ReplyReceiver};
 use crate::config::{BackendAddr, PoolConfig, ReadFrom};
-use crate::security::tls::BackendTls;
 use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
 use crate::route::cluster::Layout;
 use crate::route::{slots, ShardMap, ShardSpec};
+use crate::security::tls::BackendTls;
 
 /// Most connections a worker keeps to cluster nodes its pool's layout does not list yet.
 const MAX_STRAYS: usize = 64;

@@ -26,12 +26,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backend::connection::{self, Stream, Target};
-use crate::security::tls;
 use crate::backend::lease::Lease;
 use crate::protocol::resp::codec::put_decimal;
 use crate::protocol::resp::command::Subscription;
 use crate::protocol::resp::reply::put_bulk;
 use crate::protocol::resp::{ReplyScanner, Request};
+use crate::security::tls;
 
 /// A client's subscriptions and the links that carry them.
 pub(crate) struct PubSub {

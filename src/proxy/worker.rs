@@ -387,14 +387,25 @@ async fn serve(
 
 /// Serves a client of a `tls` pool once its handshake is done, within
 /// [`tls::HANDSHAKE_TIMEOUT`]: a client that never finishes it leaves.
-async fn serve_tls<S>(session: Session, stream: S, tls: &ListenTls, closing: &Closing) -> io::Result<()>
+async fn serve_tls<S>(
+    session: Session,
+    stream: S,
+    tls: &ListenTls,
+    closing: &Closing,
+) -> io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let stream = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-        Ok(accepted) => accepted?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    };
+    let stream =
+        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+            Ok(accepted) => accepted?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))
+            }
+        };
     let (rd, wr) = tls::split(stream);
     session.run(rd, wr, closing).await;
     Ok(())

@@ -269,16 +269,14 @@ impl Digest {
 }
 
 fn read(path: &Path, digest: &mut Digest) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
     digest.update(&bytes);
     Ok(bytes)
 }
 
 /// The PEM certificates in `path`, at least one.
-fn certificates(
-    path: &Path,
-    digest: &mut Digest,
-) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &Path, digest: &mut Digest) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(path, digest)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -415,7 +413,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientWrite
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
-
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> SocketWrite
