@@ -49,7 +49,7 @@ fn redis_cli_and_redis_py_speak_through_a_tls_listener() {
     };
     assert_eq!(cli(&["SET", "tls:cli", "v1"]).trim(), "OK");
     assert_eq!(cli(&["GET", "tls:cli"]).trim(), "v1");
-    assert!(backend.keys().contains(&b"tls:cli".to_vec()));
+    assert!(backend.keys().contains(b"tls:cli".as_slice()));
 
     let script = r#"
 import sys, redis
@@ -181,7 +181,7 @@ fn mutual_tls_on_both_sides() {
     .unwrap();
     assert_eq!(client.cmd(&["SET", "mtls", "v"]), Reply::ok());
     assert_eq!(client.cmd(&["GET", "mtls"]), Reply::bulk("v"));
-    assert!(backend.server.keys().contains(&b"mtls".to_vec()));
+    assert!(backend.server.keys().contains(b"mtls".as_slice()));
 
     // Without a client certificate the listener refuses the handshake (TLS 1.3 tells the
     // client with its first read).
@@ -225,7 +225,7 @@ fn a_backend_from_another_ca_is_refused_with_a_clear_log_line() {
     // Counted as a failure to reach the backend.
     assert!(proxy.metric("keyway_backend_errors_total", "pool=\"alpha\"") >= 1.0);
     assert!(proxy.metric("keyway_errors_total", "kind=\"refused\"") >= 1.0);
-    assert!(!backend.server.keys().contains(&b"k".to_vec()));
+    assert!(!backend.server.keys().contains(b"k".as_slice()));
 }
 
 #[test]
@@ -290,7 +290,8 @@ fn a_client_that_never_handshakes_is_closed_and_holds_its_place_meanwhile() {
     let mut silent = None;
     for _ in 0..10 {
         let candidate = TcpStream::connect(proxy.addr()).unwrap();
-        std::thread::sleep(Duration::from_millis(200)); // allow: let the proxy take the silent client first
+        #[allow(clippy::disallowed_methods, reason = "the proxy must take the silent client first")]
+        std::thread::sleep(Duration::from_millis(200));
         let other = TlsClient::connect(proxy.addr(), &ca, "127.0.0.1", None)
             .and_then(|mut c| c.try_cmd(&["PING"]));
         if other.is_err() {

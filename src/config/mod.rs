@@ -465,6 +465,8 @@ mod tests {
             sentinel: None,
             cluster: None,
             allow_flush: false,
+            tls: None,
+            server_tls: None,
         };
         assert_eq!(config.pools, [expected]);
     }

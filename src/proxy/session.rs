@@ -794,7 +794,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, DuplexStream, WriteHalf};
+    use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream, WriteHalf};
     use tokio::task::LocalSet;
 
     use super::*;
