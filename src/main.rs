@@ -110,6 +110,8 @@ fn serve(cli: &Cli, config: Config, ready: &mut Option<Ready>) -> std::io::Resul
         config_path: Some(cli.conf_file.clone()),
         signals: true,
         admin: cli.admin(),
+        admin_token: cli.admin_token.clone(),
+        admin_insecure: cli.admin_insecure,
         stats: Some(stats),
         stats_interval: cli.stats_interval(),
     };
