@@ -290,7 +290,10 @@ fn a_client_that_never_handshakes_is_closed_and_holds_its_place_meanwhile() {
     let mut silent = None;
     for _ in 0..10 {
         let candidate = TcpStream::connect(proxy.addr()).unwrap();
-        #[allow(clippy::disallowed_methods, reason = "the proxy must take the silent client first")]
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the proxy must take the silent client first"
+        )]
         std::thread::sleep(Duration::from_millis(200));
         let other = TlsClient::connect(proxy.addr(), &ca, "127.0.0.1", None)
             .and_then(|mut c| c.try_cmd(&["PING"]));
