@@ -401,3 +401,67 @@ fn bad_files_are_refused_at_validation_naming_pool_and_file() {
         "{text}"
     );
 }
+
+#[test]
+fn a_sentinel_pool_asks_its_sentinels_and_reaches_the_master_over_tls() {
+    let certs = Certs::generate();
+    let master = TlsRedis::start(&certs, false);
+    // The Sentinel serves TLS on its own port and talks TLS to the master it monitors, so the
+    // address it hands out is the master's TLS port.
+    let sentinel_tls = free_port();
+    let lines = [
+        format!("tls-port {sentinel_tls}"),
+        format!("tls-cert-file {}", certs.file("server.pem")),
+        format!("tls-key-file {}", certs.file("server.key")),
+        format!("tls-ca-cert-file {}", certs.file("ca.pem")),
+        "tls-auth-clients no".to_string(),
+        "tls-replication yes".to_string(),
+    ];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sentinel = SentinelServer::start_with(&[("shard-1", master.tls_port)], &lines);
+    assert_eq!(
+        sentinel.master_addr("shard-1").as_deref(),
+        Some(master.tls_addr().as_str())
+    );
+    let yaml = |port: u16| {
+        format!(
+            "ha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  sentinels:\n   - 127.0.0.1:{sentinel_tls}\n  server_tls:\n    ca: {}\n  servers:\n   - shard-1:1\n",
+            certs.file("ca.pem")
+        )
+    };
+    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, yaml);
+    let mut client = proxy.client();
+    assert_eq!(client.cmd(&["SET", "via-sentinel", "v"]), Reply::ok());
+    assert_eq!(client.cmd(&["GET", "via-sentinel"]), Reply::bulk("v"));
+    assert!(master.server.keys().contains(b"via-sentinel".as_slice()));
+    drop(sentinel);
+}
+
+#[test]
+fn a_cluster_pool_learns_the_layout_and_routes_over_tls() {
+    let certs = Certs::generate();
+    let cluster = RedisCluster::start_tls(3, 0, &certs);
+    let seeds: String = cluster
+        .tls_ports
+        .iter()
+        .map(|p| format!("   - 127.0.0.1:{p}\n"))
+        .collect();
+    let ca = certs.file("ca.pem");
+    let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
+        format!(
+            "cl:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  server_tls:\n    ca: {ca}\n  cluster:\n{seeds}"
+        )
+    });
+    let mut client = proxy.client();
+    for i in 0..30 {
+        let key = format!("ck{i}");
+        assert_eq!(client.cmd(&["SET", &key, "v"]), Reply::ok(), "{key}");
+    }
+    for i in 0..30 {
+        assert_eq!(client.cmd(&["GET", &format!("ck{i}")]), Reply::bulk("v"));
+    }
+    // Every key is on its slot's node, and all three nodes hold some.
+    let held: Vec<usize> = cluster.nodes.iter().map(|n| n.keys().len()).collect();
+    assert_eq!(held.iter().sum::<usize>(), 30, "{held:?}");
+    assert!(held.iter().all(|&n| n > 0), "{held:?}");
+}

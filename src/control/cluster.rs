@@ -52,11 +52,12 @@ pub struct Topology {
 impl Topology {
     /// The topology in a `CLUSTER SHARDS` reply (Redis 7+): per shard a field list with
     /// `slots` (flat start/end pairs) and `nodes` (field lists with `endpoint`/`ip`, `port`,
-    /// `role`, `health`).
+    /// `role`, `health`). Asked over TLS (`tls`), a node's `tls-port` is its port where the
+    /// reply lists one.
     ///
     /// # Errors
     /// The reply is not of that shape.
-    pub fn from_shards(reply: &Value) -> Result<Topology, String> {
+    pub fn from_shards(reply: &Value, tls: bool) -> Result<Topology, String> {
         let shards = reply.items().ok_or("CLUSTER SHARDS: not an array")?;
         let mut topology = Topology::default();
         for shard in shards {
@@ -78,7 +79,14 @@ impl Topology {
                     "" | "?" => text("ip"),
                     endpoint => endpoint.to_owned(),
                 };
-                let Some(addr) = node_addr(&host, node.get("port").and_then(|v| v.int())) else {
+                // A cluster with `tls-cluster yes` lists both ports: over TLS, the TLS one.
+                let port = |name: &str| node.get(name).and_then(|v| v.int());
+                let port = if tls {
+                    port("tls-port").or_else(|| port("port"))
+                } else {
+                    port("port")
+                };
+                let Some(addr) = node_addr(&host, port) else {
                     continue;
                 };
                 topology.nodes.push(addr.clone());
@@ -251,7 +259,7 @@ pub async fn ask(addr: &HostPort, access: &Access) -> Result<Topology, Error> {
             Topology::from_slots(&reply).map_err(Error::Protocol)
         }
         reply @ Value::Error(_) => Err(unexpected(reply)),
-        reply => Topology::from_shards(&reply).map_err(Error::Protocol),
+        reply => Topology::from_shards(&reply, access.tls.is_some()).map_err(Error::Protocol),
     }
 }
 
@@ -466,6 +474,18 @@ mod tests {
     }
 
     #[test]
+    fn over_tls_a_node_is_reached_on_its_tls_port() {
+        // `tls-cluster yes` with the plain port open too: both are listed.
+        let plain = node(7000, "master", "online");
+        let both = plain.replacen("*14\r\n", "*16\r\n", 1) + &bulk("tls-port") + ":17000\r\n";
+        let reply = format!("*1\r\n{}", shard(&[0, 16383], &[both]));
+        let over_tls = Topology::from_shards(&value(&reply), true).unwrap();
+        assert_eq!(over_tls.nodes, vec![tcp("127.0.0.1", 17000)]);
+        let plain = Topology::from_shards(&value(&reply), false).unwrap();
+        assert_eq!(plain.nodes, vec![tcp("127.0.0.1", 7000)]);
+    }
+
+    #[test]
     fn cluster_shards_gives_masters_healthy_replicas_and_every_node() {
         let reply = format!(
             "*3\r\n{}{}{}",
@@ -486,7 +506,7 @@ mod tests {
             // A failed master that lost its slots: a node, but no shard.
             shard(&[], &[node(7002, "master", "fail")]),
         );
-        let topology = Topology::from_shards(&value(&reply)).unwrap();
+        let topology = Topology::from_shards(&value(&reply), false).unwrap();
         assert_eq!(
             topology.shards,
             vec![
@@ -552,15 +572,18 @@ mod tests {
             "*1\r\n:1\r\n",
             "*1\r\n*2\r\n$5\r\nslots\r\n*1\r\n:1\r\n",
         ] {
-            assert!(Topology::from_shards(&value(reply)).is_err(), "{reply:?}");
+            assert!(
+                Topology::from_shards(&value(reply), false).is_err(),
+                "{reply:?}"
+            );
         }
         let bad_slot = format!(
             "*1\r\n{}",
             shard(&[0, 16384], &[node(1, "master", "online")])
         );
-        assert!(Topology::from_shards(&value(&bad_slot)).is_err());
+        assert!(Topology::from_shards(&value(&bad_slot), false).is_err());
         let backwards = format!("*1\r\n{}", shard(&[9, 3], &[node(1, "master", "online")]));
-        assert!(Topology::from_shards(&value(&backwards)).is_err());
+        assert!(Topology::from_shards(&value(&backwards), false).is_err());
         assert!(Topology::from_slots(&value("*1\r\n*1\r\n:0\r\n")).is_err());
     }
 }
