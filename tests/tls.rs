@@ -306,12 +306,20 @@ fn a_client_that_never_handshakes_is_closed_and_holds_its_place_meanwhile() {
     silent
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    // Then the proxy gives up on it (HANDSHAKE_TIMEOUT, 10 s) and closes it.
+    // Then the proxy gives up on it (HANDSHAKE_TIMEOUT, 10 s), closes it and counts it.
+    let failures = || {
+        proxy.metric(
+            "keyway_client_tls_handshake_failures_total",
+            "pool=\"alpha\"",
+        )
+    };
+    let before = failures();
     let started = Instant::now();
     let mut rest = Vec::new();
     let read = silent.read_to_end(&mut rest);
     assert!(read.is_ok(), "{read:?}");
     assert!(started.elapsed() < Duration::from_secs(25));
+    assert!(wait_until(READ_TIMEOUT, || failures() == before + 1.0));
     assert!(wait_until(READ_TIMEOUT, || {
         TlsClient::connect(proxy.addr(), &ca, "127.0.0.1", None)
             .and_then(|mut c| c.try_cmd(&["PING"]))

@@ -22,6 +22,7 @@ use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
 use crate::security::tls::{self, ListenTls};
 use crate::shutdown::{Shutdown, GRACE};
+use prometheus::IntCounter;
 
 /// What a session uses for a request: the pool's routing snapshot (config, shard map or
 /// cluster layout, ejections) and this worker's connections to its backends. Immutable;
@@ -341,7 +342,14 @@ fn start_route(pool: Arc<Pool>, connections: &mut Connections) -> Route {
 fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, closing: &Rc<Closing>) {
     let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
     // The pool's certificate as it is now: a reload's new one serves the next handshakes.
-    let tls = slot.load().pool.config().tls.clone();
+    let route = slot.load();
+    let tls = route
+        .pool
+        .config()
+        .tls
+        .clone()
+        .map(|tls| (tls, route.pool.metrics().client_tls_failed.clone()));
+    drop(route);
     let session = Session::new(id, slot);
     let closing = Rc::clone(closing);
     let Handoff { stream, slot, .. } = handoff;
@@ -357,7 +365,7 @@ fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, clos
 async fn serve(
     session: Session,
     stream: Accepted,
-    tls: Option<&ListenTls>,
+    tls: Option<&(ListenTls, IntCounter)>,
     closing: &Closing,
 ) -> io::Result<()> {
     match stream {
@@ -386,26 +394,32 @@ async fn serve(
 }
 
 /// Serves a client of a `tls` pool once its handshake is done, within
-/// [`tls::HANDSHAKE_TIMEOUT`]: a client that never finishes it leaves.
+/// [`tls::HANDSHAKE_TIMEOUT`]: a client that fails it or never finishes it leaves, counted in
+/// `failed`.
 async fn serve_tls<S>(
     session: Session,
     stream: S,
-    tls: &ListenTls,
+    (tls, failed): &(ListenTls, IntCounter),
     closing: &Closing,
 ) -> io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let stream =
-        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-            Ok(accepted) => accepted?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                ))
-            }
-        };
+    let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            failed.inc();
+            return Err(error);
+        }
+        Err(_) => {
+            failed.inc();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ));
+        }
+    };
     let (rd, wr) = tls::split(stream);
     session.run(rd, wr, closing).await;
     Ok(())
