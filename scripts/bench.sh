@@ -12,8 +12,8 @@
 # kw_tls (redis-benchmark --tls to a `tls:` listener) and kw_btls (plaintext clients, the pool
 # reaching the backends' TLS ports through `server_tls:`); certificates made here by openssl.
 # The summary gains their ratios to kw_1t (e.g. `ONLY="kw_1t kw_tls kw_btls" scripts/bench.sh
-# --tls --rounds 3`). kw_tls takes no part in the idle-connection workloads (the helper speaks
-# plaintext), nor in the application or blocking modes.
+# --tls --rounds 3`); kw_tls's idle connections (memory, get_16B_idle1000) are TLS ones. It
+# takes no part in the application or blocking modes (their drivers speak plaintext).
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
@@ -449,9 +449,10 @@ run_benchmark() {
 
 # Holds IDLE_CONNS idle connections to a port (helper process), waiting until all are open.
 idle_open() {
-  local port=$1 n=$2
+  local port=$1 n=$2 ca=()
+  [[ ${3:-} == kw_tls ]] && ca=("$WORK/tls/ca.pem")
   rm -f "$WORK/idle.state"
-  python3 "$HELPER" idle "$port" "$n" "$WORK/idle.state" &
+  python3 "$HELPER" idle "$port" "$n" "$WORK/idle.state" "${ca[@]}" &
   IDLE_PID=$!
   idle_wait opened
 }
@@ -483,10 +484,9 @@ measure_memory() {
   echo "target,connections,rss_before_kib,rss_connected_kib,rss_pinged_kib,kib_per_conn_connected,kib_per_conn_pinged" \
     >"$OUT/memory.csv"
   for target in "${TARGETS[@]}"; do
-    [[ $target == kw_tls ]] && continue # the helper's connections speak plaintext
     pid=${PID[$target]}
     before=$(rss_kib "$pid")
-    idle_open "${PORT[$target]}" "$IDLE_CONNS"
+    idle_open "${PORT[$target]}" "$IDLE_CONNS" "$target"
     sleep 0.5 # let the proxy finish accepting and registering the last connections
     opened=$(rss_kib "$pid")
     idle_ping
@@ -505,10 +505,8 @@ run_one() {
   local wl=$1 target=$2 round=$3 port pid u0 s0 u1 s1 rps p50 p99 cpu sys
   port=${PORT[$target]} pid=${PID[$target]}
   workload_spec "$wl"
-  # The idle-connection helper speaks plaintext: no idle workload on a TLS listener.
-  if ((WL_IDLE)) && [[ $target == kw_tls ]]; then return 0; fi
   read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
-  ((WL_IDLE)) && idle_open "$port" "$WL_IDLE"
+  ((WL_IDLE)) && idle_open "$port" "$WL_IDLE" "$target"
   read -r u0 s0 < <(cpu_ticks "$pid")
   read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_N" "$WL_P" "${WL_CMD[@]}")
   read -r u1 s1 < <(cpu_ticks "$pid")

@@ -111,11 +111,19 @@ def predixy_conf(path, log):
 
 
 # --------------------------------------------------------------------------- idle
-def idle(port, n, state_file):
-    """Holds n client connections open; they stay idle apart from the one PING on SIGUSR1."""
+def idle(port, n, state_file, ca=None):
+    """Holds n client connections open; they stay idle apart from the one PING on SIGUSR1.
+    With `ca` (a CA file), each is a TLS connection, handshaken when opened."""
+    tls = None
+    if ca:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=ca)
     socks = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
+        if tls:
+            s = tls.wrap_socket(s, server_hostname="127.0.0.1")
         socks.append(s)
     want_ping = []
     signal.signal(signal.SIGUSR1, lambda *_: want_ping.append(True))
@@ -693,7 +701,7 @@ def main(argv):
     if cmd == "prefill":
         prefill(args[0], int(args[1]), int(args[2]))
     elif cmd == "idle":
-        idle(int(args[0]), int(args[1]), args[2])
+        idle(int(args[0]), int(args[1]), args[2], args[3] if len(args) > 3 else None)
     elif cmd == "report":
         report(args[0])
     elif cmd == "apps":

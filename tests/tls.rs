@@ -90,7 +90,12 @@ fn a_tls_backend_pool_verifies_its_backends_and_serves() {
         .iter()
         .map(|b| format!("{}:1", b.tls_addr()))
         .collect();
-    let server_tls = format!("  server_tls:\n    ca: {}\n", certs.file("ca.pem"));
+    // md5 spreads keys that differ in their last bytes (fnv1a_64, the default, keeps only
+    // its low 32 bits, which barely move between `k1` and `k2`).
+    let server_tls = format!(
+        "  hash: md5\n  server_tls:\n    ca: {}\n",
+        certs.file("ca.pem")
+    );
     let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
         tls_pool(port, &servers, &server_tls)
     });
@@ -146,15 +151,16 @@ fn server_name_replaces_the_host_verified() {
         tls_pool(port, &servers, &with_name("elsewhere.test"))
     });
     let refused = wrong.client().cmd(&["GET", "k"]);
-    assert!(
-        refused
-            .error_text()
-            .contains("TLS handshake with backend failed")
-            && refused
-                .error_text()
-                .contains("not valid for name \"elsewhere.test\""),
-        "{refused:?}"
+    assert_eq!(
+        refused.error_text(),
+        "ERR TLS handshake with backend failed"
     );
+    let logged = wait_until(READ_TIMEOUT, || {
+        wrong
+            .stderr()
+            .contains("certificate not valid for name \"elsewhere.test\"")
+    });
+    assert!(logged, "{}", wrong.stderr());
 }
 
 #[test]
@@ -206,13 +212,9 @@ fn a_backend_from_another_ca_is_refused_with_a_clear_log_line() {
     let proxy = Proxy::start_on_free_port(ProxyKind::Keyway, |port| {
         tls_pool(port, &servers, &wrong_ca)
     });
+    // The client is told the kind of failure; the log says which backend and why.
     let reply = proxy.client().cmd(&["GET", "k"]);
-    assert!(
-        reply
-            .error_text()
-            .contains("TLS handshake with backend failed: invalid peer certificate: UnknownIssuer"),
-        "{reply:?}"
-    );
+    assert_eq!(reply.error_text(), "ERR TLS handshake with backend failed");
     let logged = wait_until(READ_TIMEOUT, || {
         let log = proxy.stderr();
         log.lines().any(|line| {

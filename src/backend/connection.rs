@@ -470,22 +470,25 @@ impl Connector for Dial {
         let stream = attempt
             .await
             .map_err(|error: io::Error| connect_error(target, error.kind()))?;
-        match (&target.tls, stream, &target.addr) {
-            (Some(tls), Stream::Tcp(stream), BackendAddr::Tcp { host, .. }) => {
-                match tls.connect(host, stream).await {
-                    Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
-                    Err(reason) => {
-                        // An operator's problem (a wrong CA, name or certificate), said at
-                        // each attempt; the backoff paces the attempts.
-                        tracing::warn!(backend = %target.addr, %reason, "TLS handshake with backend failed");
-                        Err(Error::Tls {
-                            addr: Arc::from(target.addr.to_string()),
-                            reason: Arc::from(reason),
-                        })
-                    }
-                }
+        let Some(tls) = &target.tls else {
+            return Ok(stream);
+        };
+        let tcp = match (stream, &target.addr) {
+            (Stream::Tcp(tcp), BackendAddr::Tcp { host, .. }) => tls.connect(host, tcp).await,
+            // Validation refuses `server_tls` with a unix socket; never fall back to plaintext.
+            _ => Err("server_tls applies to TCP backends only".into()),
+        };
+        match tcp {
+            Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
+            Err(reason) => {
+                // An operator's problem (a wrong CA, name or certificate), said at each
+                // attempt; the backoff paces the attempts.
+                tracing::warn!(backend = %target.addr, %reason, "TLS handshake with backend failed");
+                Err(Error::Tls {
+                    addr: Arc::from(target.addr.to_string()),
+                    reason: Arc::from(reason),
+                })
             }
-            (_, stream, _) => Ok(stream),
         }
     }
 }

@@ -34,8 +34,9 @@ pub enum Error {
         addr: Arc<str>,
     },
     /// The TLS handshake with the backend failed (`server_tls`): its certificate did not
-    /// verify, or it refused ours. Counted as a failure to connect.
-    #[error("TLS handshake with backend failed: {reason}")]
+    /// verify, or it refused ours. Counted as a failure to connect. As with `Connect`, the
+    /// client sees only the kind of failure; the address and the reason are for logs.
+    #[error("TLS handshake with backend failed")]
     Tls {
         /// The backend's address.
         addr: Arc<str>,
