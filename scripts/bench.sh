@@ -16,6 +16,7 @@
 # takes no part in the application or blocking modes (their drivers speak plaintext).
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
+# URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
 # same 4 backends, its config converted from the benchmark's nutcracker.yml by
 # bench_report.py predixy-conf): the C++ multi-threaded peer. Its source is public
@@ -112,6 +113,10 @@ parse_args() {
     [[ $g == default || $g == pubsub || $g == blpop ]] ||
       die "--workloads: unknown $g (default, pubsub, blpop)"
   done
+  if [[ -n ${URING:-} ]]; then
+    TARGETS+=(ku_1t ku_2t)
+    PROXY_TARGETS+=(ku_1t ku_2t)
+  fi
   if [[ -n ${PREDIXY_BIN:-} ]]; then
     [[ -x $PREDIXY_BIN ]] || die "PREDIXY_BIN=$PREDIXY_BIN is not executable"
     TARGETS+=(px)
@@ -336,12 +341,13 @@ proxy_cmd() {
     px)
       python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
       echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
-    kw_1t | kw_2t | kb_1t | kb_2t | kw_tls | kw_btls)
+    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_tls | kw_btls)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
-      local bin=$KEYWAY_BIN threads=1
+      local bin=$KEYWAY_BIN io=epoll threads=1
       [[ $target == kb_* ]] && bin=$BASE_BIN
+      [[ $target == ku_* ]] && io=uring
       [[ $target == k?_2t ]] && threads=2
-      echo "$bin" -c "$conf" --threads "$threads" -s "$(free_port)" -a 127.0.0.1 \
+      echo "$bin" -c "$conf" --threads "$threads" --io "$io" -s "$(free_port)" -a 127.0.0.1 \
         --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
   esac

@@ -107,6 +107,7 @@ fn serve(cli: &Cli, config: Config, ready: &mut Option<Ready>) -> std::io::Resul
             })?;
     let options = keyway::server::Options {
         threads,
+        io: cli.io,
         config_path: Some(cli.conf_file.clone()),
         signals: true,
         admin: cli.admin(),

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::control::{self, Control, Prepared, ReloadError};
 use crate::metrics::{stats, Metrics};
 use crate::proxy::listener::LocalAddr;
-use crate::proxy::worker::Workers;
+use crate::proxy::worker::{Io, Workers};
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 
@@ -22,6 +22,8 @@ use crate::signals::Signals;
 pub struct Options {
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// How workers do client I/O (`--io`).
+    pub io: Io,
     /// The config file, re-read on reload (SIGHUP); `None` disables reload.
     pub config_path: Option<PathBuf>,
     /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
@@ -184,7 +186,8 @@ impl Proxy {
     /// # Errors
     /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
-        let (workers, threads) = Workers::start(self.options.threads, &[], &shutdown)?;
+        let (workers, threads) =
+            Workers::start(self.options.threads, self.options.io, &[], &shutdown)?;
         let signals = self.signals;
         let result = self.runtime.block_on(async {
             let control = Control::start(
