@@ -8,6 +8,13 @@
 #   scripts/bench.sh --callgrind [--quick]                instructions per request (callgrind)
 #   scripts/bench.sh --blocking [--rounds N] [--quick]    blocking pops: BRPOP vs RPOP
 #
+# --tls adds two targets beside the plaintext ones, both Keyway 1 thread on the same backends:
+# kw_tls (redis-benchmark --tls to a `tls:` listener) and kw_btls (plaintext clients, the pool
+# reaching the backends' TLS ports through `server_tls:`); certificates made here by openssl.
+# The summary gains their ratios to kw_1t (e.g. `ONLY="kw_1t kw_tls kw_btls" scripts/bench.sh
+# --tls --rounds 3`); kw_tls's idle connections (memory, get_16B_idle1000) are TLS ones. It
+# takes no part in the application or blocking modes (their drivers speak plaintext).
+#
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
 # URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
@@ -45,6 +52,7 @@ DO_LOAD=1
 DO_STRACE=0
 DO_CALLGRIND=0
 DO_BLOCKING=0
+DO_TLS=0
 OUT="$ROOT/bench-results"
 WORKLOAD_GROUPS=(default) # --workloads: default (redis-benchmark), pubsub, blpop
 
@@ -90,6 +98,7 @@ parse_args() {
       --strace) DO_STRACE=1; DO_LOAD=0 ;;
       --callgrind) DO_CALLGRIND=1; DO_LOAD=0 ;;
       --blocking) DO_BLOCKING=1; DO_LOAD=0 ;;
+      --tls) DO_TLS=1 ;;
       --out) OUT=${2:?--out needs a directory}; shift ;;
       --workloads)
         IFS=, read -r -a WORKLOAD_GROUPS <<<"${2:?--workloads needs a list, e.g. pubsub,blpop}"
@@ -119,6 +128,10 @@ parse_args() {
     [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not executable"
     TARGETS+=(kb_1t kb_2t)
     PROXY_TARGETS+=(kb_1t kb_2t)
+  fi
+  if ((DO_TLS)); then
+    TARGETS+=(kw_tls kw_btls)
+    PROXY_TARGETS+=(kw_tls kw_btls)
   fi
   if [[ -n ${ONLY:-} ]]; then
     local only=() t
@@ -168,6 +181,7 @@ ensure_tools() {
   command -v nutcracker >/dev/null || missing+=(nutcracker)
   if ((DO_STRACE)) && ! command -v strace >/dev/null; then missing+=(strace); fi
   if ((DO_CALLGRIND)) && ! command -v valgrind >/dev/null; then missing+=(valgrind); fi
+  if ((DO_TLS)) && ! command -v openssl >/dev/null; then missing+=(openssl); fi
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
   command -v python3 >/dev/null || die "python3 is needed (idle connections, report)"
   # The chart needs matplotlib; install it for this user if it is missing.
@@ -247,13 +261,43 @@ rss_kib() {
 }
 
 # ------------------------------------------------------------------------------- setup
+# --tls: a CA and a certificate it issued for 127.0.0.1, in WORK/tls.
+make_certs() {
+  local dir="$WORK/tls"
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -keyout ca.key -out ca.pem -subj /CN=bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+      -out server.csr -subj /CN=bench 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
+      -out server.pem -extfile server.ext 2>/dev/null
+  ) || die "openssl could not make the benchmark's certificates"
+}
+
+# redis-cli / redis-benchmark flags to reach a target: TLS for kw_tls.
+client_args() {
+  if [[ $1 == kw_tls ]]; then echo "--tls --cacert $WORK/tls/ca.pem"; fi
+}
+
 BACKENDS=()
+TLS_BACKENDS=()     # --tls: each backend's TLS port, in BACKENDS' order
 start_backends() {
-  local port
+  local port tls=()
   for _ in 1 2 3 4; do
     port=$(free_port)
+    tls=()
+    if ((DO_TLS)); then
+      TLS_BACKENDS+=("$(free_port)")
+      tls=(--tls-port "${TLS_BACKENDS[-1]}" --tls-cert-file "$WORK/tls/server.pem"
+        --tls-key-file "$WORK/tls/server.key" --tls-ca-cert-file "$WORK/tls/ca.pem"
+        --tls-auth-clients no)
+    fi
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-      --dir "$WORK" --logfile "$WORK/redis-$port.log" &
+      --dir "$WORK" --logfile "$WORK/redis-$port.log" "${tls[@]}" &
     PIDS+=($!)
     BACKENDS+=("$port")
     if [[ -z ${PID[direct]:-} ]]; then PID[direct]=$!; PORT[direct]=$port; fi
@@ -261,9 +305,10 @@ start_backends() {
   for port in "${BACKENDS[@]}"; do wait_port "$port"; done
 }
 
-# One nutcracker.yml per proxy, identical but for the listen port.
+# One nutcracker.yml per proxy, identical but for the listen port (and, for the TLS targets,
+# `tls:` or `server_tls:` with the backends' TLS ports: the same ring, the same keys).
 write_conf() {
-  local file=$1 port=$2 acl=${3:-} b
+  local file=$1 port=$2 target=${3:-} b
   {
     echo "bench:"
     echo "  listen: 127.0.0.1:$port"
@@ -271,33 +316,45 @@ write_conf() {
     echo "  distribution: ketama"
     echo "  redis: true"
     if [[ -n ${SERVER_CONNECTIONS:-} ]]; then echo "  server_connections: $SERVER_CONNECTIONS"; fi
-    if [[ -n $acl ]]; then
+    if [[ $target == kw_acl ]]; then
       # The workloads' keys (v16:*, v1k:*, mylist) under three patterns; every command but
       # @admin: the command bit, the keys and (for pub/sub) the channels are all checked.
       echo "  users:"
       echo "    - \"default on nopass ~v16:* ~v1k:* ~mylist &* +@all -@admin\""
     fi
+    if [[ $target == kw_tls ]]; then
+      printf '  tls:\n    cert: %s\n    key: %s\n' "$WORK/tls/server.pem" "$WORK/tls/server.key"
+    fi
+    if [[ $target == kw_btls ]]; then
+      printf '  server_tls:\n    ca: %s\n' "$WORK/tls/ca.pem"
+    fi
     echo "  servers:"
-    for b in "${BACKENDS[@]}"; do echo "    - 127.0.0.1:$b:1"; done
+    local i
+    for i in "${!BACKENDS[@]}"; do
+      b=${BACKENDS[$i]}
+      # Every key is on every backend (prefill), so the TLS ports may place keys otherwise.
+      [[ $target == kw_btls ]] && b=${TLS_BACKENDS[$i]}
+      echo "    - 127.0.0.1:$b:1"
+    done
   } >"$file"
 }
 
 # Prints the command line of a proxy target listening on PORT (config written here).
 proxy_cmd() {
   local target=$1 port=$2 conf="$WORK/$1-$2.yml"
-  write_conf "$conf" "$port" "$([[ $target == kw_acl ]] && echo acl)"
+  write_conf "$conf" "$port" "$target"
   case $target in
     nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
     nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
     px)
       python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
       echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
-    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_acl)
+    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_acl | kw_tls | kw_btls)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
-      local bin=$KEYWAY_BIN io=epoll threads=${target:3:1}
+      local bin=$KEYWAY_BIN io=epoll threads=1
       [[ $target == kb_* ]] && bin=$BASE_BIN
       [[ $target == ku_* ]] && io=uring
-      [[ $target == kw_acl ]] && threads=1
+      [[ $target == k?_2t ]] && threads=2
       echo "$bin" -c "$conf" --threads "$threads" --io "$io" -s "$(free_port)" -a 127.0.0.1 \
         --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
@@ -333,19 +390,20 @@ prefill() {
 # Fails loudly if a target does not answer the read workloads with real data: a proxy that
 # answered errors would otherwise post excellent numbers.
 check_targets() {
-  local target port got
+  local target port got tls=()
   for target in "${TARGETS[@]}"; do
     port=${PORT[$target]}
-    got=$(redis-cli -p "$port" get v16:000000000042)
+    read -r -a tls <<<"$(client_args "$target")"
+    got=$(redis-cli -p "$port" "${tls[@]}" get v16:000000000042)
     [[ $got == "vvvvvvvvvvvvvvvv" ]] || die "$target: GET returned '$got'"
-    got=$(redis-cli -p "$port" mget v16:000000000001 v16:000000000002 v16:000000000003 \
+    got=$(redis-cli -p "$port" "${tls[@]}" mget v16:000000000001 v16:000000000002 v16:000000000003 \
       v16:000000000004 v16:000000000005 v16:000000000006 v16:000000000007 \
       v16:000000000008 v16:000000000009 v16:000000000010 | grep -c '^vvvvvvvvvvvvvvvv$')
     [[ $got == 10 ]] || die "$target: MGET returned $got of 10 values"
-    got=$(redis-cli -p "$port" lrange mylist 0 599 | wc -l)
+    got=$(redis-cli -p "$port" "${tls[@]}" lrange mylist 0 599 | wc -l)
     [[ $got == "$LIST_LEN" ]] || die "$target: LRANGE returned $got elements"
     # Connect every proxy to its backends before anything is measured.
-    redis-benchmark -p "$port" -c 50 -n 5000 -r "$KEYSPACE" get v16:__rand_int__ \
+    redis-benchmark -p "$port" "${tls[@]}" -c 50 -n 5000 -r "$KEYSPACE" get v16:__rand_int__ \
       >/dev/null 2>>"$WORK/redis-benchmark.err"
   done
 }
@@ -385,14 +443,17 @@ workload_spec() {
   if ((QUICK)); then WL_N=$((WL_N / 2)); fi
 }
 
+CLIENT_ARGS=()      # redis-benchmark flags of the target being measured (client_args)
+
 # Runs redis-benchmark once; prints "ops_per_sec p50_ms p99_ms" from its --csv line
 # ("test","rps","avg","min","p50","p95","p99","max"; read from the end because the test
 # name is the command line).
 run_benchmark() {
   local port=$1 clients=$2 requests=$3 pipeline=$4 out line
   shift 4
-  if ! out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -n "$requests" \
-    -P "$pipeline" -r "$KEYSPACE" --precision 3 --csv "$@" 2>>"$WORK/redis-benchmark.err"); then
+  if ! out=$(redis-benchmark -h 127.0.0.1 -p "$port" "${CLIENT_ARGS[@]}" -c "$clients" \
+    -n "$requests" -P "$pipeline" -r "$KEYSPACE" --precision 3 --csv "$@" \
+    2>>"$WORK/redis-benchmark.err"); then
     die "redis-benchmark failed on port $port ($*)"
   fi
   line=$(tail -n 1 <<<"$out" | tr -d '"')
@@ -402,9 +463,10 @@ run_benchmark() {
 
 # Holds IDLE_CONNS idle connections to a port (helper process), waiting until all are open.
 idle_open() {
-  local port=$1 n=$2
+  local port=$1 n=$2 ca=()
+  [[ ${3:-} == kw_tls ]] && ca=("$WORK/tls/ca.pem")
   rm -f "$WORK/idle.state"
-  python3 "$HELPER" idle "$port" "$n" "$WORK/idle.state" &
+  python3 "$HELPER" idle "$port" "$n" "$WORK/idle.state" "${ca[@]}" &
   IDLE_PID=$!
   idle_wait opened
 }
@@ -438,7 +500,7 @@ measure_memory() {
   for target in "${TARGETS[@]}"; do
     pid=${PID[$target]}
     before=$(rss_kib "$pid")
-    idle_open "${PORT[$target]}" "$IDLE_CONNS"
+    idle_open "${PORT[$target]}" "$IDLE_CONNS" "$target"
     sleep 0.5 # let the proxy finish accepting and registering the last connections
     opened=$(rss_kib "$pid")
     idle_ping
@@ -457,7 +519,8 @@ run_one() {
   local wl=$1 target=$2 round=$3 port pid u0 s0 u1 s1 rps p50 p99 cpu sys
   port=${PORT[$target]} pid=${PID[$target]}
   workload_spec "$wl"
-  ((WL_IDLE)) && idle_open "$port" "$WL_IDLE"
+  read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
+  ((WL_IDLE)) && idle_open "$port" "$WL_IDLE" "$target"
   read -r u0 s0 < <(cpu_ticks "$pid")
   read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_N" "$WL_P" "${WL_CMD[@]}")
   read -r u1 s1 < <(cpu_ticks "$pid")
@@ -534,6 +597,10 @@ run_app() {
     echo "$wl,$target,$round,,,,,,n/a,nutcracker has no $what" >>"$OUT/apps.csv"
     return
   fi
+  if [[ $target == kw_tls ]]; then
+    echo "$wl,$target,$round,,,,,,n/a,keyway-load speaks plaintext" >>"$OUT/apps.csv"
+    return
+  fi
   port=${PORT[$target]} pid=${PID[$target]}
   app_spec "$wl"
   err="$WORK/keyway-load-$wl-$target-$round.err"
@@ -605,6 +672,7 @@ strace_mode() {
       spid=$!
       PIDS+=("$spid")
       sleep 1 # attaching to every thread takes a moment
+      read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
       run_benchmark "${PORT[$target]}" "$clients" "$n" 1 get v16:__rand_int__ >/dev/null
       kill -INT "$spid"
       wait "$spid" || true
@@ -635,6 +703,7 @@ callgrind_mode() {
     pid=$!
     PIDS+=("$pid")
     wait_port "$port" 120
+    read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
     run_benchmark "$port" 50 "$warm" 1 get v16:__rand_int__ >/dev/null
     callgrind_control -z "$pid" >/dev/null
     run_benchmark "$port" 50 "$n" 1 get v16:__rand_int__ >/dev/null
@@ -664,7 +733,7 @@ blocking_mode() {
   ((QUICK)) && n=$((n / 2))
   for round in $(seq "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
-      [[ $target == nc_* ]] && continue
+      [[ $target == nc_* || $target == kw_tls ]] && continue
       port=${PORT[$target]}
       for cmd in rpop brpop; do
         # Enough elements that no pop waits: n pops by 50 clients, plus slack.
@@ -701,6 +770,7 @@ main() {
   trap 'exit 130' INT TERM
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # 1,000 idle clients need the descriptors
   log "starting 4 redis-server backends, 2 nutcrackers, 2 keyways"
+  if ((DO_TLS)); then make_certs; fi
   start_backends
   start_proxies
   log "prefilling $KEYSPACE keys x 2 sizes and a $LIST_LEN-element list on every backend"

@@ -40,6 +40,8 @@ TARGETS = [
     ("px", "predixy 1 thread"),
     ("kb_1t", "baseline Keyway 1 thread"),
     ("kb_2t", "baseline Keyway 2 threads"),
+    ("kw_tls", "Keyway 1 thread, TLS from clients"),
+    ("kw_btls", "Keyway 1 thread, TLS to backends"),
 ]
 LABEL = dict(TARGETS)
 PROXIES = [t for t, _ in TARGETS if t != "direct"]
@@ -112,11 +114,19 @@ def predixy_conf(path, log):
 
 
 # --------------------------------------------------------------------------- idle
-def idle(port, n, state_file):
-    """Holds n client connections open; they stay idle apart from the one PING on SIGUSR1."""
+def idle(port, n, state_file, ca=None):
+    """Holds n client connections open; they stay idle apart from the one PING on SIGUSR1.
+    With `ca` (a CA file), each is a TLS connection, handshaken when opened."""
+    tls = None
+    if ca:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=ca)
     socks = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
+        if tls:
+            s = tls.wrap_socket(s, server_hostname="127.0.0.1")
         socks.append(s)
     want_ping = []
     signal.signal(signal.SIGUSR1, lambda *_: want_ping.append(True))
@@ -377,6 +387,33 @@ def report(out_dir):
             body.append(cells)
         md += [table(hdr, body), ""]
 
+    tls = [t for t in ("kw_tls", "kw_btls") if t in present]
+    if tls:
+        md += [
+            "## The price of TLS (against Keyway 1 thread in plaintext, median of per-round "
+            "ratios)",
+            "",
+            "`kw_tls`: redis-benchmark `--tls` to Keyway's TLS listener, plaintext backends "
+            "(the client's own TLS work shares the machine); `kw_btls`: plaintext clients, "
+            "Keyway to the backends' TLS ports. ops/s: below 1.00 is the throughput lost; "
+            "CPU: Keyway's CPU per request, above 1.00 is the extra work.",
+            "",
+        ]
+        hdr = ["workload"]
+        for t in tls:
+            hdr += [f"ops/s {t}", f"CPU {t}", f"p99 {t}"]
+        body = []
+        for w in order:
+            cells = [w]
+            for t in tls:
+                cells += [
+                    fmt(pr(w, t, "kw_1t", "ops_per_sec"), 2),
+                    fmt(pr(w, t, "kw_1t", "cpu_s_per_mreq"), 2),
+                    fmt(pr(w, t, "kw_1t", "p99_ms"), 2),
+                ]
+            body.append(cells)
+        md += [table(hdr, body), ""]
+
     mem = read_csv(os.path.join(out_dir, "memory.csv"))
     if mem:
         md += [
@@ -433,6 +470,8 @@ def chart(out_dir, order, med):
         "ku_2t": "#a6dba0",
         "kb_1t": "#4dac26",
         "kb_2t": "#b8e186",
+        "kw_tls": "#1a9850",
+        "kw_btls": "#d9ef8b",
     }
     n = len(targets)
     width = 0.8 / n
@@ -671,7 +710,7 @@ def main(argv):
     if cmd == "prefill":
         prefill(args[0], int(args[1]), int(args[2]))
     elif cmd == "idle":
-        idle(int(args[0]), int(args[1]), args[2])
+        idle(int(args[0]), int(args[1]), args[2], args[3] if len(args) > 3 else None)
     elif cmd == "report":
         report(args[0])
     elif cmd == "apps":

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A packages=(
   [redis-server]=redis-server [redis-sentinel]=redis-sentinel [redis-cli]=redis-tools
   [redis-benchmark]=redis-tools [memcached]=memcached [nutcracker]=nutcracker
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!packages[@]}"; do
@@ -57,7 +58,7 @@ if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; th
   echo "== cargo test, data path with KEYWAY_IO=uring"
   uring_suites=(bad_input blocking client_limits commands connections fanout faults handshake
     io_uring keyspace lifecycle malformed many_clients memcache memcache_live node_clients
-    pipelining protocol_switch pubsub python_clients transactions)
+    pipelining protocol_switch pubsub python_clients tls transactions)
   KEYWAY_IO=uring cargo test "${uring_suites[@]/#/--test=}"
 fi
 echo "== fuzz targets build"

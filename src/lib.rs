@@ -50,6 +50,10 @@
 //!   the whole process) for blocking commands and transactions.
 //! - [`server`]: the composition root: bind (the control plane's prepare), run (install), the
 //!   threads.
+//! - [`security`]: TLS on both sides (rustls): a pool's listener (`tls`) and its connections
+//!   to backends, Sentinels and cluster nodes (`server_tls`), loaded and checked with the
+//!   config, so a reload re-reads the certificates; the data path sees only one more pair of
+//!   stream halves behind the same session and connection code.
 //! - [`signals`]: the signals Keyway acts on.
 //! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
 //!   speaking RESP2/RESP3 or memcached, locally answered commands; a client's own state:
@@ -79,6 +83,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod route;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod signals;

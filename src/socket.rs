@@ -1,11 +1,11 @@
-//! What the data path needs of a socket's read half beyond `AsyncRead`.
+//! What the data path needs of a socket's halves beyond `AsyncRead` and `AsyncWrite`.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio_util::io::poll_read_buf;
 
 /// A socket read half that can tell, without a syscall or a waker registration, whether the
@@ -27,6 +27,21 @@ impl SocketRead for tokio::net::unix::ReadHalf<'_> {
         self.as_ref().try_io(Interest::READABLE, || Ok(())).is_ok()
     }
 }
+
+/// A socket write half that may keep bytes it took (TLS records the socket did not take yet,
+/// or a TLS alert a read produced), sent by `poll_flush`.
+pub trait SocketWrite: AsyncWrite + Unpin {
+    /// Whether bytes wait for `poll_flush`. Never for a plain socket, which keeps none: the
+    /// check compiles away on that path.
+    #[inline]
+    fn needs_flush(&self) -> bool {
+        false
+    }
+}
+
+impl SocketWrite for tokio::net::tcp::WriteHalf<'_> {}
+
+impl SocketWrite for tokio::net::unix::WriteHalf<'_> {}
 
 /// Reads a socket for one task, and skips polling it when it has nothing new: once a read
 /// returned `Pending`, the task's waker stays registered until the socket turns readable, so
@@ -74,3 +89,6 @@ impl SocketRead for tokio::io::ReadHalf<tokio::io::DuplexStream> {
         true
     }
 }
+
+#[cfg(test)]
+impl SocketWrite for tokio::io::WriteHalf<tokio::io::DuplexStream> {}

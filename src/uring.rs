@@ -510,6 +510,8 @@ impl AsyncWrite for WriteHalf<'_> {
     }
 }
 
+impl crate::socket::SocketWrite for WriteHalf<'_> {}
+
 impl crate::proxy::session::ClientWrite for WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         match self.0.start_send(bytes) {

@@ -67,6 +67,23 @@ fn ioredis_connects_and_serves_strings_multi_key_commands_and_pipelines() {
 }
 
 #[test]
+fn ioredis_connects_through_a_tls_listener() {
+    let certs = Certs::generate();
+    let backend = RedisServer::start();
+    let tls = format!(
+        "  tls:\n    cert: {}\n    key: {}\n",
+        certs.file("server.pem"),
+        certs.file("server.key")
+    );
+    let line = server_line(&backend, 1, None);
+    let proxy = Proxy::start_tls_on_free_port(|port| {
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n{tls}  servers:\n   - {line}\n")
+    });
+    let ca = certs.file("ca.pem");
+    run_script_with(&proxy, "ioredis_tls.js", "ioredis tls", &[("CA", &ca)]);
+}
+
+#[test]
 fn node_redis_connects_and_serves_strings_and_multi_key_commands() {
     let setup = Setup::new(3, &[]);
     run_script(&setup.proxy, "node_redis_basics.js", "node-redis basics");

@@ -25,7 +25,8 @@ use crate::config::BackendAddr;
 use crate::metrics::Tally;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
-use crate::socket::{ArmedReader, SocketRead};
+use crate::security::tls::{self, BackendTls};
+use crate::socket::{ArmedReader, SocketRead, SocketWrite};
 
 /// Requests written but not yet answered on one connection; past it the connection stops
 /// taking new jobs until replies drain (they wait in the channel, bounded by client limits).
@@ -58,6 +59,8 @@ pub struct Target {
     /// Largest reply accepted (`max_reply_bytes`): a longer one is refused from its header,
     /// fails its request and recycles the connection.
     pub max_reply_bytes: usize,
+    /// TLS over the connection (`server_tls`), verifying the backend.
+    pub tls: Option<BackendTls>,
 }
 
 /// Where a connection reports its traffic and failures (the pool: failure counts, metrics).
@@ -358,7 +361,7 @@ async fn run<C: Connector>(
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {}
             Err(error) => {
-                if matches!(error, Error::Connect { .. }) {
+                if matches!(error, Error::Connect { .. } | Error::Tls { .. }) {
                     backoff.failed(error.clone());
                 }
                 tracing::debug!(backend = %target.addr, %error, "backend connection failed");
@@ -453,8 +456,8 @@ impl Connector for Dial {
             match &target.addr {
                 BackendAddr::Tcp { host, port } => {
                     // `[::1]` stays bracketed in the config because nutcracker hashes it so.
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    let stream = TcpStream::connect((host, *port)).await?;
+                    let bare = host.trim_start_matches('[').trim_end_matches(']');
+                    let stream = TcpStream::connect((bare, *port)).await?;
                     stream.set_nodelay(true)?;
                     if target.keepalive {
                         socket2::SockRef::from(&stream).set_keepalive(true)?;
@@ -464,9 +467,29 @@ impl Connector for Dial {
                 BackendAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
             }
         };
-        attempt
+        let stream = attempt
             .await
-            .map_err(|error: io::Error| connect_error(target, error.kind()))
+            .map_err(|error: io::Error| connect_error(target, error.kind()))?;
+        let Some(tls) = &target.tls else {
+            return Ok(stream);
+        };
+        let tcp = match (stream, &target.addr) {
+            (Stream::Tcp(tcp), BackendAddr::Tcp { host, .. }) => tls.connect(host, tcp).await,
+            // Validation refuses `server_tls` with a unix socket; never fall back to plaintext.
+            _ => Err("server_tls applies to TCP backends only".into()),
+        };
+        match tcp {
+            Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
+            Err(reason) => {
+                // An operator's problem (a wrong CA, name or certificate), said at each
+                // attempt; the backoff paces the attempts.
+                tracing::warn!(backend = %target.addr, %reason, "TLS handshake with backend failed");
+                Err(Error::Tls {
+                    addr: Arc::from(target.addr.to_string()),
+                    reason: Arc::from(reason),
+                })
+            }
+        }
     }
 }
 
@@ -476,10 +499,12 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     /// Over a unix socket.
     Unix(UnixStream),
+    /// TLS over TCP (`server_tls`).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Connects to `target`'s address as the pool's own connections do (`TCP_NODELAY`, keepalive),
-/// within the pool's `timeout` (5 s without one); the caller does the setup it needs.
+/// Connects to `target`'s address as the pool's own connections do (`TCP_NODELAY`, keepalive,
+/// TLS), within the pool's `timeout` (5 s without one); the caller does the setup it needs.
 pub(crate) async fn dial(target: &Target) -> Result<Stream, Error> {
     let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     match tokio::time::timeout(limit, Dial.connect(target)).await {
@@ -498,21 +523,26 @@ fn connect_error(target: &Target, kind: io::ErrorKind) -> Error {
 
 impl Transport for Stream {
     async fn serve(
-        mut self,
+        self,
         target: &Target,
         report: &dyn Report,
         tally: &mut Tally,
         first: Vec<Job>,
         jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
-        match &mut self {
-            Stream::Tcp(stream) => {
+        match self {
+            Stream::Tcp(mut stream) => {
                 let (rd, wr) = stream.split();
                 let pipeline = Pipeline::new(target, report, tally, rd, wr);
                 pipeline.run(first, jobs).await
             }
-            Stream::Unix(stream) => {
+            Stream::Unix(mut stream) => {
                 let (rd, wr) = stream.split();
+                let pipeline = Pipeline::new(target, report, tally, rd, wr);
+                pipeline.run(first, jobs).await
+            }
+            Stream::Tls(stream) => {
+                let (rd, wr) = tls::split(*stream);
                 let pipeline = Pipeline::new(target, report, tally, rd, wr);
                 pipeline.run(first, jobs).await
             }
@@ -561,7 +591,7 @@ struct Pipeline<'a, R, W> {
     memcache: memcache::ReplyScanner,
 }
 
-impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
+impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     fn new(target: &'a Target, report: &'a dyn Report, tally: &'a mut Tally, rd: R, wr: W) -> Self {
         Pipeline {
             target,
@@ -760,6 +790,11 @@ impl<'a, R: SocketRead, W: AsyncWrite + Unpin> Pipeline<'a, R, W> {
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
                     Poll::Pending => {}
+                }
+            }
+            if self.wr.needs_flush() {
+                if let Poll::Ready(Err(_)) = Pin::new(&mut self.wr).poll_flush(cx) {
+                    return Poll::Ready(Err(Error::Closed));
                 }
             }
             // Deadlines only grow along the queue, so a timer armed for an older request may
@@ -986,6 +1021,7 @@ mod tests {
             timeout: Some(TIMEOUT),
             keepalive: false,
             max_reply_bytes: 1024 * 1024,
+            tls: None,
         })
     }
 

@@ -33,6 +33,16 @@ pub enum Error {
         /// The backend's address.
         addr: Arc<str>,
     },
+    /// The TLS handshake with the backend failed (`server_tls`): its certificate did not
+    /// verify, or it refused ours. Counted as a failure to connect. As with `Connect`, the
+    /// client sees only the kind of failure; the address and the reason are for logs.
+    #[error("TLS handshake with backend failed")]
+    Tls {
+        /// The backend's address.
+        addr: Arc<str>,
+        /// Why, as rustls says it (e.g. `invalid peer certificate: UnknownIssuer`).
+        reason: Arc<str>,
+    },
     /// No reply within the pool's `timeout`; the connection was recycled.
     #[error("Connection timed out")]
     Timeout,

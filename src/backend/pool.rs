@@ -28,6 +28,7 @@ use crate::config::{BackendAddr, PoolConfig, ReadFrom};
 use crate::metrics::{BackendMetrics, ErrorKind, Metrics, PoolMetrics, Tally};
 use crate::route::cluster::Layout;
 use crate::route::{slots, ShardMap, ShardSpec};
+use crate::security::tls::BackendTls;
 
 /// Most connections a worker keeps to cluster nodes its pool's layout does not list yet.
 const MAX_STRAYS: usize = 64;
@@ -73,6 +74,7 @@ struct Key {
     /// count needs new connections.
     connections: usize,
     max_reply_bytes: usize,
+    tls: Option<BackendTls>,
 }
 
 /// One backend of a pool as its connections see it: how to reach it, where its traffic is
@@ -725,7 +727,7 @@ impl Report for BackendReport {
             match error {
                 Error::Timeout => backend.server_timedout.inc(),
                 Error::Closed => backend.server_eof.inc(),
-                Error::Connect { .. } => {
+                Error::Connect { .. } | Error::Tls { .. } => {
                     backend.server_err.inc();
                     backend.up.set(0);
                 }
@@ -738,7 +740,7 @@ impl Report for BackendReport {
     fn errored(&self, error: &Error, requests: usize) {
         let kind = match error {
             Error::Timeout => ErrorKind::Timeout,
-            Error::Closed | Error::Connect { .. } => ErrorKind::Refused,
+            Error::Closed | Error::Connect { .. } | Error::Tls { .. } => ErrorKind::Refused,
             Error::Protocol => ErrorKind::Protocol,
             Error::Ejected => ErrorKind::Ejected,
         };
@@ -838,6 +840,7 @@ fn key(config: &PoolConfig, addr: BackendAddr, name: String) -> Key {
         keepalive: config.tcpkeepalive,
         connections: connections_per_backend(config),
         max_reply_bytes: config.limits.max_reply_bytes,
+        tls: config.server_tls.clone(),
     }
 }
 
@@ -860,6 +863,7 @@ fn target(config: &PoolConfig, addr: BackendAddr, resp3: bool) -> Target {
         timeout: config.timeout,
         keepalive: config.tcpkeepalive,
         max_reply_bytes: config.limits.max_reply_bytes,
+        tls: config.server_tls.clone(),
     }
 }
 

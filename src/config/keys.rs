@@ -149,6 +149,11 @@ pool_keys! {
     /// ACL users, one `ACL SETUSER` line each.
     Users = "users", Keyway,
         Shape::Lines { one: "user line", many: "user lines (name, then ACL SETUSER rules)" };
+    /// TLS on the listener: certificate, key, optional client CA.
+    Tls = "tls", Keyway, Shape::Fields { fields: &["cert", "key", "client_ca"] };
+    /// TLS to backends, Sentinels and cluster nodes: CA, client certificate, name verified.
+    ServerTls = "server_tls", Keyway,
+        Shape::Fields { fields: &["ca", "cert", "key", "server_name"] };
 }
 
 impl Key {

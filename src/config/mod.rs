@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::route::{Distribution, HashFn, ShardSpec};
+use crate::security::tls::{BackendTls, ListenTls};
 
 /// A whole config file: its pools, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +118,11 @@ pub struct PoolConfig {
     /// The client-side ACL users (`users`: `ACL SETUSER` lines), compiled; `None` keeps
     /// nutcracker's meaning of `redis_auth` (one password, every command) and checks nothing.
     pub users: Option<std::sync::Arc<crate::acl::Users>>,
+    /// TLS on the listener (`tls`): clients must handshake before their first request.
+    pub tls: Option<ListenTls>,
+    /// TLS on every connection to the pool's backends, Sentinels and cluster nodes
+    /// (`server_tls`), verifying them.
+    pub server_tls: Option<BackendTls>,
 }
 
 /// `migration: { read_through: true, window: 30m, copy: false }`: for `window` after a reload
@@ -481,6 +487,8 @@ mod tests {
             allow_flush: false,
             migration: None,
             users: None,
+            tls: None,
+            server_tls: None,
         };
         assert_eq!(config.pools, [expected]);
     }

@@ -5,12 +5,38 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::config::HostPort;
+use crate::config::{HostPort, PoolConfig};
 use crate::protocol::resp::{ReplyScanner, Request};
+use crate::security::tls::BackendTls;
+
+/// How the control plane reaches a pool's Sentinels or cluster nodes: the password it sends
+/// and the pool's `server_tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Sent with `AUTH` after connecting.
+    pub auth: Option<String>,
+    /// TLS over the connection, verifying the server.
+    pub tls: Option<BackendTls>,
+}
+
+impl Access {
+    /// `pool`'s TLS with `auth` as the password.
+    pub fn of(pool: &PoolConfig, auth: Option<&str>) -> Access {
+        Access {
+            auth: auth.map(str::to_owned),
+            tls: pool.server_tls.clone(),
+        }
+    }
+}
+
+/// A control connection's byte stream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Why a server could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +44,9 @@ pub enum Error {
     /// The TCP connection could not be made.
     #[error("cannot connect: {0}")]
     Connect(io::Error),
+    /// The TLS handshake failed (the server's certificate did not verify, or it refused ours).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The connection broke while talking.
     #[error("connection failed: {0}")]
     Io(io::Error),
@@ -80,7 +109,7 @@ impl Value {
 
 /// A connection to one server.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     scanner: ReplyScanner,
     timeout: Duration,
@@ -88,23 +117,40 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects (under `limit`) and authenticates when `auth` is set. Each later call is bound
-    /// by `limit` too, and a reply longer than `max_reply` bytes is refused.
+    /// Connects (under `limit`, TLS included), and authenticates when `access` has a
+    /// password. Each later call is bound by `limit` too, and a reply longer than `max_reply`
+    /// bytes is refused.
     ///
     /// # Errors
-    /// The server could not be reached in time, or refused the password.
+    /// The server could not be reached in time, failed TLS verification, or refused the
+    /// password.
     pub async fn open(
         addr: &HostPort,
-        auth: Option<&str>,
+        access: &Access,
         limit: Duration,
         max_reply: usize,
     ) -> Result<Connection, Error> {
         let host = addr.host.trim_start_matches('[').trim_end_matches(']');
-        let stream = timeout(limit, TcpStream::connect((host, addr.port)))
+        let connect = async {
+            let stream = TcpStream::connect((host, addr.port))
+                .await
+                .map_err(Error::Connect)?;
+            let _ = stream.set_nodelay(true);
+            let stream: Box<dyn Io> = match &access.tls {
+                None => Box::new(stream),
+                Some(tls) => match tls.connect(&addr.host, stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(reason) => {
+                        tracing::warn!(server = %addr, %reason, "TLS handshake failed");
+                        return Err(Error::Tls(reason));
+                    }
+                },
+            };
+            Ok(stream)
+        };
+        let stream = timeout(limit, connect)
             .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(Error::Connect)?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| Error::Timeout)??;
         let mut connection = Connection {
             stream,
             buf: BytesMut::with_capacity(512),
@@ -112,7 +158,7 @@ impl Connection {
             timeout: limit,
             max_reply,
         };
-        if let Some(password) = auth {
+        if let Some(password) = &access.auth {
             match connection.call(&[b"AUTH", password.as_bytes()]).await? {
                 Value::Simple(_) => {}
                 other => return Err(unexpected(other)),
@@ -127,7 +173,11 @@ impl Connection {
     /// The write failed or timed out.
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), Error> {
         let request = Request::from_args(args.iter().copied());
-        timeout(self.timeout, self.stream.write_all(request.frame()))
+        let write = async {
+            self.stream.write_all(request.frame()).await?;
+            self.stream.flush().await
+        };
+        timeout(self.timeout, write)
             .await
             .map_err(|_| Error::Timeout)?
             .map_err(Error::Io)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::{unexpected, Connection, Error, Value};
+use super::client::{unexpected, Access, Connection, Error, Value};
 use super::{Control, ReloadError, ResolveError};
 use crate::backend::pool::{Pool, Signal};
 use crate::config::{BackendAddr, BackendConfig, Config, HostPort, PoolConfig};
@@ -52,11 +52,12 @@ pub struct Topology {
 impl Topology {
     /// The topology in a `CLUSTER SHARDS` reply (Redis 7+): per shard a field list with
     /// `slots` (flat start/end pairs) and `nodes` (field lists with `endpoint`/`ip`, `port`,
-    /// `role`, `health`).
+    /// `role`, `health`). Asked over TLS (`tls`), a node's `tls-port` is its port where the
+    /// reply lists one.
     ///
     /// # Errors
     /// The reply is not of that shape.
-    pub fn from_shards(reply: &Value) -> Result<Topology, String> {
+    pub fn from_shards(reply: &Value, tls: bool) -> Result<Topology, String> {
         let shards = reply.items().ok_or("CLUSTER SHARDS: not an array")?;
         let mut topology = Topology::default();
         for shard in shards {
@@ -78,7 +79,14 @@ impl Topology {
                     "" | "?" => text("ip"),
                     endpoint => endpoint.to_owned(),
                 };
-                let Some(addr) = node_addr(&host, node.get("port").and_then(|v| v.int())) else {
+                // A cluster with `tls-cluster yes` lists both ports: over TLS, the TLS one.
+                let port = |name: &str| node.get(name).and_then(|v| v.int());
+                let port = if tls {
+                    port("tls-port").or_else(|| port("port"))
+                } else {
+                    port("port")
+                };
+                let Some(addr) = node_addr(&host, port) else {
                     continue;
                 };
                 topology.nodes.push(addr.clone());
@@ -240,8 +248,8 @@ fn node_addr(host: &str, port: Option<i64>) -> Option<BackendAddr> {
 ///
 /// # Errors
 /// The node could not be reached, refused, or gave something else.
-pub async fn ask(addr: &HostPort, auth: Option<&str>) -> Result<Topology, Error> {
-    let mut connection = Connection::open(addr, auth, TIMEOUT, MAX_REPLY).await?;
+pub async fn ask(addr: &HostPort, access: &Access) -> Result<Topology, Error> {
+    let mut connection = Connection::open(addr, access, TIMEOUT, MAX_REPLY).await?;
     match connection.call(&[b"CLUSTER", b"SHARDS"]).await? {
         Value::Error(text) if text.contains("nknown") || text.contains("wrong number") => {
             let reply = connection.call(&[b"CLUSTER", b"SLOTS"]).await?;
@@ -251,7 +259,7 @@ pub async fn ask(addr: &HostPort, auth: Option<&str>) -> Result<Topology, Error>
             Topology::from_slots(&reply).map_err(Error::Protocol)
         }
         reply @ Value::Error(_) => Err(unexpected(reply)),
-        reply => Topology::from_shards(&reply).map_err(Error::Protocol),
+        reply => Topology::from_shards(&reply, access.tls.is_some()).map_err(Error::Protocol),
     }
 }
 
@@ -259,10 +267,10 @@ pub async fn ask(addr: &HostPort, auth: Option<&str>) -> Result<Topology, Error>
 ///
 /// # Errors
 /// Every candidate's failure, one per `; `.
-async fn ask_any(candidates: &[HostPort], auth: Option<&str>) -> Result<Topology, String> {
+async fn ask_any(candidates: &[HostPort], access: &Access) -> Result<Topology, String> {
     let mut failures = Vec::new();
     for addr in candidates {
-        match ask(addr, auth).await {
+        match ask(addr, access).await {
             Ok(topology) => return Ok(topology),
             Err(error) => failures.push(format!("{addr}: {error}")),
         }
@@ -306,7 +314,8 @@ pub async fn resolve(config: &mut Config) -> Result<Layouts, ReloadError> {
         let Some(cluster) = &pool.cluster else {
             continue;
         };
-        match ask_any(&cluster.seeds, pool.redis_auth.as_deref()).await {
+        let access = Access::of(pool, pool.redis_auth.as_deref());
+        match ask_any(&cluster.seeds, &access).await {
             Ok(topology) => {
                 tracing::info!(pool = %pool.name, nodes = topology.nodes.len(), masters = topology.shards.len(), "Redis Cluster: layout learnt");
                 pool.servers = topology.servers();
@@ -371,7 +380,8 @@ async fn refresh(control: &Control, name: &str) {
         return;
     };
     let config = pool.config();
-    let topology = match ask_any(&candidates(config), config.redis_auth.as_deref()).await {
+    let access = Access::of(config, config.redis_auth.as_deref());
+    let topology = match ask_any(&candidates(config), &access).await {
         Ok(topology) => topology,
         Err(why) => {
             pool.metrics().refresh_failed.inc();
@@ -464,6 +474,18 @@ mod tests {
     }
 
     #[test]
+    fn over_tls_a_node_is_reached_on_its_tls_port() {
+        // `tls-cluster yes` with the plain port open too: both are listed.
+        let plain = node(7000, "master", "online");
+        let both = plain.replacen("*14\r\n", "*16\r\n", 1) + &bulk("tls-port") + ":17000\r\n";
+        let reply = format!("*1\r\n{}", shard(&[0, 16383], &[both]));
+        let over_tls = Topology::from_shards(&value(&reply), true).unwrap();
+        assert_eq!(over_tls.nodes, vec![tcp("127.0.0.1", 17000)]);
+        let plain = Topology::from_shards(&value(&reply), false).unwrap();
+        assert_eq!(plain.nodes, vec![tcp("127.0.0.1", 7000)]);
+    }
+
+    #[test]
     fn cluster_shards_gives_masters_healthy_replicas_and_every_node() {
         let reply = format!(
             "*3\r\n{}{}{}",
@@ -484,7 +506,7 @@ mod tests {
             // A failed master that lost its slots: a node, but no shard.
             shard(&[], &[node(7002, "master", "fail")]),
         );
-        let topology = Topology::from_shards(&value(&reply)).unwrap();
+        let topology = Topology::from_shards(&value(&reply), false).unwrap();
         assert_eq!(
             topology.shards,
             vec![
@@ -550,15 +572,18 @@ mod tests {
             "*1\r\n:1\r\n",
             "*1\r\n*2\r\n$5\r\nslots\r\n*1\r\n:1\r\n",
         ] {
-            assert!(Topology::from_shards(&value(reply)).is_err(), "{reply:?}");
+            assert!(
+                Topology::from_shards(&value(reply), false).is_err(),
+                "{reply:?}"
+            );
         }
         let bad_slot = format!(
             "*1\r\n{}",
             shard(&[0, 16384], &[node(1, "master", "online")])
         );
-        assert!(Topology::from_shards(&value(&bad_slot)).is_err());
+        assert!(Topology::from_shards(&value(&bad_slot), false).is_err());
         let backwards = format!("*1\r\n{}", shard(&[9, 3], &[node(1, "master", "online")]));
-        assert!(Topology::from_shards(&value(&backwards)).is_err());
+        assert!(Topology::from_shards(&value(&backwards), false).is_err());
         assert!(Topology::from_slots(&value("*1\r\n*1\r\n:0\r\n")).is_err());
     }
 }

@@ -36,6 +36,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         allow_flush,
         migration,
         users,
+        tls,
+        server_tls,
     } = old;
     let Limits {
         max_request_bytes,
@@ -117,6 +119,8 @@ pub fn changed_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
         ),
         (Key::Migration, *migration != new.migration),
         (Key::Users, *users != new.users),
+        (Key::Tls, *tls != new.tls),
+        (Key::ServerTls, *server_tls != new.server_tls),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key.name()))

@@ -117,8 +117,13 @@ pub async fn sample(
     timeout: Duration,
 ) -> Result<Vec<Vec<u8>>, client::Error> {
     let mut keys = Vec::new();
+    // A sample is taken over plain connections: `--sample-from` names servers, not a pool.
+    let access = client::Access {
+        auth: auth.map(str::to_owned),
+        tls: None,
+    };
     for server in servers {
-        let mut connection = Connection::open(server, auth, timeout, MAX_SCAN_REPLY).await?;
+        let mut connection = Connection::open(server, &access, timeout, MAX_SCAN_REPLY).await?;
         let mut cursor = b"0".to_vec();
         let mut taken = 0;
         loop {

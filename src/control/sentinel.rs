@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::{unexpected, Connection, Error, Value};
+use super::client::{unexpected, Access, Connection, Error, Value};
 use super::{Control, ReloadError, ResolveError};
 use crate::backend::pool::Pool;
 use crate::config::{BackendAddr, Config, HostPort, SentinelConfig};
@@ -33,9 +33,9 @@ const MAX_REPLY: usize = 64 * 1024;
 /// The channel Sentinel announces failovers on.
 const SWITCH_CHANNEL: &str = "+switch-master";
 
-/// Connects to a Sentinel (authenticating with `auth` when set).
-async fn open(addr: &HostPort, auth: Option<&str>) -> Result<Connection, Error> {
-    Connection::open(addr, auth, TIMEOUT, MAX_REPLY).await
+/// Connects to a Sentinel (over TLS and authenticating as `access` says).
+async fn open(addr: &HostPort, access: &Access) -> Result<Connection, Error> {
+    Connection::open(addr, access, TIMEOUT, MAX_REPLY).await
 }
 
 /// A `+switch-master` announcement: `<master> <old-ip> <old-port> <new-ip> <new-port>`.
@@ -92,10 +92,10 @@ fn backend_addr(ip: &str, port: &str) -> Option<BackendAddr> {
 /// The Sentinel could not be reached, refused, or does not monitor `master`.
 pub async fn master_addr(
     sentinel: &HostPort,
-    auth: Option<&str>,
+    access: &Access,
     master: &str,
 ) -> Result<BackendAddr, Error> {
-    let mut connection = open(sentinel, auth).await?;
+    let mut connection = open(sentinel, access).await?;
     let reply = connection
         .call(&[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()])
         .await?;
@@ -119,6 +119,7 @@ pub async fn master_addr(
 /// where `master` is; `*first` then points at it.
 async fn ask_any(
     sentinel: &SentinelConfig,
+    access: &Access,
     master: &str,
     first: &mut usize,
 ) -> Result<BackendAddr, String> {
@@ -128,7 +129,7 @@ async fn ask_any(
         let Some(addr) = sentinel.sentinels.get(index) else {
             continue;
         };
-        match master_addr(addr, sentinel.auth.as_deref(), master).await {
+        match master_addr(addr, access, master).await {
             Ok(found) => {
                 *first = index;
                 return Ok(found);
@@ -152,9 +153,10 @@ pub async fn resolve(config: &mut Config) -> Result<(), ReloadError> {
             continue;
         };
         let mut first = 0;
+        let access = Access::of(pool, sentinel.auth.as_deref());
         for server in &mut pool.servers {
             let master = server.ketama_name();
-            match ask_any(sentinel, &master, &mut first).await {
+            match ask_any(sentinel, &access, &master, &mut first).await {
                 Ok(addr) => {
                     tracing::info!(pool = %pool.name, master, addr = %addr, "Sentinel: master found");
                     server.addr = addr;
@@ -174,9 +176,10 @@ pub async fn resolve(config: &mut Config) -> Result<(), ReloadError> {
     }
 }
 
-/// The Sentinel pools being watched: per pool its name, Sentinel settings and master names.
+/// The Sentinel pools being watched: per pool its name, Sentinel settings, how they are
+/// reached and master names.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Watched(Vec<(String, SentinelConfig, Vec<String>)>);
+pub struct Watched(Vec<(String, SentinelConfig, Access, Vec<String>)>);
 
 impl Watched {
     /// The Sentinel pools of `pools`.
@@ -188,7 +191,8 @@ impl Watched {
                     let config = pool.config();
                     let sentinel = config.sentinel.clone()?;
                     let masters = config.servers.iter().map(|s| s.ketama_name()).collect();
-                    Some((config.name.clone(), sentinel, masters))
+                    let access = Access::of(config, sentinel.auth.as_deref());
+                    Some((config.name.clone(), sentinel, access, masters))
                 })
                 .collect(),
         )
@@ -200,6 +204,7 @@ struct Watch {
     control: Weak<Control>,
     pool: String,
     sentinel: SentinelConfig,
+    access: Access,
     masters: Vec<String>,
     stop: Shutdown,
 }
@@ -217,6 +222,7 @@ pub fn watch(control: Weak<Control>, pools: &[Arc<Pool>], stop: &Shutdown) {
             control: control.clone(),
             pool: config.name.clone(),
             sentinel: sentinel.clone(),
+            access: Access::of(config, sentinel.auth.as_deref()),
             masters: config.servers.iter().map(|s| s.ketama_name()).collect(),
             stop: stop.clone(),
         });
@@ -266,7 +272,7 @@ async fn subscribe(watch: Arc<Watch>, addr: HostPort) {
 /// One subscription: applies each switch of a watched master until the connection fails.
 /// `Ok` only when the control is gone.
 async fn listen(watch: &Watch, addr: &HostPort, backoff: &mut Backoff) -> Result<(), Error> {
-    let mut connection = open(addr, watch.sentinel.auth.as_deref()).await?;
+    let mut connection = open(addr, &watch.access).await?;
     match connection
         .call(&[b"SUBSCRIBE", SWITCH_CHANNEL.as_bytes()])
         .await?
@@ -350,7 +356,7 @@ async fn recheck(watch: Arc<Watch>) {
             () = watch.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let newest = newest(&watch.sentinel, &watch.masters).await;
+        let newest = newest(&watch.sentinel, &watch.access, &watch.masters).await;
         let Some(control) = watch.control.upgrade() else {
             return;
         };
@@ -368,10 +374,10 @@ async fn recheck(watch: Arc<Watch>) {
 /// (`SENTINEL MASTER`); a master it does not know is left out.
 async fn master_states(
     sentinel: &HostPort,
-    auth: Option<&str>,
+    access: &Access,
     masters: &[String],
 ) -> Result<Vec<(String, BackendAddr, u64)>, Error> {
-    let mut connection = open(sentinel, auth).await?;
+    let mut connection = open(sentinel, access).await?;
     let mut states = Vec::with_capacity(masters.len());
     for master in masters {
         let reply = connection
@@ -414,13 +420,17 @@ fn master_fields(items: &[Value]) -> Result<(BackendAddr, u64), Error> {
 }
 
 /// Per master, the address of the highest config epoch the Sentinels (asked together) hold.
-async fn newest(sentinel: &SentinelConfig, masters: &[String]) -> HashMap<String, BackendAddr> {
+async fn newest(
+    sentinel: &SentinelConfig,
+    access: &Access,
+    masters: &[String],
+) -> HashMap<String, BackendAddr> {
     let asks: Vec<_> = sentinel
         .sentinels
         .iter()
         .map(|addr| {
-            let (addr, auth, masters) = (addr.clone(), sentinel.auth.clone(), masters.to_vec());
-            tokio::spawn(async move { master_states(&addr, auth.as_deref(), &masters).await })
+            let (addr, access, masters) = (addr.clone(), access.clone(), masters.to_vec());
+            tokio::spawn(async move { master_states(&addr, &access, &masters).await })
         })
         .collect();
     let mut best: HashMap<String, (BackendAddr, u64)> = HashMap::new();

@@ -595,6 +595,7 @@ mod tests {
             ("keyway_backend_queue_requests", "gauge"),
             ("keyway_backend_queue_bytes", "gauge"),
             ("keyway_client_refused_total", "counter"),
+            ("keyway_client_tls_handshake_failures_total", "counter"),
             ("keyway_client_output_limit_closed_total", "counter"),
             ("keyway_migration_old_owner_hits_total", "counter"),
             ("keyway_migration_copied_total", "counter"),

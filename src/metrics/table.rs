@@ -342,6 +342,10 @@ metric_table! {
             "keyway_client_refused_total",
             "Client connections closed on accept because the pool had client_connections open.",
             POOL);
+        client_tls_failed: IntCounterVec = counters(
+            "keyway_client_tls_handshake_failures_total",
+            "Client connections closed because their TLS handshake failed or timed out.",
+            POOL);
         client_eof: IntCounterVec = counters(
             "keyway_client_eof_total",
             "Client connections closed by the client (nutcracker: client_eof).",
@@ -497,6 +501,8 @@ metric_table! {
         client_connections_total: IntCounter = client_connections_total[];
         /// Client connections closed on accept: the pool had `client_connections` open.
         client_refused: IntCounter = client_refused[];
+        /// Clients of a `tls` pool whose handshake failed or timed out.
+        client_tls_failed: IntCounter = client_tls_failed[];
         /// Clients closed for holding more reply bytes than `client_output_hard_limit`.
         client_output_closed: IntCounter = client_output_closed[];
         /// Migration window: reads missed on the new owner, served from the old one.

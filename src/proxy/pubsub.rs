@@ -31,6 +31,7 @@ use crate::protocol::resp::codec::put_decimal;
 use crate::protocol::resp::command::Subscription;
 use crate::protocol::resp::reply::put_bulk;
 use crate::protocol::resp::{ReplyScanner, Request};
+use crate::security::tls;
 
 /// A client's subscriptions and the links that carry them.
 pub(crate) struct PubSub {
@@ -510,6 +511,10 @@ async fn run(target: Target, id: u64, inbox: Rc<RefCell<Inbox>>, outbox: Rc<Outb
             let (rd, wr) = stream.split();
             serve(&target, id, &inbox, &outbox, rd, wr).await
         }
+        Ok(Stream::Tls(stream)) => {
+            let (rd, wr) = tls::split(*stream);
+            serve(&target, id, &inbox, &outbox, rd, wr).await
+        }
         Err(error) => Err(error.to_string()),
     };
     if let Err(reason) = served {
@@ -563,6 +568,8 @@ where
         out.extend(outbox.frames.borrow_mut().drain(..).flatten());
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            // TLS keeps what the socket did not take: sent now (a no-op on plain sockets).
+            wr.flush().await.map_err(|e| e.to_string())?;
             out.clear();
             continue;
         }

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
@@ -37,7 +37,7 @@ use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
 use crate::protocol::resp::keyspace;
 use crate::protocol::resp::reply;
-use crate::socket::{ArmedReader, SocketRead};
+use crate::socket::{ArmedReader, SocketRead, SocketWrite};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -417,6 +417,11 @@ impl Session {
                         return Poll::Ready(Woke::Wrote(written));
                     }
                 }
+                if wr.needs_flush() {
+                    if let Poll::Ready(Err(error)) = Pin::new(&mut wr).poll_flush(cx) {
+                        return Poll::Ready(Woke::Wrote(Err(error)));
+                    }
+                }
                 if pressed {
                     // Replies arriving behind the oldest one count too, or they would pile
                     // up unbounded in their reply cells while it is awaited.
@@ -530,7 +535,7 @@ impl Session {
 }
 
 /// A client socket's write half.
-pub trait ClientWrite: AsyncWrite + Unpin {
+pub trait ClientWrite: SocketWrite {
     /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
 }
@@ -824,7 +829,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, DuplexStream, WriteHalf};
+    use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream, WriteHalf};
     use tokio::task::LocalSet;
 
     use super::*;
@@ -855,6 +860,8 @@ mod tests {
             Pin::new(self.get_mut().0.get_mut()).poll_shutdown(cx)
         }
     }
+
+    impl SocketWrite for Writer {}
 
     impl ClientWrite for Writer {
         fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {

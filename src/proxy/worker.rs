@@ -20,7 +20,9 @@ use super::listener::{Accepted, Handoff};
 use super::session::Session;
 use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
+use crate::security::tls::{self, ListenTls};
 use crate::shutdown::{Shutdown, GRACE};
+use prometheus::IntCounter;
 
 /// What a session uses for a request: the pool's routing snapshot (config, shard map or
 /// cluster layout, ejections) and this worker's connections to its backends. Immutable;
@@ -363,11 +365,20 @@ fn start_route(pool: Arc<Pool>, connections: &mut Connections) -> Route {
 
 fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, closing: &Rc<Closing>) {
     let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    // The pool's certificate as it is now: a reload's new one serves the next handshakes.
+    let route = slot.load();
+    let tls = route
+        .pool
+        .config()
+        .tls
+        .clone()
+        .map(|tls| (tls, route.pool.metrics().client_tls_failed.clone()));
+    drop(route);
     let session = Session::new(id, slot);
     let closing = Rc::clone(closing);
     let Handoff { stream, slot, .. } = handoff;
     sessions.spawn_local(async move {
-        if let Err(error) = serve(session, stream, &closing).await {
+        if let Err(error) = serve(session, stream, tls.as_ref(), &closing).await {
             tracing::debug!(client = id, %error, "client connection failed");
         }
         closing.leave(id);
@@ -375,8 +386,14 @@ fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, clos
     });
 }
 
-async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Result<()> {
-    if crate::uring::active() {
+async fn serve(
+    session: Session,
+    stream: Accepted,
+    tls: Option<&(ListenTls, IntCounter)>,
+    closing: &Closing,
+) -> io::Result<()> {
+    // TLS clients stay on epoll: rustls drives a readiness-based stream.
+    if tls.is_none() && crate::uring::active() {
         // Blocking mode: the ring polls the socket itself.
         let socket: std::os::fd::OwnedFd = match stream {
             Accepted::Tcp(stream) => stream.set_nonblocking(false).map(|()| stream.into())?,
@@ -390,14 +407,56 @@ async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Res
     match stream {
         Accepted::Tcp(stream) => {
             let mut stream = tokio::net::TcpStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, closing).await;
+            match tls {
+                None => {
+                    let (rd, wr) = stream.split();
+                    session.run(rd, wr, closing).await;
+                }
+                Some(tls) => serve_tls(session, stream, tls, closing).await?,
+            }
         }
         Accepted::Unix(stream) => {
             let mut stream = tokio::net::UnixStream::from_std(stream)?;
-            let (rd, wr) = stream.split();
-            session.run(rd, wr, closing).await;
+            match tls {
+                None => {
+                    let (rd, wr) = stream.split();
+                    session.run(rd, wr, closing).await;
+                }
+                Some(tls) => serve_tls(session, stream, tls, closing).await?,
+            }
         }
     }
+    Ok(())
+}
+
+/// Serves a client of a `tls` pool once its handshake is done, within
+/// [`tls::HANDSHAKE_TIMEOUT`]: a client that fails it or never finishes it leaves, counted in
+/// `failed`.
+async fn serve_tls<S>(
+    session: Session,
+    stream: S,
+    (tls, failed): &(ListenTls, IntCounter),
+    closing: &Closing,
+) -> io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            failed.inc();
+            return Err(error);
+        }
+        Err(_) => {
+            failed.inc();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ));
+        }
+    };
+    let (rd, wr) = tls::split(stream);
+    session.run(rd, wr, closing).await;
     Ok(())
 }

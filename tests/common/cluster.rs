@@ -21,6 +21,8 @@ pub struct ClusterNode {
 /// `redis-cli --cluster create`, node timeout 1 s; every node killed by PID on drop.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// A TLS cluster's TLS ports, in `nodes`' order (empty otherwise).
+    pub tls_ports: Vec<u16>,
 }
 
 impl RedisCluster {
@@ -34,22 +36,55 @@ impl RedisCluster {
     }
 
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, None)
+    }
+
+    /// A cluster speaking TLS on each node's TLS port (`tls_ports`), on its bus and for
+    /// replication (`tls-cluster yes`, `tls-replication yes`), created over TLS; the plain
+    /// ports stay open for the harness to look at the nodes.
+    pub fn start_tls(masters: usize, replicas: usize, certs: &Certs) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, Some(certs))
+    }
+
+    fn start_with(masters: usize, replicas: usize, certs: Option<&Certs>) -> RedisCluster {
         let count = masters * (1 + replicas);
+        // The bus listens 10000 above the port it announces: keep that within range.
+        let tls_ports: Vec<u16> = match certs {
+            Some(_) => (0..count)
+                .map(|_| loop {
+                    let port = free_port();
+                    if port < 55000 {
+                        break port;
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let handles: Vec<_> = (0..count)
-            .map(|_| {
-                thread::spawn(|| {
-                    RedisServer::start_with(&[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        // A replica may take over however long its link was down: tests
-                        // kill masters right after the cluster forms.
-                        "--cluster-replica-validity-factor",
-                        "0",
-                    ])
+            .map(|i| {
+                let mut args: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    // A replica may take over however long its link was down: tests
+                    // kill masters right after the cluster forms.
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ]
+                .map(String::from)
+                .to_vec();
+                if let (Some(certs), Some(port)) = (certs, tls_ports.get(i)) {
+                    args.extend(certs.redis_args(*port, false));
+                    args.extend(
+                        ["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from),
+                    );
+                }
+                thread::spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    RedisServer::start_with(&args)
                 })
             })
             .collect();
@@ -57,13 +92,21 @@ impl RedisCluster {
             .into_iter()
             .map(|h| h.join().expect("cluster node start thread"))
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
+        let addrs: Vec<String> = match certs {
+            Some(_) => tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            None => nodes.iter().map(RedisServer::addr).collect(),
+        };
         let replicas = replicas.to_string();
-        let mut args = vec!["--cluster", "create"];
+        let ca = certs.map(|c| c.file("ca.pem"));
+        let mut args = match &ca {
+            Some(ca) => vec!["--tls", "--cacert", ca],
+            None => Vec::new(),
+        };
+        args.extend(["--cluster", "create"]);
         args.extend(addrs.iter().map(String::as_str));
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         run_redis_cli(&args);
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls_ports };
         cluster.wait_converged(masters, count);
         // Until gossip settles, the view may still list a fresh replica as a slot-less master.
         let settled = wait_until(Duration::from_secs(30), || {

@@ -30,6 +30,7 @@ mod proxy;
 mod redis;
 mod sentinel;
 mod temp_dir;
+mod tls;
 mod wait;
 
 pub use admin_http::*;
@@ -43,4 +44,5 @@ pub use proxy::*;
 pub use redis::*;
 pub use sentinel::*;
 pub use temp_dir::*;
+pub use tls::*;
 pub use wait::*;

@@ -53,6 +53,11 @@ impl Proxy {
         Proxy::start_probed_on_free_port(kind, yaml_of, answers_ping)
     }
 
+    /// [`Proxy::start_on_free_port`] for a first pool with `tls`: ready once it accepts TCP.
+    pub fn start_tls_on_free_port(yaml_of: impl Fn(u16) -> String) -> Proxy {
+        Proxy::start_probed_on_free_port(ProxyKind::Keyway, yaml_of, accepts_tcp)
+    }
+
     /// [`Proxy::start_on_free_port`] with `probe` telling when the listen address is ready.
     fn start_probed_on_free_port(
         kind: ProxyKind,

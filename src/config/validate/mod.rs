@@ -11,6 +11,7 @@
 //! - `servers`: the `servers` lines, their names and nutcracker's shard order;
 //! - `slots`: `distribution: slots` and its `slots` key;
 //! - `migration`: `distribution: sharded_jedis` (`jedis_names`) and the `migration` key.
+//! - `tls`: `tls` and `server_tls`, whose files are read and checked here.
 //!
 //! The value parsers several of them share (nutcracker's numbers, booleans, ports) are here.
 
@@ -20,6 +21,7 @@ mod nutcracker;
 mod servers;
 mod slots;
 mod sources;
+mod tls;
 
 use std::time::Duration;
 
@@ -118,6 +120,8 @@ impl PoolChecker<'_> {
         let migration = self.migration(raw.fields(Key::Migration), clustered);
         let users = self.users(raw.lines(Key::Users), &keys);
         let slots = raw.slots();
+        let tls = self.tls(raw.fields(Key::Tls));
+        let server_tls = self.server_tls(raw.fields(Key::ServerTls), servers.as_ref());
         if clustered {
             self.cluster_rules(&mut keys, masters, hash_is_set, distribution_is_set, &slots);
         } else if keys.distribution == Some(Distribution::Slots) {
@@ -174,6 +178,8 @@ impl PoolChecker<'_> {
             allow_flush: allow_flush?,
             migration: migration?,
             users: users?,
+            tls: tls?,
+            server_tls: server_tls?,
         })
     }
 
