@@ -208,6 +208,31 @@ impl Metrics {
         u64::try_from(self.families.generation.get()).unwrap_or(0)
     }
 
+    /// Starts the config store's series (`keyway_config_store_up` at 0,
+    /// `keyway_config_rejected_total`): only an instance with `--config-store` has them.
+    pub fn config_store(&self) {
+        self.families.config_store_up.with_label_values(&[] as &[&str]).set(0);
+        self.families.config_rejected.with_label_values(&[] as &[&str]);
+    }
+
+    /// Sets whether the config store is reachable and watched.
+    pub fn set_config_store_up(&self, up: bool) {
+        self.families
+            .config_store_up
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
+    }
+
+    /// Sets the config store revision of the configuration in use.
+    pub fn set_config_revision(&self, revision: i64) {
+        self.families.config_revision.set(revision);
+    }
+
+    /// Counts one config store revision rejected (not installed).
+    pub fn config_rejected(&self) {
+        self.families.config_rejected.with_label_values(&[] as &[&str]).inc();
+    }
+
     /// Time since this `Metrics` was created (process uptime, as it is created at start).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()

@@ -391,6 +391,21 @@ metric_table! {
             "keyway_config_generation",
             "Generation of the configuration in use: 1 once started, +1 per applied reload.",
             &[]);
+        config_revision: IntGauge = gauge(
+            "keyway_config_revision",
+            "Config store revision (etcd mod_revision of PREFIX/config) of the configuration \
+             in use; 0 without --config-store.",
+            &[]);
+        config_store_up: IntGaugeVec = gauges(
+            "keyway_config_store_up",
+            "1 while the config store (etcd) is reachable and watched, else 0; absent \
+             without --config-store.",
+            &[]);
+        config_rejected: IntCounterVec = counters(
+            "keyway_config_rejected_total",
+            "Config store revisions not installed (invalid, or could not be applied): the \
+             last good configuration kept; absent without --config-store.",
+            &[]);
     }
     pool {
         /// Clients that closed their connection (nutcracker's `client_eof`).
