@@ -26,6 +26,16 @@ pub(crate) enum Shape {
     },
     /// `slots`: a mapping of server name to slot ranges.
     Slots,
+    #[expect(
+        dead_code,
+        reason = "the first Fields keys (tls, server_tls, migration) land next"
+    )]
+    /// A mapping of named settings to single values, e.g. `tls: {cert: ..., key: ...}`;
+    /// `fields` are the setting names it may hold.
+    Fields {
+        /// The settings it may hold.
+        fields: &'static [&'static str],
+    },
 }
 
 macro_rules! pool_keys {

@@ -22,7 +22,8 @@ pub(crate) struct Scalar(pub(crate) Option<String>);
 enum RawValue {
     Scalar(String),
     Lines(Vec<String>),
-    Slots(RawSlots),
+    Slots(RawMap),
+    Fields(RawMap),
 }
 
 /// One pool as written: the keys present, each with its value, in file order. Defaults live in
@@ -59,8 +60,20 @@ impl RawPool {
         }
     }
 
+    /// Takes the settings of mapping key `key` (a [`Shape::Fields`] key), in file order.
+    #[expect(
+        dead_code,
+        reason = "the first Fields keys (tls, server_tls, migration) land next"
+    )]
+    pub(crate) fn fields(&mut self, key: Key) -> Option<RawMap> {
+        match self.take(key)? {
+            RawValue::Fields(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
     /// Takes the `slots` mapping.
-    pub(crate) fn slots(&mut self) -> Option<RawSlots> {
+    pub(crate) fn slots(&mut self) -> Option<RawMap> {
         match self.take(Key::Slots)? {
             RawValue::Slots(slots) => Some(slots),
             _ => None,
@@ -95,6 +108,7 @@ impl<'de> Deserialize<'de> for RawPool {
                         Shape::Scalar => RawValue::Scalar(map.next_value()?),
                         Shape::Lines { .. } => RawValue::Lines(map.next_value()?),
                         Shape::Slots => RawValue::Slots(map.next_value()?),
+                        Shape::Fields { .. } => RawValue::Fields(map.next_value()?),
                     };
                     pool.values.push((key, value));
                 }
@@ -106,28 +120,29 @@ impl<'de> Deserialize<'de> for RawPool {
     }
 }
 
-/// The `slots` mapping as written: `(server name, ranges text)` pairs in file order.
+/// A mapping of single values as written, `(name, text)` pairs in file order: `slots` (server
+/// name → ranges) and the settings of a [`Shape::Fields`] key.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct RawSlots(pub(crate) Vec<(String, String)>);
+pub(crate) struct RawMap(pub(crate) Vec<(String, String)>);
 
-impl<'de> Deserialize<'de> for RawSlots {
+impl<'de> Deserialize<'de> for RawMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SlotsVisitor;
 
         impl<'de> Visitor<'de> for SlotsVisitor {
-            type Value = RawSlots;
+            type Value = RawMap;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a mapping of server name to slot ranges")
+                f.write_str("a mapping of names to single values")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSlots, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawMap, A::Error> {
                 let mut entries = Vec::new();
                 // Through `String`, as `Scalar`: `6000` stays the text "6000".
                 while let Some(entry) = map.next_entry::<String, String>()? {
                     entries.push(entry);
                 }
-                Ok(RawSlots(entries))
+                Ok(RawMap(entries))
             }
         }
 
@@ -255,6 +270,7 @@ fn check_pool(pool: &str, settings: &Value, problems: &mut Vec<Problem>) {
                 check_lines(value, (one, many), &problem, problems);
             }
             Some(Shape::Slots) => check_slots(value, &problem, problems),
+            Some(Shape::Fields { fields }) => check_fields(value, fields, &problem, problems),
             Some(Shape::Scalar) => {
                 if scalar_text(value).is_none() {
                     problems.push(problem(format!(
@@ -317,6 +333,43 @@ fn check_slots(value: &Value, problem: &dyn Fn(String) -> Problem, problems: &mu
     }
 }
 
+/// A [`Shape::Fields`] key must map some of its `fields` to single values.
+fn check_fields(
+    value: &Value,
+    fields: &[&str],
+    problem: &dyn Fn(String) -> Problem,
+    problems: &mut Vec<Problem>,
+) {
+    let Value::Mapping(entries) = value else {
+        problems.push(problem(format!(
+            "must be a mapping of settings ({}), found {}",
+            fields.join(", "),
+            kind(value)
+        )));
+        return;
+    };
+    for (name, setting) in entries {
+        match scalar_text(name) {
+            Some(name) if fields.contains(&name.as_str()) => {
+                if scalar_text(setting).is_none() {
+                    problems.push(problem(format!(
+                        "'{name}' must be a single value, found {}",
+                        kind(setting)
+                    )));
+                }
+            }
+            Some(name) => problems.push(problem(format!(
+                "unknown setting '{name}' (expected one of {})",
+                fields.join(", ")
+            ))),
+            None => problems.push(problem(format!(
+                "a setting name must be a single value, found {}",
+                kind(name)
+            ))),
+        }
+    }
+}
+
 /// The text of a scalar node; `None` for lists, mappings and tagged values (nutcracker rejects
 /// YAML tags).
 fn scalar_text(value: &Value) -> Option<String> {
@@ -368,6 +421,34 @@ mod tests {
         assert_eq!(
             pool.lines(Key::Servers).as_deref(),
             Some(&["127.0.0.1:6379:1".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn fields_take_only_their_settings_as_single_values() {
+        let check = |yaml: &str| {
+            let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
+            let mut problems = Vec::new();
+            let problem = |message: String| Problem::Key {
+                pool: "p".into(),
+                key: "tls".into(),
+                message,
+            };
+            check_fields(&value, &["cert", "key"], &problem, &mut problems);
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(check("{cert: a.pem, key: a.key}").is_empty());
+        assert!(check("{cert: a.pem}").is_empty());
+        let wrong = check("{cert: [a], pass: x}").join("\n");
+        assert!(wrong.contains("'cert' must be a single value"), "{wrong}");
+        assert!(
+            wrong.contains("unknown setting 'pass' (expected one of cert, key)"),
+            "{wrong}"
+        );
+        let flat = check("a.pem").join("");
+        assert!(
+            flat.contains("must be a mapping of settings (cert, key)"),
+            "{flat}"
         );
     }
 

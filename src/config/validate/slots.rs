@@ -6,7 +6,7 @@ use std::ops::RangeInclusive;
 use super::nutcracker::Nutcracker;
 use super::{parse_digits, PoolChecker};
 use crate::config::keys::Key;
-use crate::config::raw::RawSlots;
+use crate::config::raw::RawMap;
 use crate::config::BackendConfig;
 use crate::route::slots::{self, Flaw, MAX_SLOT, SLOTS};
 
@@ -17,7 +17,7 @@ impl PoolChecker<'_> {
         &mut self,
         keys: &mut Nutcracker,
         hash_is_set: bool,
-        slots: Option<RawSlots>,
+        slots: Option<RawMap>,
         servers: Option<&mut Vec<BackendConfig>>,
     ) {
         if hash_is_set {
@@ -60,7 +60,7 @@ impl PoolChecker<'_> {
     /// Gives each server of a slots pool its slots: from the `slots` key (server name →
     /// ranges), every slot exactly once, or else [`slots::even_split`] in shard order (the
     /// sorted `servers`).
-    fn assign_slots(&mut self, raw: Option<RawSlots>, servers: &mut [BackendConfig]) {
+    fn assign_slots(&mut self, raw: Option<RawMap>, servers: &mut [BackendConfig]) {
         let before = self.problems.len();
         if servers.len() > SLOTS {
             self.problem(
@@ -84,7 +84,7 @@ impl PoolChecker<'_> {
         }
         let assigned = match raw {
             None => slots::even_split(servers.len()),
-            Some(RawSlots(entries)) => self.explicit_slots(&entries, servers),
+            Some(RawMap(entries)) => self.explicit_slots(&entries, servers),
         };
         if self.problems.len() > before {
             return;

@@ -6,7 +6,7 @@ use super::nutcracker::Nutcracker;
 use super::servers::parse_weight;
 use super::{parse_password, parse_port, PoolChecker};
 use crate::config::keys::Key;
-use crate::config::raw::{RawSlots, Scalar};
+use crate::config::raw::{RawMap, Scalar};
 use crate::config::{
     BackendAddr, BackendConfig, ClusterConfig, HostPort, ReadFrom, SentinelConfig,
 };
@@ -141,7 +141,7 @@ impl PoolChecker<'_> {
         masters: bool,
         hash_is_set: bool,
         distribution_is_set: bool,
-        slots: &Option<RawSlots>,
+        slots: &Option<RawMap>,
     ) {
         if masters {
             self.problem(
