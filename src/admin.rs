@@ -167,7 +167,14 @@ async fn handle(mut stream: TcpStream, admin: &Admin) {
         Err(_) => Some(Response::text(408, "request timeout\n")),
         Ok(Err(response)) => Some(response),
         Ok(Ok(None)) => None,
-        Ok(Ok(Some(request))) => Some(route(&request, admin).await),
+        Ok(Ok(Some(request))) => {
+            if request.method == "POST" && request.path == "/reload" {
+                // The audit trail: who asked for a reload.
+                let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                tracing::info!(%peer, "admin: POST /reload requested");
+            }
+            Some(route(&request, admin).await)
+        }
     };
     let Some(response) = response else { return };
     let write = async {

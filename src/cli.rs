@@ -110,6 +110,11 @@ pub struct Cli {
     /// estimated share of keys that move per pool (Keyway).
     #[arg(long = "diff", value_name = "OLD")]
     pub diff: Option<PathBuf>,
+
+    /// The fleet: `--config-store` (config from etcd, membership), `--config-cache`,
+    /// `--instance-id`, `--listen` (Keyway).
+    #[command(flatten)]
+    pub fleet: crate::fleet::InstanceArgs,
 }
 
 /// The default admin address, used only when it is free and `--admin` was not given.

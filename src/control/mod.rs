@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::pool::Pool;
-use crate::config::{self, BackendAddr, Config, Listen, PoolConfig};
+use crate::config::{self, BackendAddr, Config, Listen, ListenOverride, PoolConfig};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, Bound, ClientCount, LocalAddr};
 use crate::proxy::worker::Workers;
@@ -101,6 +101,8 @@ struct Running {
 /// The live pools and listeners, and the ways to change them.
 pub struct Control {
     config_path: Option<PathBuf>,
+    /// `--listen POOL=ADDR`: applied to every config this control plane applies.
+    overrides: Vec<ListenOverride>,
     workers: Arc<Workers>,
     metrics: Arc<Metrics>,
     /// The live pools, for readers outside the control plane (admin `/pools`).
@@ -213,6 +215,7 @@ impl Control {
     /// starts accepting on its listeners: generation 1. Must run inside the control runtime.
     pub async fn start(
         config_path: Option<PathBuf>,
+        overrides: Vec<ListenOverride>,
         prepared: Prepared,
         workers: Arc<Workers>,
         metrics: Arc<Metrics>,
@@ -222,6 +225,7 @@ impl Control {
         let pool_watchers = Mutex::new(shutdown.child_token());
         let control = Arc::new_cyclic(|this| Control {
             config_path,
+            overrides,
             workers,
             metrics,
             live: ArcSwap::from_pointee(Vec::new()),
@@ -380,6 +384,11 @@ impl Control {
         Ok(changed)
     }
 
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// The config generation: 1 at start, +1 per successful reload.
     pub fn generation(&self) -> u64 {
         self.metrics.generation()
@@ -466,11 +475,15 @@ impl Control {
     /// added pools start listening, removed pools stop; a moved `listen` moves the listener.
     /// Sentinel pools get their masters' addresses from the Sentinels first, cluster pools
     /// their nodes and layout from the cluster, and the watchers restart on the new config.
+    /// `--listen` overrides apply first.
     ///
     /// # Errors
     /// No Sentinel placed a master, no seed of a cluster pool answered, or a new listener
     /// could not be bound; nothing changed.
-    pub async fn apply(&self, config: Config) -> Result<String, ReloadError> {
+    pub async fn apply(&self, mut config: Config) -> Result<String, ReloadError> {
+        for pool in config.override_listens(&self.overrides) {
+            tracing::warn!(pool, "--listen names a pool this configuration does not have");
+        }
         let mut state = self.state.lock().await;
         let prepared = prepare(&state, &self.metrics, config).await?;
         let report = prepared.report.clone();

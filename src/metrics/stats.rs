@@ -40,7 +40,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The host name for `source`, read once like nutcracker's `gethostname` at start.
-fn hostname() -> &'static str {
+pub fn hostname() -> &'static str {
     static HOSTNAME: OnceLock<String> = OnceLock::new();
     HOSTNAME.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
