@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A packages=(
   [redis-server]=redis-server [redis-sentinel]=redis-sentinel [redis-cli]=redis-tools
   [redis-benchmark]=redis-tools [memcached]=memcached [nutcracker]=nutcracker
+  [etcd]=etcd-server [etcdctl]=etcd-client [protoc]=protobuf-compiler
 )
 missing=()
 for cmd in "${!packages[@]}"; do

@@ -170,7 +170,9 @@ async fn handle(mut stream: TcpStream, admin: &Admin) {
         Ok(Ok(Some(request))) => {
             if request.method == "POST" && request.path == "/reload" {
                 // The audit trail: who asked for a reload.
-                let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string());
                 tracing::info!(%peer, "admin: POST /reload requested");
             }
             Some(route(&request, admin).await)

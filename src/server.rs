@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::admin::{self, Admin, Rejected};
 use crate::config::{Config, ListenOverride};
-use crate::fleet;
 use crate::control::{self, Control, Prepared, ReloadError};
+use crate::fleet;
 use crate::metrics::{stats, Metrics};
 use crate::proxy::listener::LocalAddr;
 use crate::proxy::worker::Workers;
@@ -91,7 +91,10 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
     if !missing.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("--listen names pools the configuration lacks: {}", missing.join(", ")),
+            format!(
+                "--listen names pools the configuration lacks: {}",
+                missing.join(", ")
+            ),
         ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

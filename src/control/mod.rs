@@ -482,7 +482,10 @@ impl Control {
     /// could not be bound; nothing changed.
     pub async fn apply(&self, mut config: Config) -> Result<String, ReloadError> {
         for pool in config.override_listens(&self.overrides) {
-            tracing::warn!(pool, "--listen names a pool this configuration does not have");
+            tracing::warn!(
+                pool,
+                "--listen names a pool this configuration does not have"
+            );
         }
         let mut state = self.state.lock().await;
         let prepared = prepare(&state, &self.metrics, config).await?;

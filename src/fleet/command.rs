@@ -156,7 +156,9 @@ async fn publish(
              (see keyway history); review and retry"
         ));
     }
-    let old = current.as_ref().and_then(|(_, yaml)| Config::parse(yaml).ok());
+    let old = current
+        .as_ref()
+        .and_then(|(_, yaml)| Config::parse(yaml).ok());
     if current.is_some() && old.is_none() {
         println!("revision {at} is invalid (no instance serves it): estimating from nothing");
     }
@@ -172,7 +174,11 @@ async fn publish(
     }
     // Compare-and-swap: written only while the key is still at the revision read (0: absent).
     let txn = Txn::new()
-        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, expected)])
+        .when([Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            expected,
+        )])
         .and_then([TxnOp::put(key.as_str(), yaml.as_str(), None)]);
     let response = client.txn(txn).await.map_err(|e| e.to_string())?;
     if !response.succeeded() {
@@ -210,7 +216,7 @@ fn os_user() -> String {
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
+        .unwrap_or_else(|| format!("uid-{}", rustix::process::getuid().as_raw()))
 }
 
 /// Every value under `prefix`, parsed as `T`; a value that does not parse is an error naming

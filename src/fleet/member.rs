@@ -65,7 +65,11 @@ pub async fn run(
 impl Watcher {
     /// One connection to etcd: register, read the config, watch it, until shutdown (`Ok`,
     /// the lease revoked) or etcd fails (why).
-    async fn watch(&mut self, backoff: &mut Duration, shutdown: &Shutdown) -> Result<(), StoreError> {
+    async fn watch(
+        &mut self,
+        backoff: &mut Duration,
+        shutdown: &Shutdown,
+    ) -> Result<(), StoreError> {
         let store = self.member.store.clone();
         let key = store.config_key();
         let setup = async {

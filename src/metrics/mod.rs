@@ -211,8 +211,13 @@ impl Metrics {
     /// Starts the config store's series (`keyway_config_store_up` at 0,
     /// `keyway_config_rejected_total`): only an instance with `--config-store` has them.
     pub fn config_store(&self) {
-        self.families.config_store_up.with_label_values(&[] as &[&str]).set(0);
-        self.families.config_rejected.with_label_values(&[] as &[&str]);
+        self.families
+            .config_store_up
+            .with_label_values(&[] as &[&str])
+            .set(0);
+        self.families
+            .config_rejected
+            .with_label_values(&[] as &[&str]);
     }
 
     /// Sets whether the config store is reachable and watched.
@@ -230,7 +235,10 @@ impl Metrics {
 
     /// Counts one config store revision rejected (not installed).
     pub fn config_rejected(&self) {
-        self.families.config_rejected.with_label_values(&[] as &[&str]).inc();
+        self.families
+            .config_rejected
+            .with_label_values(&[] as &[&str])
+            .inc();
     }
 
     /// Time since this `Metrics` was created (process uptime, as it is created at start).

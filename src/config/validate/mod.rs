@@ -25,8 +25,8 @@ use super::keys::Key;
 use super::raw::{RawConfig, RawPool, Scalar};
 use super::{Config, PoolConfig, Problem};
 use crate::route::Distribution;
-use nutcracker::Nutcracker;
 pub(crate) use nutcracker::parse_listen;
+use nutcracker::Nutcracker;
 
 /// nutcracker reads numbers into a C `int` and rejects negatives.
 const MAX_NUMBER: u64 = i32::MAX as u64;
