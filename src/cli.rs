@@ -330,6 +330,31 @@ mod tests {
     }
 
     #[test]
+    fn fleet_options() {
+        let cli = parse(&[
+            "--config-store",
+            "etcd://127.0.0.1:2379/kw",
+            "--config-cache",
+            "/tmp/c.yml",
+            "--listen",
+            "alpha=127.0.0.1:7000",
+            "--listen=beta=/tmp/b.sock",
+        ]);
+        assert_eq!(
+            cli.fleet.store.config_store.as_deref(),
+            Some("etcd://127.0.0.1:2379/kw")
+        );
+        assert_eq!(cli.fleet.config_cache, Some(PathBuf::from("/tmp/c.yml")));
+        let pools: Vec<&str> = cli.fleet.listen.iter().map(|l| l.pool.as_str()).collect();
+        assert_eq!(pools, ["alpha", "beta"], "--listen repeats");
+        assert_eq!(
+            error(&["--config-cache", "/tmp/c.yml"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(error(&["--listen", "alpha"]), ErrorKind::ValueValidation);
+    }
+
+    #[test]
     fn help_and_version() {
         assert_eq!(error(&["-h"]), ErrorKind::DisplayHelp);
         assert_eq!(error(&["--help"]), ErrorKind::DisplayHelp);

@@ -188,7 +188,7 @@ pub fn start(args: &InstanceArgs) -> Result<(Config, Member), String> {
             .map_err(|e| e.to_string())
         });
     let (revision, text, source) = match (fetched, &args.config_cache) {
-        (Ok(Some((revision, text))), _) => (revision, text, format!("{}", store.config_key())),
+        (Ok(Some((revision, text))), _) => (revision, text, store.config_key()),
         (Ok(None), _) => {
             return Err(format!(
                 "config store {store}: nothing published at {} yet (keyway publish)",

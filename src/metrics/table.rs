@@ -266,6 +266,10 @@ metric_table! {
             "keyway_client_connections",
             "Open client connections (nutcracker: client_connections).",
             POOL);
+        client_connections_limit: IntGaugeVec = gauges(
+            "keyway_client_connections_limit",
+            "The pool's client_connections setting: the most clients it accepts (0: no limit).",
+            POOL);
         client_connections_total: IntCounterVec = counters(
             "keyway_client_connections_total",
             "Client connections accepted.",
@@ -427,6 +431,8 @@ metric_table! {
         /// Sub-requests created by splitting multi-key requests (nutcracker's `fragments`).
         fragments: IntCounter = fragments[]
             => "fragments", "# fragments created from a multi-vector request";
+        /// The pool's `client_connections` (0: no limit), set by each snapshot.
+        client_connections_limit: IntGauge = client_connections_limit[];
         /// Client connections accepted.
         client_connections_total: IntCounter = client_connections_total[];
         /// Client connections closed on accept: the pool had `client_connections` open.
