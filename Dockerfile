@@ -32,4 +32,6 @@ USER keyway
 EXPOSE 22121 22122 22124 22222 22223
 # SIGTERM: stop accepting, finish in-flight requests (10 s grace), exit 0.
 STOPSIGNAL SIGTERM
-CMD ["keyway", "-c", "/etc/keyway/keyway.yml", "--admin", "0.0.0.0:22223", "-s", "22222"]
+# The admin port listens beyond loopback here, so it takes a token: mount one at
+# /etc/keyway/admin.token (docs/security.md), or override the command.
+CMD ["keyway", "-c", "/etc/keyway/keyway.yml", "--admin", "0.0.0.0:22223", "--admin-token", "/etc/keyway/admin.token", "-s", "22222"]

@@ -9,6 +9,11 @@
 #   scripts/bench.sh --blocking [--rounds N] [--quick]    blocking pops: BRPOP vs RPOP
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
+# PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
+# same 4 backends, its config converted from the benchmark's nutcracker.yml by
+# bench_report.py predixy-conf): the C++ multi-threaded peer. Its source is public
+# (joyieldInc/predixy) and builds with `make` after `-include ctime` on GCC 12+, e.g.
+# `make CXX="g++ -include ctime"`.
 # BASE_BIN=path adds a baseline Keyway (targets kb_1t, kb_2t: same flags, another binary), and
 # the summary gains an after/before table: the regression check of a change, in one run.
 # SERVER_CONNECTIONS=N writes `server_connections: N` into every proxy's config (default: the
@@ -98,6 +103,11 @@ parse_args() {
     [[ $g == default || $g == pubsub || $g == blpop ]] ||
       die "--workloads: unknown $g (default, pubsub, blpop)"
   done
+  if [[ -n ${PREDIXY_BIN:-} ]]; then
+    [[ -x $PREDIXY_BIN ]] || die "PREDIXY_BIN=$PREDIXY_BIN is not executable"
+    TARGETS+=(px)
+    PROXY_TARGETS+=(px)
+  fi
   if [[ -n ${BASE_BIN:-} ]]; then
     [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not executable"
     TARGETS+=(kb_1t kb_2t)
@@ -266,6 +276,9 @@ proxy_cmd() {
   case $target in
     nc_default) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -o "$WORK/$target-$port.log" ;;
     nc_v4) echo nutcracker -c "$conf" -s "$(free_port)" -a 127.0.0.1 -v 4 -o "$WORK/$target-$port.log" ;;
+    px)
+      python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
+      echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
     kw_1t | kw_2t | kb_1t | kb_2t)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
       local bin=$KEYWAY_BIN

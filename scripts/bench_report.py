@@ -11,6 +11,8 @@ Subcommands:
   apps OUT_DIR                   apps.csv (pub/sub and blocking-pop runs of keyway-load)
                                  -> apps.md
   profile OUT_DIR                strace.csv / callgrind.csv -> profile.md
+  predixy-conf NUTCRACKER_YML LOG  predixy's config for the same listen address and servers:
+                                 1 worker thread, one StandaloneServerPool group per server
   callgrind FILE                 self cost (Ir) of a callgrind dump, by function and by area:
                                  "TOTAL<TAB>top functions<TAB>areas"
 
@@ -32,6 +34,7 @@ TARGETS = [
     ("nc_v4", "nutcracker -v 4"),
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
+    ("px", "predixy 1 thread"),
     ("kb_1t", "baseline Keyway 1 thread"),
     ("kb_2t", "baseline Keyway 2 threads"),
 ]
@@ -55,6 +58,54 @@ def prefill(prefix, count, size):
             chunk.clear()
     out.write(b"".join(chunk))
     out.flush()
+
+
+# --------------------------------------------------------------------------- predixy
+def predixy_conf(path, log):
+    """predixy's config for a nutcracker.yml of one pool: the same listen address and servers.
+
+    Only what the benchmark's configs hold is read (listen, and `host:port:weight` server
+    lines); the keys are prefilled on every backend, so placement (predixy hashes with crc16
+    and modula, not ketama) does not change what a request finds.
+    """
+    listen, servers = None, []
+    with open(path) as f:
+        for line in f:
+            text = line.strip()
+            if text.startswith("listen:"):
+                listen = text.split(":", 1)[1].strip()
+            elif text.startswith("- "):
+                host, port = text[2:].strip().split(" ")[0].split(":")[:2]
+                servers.append(f"{host}:{port}")
+    if not listen or not servers:
+        sys.exit(f"predixy-conf: {path} has no listen address or no servers")
+    out = [
+        "Name keyway-bench",
+        f"Bind {listen}",
+        "WorkerThreads 1",
+        f"Log {log}",
+        "ClientTimeout 300",
+        "LogVerbSample 0",
+        "LogDebugSample 0",
+        "LogInfoSample 0",
+        "LogNoticeSample 1",
+        "LogWarnSample 1",
+        "LogErrorSample 1",
+        "Authority {",
+        "    Auth {",
+        "        Mode write",
+        "    }",
+        "}",
+        "StandaloneServerPool {",
+        "    Hash crc16",
+        "    Distribution modula",
+        "    RefreshMethod fixed",
+        "    ServerTimeout 0",
+    ]
+    for i, server in enumerate(servers):
+        out += [f"    Group s{i} {{", f"        + {server}", "    }"]
+    out.append("}")
+    print("\n".join(out))
 
 
 # --------------------------------------------------------------------------- idle
@@ -203,7 +254,7 @@ def report(out_dir):
         "kw1t / nc default",
         "kw1t / direct",
         "kw2t / kw1t",
-    ]
+    ] + (["kw1t / predixy"] if "px" in present else [])
     body = []
     for w in order:
         body.append(
@@ -215,6 +266,7 @@ def report(out_dir):
                 ratio(pr(w, "kw_1t", "direct", "ops_per_sec")),
                 ratio(pr(w, "kw_2t", "kw_1t", "ops_per_sec")),
             ]
+            + ([ratio(pr(w, "kw_1t", "px", "ops_per_sec"))] if "px" in present else [])
         )
     md += [table(hdr, body), ""]
 
@@ -251,10 +303,12 @@ def report(out_dir):
         "",
     ]
     hdr = ["workload"] + [LABEL[t] for t in present] + ["kw1t / nc -v4"]
+    hdr += ["kw1t / predixy"] if "px" in present else []
     body = [
         [w]
         + [fmt(m(w, t, "cpu_s_per_mreq"), 2) for t in present]
         + [cpu_ratio(pr(w, "kw_1t", "nc_v4", "cpu_s_per_mreq"))]
+        + ([cpu_ratio(pr(w, "kw_1t", "px", "cpu_s_per_mreq"))] if "px" in present else [])
         for w in order
     ]
     md += [table(hdr, body), ""]
@@ -367,6 +421,7 @@ def chart(out_dir, order, med):
         "nc_v4": "#ca0020",
         "kw_1t": "#0571b0",
         "kw_2t": "#92c5de",
+        "px": "#7b3294",
         "kb_1t": "#4dac26",
         "kb_2t": "#b8e186",
     }
@@ -614,6 +669,8 @@ def main(argv):
         apps(args[0])
     elif cmd == "profile":
         profile(args[0])
+    elif cmd == "predixy-conf":
+        predixy_conf(argv[2], argv[3])
     elif cmd == "callgrind":
         callgrind_summary(args[0])
     else:

@@ -1,7 +1,15 @@
 //! The admin HTTP server (`--admin`): `GET /metrics`, `GET /healthz`, `GET /pools`,
 //! `POST /reload`. Minimal HTTP/1.1: one request per connection, bounded head, `Connection: close`.
+//!
+//! With a [`Token`] (`--admin-token FILE`) every endpoint but `/healthz` wants
+//! `Authorization: Bearer <token>`; the file is read again for each request, so a rotated
+//! secret takes effect without a restart. Limits keep a slow or hostile client from holding
+//! the server: a request head of 8 KiB, 5 s to send it, 5 s to read the answer, 64 requests at
+//! once (a slowloris connection costs one of the 64 slots for at most 5 s).
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +36,84 @@ const LINGER: Duration = Duration::from_secs(1);
 const MAX_CONNECTIONS: usize = 64;
 /// Back-off after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The shortest token accepted: a guessable secret is no protection.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// The admin server's bearer token, kept as the file that holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The path only: the secret never reaches a log.
+        f.debug_struct("Token").field("path", &self.path).finish()
+    }
+}
+
+impl Token {
+    /// A token read from `path` (surrounding whitespace trimmed); checked now so that a missing,
+    /// empty or short token stops the start.
+    ///
+    /// # Errors
+    /// The file cannot be read, or its token is shorter than 16 characters or holds whitespace.
+    pub fn load(path: &Path) -> std::io::Result<Token> {
+        read_token(path)?;
+        Ok(Token {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Whether an `Authorization` header value carries this token, read afresh from its file.
+    ///
+    /// # Errors
+    /// The file can no longer be read, or no longer holds a valid token.
+    fn admits(&self, authorization: Option<&str>) -> std::io::Result<bool> {
+        let token = read_token(&self.path)?;
+        let offered = authorization
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        Ok(same_secret(offered.as_bytes(), token.as_bytes()))
+    }
+}
+
+/// The token in `path`, validated.
+fn read_token(path: &Path) -> std::io::Result<String> {
+    let invalid = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("admin token file {}: {why}", path.display()),
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("admin token file {}: {error}", path.display()),
+        )
+    })?;
+    let token = text.trim();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(invalid(&format!(
+            "the token must be at least {MIN_TOKEN_LEN} characters"
+        )));
+    }
+    if token
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(invalid(
+            "the token must be one word of printable characters",
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// Compares two secrets in time that depends on their lengths only, not on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
 
 /// The future `POST /reload` awaits: the reload's report, or why nothing changed.
 pub type ReloadFuture = Pin<Box<dyn Future<Output = Result<String, Rejected>> + Send>>;
@@ -64,6 +150,8 @@ pub struct Admin {
     /// `POST /reload`: `Ok(report)` → 200 with the report, `Err(rejected)` → 422, 503 or 500
     /// with the reason (see [`Rejected`]).
     pub reload: Arc<dyn Fn() -> ReloadFuture + Send + Sync>,
+    /// The bearer token every endpoint but `/healthz` requires; `None`: open.
+    pub token: Option<Token>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -86,7 +174,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, shutdown: CancellationTo
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "admin: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -123,6 +211,13 @@ impl Response {
         }
     }
 
+    fn unauthorized() -> Response {
+        Response {
+            extra: "WWW-Authenticate: Bearer realm=\"keyway\"\r\n",
+            ..Response::text(401, "a valid Authorization: Bearer token is required\n")
+        }
+    }
+
     fn not_allowed(allow: &'static str) -> Response {
         Response {
             extra: allow,
@@ -149,6 +244,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         422 => "Unprocessable Content",
         503 => "Service Unavailable",
         404 => "Not Found",
@@ -162,21 +258,15 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn handle(mut stream: TcpStream, admin: &Admin) {
+async fn handle((mut stream, peer): (TcpStream, SocketAddr), admin: &Admin) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Some(Response::text(408, "request timeout\n")),
         Ok(Err(response)) => Some(response),
         Ok(Ok(None)) => None,
-        Ok(Ok(Some(request))) => {
-            if request.method == "POST" && request.path == "/reload" {
-                // The audit trail: who asked for a reload.
-                let peer = stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string());
-                tracing::info!(%peer, "admin: POST /reload requested");
-            }
-            Some(route(&request, admin).await)
-        }
+        Ok(Ok(Some(request))) => Some(match authorize(&request, admin, peer) {
+            Some(refused) => refused,
+            None => route(&request, admin, peer).await,
+        }),
     };
     let Some(response) = response else { return };
     let write = async {
@@ -210,11 +300,33 @@ async fn linger(stream: &mut TcpStream) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// A parsed request: only what routing needs.
+/// A parsed request: only what routing and the token check need.
 #[derive(Debug, PartialEq, Eq)]
 struct Request {
     method: String,
     path: String,
+    /// The `Authorization` header's value.
+    authorization: Option<String>,
+}
+
+/// The refusal for a request the token does not admit; `None` lets it through. `/healthz`
+/// stays open so that load balancers and orchestrators need no secret.
+fn authorize(request: &Request, admin: &Admin, peer: SocketAddr) -> Option<Response> {
+    let token = admin.token.as_ref()?;
+    if request.path == "/healthz" {
+        return None;
+    }
+    match token.admits(request.authorization.as_deref()) {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::warn!(%peer, path = %request.path, "admin: request without a valid token refused");
+            Some(Response::unauthorized())
+        }
+        Err(error) => {
+            tracing::error!(%error, "admin: the token cannot be read; refusing every request");
+            Some(Response::text(503, "the admin token cannot be read\n"))
+        }
+    }
 }
 
 /// Reads one request head (and any declared body, discarded). `Ok(None)`: the client closed
@@ -285,6 +397,7 @@ fn parse_head(head: &[u8]) -> Result<(Request, usize), Response> {
         _ => return Err(bad("invalid HTTP version")),
     }
     let mut body_len: Option<usize> = None;
+    let mut authorization = None;
     for header in lines.take_while(|l| !l.is_empty()) {
         let Some((name, value)) = header.split_once(':') else {
             return Err(bad("header without ':'"));
@@ -293,6 +406,12 @@ fn parse_head(head: &[u8]) -> Result<(Request, usize), Response> {
             return Err(bad("invalid header name"));
         }
         let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err(bad("more than one authorization header"));
+            }
+            authorization = Some(value.to_string());
+        }
         if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(Response::text(501, "transfer-encoding is not supported\n"));
         }
@@ -317,6 +436,7 @@ fn parse_head(head: &[u8]) -> Result<(Request, usize), Response> {
         Request {
             method: method.to_string(),
             path: path.to_string(),
+            authorization,
         },
         body_len,
     ))
@@ -327,7 +447,7 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-async fn route(request: &Request, admin: &Admin) -> Response {
+async fn route(request: &Request, admin: &Admin, peer: SocketAddr) -> Response {
     let method = request.method.as_str();
     match (request.path.as_str(), method) {
         ("/metrics", "GET") => Response {
@@ -339,13 +459,18 @@ async fn route(request: &Request, admin: &Admin) -> Response {
             content_type: "application/json",
             ..Response::text(200, (admin.pools)())
         },
-        ("/reload", "POST") => match (admin.reload)().await {
-            Ok(report) => Response::text(200, report),
-            Err(rejected) => {
-                let (status, reason) = rejected.response();
-                Response::text(status, reason)
+        ("/reload", "POST") => {
+            // The audit trail: who asked for each reload, and what came of it.
+            tracing::info!(%peer, "admin: reload requested");
+            match (admin.reload)().await {
+                Ok(report) => Response::text(200, report),
+                Err(rejected) => {
+                    let (status, reason) = rejected.response();
+                    tracing::warn!(%peer, reason, "admin: reload rejected");
+                    Response::text(status, reason)
+                }
             }
-        },
+        }
         ("/metrics" | "/healthz" | "/pools", _) => Response::not_allowed("Allow: GET\r\n"),
         ("/reload", _) => Response::not_allowed("Allow: POST\r\n"),
         _ => Response::text(404, "not found\n"),
@@ -411,6 +536,10 @@ mod tests {
 
     impl Server {
         async fn start() -> Server {
+            Server::start_with(None).await
+        }
+
+        async fn start_with(token: Option<Token>) -> Server {
             let metrics = Metrics::new();
             let reloads = Arc::new(AtomicUsize::new(0));
             let counter = Arc::clone(&reloads);
@@ -427,6 +556,7 @@ mod tests {
                         }
                     })
                 }),
+                token,
             };
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -647,6 +777,140 @@ mod tests {
         half.write_all(b"GET /hea").await.unwrap();
         drop(half);
         assert_eq!(server.request("GET", "/healthz").await.status, 200);
+        server.stop().await;
+    }
+
+    /// A token file in a fresh temp dir, holding `text`.
+    fn token_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keyway-admin-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_token_guards_every_endpoint_but_healthz_and_is_reread() {
+        let path = token_file("guard", "0123456789abcdef-first\n");
+        let server = Server::start_with(Some(Token::load(&path).unwrap())).await;
+        let with = |auth: &str, method: &str, path: &str| {
+            format!("{method} {path} HTTP/1.1\r\nAuthorization: {auth}\r\n\r\n")
+        };
+        for (method, target) in [("GET", "/metrics"), ("GET", "/pools"), ("POST", "/reload")] {
+            let bare = server.request(method, target).await;
+            assert_eq!(bare.status, 401, "{target}");
+            assert_eq!(
+                bare.header("www-authenticate"),
+                Some("Bearer realm=\"keyway\"")
+            );
+            for wrong in [
+                "Bearer 0123456789abcdef-firsT",
+                "Basic 0123456789abcdef-first",
+                "Bearer",
+            ] {
+                let reply = parse_reply(&server.raw(with(wrong, method, target).as_bytes()).await);
+                assert_eq!(reply.status, 401, "{target} with {wrong}");
+            }
+        }
+        assert_eq!(
+            server.reloads.load(Ordering::SeqCst),
+            0,
+            "no reload without the token"
+        );
+        let good = with("Bearer 0123456789abcdef-first", "GET", "/pools");
+        assert_eq!(parse_reply(&server.raw(good.as_bytes()).await).status, 200);
+        let scheme_case = with("bearer 0123456789abcdef-first", "POST", "/reload");
+        assert_eq!(
+            parse_reply(&server.raw(scheme_case.as_bytes()).await).status,
+            200
+        );
+        assert_eq!(server.request("GET", "/healthz").await.status, 200);
+        // Rotated in place: the old token stops working, the new one works.
+        std::fs::write(&path, "0123456789abcdef-second").unwrap();
+        assert_eq!(parse_reply(&server.raw(good.as_bytes()).await).status, 401);
+        let rotated = with("Bearer 0123456789abcdef-second", "GET", "/pools");
+        assert_eq!(
+            parse_reply(&server.raw(rotated.as_bytes()).await).status,
+            200
+        );
+        // Gone: every guarded request is refused, not let through.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            parse_reply(&server.raw(rotated.as_bytes()).await).status,
+            503
+        );
+        assert_eq!(server.request("GET", "/healthz").await.status, 200);
+        let twice =
+            "GET /pools HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n";
+        assert_eq!(parse_reply(&server.raw(twice.as_bytes()).await).status, 400);
+        server.stop().await;
+    }
+
+    #[test]
+    fn tokens_must_be_long_single_words_and_never_show_in_debug() {
+        let short = token_file("short", "tooshort\n");
+        let error = Token::load(&short).unwrap_err().to_string();
+        assert!(error.contains("at least 16 characters"), "{error}");
+        assert!(error.contains(&short.display().to_string()), "{error}");
+        let spaced = token_file("spaced", "0123456789 abcdef0123");
+        assert!(Token::load(&spaced).is_err());
+        let missing = Token::load(Path::new("/nonexistent/keyway-token")).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/keyway-token"),
+            "{missing}"
+        );
+        let secret = token_file("debug", "s3cret-s3cret-s3cret");
+        let shown = format!("{:?}", Token::load(&secret).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd") && !same_secret(b"", b"a"));
+    }
+
+    #[tokio::test]
+    async fn slow_clients_do_not_hold_back_a_scrape() {
+        let server = Server::start().await;
+        // Slowloris: connections that send part of a head and then trickle.
+        let mut slow = Vec::new();
+        for _ in 0..(MAX_CONNECTIONS / 2) {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        let scrape = tokio::time::timeout(READ_TIMEOUT / 2, server.request("GET", "/metrics"));
+        assert_eq!(
+            scrape.await.expect("a scrape beside slow clients").status,
+            200
+        );
+        drop(slow);
+        server.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_house_of_slow_clients_is_timed_out_then_a_scrape_is_served() {
+        let server = Server::start().await;
+        let mut slow = Vec::new();
+        for _ in 0..(MAX_CONNECTIONS * 2) {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\n")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        // Every slot is taken; each slow client is cut off after READ_TIMEOUT, so the scrape
+        // behind them is served within two timeouts, not never.
+        let scrape = tokio::time::timeout(READ_TIMEOUT * 3, server.request("GET", "/metrics"));
+        assert_eq!(
+            scrape
+                .await
+                .expect("served once the slow ones time out")
+                .status,
+            200
+        );
+        drop(slow);
         server.stop().await;
     }
 

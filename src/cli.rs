@@ -106,6 +106,16 @@ pub struct Cli {
     #[arg(long = "admin", value_name = "ADDR|off", value_parser = parse_admin)]
     pub admin: Option<AdminFlag>,
 
+    /// A file holding the admin server's bearer token: every endpoint but /healthz then wants
+    /// `Authorization: Bearer <token>`; the file is re-read per request (Keyway).
+    #[arg(long = "admin-token", value_name = "FILE")]
+    pub admin_token: Option<PathBuf>,
+
+    /// Serve the admin API on a non-loopback address without a token; without this flag
+    /// Keyway refuses to (Keyway).
+    #[arg(long = "admin-insecure")]
+    pub admin_insecure: bool,
+
     /// With `-t`: also print what changes from this (old) config to `-c`'s, with the
     /// estimated share of keys that move per pool (Keyway).
     #[arg(long = "diff", value_name = "OLD")]

@@ -130,6 +130,8 @@ fn serve(
         config_path: member.is_none().then(|| cli.conf_file.clone()),
         signals: true,
         admin: cli.admin(),
+        admin_token: cli.admin_token.clone(),
+        admin_insecure: cli.admin_insecure,
         stats: Some(stats),
         stats_interval: cli.stats_interval(),
         listen: cli.fleet.listen.clone(),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::{self, Admin, Rejected};
+use crate::admin::{self, Admin, Rejected, Token};
 use crate::config::{Config, ListenOverride};
 use crate::control::{self, Control, Prepared, ReloadError};
 use crate::fleet;
@@ -30,6 +30,10 @@ pub struct Options {
     /// Where the HTTP admin server (`/metrics`, `/healthz`, `/pools`, `POST /reload`) listens;
     /// `None`: nowhere.
     pub admin: Option<AdminBind>,
+    /// The file holding the admin server's bearer token (`--admin-token`); `None`: open.
+    pub admin_token: Option<PathBuf>,
+    /// Serve the admin API on a non-loopback address without a token (`--admin-insecure`).
+    pub admin_insecure: bool,
     /// nutcracker's stats port (`-a`:`-s`), serving the stats JSON.
     pub stats: Option<SocketAddr>,
     /// nutcracker's `-i`: how old the stats JSON's pool figures may be.
@@ -51,6 +55,30 @@ pub enum AdminBind {
     IfFree(SocketAddr),
 }
 
+impl AdminBind {
+    /// The address asked for.
+    pub fn addr(self) -> SocketAddr {
+        match self {
+            AdminBind::Required(addr) | AdminBind::IfFree(addr) => addr,
+        }
+    }
+}
+
+/// Refuses an admin API reachable from other hosts with no token, unless the operator said
+/// `--admin-insecure`: `POST /reload` and `/pools` are not for the network at large.
+fn check_admin_exposure(addr: SocketAddr, token: bool, insecure: bool) -> io::Result<()> {
+    if addr.ip().is_loopback() || token || insecure {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to serve the admin API on {addr}, which is not a loopback address, \
+             without a token: give --admin-token FILE (or --admin-insecure to serve it open)"
+        ),
+    ))
+}
+
 /// A proxy with its listeners bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
     /// The control thread's runtime, made at bind time so signal handlers are in place before
@@ -62,6 +90,7 @@ pub struct Proxy {
     prepared: Prepared,
     metrics: Arc<Metrics>,
     admin: Option<std::net::TcpListener>,
+    admin_token: Option<Token>,
     stats: Option<std::net::TcpListener>,
     options: Options,
 }
@@ -114,6 +143,14 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
     } else {
         None
     };
+    let admin_token = options
+        .admin_token
+        .as_deref()
+        .map(Token::load)
+        .transpose()?;
+    if let Some(bind) = options.admin {
+        check_admin_exposure(bind.addr(), admin_token.is_some(), options.admin_insecure)?;
+    }
     let admin = match options.admin {
         None => None,
         Some(AdminBind::Required(addr)) => Some(bind_tcp(addr, "admin server")?),
@@ -135,6 +172,7 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
         prepared,
         metrics,
         admin,
+        admin_token,
         stats,
         options,
     })
@@ -190,7 +228,7 @@ impl Proxy {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 tokio::spawn(admin::serve(
                     listener,
-                    admin_of(&control, &self.metrics),
+                    admin_of(&control, &self.metrics, self.admin_token),
                     shutdown.clone(),
                 ));
             }
@@ -226,7 +264,7 @@ impl Proxy {
 }
 
 /// The admin server's view of the proxy: metrics, live pools, reload.
-fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
+fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>, token: Option<Token>) -> Admin {
     let pools = Arc::clone(control);
     let reload = Arc::clone(control);
     Admin {
@@ -236,6 +274,7 @@ fn admin_of(control: &Arc<Control>, metrics: &Arc<Metrics>) -> Admin {
             let control = Arc::clone(&reload);
             Box::pin(async move { control.reload().await.map_err(|error| rejected(&error)) })
         }),
+        token,
     }
 }
 
@@ -246,5 +285,27 @@ fn rejected(error: &ReloadError) -> Rejected {
         ReloadError::NoFile | ReloadError::Config(_) => Rejected::Invalid(reason),
         ReloadError::Resolve(_) => Rejected::Unavailable(reason),
         ReloadError::Bind { .. } | ReloadError::Gone { .. } => Rejected::Failed(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reachable_admin_needs_a_token_or_an_explicit_insecure() {
+        let at = |addr: &str| addr.parse::<SocketAddr>().unwrap();
+        for loopback in ["127.0.0.1:22223", "127.9.9.9:1", "[::1]:22223"] {
+            assert!(
+                check_admin_exposure(at(loopback), false, false).is_ok(),
+                "{loopback}"
+            );
+        }
+        for exposed in ["0.0.0.0:22223", "10.1.2.3:22223", "[::]:22223"] {
+            let error = check_admin_exposure(at(exposed), false, false).unwrap_err();
+            assert!(error.to_string().contains("--admin-token FILE"), "{error}");
+            assert!(check_admin_exposure(at(exposed), true, false).is_ok());
+            assert!(check_admin_exposure(at(exposed), false, true).is_ok());
+        }
     }
 }

@@ -1046,6 +1046,28 @@ fn prometheus_scrapes_keyway_admin_metrics_every_5s() {
     );
     assert_eq!(job["scrape_interval"].as_str(), Some("5s"));
     assert!(job["job_name"].as_str().is_some_and(|j| !j.is_empty()));
+    // The published admin port takes a token (Keyway refuses an open one off loopback): the
+    // scrape sends the very file Keyway reads.
+    let token = option(&keyway_command(&doc), "--admin-token", "--admin-token")
+        .expect("keyway's published admin port is given --admin-token");
+    let keyway_token = std::fs::read_to_string(host_file(&service(&doc, "keyway"), &token))
+        .expect("the token file");
+    assert!(
+        keyway_token.trim().len() >= 16,
+        "a token of 16 characters or more"
+    );
+    let auth = &job["authorization"];
+    assert_eq!(auth["type"].as_str().unwrap_or("Bearer"), "Bearer");
+    let credentials = auth["credentials_file"]
+        .as_str()
+        .expect("the keyway scrape job reads the token from a credentials_file");
+    let scrape_token =
+        std::fs::read_to_string(host_file(&prometheus, credentials)).expect("credentials file");
+    assert_eq!(
+        scrape_token.trim(),
+        keyway_token.trim(),
+        "Prometheus sends Keyway's token"
+    );
     // every other target is a service or Prometheus itself
     let services = services(&doc);
     for job in jobs {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +39,9 @@ pub const VERSION: &str = "0.5.0";
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Back-off after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Documents being written at once; further clients wait in the listen backlog, so a flood of
+/// connections that never read holds at most this many documents for `WRITE_TIMEOUT`.
+const MAX_WRITERS: usize = 64;
 
 /// The host name for `source`, read once like nutcracker's `gethostname` at start.
 pub fn hostname() -> &'static str {
@@ -176,8 +180,14 @@ pub async fn serve_stats(
     shutdown: CancellationToken,
 ) {
     let writers = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_WRITERS));
     let mut pools_json: Option<(Instant, String)> = None;
     loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -201,7 +211,10 @@ pub async fn serve_stats(
         let mut document = header(&metrics, &pools);
         document.push_str(&fresh);
         document.push_str("}\n");
-        writers.spawn(write_and_close(stream, document));
+        writers.spawn(async move {
+            write_and_close(stream, document).await;
+            drop(slot);
+        });
     }
     writers.close();
     writers.wait().await;

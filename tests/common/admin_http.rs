@@ -7,13 +7,18 @@ use super::*;
 
 /// One HTTP/1.1 request to Keyway's admin port: the status code and the body.
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_with(port, method, path, "")
+}
+
+/// [`http`] with extra header lines (`Name: value\r\n` each).
+pub fn http_with(port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin port");
     stream
         .set_read_timeout(Some(READ_TIMEOUT))
         .expect("read timeout");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: keyway\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: keyway\r\n{headers}Content-Length: 0\r\n\r\n"
     )
     .expect("send the request");
     let mut response = String::new();
