@@ -34,7 +34,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// No config file to re-read (the proxy was started without one).
-    #[error("no configuration file to reload")]
+    #[error("no configuration file to reload (with --config-store: keyway publish)")]
     NoFile,
     /// The file is invalid: every problem, naming pool and key.
     #[error(transparent)]
