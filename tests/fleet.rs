@@ -362,6 +362,43 @@ fn an_invalid_config_written_into_etcd_is_refused_by_every_instance() {
 }
 
 #[test]
+fn a_revision_refused_for_a_taken_port_installs_once_the_port_is_free() {
+    let fleet = Fleet::new();
+    let backend = RedisServer::start();
+    let first = fleet.publish(&alpha(free_port(), &[&backend], ""), &[]);
+    let one = fleet.member("one", free_port(), true, &[]);
+    // A second pool on a port something else holds: valid config, but not bindable here.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let beta = pool_yaml(port, &[server_line(&backend, 1, None)], &[]).replace("alpha:", "beta:");
+    let second = fleet.publish(
+        &format!("{}{beta}", alpha(free_port(), &[&backend], "")),
+        &[],
+    );
+    let refused = wait_until(CONVERGE, || {
+        one.gauge("keyway_config_rejected_total") == Some(1.0)
+    });
+    assert!(refused, "{}", one.proxy.stderr());
+    assert_eq!(one.revision(), first);
+    let table = fleet.table();
+    assert!(table.contains(&format!("REJECTED {second}")), "{table}");
+    assert!(table.contains("cannot listen"), "{table}");
+
+    drop(taken);
+    // Retried on the keep-alive tick (~3 s): no new publish needed.
+    converge(&[&one], second);
+    let mut client = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(
+        one.gauge("keyway_config_rejected_total"),
+        Some(1.0),
+        "counted once"
+    );
+    let table = fleet.table();
+    assert!(table.contains("1 of 1 instances serve it"), "{table}");
+}
+
+#[test]
 fn a_stale_publish_is_refused_and_a_rollback_restores_the_earlier_map() {
     let fleet = Fleet::new();
     let shards = start_redis_servers(2);

@@ -11,7 +11,7 @@ use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 
 use super::{sha256, write_cache, Instance, Member, Revision, StoreError, LEASE_TTL};
 use crate::config::Config;
-use crate::control::Control;
+use crate::control::{Control, ReloadError};
 use crate::shutdown::Shutdown;
 
 /// The first retry's delay after etcd is lost; it doubles up to [`MAX_BACKOFF`].
@@ -25,6 +25,9 @@ struct Watcher {
     member: Member,
     admin: Option<SocketAddr>,
     rejected: Option<(i64, String)>,
+    /// A refused revision (and its text) that may install later: retried on the keep-alive
+    /// tick.
+    retry: Option<(i64, String)>,
 }
 
 /// Watches the store and keeps this instance registered until `shutdown`; then revokes the
@@ -43,6 +46,7 @@ pub async fn run(
         member,
         admin,
         rejected: None,
+        retry: None,
     };
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -107,7 +111,12 @@ impl Watcher {
                     let _ = client.lease_revoke(lease).await;
                     return Ok(());
                 }
-                _ = tick.tick() => keeper.keep_alive().await?,
+                _ = tick.tick() => {
+                    keeper.keep_alive().await?;
+                    if self.retry().await {
+                        self.register(&mut client, lease).await?;
+                    }
+                }
                 message = alive.message() => match message? {
                     Some(response) if response.ttl() > 0 => {}
                     _ => return Err(value(&store.instances_prefix(), "the membership lease expired")),
@@ -143,31 +152,31 @@ impl Watcher {
     /// Puts revision `revision` (`bytes`) through the reload pipeline unless it is the one
     /// served or already refused; true when it installed or refused something.
     async fn consider(&mut self, revision: i64, bytes: &[u8]) -> bool {
-        let served = &self.member.served;
         let refused = self.rejected.as_ref().map(|(r, _)| *r);
-        if revision == served.revision || Some(revision) == refused {
+        if revision == self.member.served.revision || Some(revision) == refused {
             return false;
         }
-        let metrics = self.control.metrics();
-        let outcome = match std::str::from_utf8(bytes) {
-            Err(_) => Err("the value is not UTF-8".to_owned()),
-            Ok(text) => match Config::parse(text) {
-                Err(error) => Err(error.to_string()),
-                Ok(config) => self
-                    .control
-                    .apply(config)
-                    .await
-                    .map(|_| text.to_owned())
-                    .map_err(|error| error.to_string()),
-            },
+        self.retry = None;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.install(revision, text.to_owned()).await,
+            Err(_) => self.refuse(revision, "the value is not UTF-8".into(), None),
+        }
+        true
+    }
+
+    /// Installs `text` as revision `revision`, or refuses it.
+    async fn install(&mut self, revision: i64, text: String) {
+        let config = match Config::parse(&text) {
+            Ok(config) => config,
+            Err(error) => return self.refuse(revision, error.to_string(), None),
         };
-        match outcome {
-            Ok(text) => {
+        match self.control.apply(config).await {
+            Ok(_) => {
                 self.member.served = Revision {
                     revision,
                     sha256: sha256(&text),
                 };
-                metrics.set_config_revision(revision);
+                self.control.metrics().set_config_revision(revision);
                 tracing::info!(revision, "config store: revision installed");
                 if let Some(cache) = &self.member.cache {
                     if let Err(error) = write_cache(cache, revision, &text) {
@@ -175,17 +184,41 @@ impl Watcher {
                     }
                 }
             }
-            Err(error) => {
-                let error = error.trim_end().replace('\n', "; ");
-                metrics.config_rejected();
-                tracing::error!(
-                    "config store: revision {revision} rejected, keeping revision {}: {error}",
-                    self.member.served.revision
-                );
-                self.rejected = Some((revision, error));
+            // Not the config's fault (a Sentinel or cluster unreachable, a port taken): the
+            // same revision may install later, so it is retried.
+            Err(error @ (ReloadError::Resolve(_) | ReloadError::Bind { .. })) => {
+                self.refuse(revision, error.to_string(), Some(text));
             }
+            Err(error) => self.refuse(revision, error.to_string(), None),
         }
-        true
+    }
+
+    /// Records that revision `revision` is not installed, and why; `retry`: its text, when a
+    /// later attempt may succeed. Logged and counted once per revision.
+    fn refuse(&mut self, revision: i64, error: String, retry: Option<String>) {
+        let error = error.trim_end().replace('\n', "; ");
+        let again = self.rejected.as_ref().is_some_and(|(r, _)| *r == revision);
+        if again {
+            tracing::debug!("config store: revision {revision} still not installed: {error}");
+        } else {
+            self.control.metrics().config_rejected();
+            tracing::error!(
+                "config store: revision {revision} rejected, keeping revision {}: {error}{}",
+                self.member.served.revision,
+                if retry.is_some() { " (retrying)" } else { "" }
+            );
+        }
+        self.rejected = Some((revision, error));
+        self.retry = retry.map(|text| (revision, text));
+    }
+
+    /// Retries a refused revision that may install now; true when it did.
+    async fn retry(&mut self) -> bool {
+        let Some((revision, text)) = self.retry.take() else {
+            return false;
+        };
+        self.install(revision, text).await;
+        self.member.served.revision == revision
     }
 
     /// Writes this instance's membership value under `lease`.
