@@ -126,7 +126,10 @@ impl Fleet {
         // Ready once it reached etcd (registered) or gave up for now (started from a cache).
         let ready = wait_until(START_TIMEOUT, || {
             std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-                && (member.gauge("keyway_config_store_up") == Some(1.0) || !extra.is_empty())
+                && match member.gauge("keyway_config_store_up") {
+                    Some(up) => up == 1.0 || extra.contains(&"--config-cache"),
+                    None => false,
+                }
         });
         assert!(ready, "{id} did not register: {}", member.proxy.stderr());
         member
@@ -592,4 +595,48 @@ fn an_instance_starts_from_its_cache_when_etcd_is_down_and_fails_clearly_without
     fleet.etcd.restart();
     let second = fleet.publish(&alpha(port, &[&backend], "  hash: murmur\n"), &[]);
     converge(&[&one], second);
+}
+
+#[test]
+fn an_etcd_with_users_takes_the_password_from_the_environment_or_the_flag() {
+    let fleet = Fleet::new();
+    let backend = RedisServer::start();
+    fleet.etcd.enable_auth("s3cret-pw");
+    let yaml = alpha(free_port(), &[&backend], "");
+    let anonymous = fleet.try_publish(&yaml, &[]);
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+
+    let file = fleet.dir.path().join("auth.yml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = Command::new(keyway_bin())
+        .args([
+            "publish",
+            "--config-store",
+            &fleet.url(),
+            "--etcd-user",
+            "root",
+            "-c",
+        ])
+        .arg(&file)
+        .env("KEYWAY_ETCD_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    let revision = revision_published(&out);
+    let one = fleet.member(
+        "one",
+        free_port(),
+        true,
+        &["--etcd-user", "root", "--etcd-password", "s3cret-pw"],
+    );
+    assert_eq!(one.revision(), revision);
+    assert_eq!(one.gauge("keyway_config_store_up"), Some(1.0));
+    let table = fleet.keyway(
+        "fleet",
+        &["--etcd-user", "root", "--etcd-password", "s3cret-pw"],
+    );
+    assert!(
+        text(&table).contains("1 of 1 instances serve it"),
+        "{}",
+        text(&table)
+    );
 }

@@ -77,6 +77,15 @@ impl Etcd {
         etcdctl(&self.endpoint(), &["put", key, value]).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Adds user `root` with `password` and turns authentication on: from then on every client
+    /// must log in.
+    pub fn enable_auth(&self, password: &str) {
+        let endpoint = self.endpoint();
+        etcdctl(&endpoint, &["user", "add", &format!("root:{password}")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        etcdctl(&endpoint, &["auth", "enable"]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The value at `key`, if any.
     pub fn get(&self, key: &str) -> Option<String> {
         let out = etcdctl(&self.endpoint(), &["get", "--print-value-only", key])
