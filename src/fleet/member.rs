@@ -128,19 +128,23 @@ impl Watcher {
                     if response.canceled() {
                         return Err(value(&key, &format!("watch cancelled: {}", response.cancel_reason())));
                     }
-                    let mut changed = false;
-                    for event in response.events() {
-                        match (event.event_type(), event.kv()) {
-                            (EventType::Put, Some(kv)) => {
-                                changed |= self.consider(kv.mod_revision(), kv.value()).await;
-                            }
-                            (EventType::Delete, _) => tracing::warn!(
-                                "config store: {key} was deleted; keeping revision {}",
-                                self.member.served.revision
-                            ),
-                            _ => {}
-                        }
+                    if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                        tracing::warn!(
+                            "config store: {key} was deleted; keeping revision {}",
+                            self.member.served.revision
+                        );
                     }
+                    // Several revisions in one batch: only the newest matters.
+                    let newest = response
+                        .events()
+                        .iter()
+                        .rev()
+                        .find(|e| e.event_type() == EventType::Put)
+                        .and_then(|e| e.kv());
+                    let changed = match newest {
+                        Some(kv) => self.consider(kv.mod_revision(), kv.value()).await,
+                        None => false,
+                    };
                     if changed {
                         self.register(&mut client, lease).await?;
                     }
