@@ -210,11 +210,11 @@ fn time_of_day(t: std::time::SystemTime) -> f64 {
     secs % 86_400.0
 }
 
-/// When the log says `revision` was installed, in seconds since midnight UTC.
-fn installed_at(log: &str, revision: i64) -> Option<f64> {
-    let line = log.lines().find(|l| {
-        l.contains("revision installed") && l.ends_with(&format!("revision={revision}"))
-    })?;
+/// When the log says `what` about `revision`, in seconds since midnight UTC.
+fn logged_at(log: &str, what: &str, revision: i64) -> Option<f64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(what) && l.ends_with(&format!("revision={revision}")))?;
     let clock = line
         .split_whitespace()
         .next()?
@@ -277,17 +277,21 @@ fn two_instances_route_alike_and_take_a_published_backend_without_dropping_a_cli
     let returned = time_of_day(std::time::SystemTime::now());
     let served = converge(&[&one, &two], second);
     // Finer than the metric poll: each instance logs the install with a timestamp.
-    let installed: Vec<String> = [&one, &two]
-        .iter()
-        .map(|m| match installed_at(&m.proxy.stderr(), second) {
-            Some(at) => format!("{:.1} ms", (at - returned) * 1000.0),
-            None => "?".into(),
-        })
-        .collect();
+    let logged = |what: &str| -> Vec<String> {
+        [&one, &two]
+            .iter()
+            .map(|m| match logged_at(&m.proxy.stderr(), what, second) {
+                Some(at) => format!("{:.1} ms", (at - returned) * 1000.0),
+                None => "?".into(),
+            })
+            .collect()
+    };
     eprintln!(
         "publish-to-served: `keyway publish` ran {wrote:?}; after it returned, each instance \
-         logged the install of revision {second} at {installed:?}; metrics polled show both on \
-         it within {served:?}"
+         logged revision {second} received at {:?} and installed at {:?}; metrics polled show \
+         both on it within {served:?}",
+        logged("new revision"),
+        logged("revision installed"),
     );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

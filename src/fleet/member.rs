@@ -161,6 +161,7 @@ impl Watcher {
             return false;
         }
         self.retry = None;
+        tracing::info!(revision, "config store: new revision");
         match std::str::from_utf8(bytes) {
             Ok(text) => self.install(revision, text.to_owned()).await,
             Err(_) => self.refuse(revision, "the value is not UTF-8".into(), None),
