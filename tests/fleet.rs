@@ -644,3 +644,54 @@ fn an_etcd_with_users_takes_the_password_from_the_environment_or_the_flag() {
         text(&table)
     );
 }
+
+#[test]
+fn listen_overrides_hold_for_a_file_config_and_its_reloads_and_name_real_pools() {
+    let shards = start_redis_servers(2);
+    let (in_file, overridden) = (free_port(), free_port());
+    let dir = TempDir::new("listen");
+    let conf = dir.path().join("keyway.yml");
+    std::fs::write(&conf, alpha(in_file, &[&shards[0]], "")).unwrap();
+    let conf_arg = conf.display().to_string();
+    let listen = format!("alpha=127.0.0.1:{overridden}");
+    let args: Vec<String> = ["-c", &conf_arg, "--listen", &listen, "--admin", "off", "-s"]
+        .iter()
+        .map(ToString::to_string)
+        .chain([free_port().to_string()])
+        .collect();
+    let mut proxy = Proxy::try_start_keyway_at(
+        TempDir::new("listen-proxy"),
+        &format!("127.0.0.1:{overridden}"),
+        &args,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", in_file)).is_err());
+
+    // A reload (SIGHUP) of a changed file keeps the override.
+    std::fs::write(&conf, alpha(in_file, &[&shards[1]], "")).unwrap();
+    signal(proxy.pid(), "HUP");
+    let moved = wait_until(CONVERGE, || {
+        let mut client = proxy.client();
+        client.cmd(&["SET", "k", "v"]) == Reply::ok() && shards[1].keys().contains(&b"k"[..])
+    });
+    assert!(moved, "{}", proxy.stderr());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", in_file)).is_err());
+    proxy.assert_alive();
+
+    // An override for a pool the config lacks fails the start, naming it.
+    let out = Command::new(keyway_bin())
+        .args([
+            "-c",
+            &conf_arg,
+            "--listen",
+            "nosuch=127.0.0.1:1",
+            "--admin",
+            "off",
+            "-s",
+        ])
+        .arg(free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nosuch"), "{}", text(&out));
+}

@@ -235,3 +235,34 @@ pub fn start(args: &InstanceArgs) -> Result<(Config, Member), String> {
     };
     Ok((config, member))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_round_trips_and_stays_a_valid_config() {
+        let dir = std::env::temp_dir().join(format!("keyway-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cache.yml");
+        let yaml = "alpha:\n  listen: 127.0.0.1:22121\n  servers:\n    - 127.0.0.1:6379:1\n";
+        write_cache(&path, 42, yaml).unwrap();
+        assert_eq!(read_cache(&path).unwrap(), (42, yaml.to_owned()));
+        assert!(Config::load(&path).is_ok(), "the cache is a -c file");
+        write_cache(&path, 43, yaml).unwrap();
+        assert_eq!(read_cache(&path).unwrap().0, 43, "replaced");
+        assert!(!dir.join("cache.yml.tmp").exists(), "renamed into place");
+        // A hand-made file without the header: revision 0, the whole text.
+        std::fs::write(&path, yaml).unwrap();
+        assert_eq!(read_cache(&path).unwrap(), (0, yaml.to_owned()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sha256_is_hex_of_the_text() {
+        assert_eq!(
+            sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

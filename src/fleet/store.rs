@@ -204,3 +204,74 @@ impl Store {
         Ok(Some((kv.mod_revision(), text.to_owned())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(url: &str) -> Result<Option<Store>, StoreError> {
+        StoreArgs {
+            config_store: Some(url.into()),
+            ..StoreArgs::default()
+        }
+        .store()
+    }
+
+    #[test]
+    fn urls_name_endpoints_and_a_prefix() {
+        let s = store("etcd://10.0.0.1:2379,10.0.0.2:2379/keyway/prod/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(s.config_key(), "/keyway/prod/config");
+        assert_eq!(s.history_prefix(), "/keyway/prod/history/");
+        assert_eq!(s.instances_prefix(), "/keyway/prod/instances/");
+        assert_eq!(
+            s.to_string(),
+            "etcd://10.0.0.1:2379,10.0.0.2:2379/keyway/prod/"
+        );
+        assert!(StoreArgs::default().store().unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_urls_are_refused() {
+        for bad in [
+            "http://127.0.0.1:2379/k",
+            "etcd://127.0.0.1:2379",
+            "etcd://127.0.0.1:2379/",
+            "etcd:///k",
+            "etcd://127.0.0.1/k",
+            "etcd://a:1,,b:2/k",
+        ] {
+            assert!(matches!(store(bad), Err(StoreError::Url(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_ca_turns_tls_on_and_a_missing_file_is_named() {
+        let args = StoreArgs {
+            config_store: Some("etcd://127.0.0.1:2379/k".into()),
+            etcd_ca: Some("/nonexistent/ca.pem".into()),
+            ..StoreArgs::default()
+        };
+        match args.store() {
+            Err(StoreError::File { path, .. }) => assert_eq!(path, "/nonexistent/ca.pem"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_password_stays_out_of_debug_output() {
+        let args = StoreArgs {
+            config_store: Some("etcd://127.0.0.1:2379/k".into()),
+            etcd_user: Some("root".into()),
+            etcd_password: Some("hunter2-secret".into()),
+            ..StoreArgs::default()
+        };
+        let s = args.store().unwrap().unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
