@@ -599,6 +599,46 @@ fn an_instance_starts_from_its_cache_when_etcd_is_down_and_fails_clearly_without
     fleet.etcd.restart();
     let second = fleet.publish(&alpha(port, &[&backend], "  hash: murmur\n"), &[]);
     converge(&[&one], second);
+    assert_eq!(cache_revision(&cache), second, "rewritten on install");
+
+    // An invalid latest revision: a restarted instance starts from its cache (the last good
+    // map) and reports the rejection; without a cache it fails, saying why.
+    fleet.etcd.put(
+        &fleet.config_key(),
+        &alpha(port, &[&backend], "  hash: nope\n"),
+    );
+    wait_until(CONVERGE, || {
+        one.gauge("keyway_config_rejected_total") == Some(1.0)
+    });
+    let copy = fleet.dir.path().join("copy.yml");
+    std::fs::copy(&cache, &copy).unwrap();
+    let copy_arg = copy.display().to_string();
+    let other = free_port();
+    let two = fleet.member("two", other, true, &["--config-cache", &copy_arg]);
+    assert_eq!(two.revision(), second);
+    let mut table = String::new();
+    let shown = wait_until(CONVERGE, || {
+        table = fleet.table();
+        table.matches("REJECTED").count() == 2
+    });
+    assert!(shown, "{table}");
+    let out = Command::new(keyway_bin())
+        .args(["--config-store", &fleet.url(), "--admin", "off", "-s"])
+        .arg(free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("'hash'"), "{}", text(&out));
+}
+
+/// The revision in a `--config-cache` file's first line.
+fn cache_revision(path: &std::path::Path) -> i64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let first = text.lines().next().unwrap();
+    first
+        .strip_prefix("# keyway config-store revision ")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no revision header: {first}"))
 }
 
 #[test]

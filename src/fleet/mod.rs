@@ -166,8 +166,18 @@ pub fn read_cache(path: &Path) -> std::io::Result<(i64, String)> {
     Ok((revision, body))
 }
 
+/// The cache's revision, text and config.
+fn from_cache(path: &Path) -> Result<(i64, String, Config), String> {
+    let (revision, text) =
+        read_cache(path).map_err(|e| format!("cannot read the cache {}: {e}", path.display()))?;
+    let config = Config::parse(&text)
+        .map_err(|e| format!("the cache {} is invalid\n{e}", path.display()))?;
+    Ok((revision, text, config))
+}
+
 /// The config an instance with `--config-store` starts on: the store's `PREFIX/config`, or
-/// when etcd cannot be reached, the `--config-cache` file; with what to carry on watching.
+/// the `--config-cache` file when etcd cannot be reached or holds an invalid config; with what
+/// to carry on watching.
 ///
 /// # Errors
 /// Why there is nothing to start on: etcd unreachable and no cache, no config published yet,
@@ -187,36 +197,57 @@ pub fn start(args: &InstanceArgs) -> Result<(Config, Member), String> {
             })
             .map_err(|e| e.to_string())
         });
-    let (revision, text, source) = match (fetched, &args.config_cache) {
-        (Ok(Some((revision, text))), _) => (revision, text, store.config_key()),
-        (Ok(None), _) => {
+    let cache = args.config_cache.as_deref().filter(|c| c.exists());
+    let (revision, text, config) = match fetched {
+        Ok(Some((revision, text))) => match (Config::parse(&text), cache) {
+            (Ok(config), _) => {
+                if let Some(path) = &args.config_cache {
+                    if let Err(error) = write_cache(path, revision, &text) {
+                        tracing::warn!("cannot write the cache {}: {error}", path.display());
+                    }
+                }
+                (revision, text, config)
+            }
+            // The fleet keeps serving its last good map; so does a restarted instance that
+            // has it (the watch then reports the latest revision as rejected).
+            (Err(error), Some(cache)) => {
+                tracing::warn!(
+                    "{} (revision {revision}) is invalid; starting from the cache {}: {}",
+                    store.config_key(),
+                    cache.display(),
+                    error.to_string().trim_end().replace('\n', "; ")
+                );
+                from_cache(cache)?
+            }
+            (Err(error), None) => {
+                return Err(format!(
+                    "configuration '{}' (revision {revision}) is invalid (and no --config-cache \
+                     to start from)\n{error}",
+                    store.config_key()
+                ))
+            }
+        },
+        Ok(None) => {
             return Err(format!(
                 "config store {store}: nothing published at {} yet (keyway publish)",
                 store.config_key()
             ))
         }
-        (Err(error), Some(cache)) if cache.exists() => {
-            tracing::warn!(
-                "config store {store} unreachable ({error}); starting from the cache {}",
-                cache.display()
-            );
-            let (revision, text) = read_cache(cache)
-                .map_err(|e| format!("cannot read the cache {}: {e}", cache.display()))?;
-            (revision, text, cache.display().to_string())
-        }
-        (Err(error), _) => {
-            return Err(format!(
-                "config store {store} unreachable: {error} (no --config-cache to start from)"
-            ))
-        }
+        Err(error) => match cache {
+            Some(cache) => {
+                tracing::warn!(
+                    "config store {store} unreachable ({error}); starting from the cache {}",
+                    cache.display()
+                );
+                from_cache(cache)?
+            }
+            None => {
+                return Err(format!(
+                    "config store {store} unreachable: {error} (no --config-cache to start from)"
+                ))
+            }
+        },
     };
-    let config = Config::parse(&text)
-        .map_err(|e| format!("configuration '{source}' (revision {revision}) is invalid\n{e}"))?;
-    if let Some(cache) = &args.config_cache {
-        if let Err(error) = write_cache(cache, revision, &text) {
-            tracing::warn!("cannot write the cache {}: {error}", cache.display());
-        }
-    }
     let id = args.instance_id.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
