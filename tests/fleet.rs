@@ -41,8 +41,12 @@ struct Member {
 
 impl Fleet {
     fn new() -> Fleet {
+        Fleet::on(Etcd::start())
+    }
+
+    fn on(etcd: Etcd) -> Fleet {
         Fleet {
-            etcd: Etcd::start(),
+            etcd,
             prefix: "keyway/test".into(),
             dir: TempDir::new("fleet"),
         }
@@ -734,4 +738,37 @@ fn listen_overrides_hold_for_a_file_config_and_its_reloads_and_name_real_pools()
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("nosuch"), "{}", text(&out));
+}
+
+#[test]
+fn an_etcd_over_tls_with_client_certificates_is_reached_with_the_tls_flags() {
+    let fleet = Fleet::on(Etcd::start_tls());
+    let backend = RedisServer::start();
+    let (ca, cert, key) = (
+        fleet.etcd.file("ca.pem"),
+        fleet.etcd.file("client.pem"),
+        fleet.etcd.file("client.key"),
+    );
+    let tls = ["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key];
+    let yaml = alpha(free_port(), &[&backend], "");
+    // Without TLS, or with TLS but no client certificate: refused.
+    let plain = fleet.try_publish(&yaml, &[]);
+    assert!(!plain.status.success(), "{}", text(&plain));
+    let no_cert = fleet.try_publish(&yaml, &["--etcd-ca", &ca]);
+    assert!(!no_cert.status.success(), "{}", text(&no_cert));
+
+    let revision = fleet.publish(&yaml, &tls);
+    let one = fleet.member("one", free_port(), true, &tls);
+    assert_eq!(one.revision(), revision);
+    let mut client = one.client();
+    assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::ok());
+    let table = fleet.keyway("fleet", &tls);
+    assert!(
+        text(&table).contains("1 of 1 instances serve it"),
+        "{}",
+        text(&table)
+    );
+    // A change published over TLS reaches the instance's TLS watch.
+    let second = fleet.publish(&alpha(free_port(), &[&backend], "  hash: murmur\n"), &tls);
+    converge(&[&one], second);
 }
