@@ -164,6 +164,12 @@ async fn publish(
     }
     let old = old.map(|c| c.pools).unwrap_or_default();
     let diff = crate::control::diff::describe(&old, &new.pools);
+    if current
+        .as_ref()
+        .is_some_and(|(_, yaml_now)| *yaml_now == yaml)
+    {
+        println!("the same text as revision {at}: publishing makes a new revision of it");
+    }
     println!("from revision {at}:");
     for line in &diff {
         println!("  {line}");
