@@ -9,6 +9,7 @@
 #   scripts/bench.sh --blocking [--rounds N] [--quick]    blocking pops: BRPOP vs RPOP
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
+# URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
 # same 4 backends, its config converted from the benchmark's nutcracker.yml by
 # bench_report.py predixy-conf): the C++ multi-threaded peer. Its source is public
@@ -103,6 +104,10 @@ parse_args() {
     [[ $g == default || $g == pubsub || $g == blpop ]] ||
       die "--workloads: unknown $g (default, pubsub, blpop)"
   done
+  if [[ -n ${URING:-} ]]; then
+    TARGETS+=(ku_1t ku_2t)
+    PROXY_TARGETS+=(ku_1t ku_2t)
+  fi
   if [[ -n ${PREDIXY_BIN:-} ]]; then
     [[ -x $PREDIXY_BIN ]] || die "PREDIXY_BIN=$PREDIXY_BIN is not executable"
     TARGETS+=(px)
@@ -279,11 +284,12 @@ proxy_cmd() {
     px)
       python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
       echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
-    kw_1t | kw_2t | kb_1t | kb_2t)
+    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
-      local bin=$KEYWAY_BIN
+      local bin=$KEYWAY_BIN io=epoll
       [[ $target == kb_* ]] && bin=$BASE_BIN
-      echo "$bin" -c "$conf" --threads "${target:3:1}" -s "$(free_port)" -a 127.0.0.1 \
+      [[ $target == ku_* ]] && io=uring
+      echo "$bin" -c "$conf" --threads "${target:3:1}" --io "$io" -s "$(free_port)" -a 127.0.0.1 \
         --admin "127.0.0.1:$(free_port)" -o "$WORK/$target-$port.log" ;;
     *) die "unknown proxy $target" ;;
   esac

@@ -34,6 +34,8 @@ TARGETS = [
     ("nc_v4", "nutcracker -v 4"),
     ("kw_1t", "Keyway 1 thread"),
     ("kw_2t", "Keyway 2 threads"),
+    ("ku_1t", "Keyway io_uring 1 thread"),
+    ("ku_2t", "Keyway io_uring 2 threads"),
     ("px", "predixy 1 thread"),
     ("kb_1t", "baseline Keyway 1 thread"),
     ("kb_2t", "baseline Keyway 2 threads"),
@@ -422,6 +424,8 @@ def chart(out_dir, order, med):
         "kw_1t": "#0571b0",
         "kw_2t": "#92c5de",
         "px": "#7b3294",
+        "ku_1t": "#008837",
+        "ku_2t": "#a6dba0",
         "kb_1t": "#4dac26",
         "kb_2t": "#b8e186",
     }

@@ -64,5 +64,14 @@ fi
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
+# The data path once more with client I/O through io_uring (--io uring, via KEYWAY_IO), where
+# the kernel offers it: the same assertions must hold on both I/O paths.
+if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; then
+  echo "== cargo test, data path with KEYWAY_IO=uring"
+  uring_suites=(bad_input blocking client_limits commands connections fanout faults handshake
+    io_uring keyspace lifecycle malformed many_clients memcache memcache_live node_clients
+    pipelining protocol_switch pubsub python_clients transactions)
+  KEYWAY_IO=uring cargo test "${uring_suites[@]/#/--test=}"
+fi
 echo "== fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml

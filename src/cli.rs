@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::proxy::worker::Io;
 use crate::server::AdminBind;
 
 /// The highest log level nutcracker knows (`LOG_PVERB`); higher `-v` values are clamped to it.
@@ -116,6 +117,17 @@ pub struct Cli {
     #[arg(long = "admin-insecure")]
     pub admin_insecure: bool,
 
+    /// Client socket I/O: `epoll`, or `uring` (one io_uring per worker, epoll where the
+    /// kernel refuses it); the environment's KEYWAY_IO when not given (Keyway).
+    #[arg(
+        long = "io",
+        env = "KEYWAY_IO",
+        value_name = "epoll|uring",
+        default_value = "epoll",
+        value_parser = parse_io
+    )]
+    pub io: Io,
+
     /// With `-t`: also print what changes from this (old) config to `-c`'s, with the
     /// estimated share of keys that move per pool (Keyway).
     #[arg(long = "diff", value_name = "OLD")]
@@ -140,6 +152,14 @@ pub enum AdminFlag {
     Off,
     /// `--admin ADDR`: listen there, or fail to start.
     At(SocketAddr),
+}
+
+fn parse_io(value: &str) -> Result<Io, String> {
+    match value {
+        "epoll" => Ok(Io::Epoll),
+        "uring" => Ok(Io::Uring),
+        _ => Err(format!("'{value}' is neither epoll nor uring")),
+    }
 }
 
 fn parse_admin(value: &str) -> Result<AdminFlag, String> {

@@ -53,6 +53,8 @@
 //!   dedicated connection). What each means through a sharding proxy: `docs/applications.md`.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
+//! - [`uring`]: client sockets through one io_uring per worker (`--io uring`): many clients'
+//!   receives and sends in one `io_uring_enter`; the only module with `unsafe`.
 
 // Outside tests, no unchecked indexing and no silently truncating cast: where one is the
 // algorithm (nutcracker's C integer arithmetic) it is allowed on that item, with the reason.
@@ -75,5 +77,6 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod socket;
+pub mod uring;
 
 pub use server::{bind, Proxy};

@@ -126,6 +126,7 @@ fn serve(
             })?;
     let options = keyway::server::Options {
         threads,
+        io: cli.io,
         // With a config store the store is the config: a reload has no file to re-read.
         config_path: member.is_none().then(|| cli.conf_file.clone()),
         signals: true,

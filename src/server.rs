@@ -14,7 +14,7 @@ use crate::control::{self, Control, Prepared, ReloadError};
 use crate::fleet;
 use crate::metrics::{stats, Metrics};
 use crate::proxy::listener::LocalAddr;
-use crate::proxy::worker::Workers;
+use crate::proxy::worker::{Io, Workers};
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 
@@ -23,6 +23,8 @@ use crate::signals::Signals;
 pub struct Options {
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// How workers do client I/O (`--io`).
+    pub io: Io,
     /// The config file, re-read on reload (SIGHUP); `None` disables reload.
     pub config_path: Option<PathBuf>,
     /// Whether `run` handles SIGTERM/SIGINT (shutdown) and SIGHUP (reload) itself.
@@ -200,7 +202,8 @@ impl Proxy {
     /// # Errors
     /// A runtime, thread or signal handler could not be created.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
-        let (workers, threads) = Workers::start(self.options.threads, &[], &shutdown)?;
+        let (workers, threads) =
+            Workers::start(self.options.threads, self.options.io, &[], &shutdown)?;
         let admin_addr = self.admin_addr();
         let signals = self.signals;
         let result = self.runtime.block_on(async {

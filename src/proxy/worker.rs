@@ -166,6 +166,16 @@ pub struct Workers {
     serving: ArcSwap<HashMap<Arc<str>, usize>>,
 }
 
+/// How a worker does its client sockets' I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Io {
+    /// Readiness through epoll, a `recv` and a `send` per client turn.
+    #[default]
+    Epoll,
+    /// One io_uring per worker ([`crate::uring`]); epoll where the kernel refuses it.
+    Uring,
+}
+
 /// Process-wide client ids (also spread clients over a backend's connections).
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
@@ -176,6 +186,7 @@ impl Workers {
     /// A thread could not be spawned.
     pub fn start(
         threads: usize,
+        io: Io,
         pools: &[Arc<Pool>],
         shutdown: &Shutdown,
     ) -> io::Result<(Arc<Workers>, Vec<JoinHandle<()>>)> {
@@ -190,7 +201,7 @@ impl Workers {
             let shutdown = shutdown.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("keyway-worker-{index}"))
-                .spawn(move || run(index, threads.max(1), pools, receiver, shutdown))?;
+                .spawn(move || run(index, threads.max(1), io, pools, receiver, shutdown))?;
             senders.push(sender);
             handles.push(handle);
         }
@@ -248,6 +259,7 @@ impl Workers {
 fn run(
     index: usize,
     threads: usize,
+    io: Io,
     pools: Vec<Arc<Pool>>,
     mut inbox: mpsc::UnboundedReceiver<ToWorker>,
     shutdown: Shutdown,
@@ -266,6 +278,18 @@ fn run(
     // all run on this thread's `LocalSet`.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
+        if io == Io::Uring {
+            match crate::uring::start() {
+                Ok(()) if index == 0 => tracing::info!("client I/O through io_uring"),
+                Ok(()) => {}
+                Err(error) => tracing::warn!(
+                    worker = index,
+                    %error,
+                    "io_uring is unavailable (kernel, kernel.io_uring_disabled or seccomp): \
+                     client I/O through epoll"
+                ),
+            }
+        }
         let mut routes: HashMap<Arc<str>, RouteSlot> = HashMap::new();
         let mut connections = Connections::new(index, threads);
         install(&mut routes, &mut connections, pools);
@@ -353,6 +377,11 @@ fn spawn_session(sessions: &TaskTracker, slot: RouteSlot, handoff: Handoff, clos
 
 async fn serve(session: Session, stream: Accepted, closing: &Closing) -> io::Result<()> {
     match stream {
+        Accepted::Tcp(stream) if crate::uring::active() => {
+            let stream = crate::uring::Stream::new(stream)?;
+            let (rd, wr) = stream.split();
+            session.run(rd, wr, closing).await;
+        }
         Accepted::Tcp(stream) => {
             let mut stream = tokio::net::TcpStream::from_std(stream)?;
             let (rd, wr) = stream.split();
