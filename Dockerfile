@@ -7,6 +7,10 @@
 #   docker run --rm -v "$PWD/conf/compose/keyway.yml:/etc/keyway/keyway.yml:ro" -p 22121:22121 keyway
 
 FROM rust:1-bookworm AS build
+# protoc: the etcd client's build script compiles etcd's protobuf definitions.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what `cargo build` needs: the manifest names the benches, so they must be present too.
 COPY Cargo.toml Cargo.lock ./

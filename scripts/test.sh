@@ -9,6 +9,7 @@ declare -A packages=(
   [redis-server]=redis-server [redis-sentinel]=redis-sentinel [redis-cli]=redis-tools
   [redis-benchmark]=redis-tools [memcached]=memcached [nutcracker]=nutcracker
   [openssl]=openssl
+  [etcd]=etcd-server [etcdctl]=etcd-client [protoc]=protobuf-compiler
 )
 missing=()
 for cmd in "${!packages[@]}"; do
@@ -41,6 +42,14 @@ if ! cmp -s tests/clients/package-lock.json "$libs/package-lock.json" || [ ! -d 
   npm ci --prefix "$libs" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+# promtool (Debian `prometheus`) checks the alerting rules' PromQL; a unit test in src/metrics
+# checks the metric names they use even where it cannot be installed.
+command -v promtool >/dev/null 2>&1 || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null \
+    || echo "promtool unavailable (package prometheus): the rules get the unit test only"
+}
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "== cargo fmt --check"
@@ -49,6 +58,10 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+if command -v promtool >/dev/null 2>&1; then
+  echo "== promtool check rules"
+  promtool check rules conf/prometheus/alerts.yml
+fi
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc

@@ -132,6 +132,11 @@ pub struct Cli {
     /// estimated share of keys that move per pool (Keyway).
     #[arg(long = "diff", value_name = "OLD")]
     pub diff: Option<PathBuf>,
+
+    /// The fleet: `--config-store` (config from etcd, membership), `--config-cache`,
+    /// `--instance-id`, `--listen` (Keyway).
+    #[command(flatten)]
+    pub fleet: crate::fleet::InstanceArgs,
 }
 
 /// `keyway plan -c OLD --to NEW`: what a change of config does to the keys, per pool: the
@@ -426,6 +431,31 @@ mod tests {
         assert_eq!(error(&["--admin", "nowhere"]), ErrorKind::ValueValidation);
         assert_eq!(error(&["-x"]), ErrorKind::UnknownArgument);
         assert_eq!(error(&["extra"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn fleet_options() {
+        let cli = parse(&[
+            "--config-store",
+            "etcd://127.0.0.1:2379/kw",
+            "--config-cache",
+            "/tmp/c.yml",
+            "--listen",
+            "alpha=127.0.0.1:7000",
+            "--listen=beta=/tmp/b.sock",
+        ]);
+        assert_eq!(
+            cli.fleet.store.config_store.as_deref(),
+            Some("etcd://127.0.0.1:2379/kw")
+        );
+        assert_eq!(cli.fleet.config_cache, Some(PathBuf::from("/tmp/c.yml")));
+        let pools: Vec<&str> = cli.fleet.listen.iter().map(|l| l.pool.as_str()).collect();
+        assert_eq!(pools, ["alpha", "beta"], "--listen repeats");
+        assert_eq!(
+            error(&["--config-cache", "/tmp/c.yml"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(error(&["--listen", "alpha"]), ErrorKind::ValueValidation);
     }
 
     #[test]

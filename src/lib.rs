@@ -41,6 +41,9 @@
 //!   it. `docs/migrating.md` says how to move to Keyway and grow a pool without losing the
 //!   cache.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
+//! - [`fleet`]: many instances, one shard map: the config in etcd v3 (watched, each revision
+//!   through the reload pipeline), membership under a lease, and `keyway publish` (validated,
+//!   compare-and-swap, history, rollback), `keyway history`, `keyway fleet` (drift).
 //! - [`protocol`]: wire formats; the only code that knows them (and the keyspace-wide
 //!   commands' plans: which shards, how replies gather, the `SCAN` cursor).
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact;
@@ -79,6 +82,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod fleet;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "plan") {
         return plan(std::env::args_os().skip(2));
     }
+    if let Some(code) = keyway::fleet::command::run_if_asked() {
+        return code;
+    }
     let cli = Cli::parse();
     if cli.describe_stats {
         print!("{}", keyway::metrics::stats::describe());
@@ -55,14 +58,25 @@ fn main() -> ExitCode {
         return fail(&mut ready, format!("cannot open log file: {error}"));
     }
     let path = cli.conf_file.display().to_string();
-    let config = match Config::load(&cli.conf_file) {
-        Ok(config) => config,
-        Err(error) => {
-            return fail(
-                &mut ready,
-                format!("configuration file '{path}' syntax is invalid\n{error}"),
-            );
+    let (config, member) = if cli.fleet.store.config_store.is_some() {
+        match keyway::fleet::start(&cli.fleet) {
+            Ok((config, member)) => (config, Some(member)),
+            Err(error) => return fail(&mut ready, error),
         }
+    } else {
+        match Config::load(&cli.conf_file) {
+            Ok(config) => (config, None),
+            Err(error) => {
+                return fail(
+                    &mut ready,
+                    format!("configuration file '{path}' syntax is invalid\n{error}"),
+                );
+            }
+        }
+    };
+    let path = match &member {
+        Some(member) => member.store.config_key(),
+        None => path,
     };
     if cli.test_conf {
         eprintln!("keyway: configuration file '{path}' syntax is ok");
@@ -74,7 +88,7 @@ fn main() -> ExitCode {
     if cli.daemonize && ready.is_none() {
         return daemonize();
     }
-    match serve(&cli, config, &mut ready) {
+    match serve(&cli, config, member, &mut ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -93,7 +107,12 @@ fn fail(ready: &mut Option<Ready>, message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn serve(cli: &Cli, config: Config, ready: &mut Option<Ready>) -> std::io::Result<()> {
+fn serve(
+    cli: &Cli,
+    config: Config,
+    member: Option<keyway::fleet::Member>,
+    ready: &mut Option<Ready>,
+) -> std::io::Result<()> {
     let threads = cli.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n.get(),
@@ -111,13 +130,16 @@ fn serve(cli: &Cli, config: Config, ready: &mut Option<Ready>) -> std::io::Resul
     let options = keyway::server::Options {
         threads,
         io: cli.io,
-        config_path: Some(cli.conf_file.clone()),
+        // With a config store the store is the config: a reload has no file to re-read.
+        config_path: member.is_none().then(|| cli.conf_file.clone()),
         signals: true,
         admin: cli.admin(),
         admin_token: cli.admin_token.clone(),
         admin_insecure: cli.admin_insecure,
         stats: Some(stats),
         stats_interval: cli.stats_interval(),
+        listen: cli.fleet.listen.clone(),
+        store: member,
     };
     let proxy = keyway::bind(config, options)?;
     for (pool, addr) in proxy.local_addrs() {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::{self, Admin, Rejected, Token};
-use crate::config::Config;
+use crate::config::{Config, ListenOverride};
 use crate::control::{self, Control, Prepared, ReloadError};
+use crate::fleet;
 use crate::metrics::{stats, Metrics};
 use crate::proxy::listener::LocalAddr;
 use crate::proxy::worker::{Io, Workers};
@@ -39,6 +40,11 @@ pub struct Options {
     pub stats: Option<SocketAddr>,
     /// nutcracker's `-i`: how old the stats JSON's pool figures may be.
     pub stats_interval: Duration,
+    /// `--listen POOL=ADDR`: listen addresses that override the config's, on every apply.
+    pub listen: Vec<ListenOverride>,
+    /// `--config-store`: where the config comes from and is watched, with what this
+    /// instance started on; `None`: the file alone.
+    pub store: Option<fleet::Member>,
 }
 
 /// Where the admin server binds, and whether failing to is fatal.
@@ -111,7 +117,17 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> io::Result<std::net::TcpListener> {
 /// # Errors
 /// A listener could not be bound, no Sentinel placed a master, or no seed of a cluster pool
 /// answered.
-pub fn bind(config: Config, options: Options) -> io::Result<Proxy> {
+pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
+    let missing = config.override_listens(&options.listen);
+    if !missing.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--listen names pools the configuration lacks: {}",
+                missing.join(", ")
+            ),
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -188,10 +204,12 @@ impl Proxy {
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
         let (workers, threads) =
             Workers::start(self.options.threads, self.options.io, &[], &shutdown)?;
+        let admin_addr = self.admin_addr();
         let signals = self.signals;
         let result = self.runtime.block_on(async {
             let control = Control::start(
                 self.options.config_path.clone(),
+                self.options.listen.clone(),
                 self.prepared,
                 workers,
                 Arc::clone(&self.metrics),
@@ -217,6 +235,16 @@ impl Proxy {
                     shutdown.clone(),
                 ));
             }
+            // Membership and the config watch; awaited at the end, so a stopping instance
+            // revokes its lease (its key vanishes at once, not after the TTL).
+            let member = self.options.store.clone().map(|member| {
+                tokio::spawn(fleet::member::run(
+                    Arc::clone(&control),
+                    member,
+                    admin_addr,
+                    shutdown.clone(),
+                ))
+            });
             let outcome = match signals {
                 Some(signals) => signals.watch(&control, &shutdown).await,
                 None => {
@@ -225,6 +253,9 @@ impl Proxy {
                 }
             };
             control.stop().await;
+            if let Some(member) = member {
+                let _ = tokio::time::timeout(fleet::STOP_LIMIT, member).await;
+            }
             outcome
         });
         shutdown.cancel();

@@ -40,6 +40,10 @@ const TARGET_LABELS: &[&str] = &["job", "instance"];
 /// The services the stack is made of.
 const SERVICES: &[&str] = &[
     "keyway",
+    "etcd",
+    "fleet-publish",
+    "keyway-a",
+    "keyway-b",
     "redis-1",
     "redis-2",
     "redis-3",
@@ -1442,4 +1446,122 @@ fn dashboard_charts_exactly_the_keyway_metrics_with_their_labels() {
         missing.is_empty(),
         "metrics the dashboard does not chart: {missing:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet: etcd, the publish step, two instances reading from it, and the alerting rules
+
+/// The fleet's instances: Keyway services that take their config from `--config-store`.
+const FLEET: &[&str] = &["keyway-a", "keyway-b"];
+
+#[test]
+fn fleet_instances_serve_the_config_published_to_etcd() {
+    let doc = compose();
+    let services = services(&doc);
+    let publish = args(&services["fleet-publish"], "command");
+    assert_eq!(&publish[..2], ["keyway", "publish"], "{publish:?}");
+    let url = option(&publish, "--config-store", "--config-store").expect("--config-store");
+    let (host, _) = url
+        .strip_prefix("etcd://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or_else(|| panic!("{url} is not etcd://HOST:PORT/PREFIX"));
+    let (etcd_host, etcd_port) = split_host_port(host);
+    assert_eq!((etcd_host.as_str(), etcd_port), ("etcd", 2379));
+    assert!(args(&services["etcd"], "command")
+        .iter()
+        .any(|a| a.contains("--listen-client-urls=http://0.0.0.0:2379")));
+    assert_eq!(
+        depends_on(&services["fleet-publish"])
+            .get("etcd")
+            .map(String::as_str),
+        Some("service_healthy")
+    );
+    // What is published passes `keyway -t`, and is the file the file-configured instance runs.
+    let conf = option(&publish, "-c", "--conf-file").expect("publish -c FILE");
+    let published = host_file(&services["fleet-publish"], &conf);
+    let (ok, log) = keyway_test_conf(&published);
+    assert!(ok, "{log}");
+    assert!(keyway_configs(&doc).contains(&published));
+
+    let keyway_deps = depends_on(&services["keyway"]);
+    let mut ids = BTreeSet::new();
+    for name in FLEET {
+        let svc = &services[*name];
+        let command = args(svc, "command");
+        assert_eq!(
+            option(&command, "--config-store", "--config-store").as_deref(),
+            Some(url.as_str()),
+            "{name} reads the published prefix"
+        );
+        assert!(
+            option(&command, "-c", "--conf-file").is_none(),
+            "{name}: no -c"
+        );
+        ids.insert(option(&command, "--instance-id", "--instance-id").expect("--instance-id"));
+        let deps = depends_on(svc);
+        assert_eq!(
+            deps.get("fleet-publish").map(String::as_str),
+            Some("service_completed_successfully"),
+            "{name} starts once the config is published"
+        );
+        for (backend, condition) in &keyway_deps {
+            assert_eq!(
+                deps.get(backend),
+                Some(condition),
+                "{name} waits for {backend}"
+            );
+        }
+        let admin = option(&command, "--admin", "--admin").expect("--admin");
+        let (admin_host, admin_port) = split_host_port(&admin);
+        assert_eq!(admin_host, "0.0.0.0");
+        let ports = published_ports(svc);
+        assert!(
+            ports.contains(&admin_port),
+            "{name} publishes its admin port"
+        );
+        assert!(ports.contains(&22121), "{name} publishes pool main");
+    }
+    assert_eq!(ids.len(), FLEET.len(), "distinct instance ids: {ids:?}");
+}
+
+#[test]
+fn prometheus_scrapes_the_fleet_and_loads_the_alerting_rules() {
+    let doc = compose();
+    let prometheus = service(&doc, "prometheus");
+    let config = yaml(&host_file(&prometheus, "/etc/prometheus/prometheus.yml"));
+    let targets: Vec<String> = config["scrape_configs"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|job| job["static_configs"].as_sequence().into_iter().flatten())
+        .flat_map(|sc| sc["targets"].as_sequence().into_iter().flatten())
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    for name in FLEET {
+        assert!(
+            targets.contains(&format!("{name}:22223")),
+            "{name} is not scraped: {targets:?}"
+        );
+    }
+    let rules: Vec<&str> = config["rule_files"]
+        .as_sequence()
+        .expect("rule_files")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!rules.is_empty());
+    for rule_file in rules {
+        let file = host_file(&prometheus, rule_file);
+        assert_eq!(
+            file.canonicalize().unwrap(),
+            root()
+                .join("conf/prometheus/alerts.yml")
+                .canonicalize()
+                .unwrap(),
+            "Prometheus loads the shipped rules"
+        );
+        assert!(yaml(&file)["groups"]
+            .as_sequence()
+            .is_some_and(|g| !g.is_empty()));
+    }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::live::pipelining_load as load;
 use common::*;
 
 /// Keyway started on a config file the test rewrites, with its admin port.
@@ -165,52 +166,6 @@ fn sighup_reloads_the_file() {
     assert!(listening, "SIGHUP should start pool beta's listener");
     let mut client = Client::connect(&format!("127.0.0.1:{second}"));
     assert_eq!(client.cmd(&["PING"]), Reply::Simple("PONG".into()));
-}
-
-/// One client's load: pipelines of SET, GET, ECHO on its own keys; counts what it saw.
-fn load(port: u16, id: usize, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> u64 {
-    let mut client = Client::connect(&format!("127.0.0.1:{port}"));
-    let mut rounds = 0u64;
-    while !stop.load(Ordering::Relaxed) && rounds < 100_000 {
-        let mut batch = Vec::new();
-        for j in 0..10 {
-            let key = format!("{{c{id}}}:{j}");
-            let value = format!("{id}:{rounds}:{j}");
-            batch.push(encode(&["SET", key.as_str(), value.as_str()]));
-            batch.push(encode(&["GET", key.as_str()]));
-            batch.push(encode(&["ECHO", value.as_str()]));
-        }
-        let replies = client.pipeline(&batch);
-        assert_eq!(replies.len(), batch.len(), "client {id}: replies lost");
-        for (j, triple) in replies.chunks(3).enumerate() {
-            let value = format!("{id}:{rounds}:{j}");
-            // ECHO is answered by the proxy itself: any other reply is someone else's.
-            assert_eq!(
-                triple[2],
-                Reply::bulk(&value),
-                "client {id}: mismatched reply"
-            );
-            match (&triple[0], &triple[1]) {
-                (Reply::Simple(ok), Reply::Bulk(Some(v))) if ok == "OK" => {
-                    // A GET may only see this client's own values.
-                    assert!(
-                        String::from_utf8_lossy(v).starts_with(&format!("{id}:")),
-                        "client {id}: foreign value {v:?}"
-                    );
-                }
-                (set, get) => {
-                    // Explicit errors (and a GET that crossed a map change) are allowed.
-                    assert!(
-                        set.is_error() || get.is_error() || *get == Reply::nil(),
-                        "client {id}: unexpected {set:?} / {get:?}"
-                    );
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        rounds += 1;
-    }
-    rounds
 }
 
 #[test]

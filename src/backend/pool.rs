@@ -389,6 +389,9 @@ impl Pool {
             }
             _ => metrics.pool(&config.name, &names),
         };
+        metrics
+            .client_connections_limit
+            .set(i64::from(config.client_connections));
         let signal = previous.map_or_else(Arc::default, |p| Arc::clone(&p.signal));
         let limit = if config.auto_eject_hosts && config.cluster.is_none() {
             config.server_failure_limit.max(1)

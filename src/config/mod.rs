@@ -214,6 +214,54 @@ pub enum Listen {
     },
 }
 
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    /// A `listen` value as the config file writes it: `host:port` (resolved now) or
+    /// `/path.sock [octal perm]`.
+    fn from_str(text: &str) -> Result<Listen, String> {
+        validate::parse_listen(text)
+    }
+}
+
+/// `--listen POOL=ADDR`: this instance listens for pool `pool` at `listen`, whatever the
+/// config says (a fleet's instances share one config but not always one address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenOverride {
+    /// The pool's name.
+    pub pool: String,
+    /// Where this instance listens for it.
+    pub listen: Listen,
+}
+
+impl std::str::FromStr for ListenOverride {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenOverride, String> {
+        let (pool, listen) = text
+            .split_once('=')
+            .ok_or_else(|| format!("'{text}' is not POOL=ADDR"))?;
+        Ok(ListenOverride {
+            pool: pool.to_owned(),
+            listen: listen.parse()?,
+        })
+    }
+}
+
+impl Config {
+    /// Applies `overrides` to the pools they name; the names of those this config lacks.
+    pub fn override_listens(&mut self, overrides: &[ListenOverride]) -> Vec<String> {
+        let mut missing = Vec::new();
+        for o in overrides {
+            match self.pools.iter_mut().find(|p| p.name == o.pool) {
+                Some(pool) => pool.listen = o.listen.clone(),
+                None => missing.push(o.pool.clone()),
+            }
+        }
+        missing
+    }
+}
+
 impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

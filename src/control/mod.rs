@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
 use crate::backend::pool::Pool;
-use crate::config::{self, BackendAddr, Config, Listen, PoolConfig};
+use crate::config::{self, BackendAddr, Config, Listen, ListenOverride, PoolConfig};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{self, Bound, ClientCount, LocalAddr};
 use crate::proxy::worker::Workers;
@@ -36,7 +36,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// No config file to re-read (the proxy was started without one).
-    #[error("no configuration file to reload")]
+    #[error("no configuration file to reload (with --config-store: keyway publish)")]
     NoFile,
     /// The file is invalid: every problem, naming pool and key.
     #[error(transparent)]
@@ -103,6 +103,8 @@ struct Running {
 /// The live pools and listeners, and the ways to change them.
 pub struct Control {
     config_path: Option<PathBuf>,
+    /// `--listen POOL=ADDR`: applied to every config this control plane applies.
+    overrides: Vec<ListenOverride>,
     workers: Arc<Workers>,
     metrics: Arc<Metrics>,
     /// The live pools, for readers outside the control plane (admin `/pools`).
@@ -216,6 +218,7 @@ impl Control {
     /// starts accepting on its listeners: generation 1. Must run inside the control runtime.
     pub async fn start(
         config_path: Option<PathBuf>,
+        overrides: Vec<ListenOverride>,
         prepared: Prepared,
         workers: Arc<Workers>,
         metrics: Arc<Metrics>,
@@ -225,6 +228,7 @@ impl Control {
         let pool_watchers = Mutex::new(shutdown.child_token());
         let control = Arc::new_cyclic(|this| Control {
             config_path,
+            overrides,
             workers,
             metrics,
             live: ArcSwap::from_pointee(Vec::new()),
@@ -384,6 +388,11 @@ impl Control {
         Ok(changed)
     }
 
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// The config generation: 1 at start, +1 per successful reload.
     pub fn generation(&self) -> u64 {
         self.metrics.generation()
@@ -481,11 +490,18 @@ impl Control {
     /// added pools start listening, removed pools stop; a moved `listen` moves the listener.
     /// Sentinel pools get their masters' addresses from the Sentinels first, cluster pools
     /// their nodes and layout from the cluster, and the watchers restart on the new config.
+    /// `--listen` overrides apply first.
     ///
     /// # Errors
     /// No Sentinel placed a master, no seed of a cluster pool answered, or a new listener
     /// could not be bound; nothing changed.
-    pub async fn apply(&self, config: Config) -> Result<String, ReloadError> {
+    pub async fn apply(&self, mut config: Config) -> Result<String, ReloadError> {
+        for pool in config.override_listens(&self.overrides) {
+            tracing::warn!(
+                pool,
+                "--listen names a pool this configuration does not have"
+            );
+        }
         let mut state = self.state.lock().await;
         let prepared = prepare(&state, &self.metrics, config).await?;
         let report = prepared.report.clone();

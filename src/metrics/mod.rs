@@ -208,6 +208,39 @@ impl Metrics {
         u64::try_from(self.families.generation.get()).unwrap_or(0)
     }
 
+    /// Starts the config store's series (`keyway_config_store_up` at 0,
+    /// `keyway_config_rejected_total`): only an instance with `--config-store` has them.
+    pub fn config_store(&self) {
+        self.families
+            .config_store_up
+            .with_label_values(&[] as &[&str])
+            .set(0);
+        self.families
+            .config_rejected
+            .with_label_values(&[] as &[&str]);
+    }
+
+    /// Sets whether the config store is reachable and watched.
+    pub fn set_config_store_up(&self, up: bool) {
+        self.families
+            .config_store_up
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
+    }
+
+    /// Sets the config store revision of the configuration in use.
+    pub fn set_config_revision(&self, revision: i64) {
+        self.families.config_revision.set(revision);
+    }
+
+    /// Counts one config store revision rejected (not installed).
+    pub fn config_rejected(&self) {
+        self.families
+            .config_rejected
+            .with_label_values(&[] as &[&str])
+            .inc();
+    }
+
     /// Time since this `Metrics` was created (process uptime, as it is created at start).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -490,7 +523,7 @@ impl ErrorCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     /// One parsed sample line: name, labels, value.
     type Sample = (String, BTreeMap<String, String>, f64);
@@ -581,6 +614,8 @@ mod tests {
             ("keyway_backend_ejected", "gauge"),
             ("keyway_reloads_total", "counter"),
             ("keyway_config_generation", "gauge"),
+            ("keyway_config_revision", "gauge"),
+            ("keyway_client_connections_limit", "gauge"),
             ("keyway_sentinel_switches_total", "counter"),
             ("keyway_cluster_redirects_total", "counter"),
             ("keyway_cluster_refreshes_total", "counter"),
@@ -611,6 +646,69 @@ mod tests {
             expected.len(),
             "undocumented families: {types:?}"
         );
+    }
+
+    /// `conf/prometheus/alerts.yml` (the alerting rules operators deploy) names only metrics
+    /// that exist, and every rule says what is wrong and what to do (`promtool check rules`
+    /// checks the PromQL itself, in scripts/test.sh).
+    #[test]
+    fn alert_rules_use_only_real_metrics_and_say_what_to_do() {
+        let metrics = Metrics::new();
+        metrics.pool("alpha", &names(&["s0"]));
+        metrics.config_store();
+        let (types, _) = parse(&metrics.render());
+        let mut known: Vec<String> = Vec::new();
+        for (name, kind) in &types {
+            known.push(name.clone());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    known.push(format!("{name}{suffix}"));
+                }
+            }
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prometheus/alerts.yml");
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut rules = 0;
+        let mut used = BTreeSet::new();
+        for group in doc["groups"].as_sequence().unwrap() {
+            for rule in group["rules"].as_sequence().unwrap() {
+                let alert = rule["alert"].as_str().unwrap();
+                let expr = rule["expr"].as_str().unwrap();
+                for key in ["summary", "action"] {
+                    let text = rule["annotations"][key].as_str().unwrap_or_default();
+                    assert!(text.len() > 20, "{alert}: annotation {key} missing");
+                }
+                assert!(rule["labels"]["severity"].as_str().is_some(), "{alert}");
+                let mut rest = expr;
+                while let Some(at) = rest.find("keyway_") {
+                    let tail = &rest[at..];
+                    let end = tail
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(tail.len());
+                    let name = &tail[..end];
+                    assert!(known.iter().any(|k| k == name), "{alert}: no metric {name}");
+                    used.insert(name.to_string());
+                    rest = &tail[end..];
+                }
+                rules += 1;
+            }
+        }
+        assert!(rules >= 12, "{rules} rules");
+        for wanted in [
+            "keyway_backend_up",
+            "keyway_backend_ejected",
+            "keyway_errors_total",
+            "keyway_request_duration_seconds_bucket",
+            "keyway_client_connections_limit",
+            "keyway_config_rejected_total",
+            "keyway_config_revision",
+            "keyway_config_store_up",
+            "keyway_sentinel_switches_total",
+            "keyway_cluster_redirects_total",
+        ] {
+            assert!(used.contains(wanted), "no rule watches {wanted}");
+        }
     }
 
     #[test]

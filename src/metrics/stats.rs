@@ -44,7 +44,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_WRITERS: usize = 64;
 
 /// The host name for `source`, read once like nutcracker's `gethostname` at start.
-fn hostname() -> &'static str {
+pub fn hostname() -> &'static str {
     static HOSTNAME: OnceLock<String> = OnceLock::new();
     HOSTNAME.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")

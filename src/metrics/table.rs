@@ -334,6 +334,10 @@ metric_table! {
             "keyway_client_connections",
             "Open client connections (nutcracker: client_connections).",
             POOL);
+        client_connections_limit: IntGaugeVec = gauges(
+            "keyway_client_connections_limit",
+            "The pool's client_connections setting: the most clients it accepts (0: no limit).",
+            POOL);
         client_connections_total: IntCounterVec = counters(
             "keyway_client_connections_total",
             "Client connections accepted.",
@@ -476,6 +480,21 @@ metric_table! {
             "keyway_config_generation",
             "Generation of the configuration in use: 1 once started, +1 per applied reload.",
             &[]);
+        config_revision: IntGauge = gauge(
+            "keyway_config_revision",
+            "Config store revision (etcd mod_revision of PREFIX/config) of the configuration \
+             in use; 0 without --config-store.",
+            &[]);
+        config_store_up: IntGaugeVec = gauges(
+            "keyway_config_store_up",
+            "1 while the config store (etcd) is reachable and watched, else 0; absent \
+             without --config-store.",
+            &[]);
+        config_rejected: IntCounterVec = counters(
+            "keyway_config_rejected_total",
+            "Config store revisions not installed (invalid, or could not be applied): the \
+             last good configuration kept; absent without --config-store.",
+            &[]);
     }
     pool {
         /// Clients that closed their connection (nutcracker's `client_eof`).
@@ -497,6 +516,8 @@ metric_table! {
         /// Sub-requests created by splitting multi-key requests (nutcracker's `fragments`).
         fragments: IntCounter = fragments[]
             => "fragments", "# fragments created from a multi-vector request";
+        /// The pool's `client_connections` (0: no limit), set by each snapshot.
+        client_connections_limit: IntGauge = client_connections_limit[];
         /// Client connections accepted.
         client_connections_total: IntCounter = client_connections_total[];
         /// Client connections closed on accept: the pool had `client_connections` open.

@@ -6,8 +6,13 @@ use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use super::{free_port, http, keyway_bin, signal, wait_until, RedisServer, TempDir, START_TIMEOUT};
+use super::{
+    encode, free_port, http, keyway_bin, signal, wait_until, Client, RedisServer, Reply, TempDir,
+    START_TIMEOUT,
+};
 
 /// Keyway (`--threads threads`) started on a config file the test rewrites, with its admin
 /// port; SIGTERM on drop.
@@ -99,4 +104,52 @@ pub fn connection_ids(server: &RedisServer) -> BTreeSet<u64> {
                 .and_then(|id| id.parse().ok())
         })
         .collect()
+}
+
+/// One client's load until `stop` (at most 100,000 rounds): pipelines of SET, GET, ECHO on its
+/// own keys, every reply checked to be its own; explicit errors are counted in `errors`. The
+/// rounds done.
+pub fn pipelining_load(port: u16, id: usize, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> u64 {
+    let mut client = Client::connect(&format!("127.0.0.1:{port}"));
+    let mut rounds = 0u64;
+    while !stop.load(Ordering::Relaxed) && rounds < 100_000 {
+        let mut batch = Vec::new();
+        for j in 0..10 {
+            let key = format!("{{c{id}}}:{j}");
+            let value = format!("{id}:{rounds}:{j}");
+            batch.push(encode(&["SET", key.as_str(), value.as_str()]));
+            batch.push(encode(&["GET", key.as_str()]));
+            batch.push(encode(&["ECHO", value.as_str()]));
+        }
+        let replies = client.pipeline(&batch);
+        assert_eq!(replies.len(), batch.len(), "client {id}: replies lost");
+        for (j, triple) in replies.chunks(3).enumerate() {
+            let value = format!("{id}:{rounds}:{j}");
+            // ECHO is answered by the proxy itself: any other reply is someone else's.
+            assert_eq!(
+                triple[2],
+                Reply::bulk(&value),
+                "client {id}: mismatched reply"
+            );
+            match (&triple[0], &triple[1]) {
+                (Reply::Simple(ok), Reply::Bulk(Some(v))) if ok == "OK" => {
+                    // A GET may only see this client's own values.
+                    assert!(
+                        String::from_utf8_lossy(v).starts_with(&format!("{id}:")),
+                        "client {id}: foreign value {v:?}"
+                    );
+                }
+                (set, get) => {
+                    // Explicit errors (and a GET that crossed a map change) are allowed.
+                    assert!(
+                        set.is_error() || get.is_error() || *get == Reply::nil(),
+                        "client {id}: unexpected {set:?} / {get:?}"
+                    );
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        rounds += 1;
+    }
+    rounds
 }

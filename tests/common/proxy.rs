@@ -144,12 +144,50 @@ impl Proxy {
             .find_map(|l| l.trim().strip_prefix("listen:"))
             .map(|l| l.trim().trim_matches('"').to_string())
             .expect("the YAML has a `listen:` line");
+        let mut all = vec!["-c".to_string(), conf.display().to_string()];
+        all.extend_from_slice(args);
+        let described = format!("config:\n{yaml}");
+        Proxy::launch(
+            kind, dir, listen, &all, probe, stats_port, admin_port, &described,
+        )
+    }
+
+    /// Starts keyway with exactly `args` and no config file of the harness (an instance that
+    /// reads its config from `--config-store`); ready once `listen` answers a PING.
+    pub fn try_start_keyway_at(
+        dir: TempDir,
+        listen: &str,
+        args: &[String],
+    ) -> Result<Proxy, String> {
+        Proxy::launch(
+            ProxyKind::Keyway,
+            dir,
+            listen.to_string(),
+            args,
+            answers_ping,
+            0,
+            0,
+            "",
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private constructor behind the public ones
+    fn launch(
+        kind: ProxyKind,
+        dir: TempDir,
+        listen: String,
+        args: &[String],
+        probe: fn(&str) -> bool,
+        stats_port: u16,
+        admin_port: u16,
+        described: &str,
+    ) -> Result<Proxy, String> {
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log file");
         let mut cmd = match kind {
             ProxyKind::Keyway => Command::new(keyway_bin()),
             ProxyKind::Nutcracker => Command::new(nutcracker_bin()),
         };
-        cmd.arg("-c").arg(&conf).args(args);
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("clone fd")))
             .stderr(Stdio::from(stderr));
@@ -170,7 +208,7 @@ impl Proxy {
             Ok(proxy)
         } else {
             Err(format!(
-                "{kind:?} {args:?} did not become ready on {addr} within {START_TIMEOUT:?}; config:\n{yaml}\noutput:\n{}",
+                "{kind:?} {args:?} did not become ready on {addr} within {START_TIMEOUT:?}; {described}\noutput:\n{}",
                 proxy.stderr()
             ))
         }

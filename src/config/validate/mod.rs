@@ -29,6 +29,7 @@ use super::keys::Key;
 use super::raw::{RawConfig, RawPool, Scalar};
 use super::{Config, PoolConfig, Problem};
 use crate::route::Distribution;
+pub(crate) use nutcracker::parse_listen;
 use nutcracker::Nutcracker;
 
 /// nutcracker reads numbers into a C `int` and rejects negatives.

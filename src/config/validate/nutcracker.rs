@@ -127,7 +127,7 @@ impl PoolChecker<'_> {
 }
 
 /// `host:port`, `ip:port` (IPv6 as `::1:port`, or `[::1]:port`) or `/path.sock [octal perm]`.
-fn parse_listen(text: &str) -> Result<Listen, String> {
+pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
     if text.starts_with('/') {
         // nutcracker splits at the last space: everything before it is the path.
         let (path, mode) = match text.rsplit_once(' ') {
