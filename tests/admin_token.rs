@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
 
@@ -17,28 +16,10 @@ fn yaml(redis: &RedisServer) -> String {
     pool_yaml(free_port(), &[server_line(redis, 1, Some("s0"))], &[])
 }
 
-/// Runs keyway with `args` to its exit, which must come (bounded); its status and output.
+/// Runs keyway with `args` to its exit (bounded); whether it succeeded, and its output.
 fn exit_of(dir: &TempDir, args: &[&str]) -> (bool, String) {
-    let log = dir.path().join("run.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(keyway_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let mut status = None;
-    wait_until(Duration::from_secs(30), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("keyway {args:?} kept running");
-    };
-    (status.success(), std::fs::read_to_string(&log).unwrap())
+    let (status, output) = run_to_exit(Command::new(keyway_bin()).args(args), dir);
+    (status.success(), output)
 }
 
 #[test]

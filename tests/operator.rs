@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -42,29 +42,6 @@ fn start(redis: &RedisServer, extra: impl Fn(u16) -> Vec<String>) -> Proxy {
         }
     }
     panic!("keyway failed to start 3 times:\n{}", errors.join("\n"));
-}
-
-/// Runs `cmd` to its exit (bounded: a hang fails the test); its status and combined output.
-fn run_to_exit(cmd: &mut Command, dir: &TempDir) -> (std::process::ExitStatus, String) {
-    let log = dir.path().join("run.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let mut status = None;
-    wait_until(Duration::from_secs(30), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{cmd:?} did not exit within 30 s");
-    };
-    (status, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 fn assert_serves(proxy: &Proxy, key: &str) {

@@ -135,3 +135,26 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
     ports.sort_unstable();
     ports
 }
+
+/// Runs `cmd` to its exit (bounded: a hang fails the test); its status and combined output.
+pub fn run_to_exit(cmd: &mut Command, dir: &TempDir) -> (std::process::ExitStatus, String) {
+    let log = dir.path().join("run.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(std::time::Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not exit within 30 s");
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
