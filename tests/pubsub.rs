@@ -198,6 +198,55 @@ fn a_resp3_subscriber_gets_pushes_and_keeps_running_commands() {
     );
 }
 
+/// One Redis writes a message to its subscribers before it replies to the publisher, so a
+/// request the subscriber sends after the publisher's reply is answered after the message.
+/// Through Keyway the message travels on the subscriber's link while the next request's
+/// reply may be ready at once (a local `PING`, a `GET` over a shared connection): the reply
+/// must still come second. Published straight to the backend, the race is at its tightest.
+#[test]
+fn a_reply_never_overtakes_a_message_published_before_its_request() {
+    const ROUNDS: usize = 300;
+    let setup = Setup::new(2, POOL);
+    let channels = channel_per_shard(&setup, "order-");
+    let shard = shard_of_channel(&setup, &channels[1]);
+    let mut publisher = setup.shards[shard].client();
+    for resp3 in [false, true] {
+        let mut subscriber = setup.client();
+        subscriber.set_read_timeout(Duration::from_secs(10));
+        if resp3 {
+            assert!(!subscriber.cmd(&["HELLO", "3"]).is_error());
+        }
+        subscriber.cmd(&["SUBSCRIBE", &channels[0], &channels[1]]);
+        subscriber.read_reply();
+        for round in 0..ROUNDS {
+            let payload = format!("m{round}");
+            assert_eq!(
+                publisher.cmd(&["PUBLISH", &channels[1], &payload]),
+                Reply::Int(1)
+            );
+            // RESP2 subscribed mode allows PING only; RESP3 runs anything.
+            let probe: &[&str] = match (resp3, round % 2) {
+                (true, 1) => &["GET", "order-probe"],
+                _ => &["PING", "probe"],
+            };
+            subscriber.send(probe);
+            let first = subscriber.read_reply();
+            assert_eq!(
+                first,
+                Reply::Array(Some(vec![
+                    Reply::bulk("message"),
+                    Reply::bulk(&channels[1]),
+                    Reply::bulk(&payload)
+                ])),
+                "round {round} (RESP3 {resp3}): the reply to {probe:?} overtook the message"
+            );
+            let reply = subscriber.read_reply();
+            assert!(!reply.is_error(), "{reply:?}");
+        }
+        subscriber.close();
+    }
+}
+
 #[test]
 fn a_hundred_subscribers_on_fifty_channels_get_every_message_once_in_order() {
     const SUBSCRIBERS: usize = 100;

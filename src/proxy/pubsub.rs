@@ -11,8 +11,10 @@
 //! after the client read its confirmation is delivered. Messages are forwarded as the backend
 //! sent them (RESP2 arrays, or RESP3 `>` pushes for a RESP3 client, whose links say `HELLO 3`),
 //! between whole replies; a link's messages behind a confirmation not yet written wait for it,
-//! so none precedes the confirmation of its subscription. A link that fails ends the client's
-//! connection: a subscription never ends silently.
+//! so none precedes the confirmation of its subscription. While a client has links, every
+//! reply of its waits behind a [`PubSub::barrier`], so that none overtakes a message its
+//! backend sent earlier. A link that fails ends the client's connection: a subscription never
+//! ends silently.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -297,14 +299,7 @@ impl PubSub {
             for names in frames {
                 let acks = names.len() as u64;
                 let args = std::iter::once(word.as_bytes()).chain(names.iter().map(|n| &n[..]));
-                let frame = Request::from_args(args);
-                link.outbox
-                    .frames
-                    .borrow_mut()
-                    .push_back(frame.frame().clone());
-                link.sent += acks;
-                link.outbox.asked.set(link.sent);
-                link.outbox.notify.notify_one();
+                link.ask(Request::from_args(args).frame().clone(), acks);
             }
             waits.push((link.id, link.sent));
         }
@@ -314,6 +309,26 @@ impl PubSub {
             }
         }
         Ok(self.confirmation(reply.freeze(), waits))
+    }
+
+    /// A barrier behind what every link has received so far (`None` without links): ready
+    /// once each has answered a `PING` sent now. A reply held behind it follows every message
+    /// published before its request was read, as one Redis orders them: a message the
+    /// backend pushed before a publisher's reply is not overtaken by a later request's reply.
+    pub(crate) fn barrier(&mut self) -> Option<Confirmation> {
+        if self.links.is_empty() {
+            return None;
+        }
+        let ping = Request::from_args([&b"PING"[..]]).frame().clone();
+        let waits = self
+            .links
+            .values_mut()
+            .map(|link| {
+                link.ask(ping.clone(), 1);
+                (link.id, link.sent)
+            })
+            .collect();
+        Some(self.confirmation(Bytes::new(), waits))
     }
 
     /// The message bytes the links delivered that the client has not been given yet.
@@ -441,6 +456,16 @@ impl PubSub {
             sent: 0,
             subs: 0,
         }
+    }
+}
+
+impl Link {
+    /// Queues `frame` for the link's task, which is to deliver `acks` confirmations for it.
+    fn ask(&mut self, frame: Bytes, acks: u64) {
+        self.outbox.frames.borrow_mut().push_back(frame);
+        self.sent += acks;
+        self.outbox.asked.set(self.sent);
+        self.outbox.notify.notify_one();
     }
 }
 
@@ -614,15 +639,18 @@ where
     }
 }
 
-/// Queues a frame from the backend for the client: messages as they are, confirmations as
-/// acknowledgements (then `true`); anything else (a `PONG`) goes nowhere.
+/// Queues a frame from the backend for the client: messages as they are, confirmations and
+/// the answers to barriers' `PING`s as acknowledgements (then `true`); anything else goes
+/// nowhere.
 fn deliver(inbox: &RefCell<Inbox>, id: u64, frame: Bytes) -> bool {
     let entry = match push_kind(&frame) {
         Some(b"message" | b"pmessage" | b"smessage") => Entry::Message(frame),
         Some(
             b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe"
-            | b"sunsubscribe",
+            | b"sunsubscribe" | b"pong",
         ) => Entry::Ack,
+        // A `PING`'s answer on a RESP3 link, or on one no longer subscribed.
+        None if &frame[..] == b"+PONG\r\n" => Entry::Ack,
         _ => return false,
     };
     let ack = matches!(entry, Entry::Ack);

@@ -53,7 +53,12 @@ impl Resp {
             },
         };
         match handler.handle(request) {
-            Ok(pending) => Decoded::Request(pending),
+            Ok(pending) => Decoded::Request(
+                match handler.client.pubsub.as_mut().and_then(|p| p.barrier()) {
+                    Some(barrier) => Pending::Behind(Box::new((barrier, pending))),
+                    None => pending,
+                },
+            ),
             Err(later) => {
                 self.waiting = Some(later);
                 Decoded::Wait

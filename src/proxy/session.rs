@@ -123,6 +123,9 @@ pub(super) enum Pending {
     Held(Box<Held>),
     /// A subscription change, confirmed once the subscriber connections concerned have.
     Subscribed(Box<Confirmation>),
+    /// A subscribed client's reply, held until its subscriber connections have delivered
+    /// every message that came before the request (see [`PubSub::barrier`]).
+    Behind(Box<(Confirmation, Pending)>),
 }
 
 /// The protocol a pool's clients speak; it decides how errors are worded.
@@ -652,6 +655,15 @@ impl Pending {
             }
             Pending::Held(held) => held.try_take(),
             Pending::Subscribed(confirmation) => confirmation.take(),
+            Pending::Behind(behind) => {
+                let (barrier, reply) = &mut **behind;
+                if !barrier.is_ready() {
+                    return None;
+                }
+                let bytes = reply.try_take()?;
+                barrier.take();
+                Some(bytes)
+            }
         }
     }
 
@@ -689,6 +701,7 @@ impl Pending {
             Pending::Held(held) => held.poll_held(cx),
             Pending::Subscribed(confirmation) if confirmation.is_ready() => confirmation.len(),
             Pending::Subscribed(_) => 0,
+            Pending::Behind(behind) => behind.1.poll_held(cx),
         }
     }
 
@@ -723,6 +736,13 @@ impl Pending {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
+                }
+            }
+            Pending::Behind(behind) => {
+                let (barrier, reply) = &mut **behind;
+                match reply.poll_ready(cx) {
+                    Poll::Ready(()) if barrier.is_ready() => Poll::Ready(()),
+                    _ => Poll::Pending,
                 }
             }
         }
