@@ -15,6 +15,14 @@
 # --tls --rounds 3`); kw_tls's idle connections (memory, get_16B_idle1000) are TLS ones. It
 # takes no part in the application or blocking modes (their drivers speak plaintext).
 #
+# --pools adds two pool variants, both Keyway 1 thread, priced against kw_1t in the summary:
+# kw_sc4 (the same 4 backends with `server_connections: 4`, whatever SERVER_CONNECTIONS says)
+# and kw_cl (a `cluster:` pool over a Redis Cluster of 3 masters, no replicas, started here
+# on its own loopback ports; its keys are prefilled through Keyway). kw_cl / kw_1t compares a
+# cluster pool of 3 nodes (slot map, CRC16) with a ketama pool of 4 servers, not the same
+# backends. E.g. `ONLY="kw_1t kw_sc4 kw_cl" scripts/bench.sh --pools --rounds 3`. Opt-in: the
+# default run keeps its length and its targets.
+#
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
 # URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
@@ -53,6 +61,7 @@ DO_STRACE=0
 DO_CALLGRIND=0
 DO_BLOCKING=0
 DO_TLS=0
+DO_POOLS=0
 OUT="$ROOT/bench-results"
 WORKLOAD_GROUPS=(default) # --workloads: default (redis-benchmark), pubsub, blpop
 
@@ -99,6 +108,7 @@ parse_args() {
       --callgrind) DO_CALLGRIND=1; DO_LOAD=0 ;;
       --blocking) DO_BLOCKING=1; DO_LOAD=0 ;;
       --tls) DO_TLS=1 ;;
+      --pools) DO_POOLS=1 ;;
       --out) OUT=${2:?--out needs a directory}; shift ;;
       --workloads)
         IFS=, read -r -a WORKLOAD_GROUPS <<<"${2:?--workloads needs a list, e.g. pubsub,blpop}"
@@ -132,6 +142,10 @@ parse_args() {
   if ((DO_TLS)); then
     TARGETS+=(kw_tls kw_btls)
     PROXY_TARGETS+=(kw_tls kw_btls)
+  fi
+  if ((DO_POOLS)); then
+    TARGETS+=(kw_sc4 kw_cl)
+    PROXY_TARGETS+=(kw_sc4 kw_cl)
   fi
   if [[ -n ${ONLY:-} ]]; then
     local only=() t
@@ -305,6 +319,34 @@ start_backends() {
   for port in "${BACKENDS[@]}"; do wait_port "$port"; done
 }
 
+# --pools: kw_cl's Redis Cluster, 3 masters with every slot, no replicas. Each node's bus
+# listens 10000 above its port: ports below 22768 keep the bus below the ephemeral range.
+CLUSTER=()
+start_cluster() {
+  local port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    while ((port >= 22768)) || (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; do
+      port=$(free_port)
+    done
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file "$WORK/nodes-$port.conf" \
+      --dir "$WORK" --logfile "$WORK/cluster-$port.log" &
+    PIDS+=($!)
+    CLUSTER+=("$port")
+  done
+  for port in "${CLUSTER[@]}"; do wait_port "$port"; done
+  redis-cli --cluster create "${CLUSTER[@]/#/127.0.0.1:}" --cluster-yes \
+    >"$WORK/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed (see $WORK/cluster-create.log)"
+  for port in "${CLUSTER[@]}"; do
+    for _ in $(seq 100); do
+      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' && continue 2
+      sleep 0.1
+    done
+    die "cluster node $port not ok after 10 s"
+  done
+}
+
 # One nutcracker.yml per proxy, identical but for the listen port (and, for the TLS targets,
 # `tls:` or `server_tls:` with the backends' TLS ports: the same ring, the same keys).
 write_conf() {
@@ -312,10 +354,20 @@ write_conf() {
   {
     echo "bench:"
     echo "  listen: 127.0.0.1:$port"
+    echo "  redis: true"
+    if [[ $target == kw_sc4 ]]; then
+      echo "  server_connections: 4"
+    elif [[ -n ${SERVER_CONNECTIONS:-} ]]; then
+      echo "  server_connections: $SERVER_CONNECTIONS"
+    fi
+    if [[ $target == kw_cl ]]; then
+      # A cluster pool: every node a seed; no hash, distribution or servers (rejected).
+      echo "  cluster:"
+      for b in "${CLUSTER[@]}"; do echo "    - 127.0.0.1:$b"; done
+      return
+    fi
     echo "  hash: fnv1a_64"
     echo "  distribution: ketama"
-    echo "  redis: true"
-    if [[ -n ${SERVER_CONNECTIONS:-} ]]; then echo "  server_connections: $SERVER_CONNECTIONS"; fi
     if [[ $target == kw_acl ]]; then
       # The workloads' keys (v16:*, v1k:*, mylist) under three patterns; every command but
       # @admin: the command bit, the keys and (for pub/sub) the channels are all checked.
@@ -349,7 +401,7 @@ proxy_cmd() {
     px)
       python3 "$HELPER" predixy-conf "$conf" "$WORK/px-$port.log" >"$WORK/px-$port.conf"
       echo "$PREDIXY_BIN" "$WORK/px-$port.conf" ;;
-    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_acl | kw_tls | kw_btls)
+    kw_1t | kw_2t | kb_1t | kb_2t | ku_1t | ku_2t | kw_acl | kw_tls | kw_btls | kw_sc4 | kw_cl)
       # Each Keyway gets its own stats and admin ports, so several run side by side.
       local bin=$KEYWAY_BIN io=epoll threads=1
       [[ $target == kb_* ]] && bin=$BASE_BIN
@@ -375,11 +427,13 @@ start_proxies() {
 }
 
 # Every key the read workloads touch exists on every backend, so GET, MGET and LRANGE hit
-# whether a target is one backend (direct) or routes the key to any of the four.
+# whether a target is one backend (direct) or routes the key to any of the four. The
+# cluster's keys are written once, through kw_cl (each to its slot's master).
 prefill() {
-  local port elems=()
+  local port elems=() ports=("${BACKENDS[@]}")
   mapfile -t elems < <(seq -f 'element-%08g' 1 "$LIST_LEN")
-  for port in "${BACKENDS[@]}"; do
+  if [[ -n ${PORT[kw_cl]:-} ]]; then ports+=("${PORT[kw_cl]}"); fi
+  for port in "${ports[@]}"; do
     python3 "$HELPER" prefill v16: "$KEYSPACE" 16 | redis-cli -p "$port" --pipe >/dev/null
     python3 "$HELPER" prefill v1k: "$KEYSPACE" 1024 | redis-cli -p "$port" --pipe >/dev/null
     redis-cli -p "$port" del mylist >/dev/null
@@ -541,6 +595,7 @@ write_meta() {
     echo "nutcracker: $(nutcracker -V 2>&1 | head -n 1)"
     echo "redis-server: $(redis-server --version | awk '{ print $3 }'); redis-benchmark: $(redis-benchmark --version | awk '{ print $2 }')"
     echo "config: 4 redis-server backends on loopback, ketama + fnv1a_64, redis: true, server_connections: ${SERVER_CONNECTIONS:-1 (default)}, defaults otherwise; keyspace $KEYSPACE keys per value size"
+    if ((DO_POOLS)); then echo "--pools: kw_sc4 has server_connections: 4; kw_cl is a cluster pool over a Redis Cluster of 3 masters, no replicas (not the 4 backends above)"; fi
     if [[ -n ${BASE_BIN:-} ]]; then echo "baseline keyway: $BASE_BIN"; fi
     echo "mode: $*"
     # Anything else running competes for the same cores; say so next to the numbers.
@@ -772,6 +827,7 @@ main() {
   log "starting 4 redis-server backends, 2 nutcrackers, 2 keyways"
   if ((DO_TLS)); then make_certs; fi
   start_backends
+  if [[ " ${PROXY_TARGETS[*]} " == *" kw_cl "* ]]; then start_cluster; fi
   start_proxies
   log "prefilling $KEYSPACE keys x 2 sizes and a $LIST_LEN-element list on every backend"
   prefill
