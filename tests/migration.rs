@@ -383,6 +383,118 @@ fn writes_and_deletes_remove_the_old_copy() {
     }
 }
 
+/// A write that depends on what the key holds moves the key to its new owner first: a
+/// counter goes on from its value, an append appends, a hash keeps its fields, `EXPIRE` finds
+/// the key, `SET NX` sees it; each leaves the key on its new owner only. Pipelined behind
+/// such a write, a read sees it.
+#[test]
+fn writes_that_depend_on_the_value_move_the_key_first() {
+    let backends = start_redis_servers(4);
+    let mode = "{ read_through: true, window: 30m }";
+    let (_live, mut client, _keys, moved) = grown_with_moved_keys(&backends, mode, 1000);
+    assert!(moved.len() > 60, "{} keys moved", moved.len());
+    let holders = |key: &str| -> Vec<usize> {
+        (0..4)
+            .filter(|&b| backends[b].client().cmd(&["EXISTS", key]) == Reply::Int(1))
+            .collect()
+    };
+    // Counters and hashes are set up on the old owner itself, as before the change.
+    let on_old_owner = |key: &str, args: &[&str]| {
+        let old = holders(key);
+        assert_eq!(old.len(), 1, "{key} on {old:?}");
+        let mut direct = backends[old[0]].client();
+        direct.cmd(&["DEL", key]);
+        assert!(!direct.cmd(args).is_error(), "{args:?}");
+    };
+    for key in &moved[..10] {
+        on_old_owner(key, &["SET", key, "41"]);
+        assert_eq!(client.cmd(&["INCR", key.as_str()]), Reply::Int(42), "{key}");
+        assert_eq!(holders(key), [3], "{key}: moved, the old copy gone");
+        assert_eq!(client.get(key), Some("42".into()));
+    }
+    for key in &moved[10..20] {
+        let appended = client.cmd(&["APPEND", key.as_str(), "+"]);
+        assert_eq!(appended, Reply::Int(format!("v0:{key}+").len() as i64));
+        assert_eq!(client.get(key), Some(format!("v0:{key}+")));
+        assert_eq!(holders(key), [3]);
+    }
+    for key in &moved[20..30] {
+        on_old_owner(key, &["HSET", key, "a", "1"]);
+        assert_eq!(client.cmd(&["HSET", key.as_str(), "b", "2"]), Reply::Int(1));
+        let all = client.cmd(&["HGETALL", key.as_str()]);
+        assert_eq!(all.items().len(), 4, "{key}: {all:?}");
+    }
+    for key in &moved[30..40] {
+        assert_eq!(client.cmd(&["EXPIRE", key.as_str(), "600"]), Reply::Int(1));
+        assert_eq!(client.get(key), Some(format!("v0:{key}")));
+        let ttl = client.cmd(&["TTL", key.as_str()]).int();
+        assert!((1..=600).contains(&ttl), "{key}: TTL {ttl}");
+    }
+    for key in &moved[40..50] {
+        let set = client.cmd(&["SET", key.as_str(), "new", "NX"]);
+        assert_eq!(set, Reply::nil(), "{key}: SET NX saw no key");
+        assert_eq!(client.get(key), Some(format!("v0:{key}")));
+    }
+    for key in &moved[50..60] {
+        on_old_owner(key, &["SET", key, "7"]);
+        let replies = client.pipeline(&[encode(&["INCR", key]), encode(&["GET", key])]);
+        assert_eq!(replies, [Reply::Int(8), Reply::bulk("8")], "{key}");
+    }
+}
+
+/// The same for memcached: `incr`, `append`, `add` and `touch` of a key still on its old
+/// owner act on its value there, moved first.
+#[test]
+fn memcached_writes_that_depend_on_the_value_move_the_key_first() {
+    let backends = start_memcached_servers(4);
+    let lines = memcached_lines(&backends);
+    let mode = Some("{ read_through: true, window: 30m }");
+    let (live, port) = Live::start_on_free_port(|port| pool(port, false, &lines[..3], mode), 2);
+    let mut client = McClient::connect(&format!("127.0.0.1:{port}"));
+    let keys: Vec<String> = (0..600).map(key).collect();
+    for key in &keys {
+        client.set(key, "10");
+    }
+    let (_probe, probe_port) = Live::start_on_free_port(|p| pool(p, false, &lines, None), 1);
+    let mut probe = McClient::connect(&format!("127.0.0.1:{probe_port}"));
+    let moved: Vec<String> = keys
+        .iter()
+        .filter(|k| probe.get(k).is_none())
+        .cloned()
+        .collect();
+    assert!(moved.len() > 40, "{} keys moved", moved.len());
+    let (status, body) = live.reload(&pool(port, false, &lines, mode));
+    assert_eq!(status, 200, "{body}");
+    let only_on_new = |key: &str| {
+        let holding: Vec<usize> = (0..4)
+            .filter(|&b| backends[b].get(key.as_bytes()).is_some())
+            .collect();
+        assert_eq!(holding, [3], "{key}");
+    };
+    for key in &moved[..10] {
+        let reply = client.request(format!("incr {key} 5\r\n").as_bytes());
+        assert_eq!(show(&reply), "15\\r\\n", "{key}");
+        only_on_new(key);
+    }
+    for key in &moved[10..20] {
+        let reply = client.request(format!("append {key} 0 0 1\r\n+\r\n").as_bytes());
+        assert_eq!(reply, b"STORED\r\n", "{key}");
+        assert_eq!(client.get(key), Some("10+".into()));
+        only_on_new(key);
+    }
+    for key in &moved[20..30] {
+        let reply = client.request(format!("add {key} 0 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(reply, b"NOT_STORED\r\n", "{key}: add saw no key");
+        assert_eq!(client.get(key), Some("10".into()));
+    }
+    for key in &moved[30..40] {
+        let reply = client.request(format!("touch {key} 600\r\n").as_bytes());
+        assert_eq!(reply, b"TOUCHED\r\n", "{key}");
+        assert_eq!(client.get(key), Some("10".into()));
+        only_on_new(key);
+    }
+}
+
 /// When the window ends the old owners are no longer read (nor their map kept).
 #[test]
 fn the_window_ends_on_time() {

@@ -4,7 +4,11 @@
 //! there is written to the new owner (`DUMP`/`PTTL` → `RESTORE` without `REPLACE`; memcached
 //! `mg` → `add`), so a newer write is never overwritten. Writes and deletes go to the new
 //! owner and delete the old copy beside it; their reply waits for both, so a read sent after
-//! it can never find the old value.
+//! it can never find the old value. A write that depends on what the key holds (`INCR`,
+//! `APPEND`, `HSET`, `EXPIRE`, `SET ... NX`, memcached `incr`/`append`/`cas`/`touch`...) first
+//! moves the key to its new owner the same way (a [`MoveFirst`]), so that a counter does not
+//! restart from nothing; only whole overwrites (`SET`, `SETEX`, `PSETEX`, `MSET`, memcached
+//! `set`) and deletes skip the move.
 //!
 //! A miss is a nil or empty reply: `$-1`, RESP3 `_`, `*-1`, `*0`, `%0`, `~0` (an `MGET` part
 //! of one key: `*1 $-1`), memcached `END` or meta `EN`.
@@ -78,6 +82,199 @@ enum State {
 struct Source {
     value: ReplyReceiver,
     ttl: Option<ReplyReceiver>,
+}
+
+/// A write that depends on what its keys hold, during the window: each key whose owner
+/// changed is copied from its old owner to its new one (without replacing what the new owner
+/// has), then the write runs on the new owner and the old copies are deleted beside it. The
+/// client's later requests wait for its reply (a fence), so none overtakes the write.
+pub(super) struct MoveFirst {
+    /// The keys' copies, while under way.
+    moving: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The write, until the copies are done.
+    write: Option<Write>,
+    /// The write and the deletes of the old copies, once sent.
+    reply: Option<Pending>,
+}
+
+/// What a [`MoveFirst`] sends once its keys are moved.
+struct Write {
+    route: Rc<Route>,
+    new: usize,
+    frame: Bytes,
+    expect: Expect,
+    client: u64,
+    resp3: bool,
+    dialect: Dialect,
+    /// Per old owner, the keys whose old copies it holds.
+    old_copies: Vec<(usize, Vec<Bytes>)>,
+}
+
+impl MoveFirst {
+    /// Reads each moved key off its old owner now (pipelined behind the client's earlier
+    /// requests there); copies it, then writes, as the reply is polled.
+    fn start(write: Write) -> MoveFirst {
+        let sources: Vec<(Bytes, Source)> = write
+            .old_copies
+            .iter()
+            .flat_map(|(old, keys)| keys.iter().map(move |key| (*old, key)))
+            .map(|(old, key)| {
+                let source = copy_source(
+                    &write.route,
+                    old,
+                    key,
+                    write.client,
+                    write.resp3,
+                    write.dialect,
+                );
+                (key.clone(), source)
+            })
+            .collect();
+        let (route, new, client, resp3, dialect) = (
+            Rc::clone(&write.route),
+            write.new,
+            write.client,
+            write.resp3,
+            write.dialect,
+        );
+        let moving = async move {
+            for (key, source) in sources {
+                let request = match dialect {
+                    Dialect::Redis => restore(&key, source).await,
+                    Dialect::Memcache => add(&key, source).await,
+                };
+                if let Some((frame, expect, stored)) = request {
+                    let sent = route.backends.send(new, client, frame, expect, resp3);
+                    if let Ok(Ok(reply)) = sent.await {
+                        if reply.as_ref() == stored {
+                            route.pool.metrics().migration_copies.inc();
+                        }
+                    }
+                }
+            }
+        };
+        MoveFirst {
+            moving: Some(Box::pin(moving)),
+            write: Some(write),
+            reply: None,
+        }
+    }
+
+    /// The reply, if it is in; never waits (the session polls [`MoveFirst::poll_ready`]
+    /// before it sleeps, which registers its waker).
+    pub(super) fn try_take(&mut self) -> Option<Bytes> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_ready(&mut cx) {
+            Poll::Ready(()) => self.reply.as_mut()?.try_take(),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Whether the reply is in; if not, the task is woken when the step it waits for is done.
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(moving) = &mut self.moving {
+            if moving.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.moving = None;
+        }
+        if let Some(write) = self.write.take() {
+            self.reply = Some(write.send());
+        }
+        match &mut self.reply {
+            Some(reply) => reply.poll_ready(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// The bytes of the reply that have arrived.
+    pub(super) fn poll_held(&mut self, cx: &mut Context<'_>) -> usize {
+        match (self.poll_ready(cx), &mut self.reply) {
+            (Poll::Ready(()), Some(reply)) => reply.poll_held(cx),
+            _ => 0,
+        }
+    }
+}
+
+impl Write {
+    /// Sends the write to the new owner and the deletes of the old copies beside it.
+    fn send(self) -> Pending {
+        let main = Pending::Backend(
+            self.route
+                .backends
+                .send(self.new, self.client, self.frame, self.expect, self.resp3),
+            self.dialect,
+        );
+        let send = |old: usize, frame: Bytes, expect: Expect| {
+            let receiver = self
+                .route
+                .backends
+                .send(old, self.client, frame, expect, self.resp3);
+            Pending::Backend(receiver, self.dialect)
+        };
+        with_deletes(main, self.old_copies, self.dialect, Plan::First, send)
+    }
+}
+
+/// `main`, with the old copies in `old_copies` (per old owner, its keys) deleted beside it
+/// through `send`; the reply merges by `plan`.
+fn with_deletes(
+    main: Pending,
+    old_copies: Vec<(usize, Vec<Bytes>)>,
+    dialect: Dialect,
+    plan: Plan,
+    send: impl Fn(usize, Bytes, Expect) -> Pending,
+) -> Pending {
+    if old_copies.is_empty() {
+        return main;
+    }
+    let mut parts = vec![main];
+    for (old, keys) in old_copies {
+        match dialect {
+            Dialect::Redis => {
+                let args: Vec<&[u8]> = std::iter::once(&b"DEL"[..])
+                    .chain(keys.iter().map(|k| &k[..]))
+                    .collect();
+                parts.push(send(old, resp(&args), Expect::Resp));
+            }
+            Dialect::Memcache => {
+                for key in keys {
+                    let frame = memcache_line(b"delete", &key, b"");
+                    parts.push(send(old, frame, Expect::Memcache(ReplyKind::Line)));
+                }
+            }
+        }
+    }
+    Pending::Fanout(Box::new(FanoutReply { plan, parts }))
+}
+
+/// Sends what a copy of `key` reads from its old owner `old`: `DUMP` and `PTTL`, or
+/// memcached's `mg key v f t`.
+fn copy_source(
+    route: &Route,
+    old: usize,
+    key: &[u8],
+    client: u64,
+    resp3: bool,
+    dialect: Dialect,
+) -> Source {
+    let backends = &route.backends;
+    match dialect {
+        Dialect::Redis => Source {
+            value: backends.send(old, client, resp(&[b"DUMP", key]), Expect::Resp, resp3),
+            ttl: Some(backends.send(old, client, resp(&[b"PTTL", key]), Expect::Resp, resp3)),
+        },
+        Dialect::Memcache => Source {
+            value: backends.send(
+                old,
+                client,
+                memcache_line(b"mg", key, b" v f t"),
+                Expect::Memcache(ReplyKind::Meta),
+                false,
+            ),
+            ttl: None,
+        },
+    }
 }
 
 impl ReadThrough {
@@ -176,33 +373,15 @@ impl ReadThrough {
             self.expect,
             self.resp3,
         );
-        let copy = (self.copy && COPIES.with(Cell::get) < MAX_COPIES).then(|| match self.dialect {
-            Dialect::Redis => Source {
-                value: backends.send(
-                    old,
-                    self.client,
-                    resp(&[b"DUMP", &self.key]),
-                    Expect::Resp,
-                    self.resp3,
-                ),
-                ttl: Some(backends.send(
-                    old,
-                    self.client,
-                    resp(&[b"PTTL", &self.key]),
-                    Expect::Resp,
-                    self.resp3,
-                )),
-            },
-            Dialect::Memcache => Source {
-                value: backends.send(
-                    old,
-                    self.client,
-                    memcache_line(b"mg", &self.key, b" v f t"),
-                    Expect::Memcache(ReplyKind::Meta),
-                    false,
-                ),
-                ttl: None,
-            },
+        let copy = (self.copy && COPIES.with(Cell::get) < MAX_COPIES).then(|| {
+            copy_source(
+                &self.route,
+                old,
+                &self.key,
+                self.client,
+                self.resp3,
+                self.dialect,
+            )
         });
         State::Old {
             receiver,
@@ -375,7 +554,7 @@ impl Handler<'_> {
     /// A RESP request routed or split by key, during a migration window: reads of one key
     /// and `MGET` (key by key) read through; writes also delete the old copies.
     #[inline(never)]
-    pub(super) fn migrate_resp(&self, command: &Command, request: Request) -> Pending {
+    pub(super) fn migrate_resp(&mut self, command: &Command, request: Request) -> Pending {
         match command.kind {
             Kind::Fanout(Merge::Values) => self.read_each_resp(request),
             Kind::Routed if command.is_read_only() => {
@@ -395,10 +574,17 @@ impl Handler<'_> {
                     _ => self.send(place, request.into_frame(), Expect::Resp),
                 }
             }
-            Kind::Routed => {
+            Kind::Routed if overwrites(command, &request) => {
                 let keys = self.resp_keys(command, &request);
                 let main = self.forward(command, request);
                 self.beside(main, keys, Dialect::Redis, false)
+            }
+            Kind::Routed => {
+                let keys = self.resp_keys(command, &request);
+                match self.place_of(command, &request) {
+                    Ok(place) => self.move_first(place, request.into_frame(), keys, Expect::Resp),
+                    Err(reply) => Pending::Ready(reply),
+                }
             }
             Kind::Fanout(merge) if matches!(command.name, "del" | "unlink" | "mset") => {
                 let keys = self.resp_keys(command, &request);
@@ -454,7 +640,7 @@ impl Handler<'_> {
     /// read through; storage, arithmetic, `delete`, `touch` and meta writes also delete the
     /// old copy; `gat`/`gats`/`me` go as usual.
     #[inline(never)]
-    pub(super) fn migrate_memcache(&self, request: &memcache::Request) -> Pending {
+    pub(super) fn migrate_memcache(&mut self, request: &memcache::Request) -> Pending {
         use memcache::Command as C;
         let expect = Expect::Memcache(request.expect());
         match request.command() {
@@ -492,8 +678,7 @@ impl Handler<'_> {
                 }
             }
             C::Gat | C::Gats | C::MetaDebug => self.memcache_plain(request, expect),
-            _ => {
-                let main = self.memcache_plain(request, expect);
+            command => {
                 // A classic key is its wire form; a base64 meta key has no classic delete.
                 let same = request.keys().eq(request.raw_keys());
                 let keys = if same {
@@ -501,8 +686,14 @@ impl Handler<'_> {
                 } else {
                     Vec::new()
                 };
-                let delete = request.command() == C::Delete;
-                self.beside(main, keys, Dialect::Memcache, delete)
+                if !matches!(command, C::Set | C::Delete | C::MetaDelete) {
+                    return match self.route(request.keys().next().unwrap_or_default()) {
+                        Ok(place) => self.move_first(place, request.frame().clone(), keys, expect),
+                        Err(reply) => Pending::Ready(reply),
+                    };
+                }
+                let main = self.memcache_plain(request, expect);
+                self.beside(main, keys, Dialect::Memcache, command == C::Delete)
             }
         }
     }
@@ -539,15 +730,60 @@ impl Handler<'_> {
     /// where those differ; the reply is `main`'s once all are done, or for a delete
     /// (`deletes`) what was deleted anywhere.
     fn beside(&self, main: Pending, keys: Vec<Bytes>, dialect: Dialect, deletes: bool) -> Pending {
-        let Some(handover) = self.route.pool.handover() else {
-            return main;
+        let plan = if deletes {
+            Plan::Deleted { keys: keys.len() }
+        } else {
+            Plan::First
         };
-        let mut by_owner: Vec<(usize, Vec<&[u8]>)> = Vec::new();
-        for key in &keys {
-            let Ok(Place::Shard(new)) = self.route.pool.route(key) else {
+        let old_copies = self.old_copies(keys);
+        with_deletes(main, old_copies, dialect, plan, |old, frame, expect| {
+            self.send(Place::Shard(old), frame, expect)
+        })
+    }
+
+    /// `frame` (a write of `keys`, on `place`) as a [`MoveFirst`] when any key has an old
+    /// owner, the client's later requests fenced behind it; else as usual.
+    fn move_first(
+        &mut self,
+        place: Place,
+        frame: Bytes,
+        keys: Vec<Bytes>,
+        expect: Expect,
+    ) -> Pending {
+        let old_copies = self.old_copies(keys);
+        let Place::Shard(new) = place else {
+            return self.send(place, frame, expect);
+        };
+        if old_copies.is_empty() {
+            return self.send(place, frame, expect);
+        }
+        self.client.fence = true;
+        Pending::MoveFirst(Box::new(MoveFirst::start(Write {
+            route: Rc::clone(self.route),
+            new,
+            frame,
+            expect,
+            client: self.client.id,
+            resp3: self.client.resp3,
+            dialect: match expect {
+                Expect::Resp => Dialect::Redis,
+                Expect::Memcache(_) => Dialect::Memcache,
+            },
+            old_copies,
+        })))
+    }
+
+    /// Per old owner, those of `keys` whose owner changed: their old copies.
+    fn old_copies(&self, keys: Vec<Bytes>) -> Vec<(usize, Vec<Bytes>)> {
+        let Some(handover) = self.route.pool.handover() else {
+            return Vec::new();
+        };
+        let mut by_owner: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        for key in keys {
+            let Ok(Place::Shard(new)) = self.route.pool.route(&key) else {
                 continue;
             };
-            let Some(old) = handover.old_owner(key, new) else {
+            let Some(old) = handover.old_owner(&key, new) else {
                 continue;
             };
             match by_owner.iter_mut().find(|(owner, _)| *owner == old) {
@@ -555,34 +791,22 @@ impl Handler<'_> {
                 None => by_owner.push((old, vec![key])),
             }
         }
-        if by_owner.is_empty() {
-            return main;
-        }
-        let mut parts = vec![main];
-        for (old, keys) in by_owner {
-            match dialect {
-                Dialect::Redis => {
-                    let args: Vec<&[u8]> = std::iter::once(&b"DEL"[..]).chain(keys).collect();
-                    parts.push(self.send(Place::Shard(old), resp(&args), Expect::Resp));
-                }
-                Dialect::Memcache => {
-                    for key in keys {
-                        let frame = memcache_line(b"delete", key, b"");
-                        parts.push(self.send(
-                            Place::Shard(old),
-                            frame,
-                            Expect::Memcache(ReplyKind::Line),
-                        ));
-                    }
-                }
-            }
-        }
-        let plan = if deletes {
-            Plan::Deleted { keys: keys.len() }
-        } else {
-            Plan::First
-        };
-        Pending::Fanout(Box::new(FanoutReply { plan, parts }))
+        by_owner
+    }
+}
+
+/// Whether a write replaces its keys' values whole, whatever they held (`SET` without
+/// `NX`/`XX`/`GET`/`KEEPTTL`, `SETEX`, `PSETEX`): no need to move them first.
+fn overwrites(command: &Command, request: &Request) -> bool {
+    match command.name {
+        "setex" | "psetex" => true,
+        "set" => (3..request.argc()).all(|i| {
+            let option = request.arg(i).unwrap_or_default();
+            !["nx", "xx", "get", "keepttl"]
+                .iter()
+                .any(|word| option.eq_ignore_ascii_case(word.as_bytes()))
+        }),
+        _ => false,
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::ClusterRequest;
 use super::memcache::Memcache;
-use super::migration::ReadThrough;
+use super::migration::{MoveFirst, ReadThrough};
 use super::pubsub::{Confirmation, PubSub, Step};
 use super::resp::Resp;
 use super::stateful::{Held, KeptSlot, Transaction};
@@ -114,6 +114,9 @@ pub(super) enum Pending {
     Cluster(Box<ClusterRequest>),
     /// A read during a migration window: retried on the key's old owner if it misses.
     ReadThrough(Box<ReadThrough>),
+    /// A write during a migration window that depends on what its keys hold: they are moved
+    /// to their new owners first.
+    MoveFirst(Box<MoveFirst>),
     Fanout(Box<FanoutReply>),
     /// memcached `noreply` / meta quiet mode: waits its turn, then shows only what the
     /// policy lets through (often nothing).
@@ -627,6 +630,7 @@ impl Pending {
             },
             Pending::Cluster(request) => request.try_take(),
             Pending::ReadThrough(request) => request.try_take(),
+            Pending::MoveFirst(write) => write.try_take(),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     let bytes = part.try_take()?;
@@ -696,6 +700,7 @@ impl Pending {
                 },
                 Poll::Pending => 0,
             },
+            Pending::MoveFirst(write) => write.poll_held(cx),
             Pending::Fanout(fanout) => fanout.parts.iter_mut().map(|p| p.poll_held(cx)).sum(),
             Pending::Filtered(inner, _) => inner.poll_held(cx),
             Pending::Held(held) => held.poll_held(cx),
@@ -720,6 +725,7 @@ impl Pending {
             },
             Pending::Cluster(request) => request.poll_ready(cx),
             Pending::ReadThrough(request) => request.poll_ready(cx),
+            Pending::MoveFirst(write) => write.poll_ready(cx),
             Pending::Fanout(fanout) => {
                 for part in &mut fanout.parts {
                     if part.poll_ready(cx).is_pending() {
