@@ -139,18 +139,7 @@ impl MoveFirst {
         );
         let moving = async move {
             for (key, source) in sources {
-                let request = match dialect {
-                    Dialect::Redis => restore(&key, source).await,
-                    Dialect::Memcache => add(&key, source).await,
-                };
-                if let Some((frame, expect, stored)) = request {
-                    let sent = route.backends.send(new, client, frame, expect, resp3);
-                    if let Ok(Ok(reply)) = sent.await {
-                        if reply.as_ref() == stored {
-                            route.pool.metrics().migration_copies.inc();
-                        }
-                    }
-                }
+                copy(&route, new, client, resp3, dialect, &key, source).await;
             }
         };
         MoveFirst {
@@ -403,20 +392,34 @@ impl ReadThrough {
         );
         COPIES.with(|n| n.set(n.get() + 1));
         tokio::task::spawn_local(async move {
-            let request = match dialect {
-                Dialect::Redis => restore(&key, source).await,
-                Dialect::Memcache => add(&key, source).await,
-            };
-            if let Some((frame, expect, stored)) = request {
-                let sent = route.backends.send(new, client, frame, expect, resp3);
-                if let Ok(Ok(reply)) = sent.await {
-                    if reply.as_ref() == stored {
-                        route.pool.metrics().migration_copies.inc();
-                    }
-                }
-            }
+            copy(&route, new, client, resp3, dialect, &key, source).await;
             COPIES.with(|n| n.set(n.get().saturating_sub(1)));
         });
+    }
+}
+
+/// Writes the value `source` read off the old owner to the new owner `new` (unless it has
+/// the key by then), counting the copies made.
+async fn copy(
+    route: &Route,
+    new: usize,
+    client: u64,
+    resp3: bool,
+    dialect: Dialect,
+    key: &[u8],
+    source: Source,
+) {
+    let request = match dialect {
+        Dialect::Redis => restore(key, source).await,
+        Dialect::Memcache => add(key, source).await,
+    };
+    if let Some((frame, expect, stored)) = request {
+        let sent = route.backends.send(new, client, frame, expect, resp3);
+        if let Ok(Ok(reply)) = sent.await {
+            if reply.as_ref() == stored {
+                route.pool.metrics().migration_copies.inc();
+            }
+        }
     }
 }
 
