@@ -47,7 +47,8 @@
 //! - [`protocol`]: wire formats; the only code that knows them (and the keyspace-wide
 //!   commands' plans: which shards, how replies gather, the `SCAN` cursor).
 //! - [`route`]: pure key → shard maps (hashes, ketama, modula, random, slots), nutcracker-exact;
-//!   and Jedis's `ShardedJedis` ring (`sharded_jedis`, MurmurHash64A, shards in list order).
+//!   and Jedis's `ShardedJedis` ring (`sharded_jedis`, MurmurHash64A, shards in list order);
+//!   both rings are one `Points` type (sorted points, binary search), differing in their points.
 //! - [`backend`]: routing snapshots, pipelined backend connections, reconnects, timeouts,
 //!   failure counts; leased dedicated connections (`dedicated_connections` per backend, for
 //!   the whole process) for blocking commands and transactions.

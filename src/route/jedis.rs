@@ -2,6 +2,7 @@
 //! application sharding with Jedis moves behind Keyway with every key where it already is.
 
 use super::hash::murmur64a;
+use super::points::Points;
 use super::ShardSpec;
 
 /// Points per unit of weight (Jedis's `160 * weight`).
@@ -41,13 +42,9 @@ impl JedisNames {
 /// assert_eq!(ring.len(), 480);
 /// assert!(ring.dispatch(keyway::route::hash::murmur64a(b"foo")).is_some());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ring {
-    values: Vec<i64>,
-    shards: Vec<u32>,
-}
+pub type Ring = Points<i64>;
 
-impl Ring {
+impl Points<i64> {
     /// The ring of the live shards (`live[i]`; a missing entry counts as live), shard `i`
     /// being the i-th in the config's list, as Jedis takes its list. A shard without a name
     /// ([`ShardSpec::named`] false) hashes `SHARD-<i>-NODE-<n>`, a named one as `names`
@@ -76,42 +73,14 @@ impl Ring {
         }
         // Stable: equal points keep insertion order, and the last of each run is kept.
         points.sort_by_key(|&(value, _)| value);
-        let mut values: Vec<i64> = Vec::with_capacity(points.len());
-        let mut owners: Vec<u32> = Vec::with_capacity(points.len());
-        for (value, owner) in points {
-            if values.last() == Some(&value) {
-                if let Some(last) = owners.last_mut() {
-                    *last = owner;
-                }
-            } else {
-                values.push(value);
-                owners.push(owner);
+        let mut kept: Vec<(i64, u32)> = Vec::with_capacity(points.len());
+        for point in points {
+            match kept.last_mut() {
+                Some(last) if last.0 == point.0 => *last = point,
+                _ => kept.push(point),
             }
         }
-        Ring {
-            values,
-            shards: owners,
-        }
-    }
-
-    /// The shard owning `hash`; `None` when the ring has no points.
-    #[inline]
-    pub fn dispatch(&self, hash: i64) -> Option<usize> {
-        let at = self.values.partition_point(|&value| value < hash);
-        self.shards
-            .get(at)
-            .or_else(|| self.shards.first())
-            .map(|&shard| shard as usize)
-    }
-
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Whether the ring has no points.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        Points::from_sorted(kept)
     }
 }
 

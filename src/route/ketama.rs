@@ -1,6 +1,7 @@
 //! The ketama continuum, built and searched as nutcracker's `nc_ketama.c` does.
 
 use super::hash::{md5_digest, md5_word};
+use super::points::Points;
 use super::ShardSpec;
 
 /// Points per live shard of average weight.
@@ -10,8 +11,8 @@ const POINTS_PER_HASH: u32 = 4;
 /// nutcracker formats point names into a `char[86]` (`KETAMA_MAX_HOSTLEN`) with `snprintf`.
 const MAX_POINT_NAME: usize = 86;
 
-/// A sorted ring of `(point, shard)` pairs: a hash belongs to the first point at or after it,
-/// wrapping to the first point.
+/// nutcracker's continuum: 32-bit [`Points`], a hash belonging to the first point at or after
+/// it, wrapping to the first point.
 ///
 /// ```
 /// use keyway::route::ketama::Continuum;
@@ -28,15 +29,9 @@ const MAX_POINT_NAME: usize = 86;
 /// let one_live = Continuum::new(&shards, &[false, true]);
 /// assert_eq!(one_live.dispatch(0xdead_beef), Some(1));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Continuum {
-    /// Point values, ascending; kept apart from `shards` so the binary search stays in cache.
-    values: Vec<u32>,
-    /// `shards[i]` owns `values[i]`.
-    shards: Vec<u32>,
-}
+pub type Continuum = Points<u32>;
 
-impl Continuum {
+impl Points<u32> {
     /// Builds the continuum of the live shards (`live[i]`; a missing entry counts as live),
     /// as `ketama_update` does: each live shard gets `floor(share * 40 * nlive) * 4` points,
     /// its share being its weight over the total weight of live shards only.
@@ -73,37 +68,7 @@ impl Continuum {
         // nutcracker uses qsort; glibc's qsort is a stable merge sort for arrays this size, so
         // equal points keep shard order, and the search below finds the lowest shard's first.
         points.sort_by_key(|&(value, _)| value);
-        let (values, shards) = points.into_iter().unzip();
-        Continuum { values, shards }
-    }
-
-    /// The shard owning `hash`: the first point >= `hash`, else the first point
-    /// (`ketama_dispatch`). `None` if the continuum has no points.
-    #[inline]
-    pub fn dispatch(&self, hash: u32) -> Option<usize> {
-        let at = self.values.partition_point(|&value| value < hash);
-        self.shards
-            .get(at)
-            .or_else(|| self.shards.first())
-            .map(|&shard| shard as usize)
-    }
-
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Whether there are no points (no live shard, or only zero weights).
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// The points, ascending: `(value, shard index)`.
-    pub fn points(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
-        self.values
-            .iter()
-            .zip(&self.shards)
-            .map(|(&value, &shard)| (value, shard as usize))
+        Points::from_sorted(points)
     }
 }
 

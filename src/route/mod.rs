@@ -8,6 +8,7 @@ pub mod hash;
 pub mod jedis;
 pub mod ketama;
 pub mod modula;
+pub mod points;
 pub mod random;
 pub mod slots;
 
