@@ -172,11 +172,13 @@ impl Drop for Ring {
 /// The kernel has no io_uring, or it is disabled (`kernel.io_uring_disabled`, seccomp).
 pub fn start() -> io::Result<()> {
     // One thread submits (the worker's), and completions need not interrupt it: the driver
-    // takes them when the ring turns readable.
+    // takes them when the ring turns readable. A kernel older than 6.0 refuses these flags and
+    // gets a plain ring (slower: docs/bench/io_uring.md).
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
-        .build(ENTRIES)?;
+        .build(ENTRIES)
+        .or_else(|_| IoUring::new(ENTRIES))?;
     // Entering by a registered index spares the kernel a file-table lookup per submit.
     if let Err(error) = ring.submitter().register_ring_fd() {
         tracing::debug!(%error, "io_uring: ring fd not registered");
