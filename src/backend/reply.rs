@@ -73,7 +73,10 @@ impl ReplySender {
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        self.deliver(Err(Error::Closed));
+        // Checked first: a sent reply (the usual case) builds no error to throw away.
+        if self.slot.is_some() {
+            self.deliver(Err(Error::Closed));
+        }
     }
 }
 

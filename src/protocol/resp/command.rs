@@ -625,10 +625,12 @@ static INDEX: std::sync::LazyLock<Box<[u16]>> = std::sync::LazyLock::new(|| {
     slots.into_boxed_slice()
 });
 
-/// FNV-1a over the ASCII-lowercased name.
+/// FNV-1a over the name with bit 5 set in every byte: letters then hash the same in either
+/// case (other bytes may collide, which the comparison in [`lookup`] settles), without the
+/// range check of a true lowercasing.
 fn name_hash(name: &[u8]) -> u32 {
     name.iter().fold(0x811c_9dc5, |hash: u32, &c| {
-        (hash ^ u32::from(c.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
+        (hash ^ u32::from(c | 0x20)).wrapping_mul(0x0100_0193)
     })
 }
 
