@@ -403,7 +403,8 @@ impl Session {
                     backlog.push(rest);
                 }
                 output.clear();
-                continue;
+                // No `continue`: nothing was decoded since, and what the write made possible
+                // (decoding past a limit it lifted) the wait below sees and returns as `Decode`.
             }
             if !reading && (!draining || decoded_all) && pending.is_empty() && backlog.is_empty() {
                 break;
