@@ -403,8 +403,7 @@ impl Session {
                     backlog.push(rest);
                 }
                 output.clear();
-                // No `continue`: nothing was decoded since, and what the write made possible
-                // (decoding past a limit it lifted) the wait below sees and returns as `Decode`.
+                continue;
             }
             if !reading && (!draining || decoded_all) && pending.is_empty() && backlog.is_empty() {
                 break;
