@@ -178,7 +178,10 @@ pub fn start() -> io::Result<()> {
         .setup_single_issuer()
         .setup_coop_taskrun()
         .build(ENTRIES)
-        .or_else(|_| IoUring::new(ENTRIES))?;
+        .or_else(|error| {
+            tracing::info!(%error, "io_uring: cooperative ring refused, using a plain one");
+            IoUring::new(ENTRIES)
+        })?;
     // Entering by a registered index spares the kernel a file-table lookup per submit.
     if let Err(error) = ring.submitter().register_ring_fd() {
         tracing::debug!(%error, "io_uring: ring fd not registered");
