@@ -227,3 +227,40 @@ fn pipeline_mixing_errors_and_local_replies_keeps_order() {
         }
     }
 }
+
+#[test]
+fn a_reply_larger_than_the_client_socket_takes_arrives_whole_and_in_order() {
+    // An unpipelined GET's reply is written to the client by the backend connection that
+    // reads it; a reply past what the client's socket buffers (a few MiB on loopback) makes
+    // that write partial, and the session sends the rest, ahead of the replies behind it.
+    let setup = Setup::new(1, &[]);
+    let mut c = setup.client();
+    let big: Vec<u8> = (0..24 << 20).map(|i: u32| b'a' + (i % 26) as u8).collect();
+    let mut set = encode(&[b"SET".as_slice(), b"big", &big]);
+    c.send_raw(&set);
+    assert_eq!(c.read_reply(), Reply::ok());
+    set.clear();
+    for round in 0..3 {
+        // Alone: the backend connection writes what the socket takes.
+        assert!(
+            c.cmd(&["GET", "big"]) == Reply::bulk(&big),
+            "round {round}: damaged"
+        );
+        // With replies behind it, which must wait for all of it.
+        c.send(&["GET", "big"]);
+        c.send(&["GET", "small"]);
+        c.send(&["PING"]);
+        assert!(
+            c.read_reply() == Reply::bulk(&big),
+            "round {round}: damaged"
+        );
+        assert_eq!(c.read_reply(), Reply::nil(), "round {round}");
+        assert_eq!(
+            c.read_reply(),
+            Reply::Simple("PONG".into()),
+            "round {round}"
+        );
+    }
+    assert_eq!(c.cmd(&["SET", "small", "s"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "small"]), Reply::bulk("s"));
+}

@@ -852,7 +852,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     } else {
                         self.tally.response(reply.len(), now - waiting.sent);
                     }
-                    sender.send(Ok(reply));
+                    sender.send_at(Ok(reply), now.into_std());
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {

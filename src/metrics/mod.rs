@@ -471,6 +471,21 @@ impl Latency {
         }
     }
 
+    /// When the oldest request awaited arrived, if it is measured.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.arrivals.front().copied().flatten()
+    }
+
+    /// The oldest request's reply was counted elsewhere (see [`Latency::histogram`]).
+    pub fn skip(&mut self) {
+        self.arrivals.pop_front();
+    }
+
+    /// The pool's histogram, for a reply counted where it is written.
+    pub fn histogram(&self) -> Histogram {
+        self.histogram.clone()
+    }
+
     /// Adds what was counted since the last flush to the pool's histogram.
     pub fn flush(&mut self) {
         for seconds in self.few.iter().take(self.taken) {

@@ -10,6 +10,7 @@
 //! switch (`HELLO`) goes over other backend connections, so it waits until every reply asked
 //! before the switch is in.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -20,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use prometheus::Histogram;
 use tokio::io::AsyncWriteExt;
 
 use super::cluster::ClusterRequest;
@@ -30,14 +32,14 @@ use super::resp::Resp;
 use super::stateful::{Held, KeptSlot, Transaction};
 use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::pool::Place;
-use crate::backend::reply::TryRecvError;
+use crate::backend::reply::{TryRecvError, WriteThrough};
 use crate::backend::{self, Expect, Outcome, Patience};
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
 use crate::protocol::resp::keyspace;
 use crate::protocol::resp::reply;
-use crate::socket::{ArmedReader, SocketRead, SocketWrite};
+use crate::socket::{ArmedReader, Plain, Shared, SocketRead, SocketWrite};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -82,6 +84,8 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
+    /// The client's plain socket, when replies may be written straight to it.
+    socket: Option<Rc<dyn Plain>>,
     /// This worker's route to the pool's current snapshot, cached: a new snapshot (reload,
     /// failover, ejection) is noticed with one plain load.
     route: RouteCache,
@@ -230,10 +234,19 @@ impl Session {
                 login,
                 auth_failures: 0,
             },
+            socket: None,
             route: RouteCache::new(slot),
             limits,
             dialect,
         }
+    }
+
+    /// Lets the backend connection answering a lone awaited request write its reply straight
+    /// to `socket`, the client's (see [`crate::backend::reply`]): the session's halves must
+    /// be [`Shared`](crate::socket::Shared) ones of the same stream.
+    pub fn write_through(mut self, socket: Rc<dyn Plain>) -> Session {
+        self.socket = Some(socket);
+        self
     }
 
     /// Serves the client until it closes, sends `QUIT`, sends a malformed frame, or shutdown
@@ -274,6 +287,14 @@ impl Session {
         // Request latency, arrival to reply ready: every request decoded from a read arrived
         // when that read returned (one clock reading per read, one per batch of replies).
         let mut latency = metrics.latency();
+        let through = (self.socket.take()).map(|socket| {
+            Rc::new(Through {
+                socket,
+                arrived: Cell::new(None),
+                fired: Cell::new(false),
+                latency: latency.histogram(),
+            })
+        });
         let mut arrived = Instant::now();
         let mut registered = None;
         // Whether the decoding below stopped for want of input (rather than at a limit).
@@ -349,7 +370,12 @@ impl Session {
                 let bytes = match pending.front_mut().and_then(Pending::try_take) {
                     Some(bytes) => {
                         pending.pop_front();
-                        latency.replied(*now.get_or_insert_with(Instant::now));
+                        if through.as_ref().is_some_and(|t| t.fired.take()) {
+                            // Counted when it came through (see the arming below).
+                            latency.skip();
+                        } else {
+                            latency.replied(*now.get_or_insert_with(Instant::now));
+                        }
                         // Counted anew at the next wait: it may have been the one just taken.
                         held_behind = 0;
                         bytes
@@ -412,10 +438,34 @@ impl Session {
                 input.reserve(input.len().max(READ_CHUNK));
             }
             let pressed = !backlog.is_empty() || pending.len() > SCAN_DEPTH;
+            // A lone reply awaited, nothing else in line for the socket, and nothing for the
+            // session to do once the reply is out: the connection delivering it writes it to
+            // the client itself, and this session sleeps until the client sends more.
+            let armed = match (&through, pending.front()) {
+                (Some(through), Some(Pending::Backend(receiver, _)))
+                    if pending.len() == 1
+                        && backlog.is_empty()
+                        && reading
+                        && !draining
+                        && decoded_all
+                        && self.client.pubsub.is_none() =>
+                {
+                    through.arrived.set(latency.oldest());
+                    receiver.arm(Rc::clone(through) as Rc<dyn WriteThrough>);
+                    true
+                }
+                _ => false,
+            };
             let woke = std::future::poll_fn(|cx| {
                 if let Some(front) = pending.front_mut() {
                     if front.poll_ready(cx).is_ready() {
-                        return Poll::Ready(Woke::Reply);
+                        let gone = matches!(front, Pending::Ready(rest) if rest.is_empty());
+                        if !(armed && gone && through.as_ref().is_some_and(|t| t.fired.take())) {
+                            return Poll::Ready(Woke::Reply);
+                        }
+                        // Written through whole while the session slept: done with, here.
+                        pending.pop_front();
+                        latency.skip();
                     }
                 }
                 if !backlog.is_empty() {
@@ -473,6 +523,12 @@ impl Session {
                 Poll::Pending
             })
             .await;
+            if armed {
+                // Awake, the session may write again: the reply (if still awaited) comes to it.
+                if let Some(Pending::Backend(receiver, _)) = pending.front() {
+                    receiver.disarm();
+                }
+            }
             match woke {
                 Woke::Reply => {
                     // More replies are on their way (a pipeline): let the backend connections
@@ -555,6 +611,35 @@ impl ClientWrite for tokio::net::tcp::WriteHalf<'_> {
 impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.as_ref().try_write(bytes)
+    }
+}
+
+impl<S: Plain> ClientWrite for Shared<S> {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.try_write(bytes)
+    }
+}
+
+/// The client's socket as its awaited reply's [`WriteThrough`].
+struct Through {
+    socket: Rc<dyn Plain>,
+    /// When the armed reply's request arrived, if it is measured.
+    arrived: Cell<Option<Instant>>,
+    /// Set when the armed reply came through: its latency is counted, and the session skips it.
+    fired: Cell<bool>,
+    /// The pool's request latency histogram.
+    latency: Histogram,
+}
+
+impl WriteThrough for Through {
+    fn reply_ready(&self, reply: Option<&[u8]>, now: Instant) -> usize {
+        self.fired.set(true);
+        // Counted before the client can see the reply, as the session counts its own.
+        if let Some(at) = self.arrived.take() {
+            (self.latency).observe(now.saturating_duration_since(at).as_secs_f64());
+        }
+        // What the socket does not take (or a write error) goes back to the session.
+        reply.map_or(0, |bytes| self.socket.try_write(bytes).unwrap_or(0))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
 use crate::security::tls::{self, ListenTls};
 use crate::shutdown::{Shutdown, GRACE};
+use crate::socket::{Plain, Shared};
 use prometheus::IntCounter;
 
 /// What a session uses for a request: the pool's routing snapshot (config, shard map or
@@ -406,27 +407,31 @@ async fn serve(
     }
     match stream {
         Accepted::Tcp(stream) => {
-            let mut stream = tokio::net::TcpStream::from_std(stream)?;
+            let stream = tokio::net::TcpStream::from_std(stream)?;
             match tls {
-                None => {
-                    let (rd, wr) = stream.split();
-                    session.run(rd, wr, closing).await;
-                }
+                None => serve_plain(session, stream, closing).await,
                 Some(tls) => serve_tls(session, stream, tls, closing).await?,
             }
         }
         Accepted::Unix(stream) => {
-            let mut stream = tokio::net::UnixStream::from_std(stream)?;
+            let stream = tokio::net::UnixStream::from_std(stream)?;
             match tls {
-                None => {
-                    let (rd, wr) = stream.split();
-                    session.run(rd, wr, closing).await;
-                }
+                None => serve_plain(session, stream, closing).await,
                 Some(tls) => serve_tls(session, stream, tls, closing).await?,
             }
         }
     }
     Ok(())
+}
+
+/// Serves a plain client, whose replies may be written straight to its socket by the backend
+/// connection answering them.
+async fn serve_plain<S: Plain + 'static>(session: Session, stream: S, closing: &Closing) {
+    let stream = Rc::new(stream);
+    let session = session.write_through(Rc::clone(&stream) as Rc<dyn Plain>);
+    session
+        .run(Shared(Rc::clone(&stream)), Shared(stream), closing)
+        .await;
 }
 
 /// Serves a client of a `tls` pool once its handshake is done, within
