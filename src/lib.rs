@@ -14,7 +14,10 @@
 //! read through one cached pointer per request, and hands frames to its worker's
 //! [`backend::connection`] tasks. Two FIFOs keep replies in order: each backend connection
 //! pairs replies with requests oldest-first, and each session writes replies in the order its
-//! client sent the requests.
+//! client sent the requests. A session awaiting one reply with nothing else in line for its
+//! plain client socket arms it for write-through ([`backend::reply`]): the connection that
+//! reads the reply writes it to the client itself and wakes the session only for what the
+//! socket did not take, so an unpipelined request costs one session poll.
 //!
 //! Routing state has one writer, [`control`]: start, reload, a Sentinel switch, a cluster
 //! layout change, an ejection or a readmission each build a new immutable snapshot and publish

@@ -243,7 +243,7 @@ impl Session {
 
     /// Lets the backend connection answering a lone awaited request write its reply straight
     /// to `socket`, the client's (see [`crate::backend::reply`]): the session's halves must
-    /// be [`Shared`](crate::socket::Shared) ones of the same stream.
+    /// be [`Shared`] ones of the same stream.
     pub fn write_through(mut self, socket: Rc<dyn Plain>) -> Session {
         self.socket = Some(socket);
         self
