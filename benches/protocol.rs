@@ -84,11 +84,18 @@ fn scan_replies(c: &mut Criterion) {
     for _ in 0..100 {
         reply::put_bulk(&mut lrange_100, b"xxx");
     }
+    // `scripts/bench.sh`'s list: 600 elements of 16 bytes.
+    let mut lrange_600 = BytesMut::new();
+    reply::put_array_header(&mut lrange_600, 600);
+    for i in 1..=600 {
+        reply::put_bulk(&mut lrange_600, format!("element-{i:08}").as_bytes());
+    }
     let cases = [
         ("ok", Bytes::from_static(b"+OK\r\n")),
         ("bulk_16b", reply::bulk(&[b'v'; 16])),
         ("bulk_1k", reply::bulk(&[b'v'; 1024])),
         ("lrange_100", lrange_100.freeze()),
+        ("lrange_600", lrange_600.freeze()),
     ];
     for (name, wire) in cases {
         group.throughput(Throughput::Bytes(wire.len() as u64));

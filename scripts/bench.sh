@@ -743,13 +743,13 @@ strace_mode() {
   done
 }
 
-# Each proxy (a fresh instance) under callgrind: warm up, zero the counters, run a fixed
-# number of GETs, dump, and divide the instructions (Ir) by the requests.
+# Each proxy (a fresh instance) under callgrind, for each of CALLGRIND_WORKLOADS: warm up,
+# zero the counters, run a fixed number of requests, dump, and divide the instructions (Ir) by
+# the requests. The workloads are the load run's (workload_spec), at 2/5 of its counts.
+CALLGRIND_WORKLOADS=(get_16B_P1 mget_10keys lrange_600)
 callgrind_mode() {
-  local target port pid cmd n warm=2000 dump ir top areas
-  n=20000
-  ((QUICK)) && n=5000
-  echo "target,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"
+  local target port pid cmd n wl dumps dump ir top areas
+  echo "target,workload,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"
   for target in "${PROXY_TARGETS[@]}"; do
     port=$(free_port)
     read -r -a cmd <<<"$(proxy_cmd "$target" "$port")"
@@ -759,19 +759,25 @@ callgrind_mode() {
     PIDS+=("$pid")
     wait_port "$port" 120
     read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
-    run_benchmark "$port" 50 "$warm" 1 get v16:__rand_int__ >/dev/null
-    callgrind_control -z "$pid" >/dev/null
-    run_benchmark "$port" 50 "$n" 1 get v16:__rand_int__ >/dev/null
-    callgrind_control -d "$pid" >/dev/null
+    dumps=0
+    for wl in "${CALLGRIND_WORKLOADS[@]}"; do
+      workload_spec "$wl"
+      n=$((WL_N * 2 / 5))
+      run_benchmark "$port" "$WL_C" $((n / 10 + 200)) "$WL_P" "${WL_CMD[@]}" >/dev/null
+      callgrind_control -z "$pid" >/dev/null
+      run_benchmark "$port" "$WL_C" "$n" "$WL_P" "${WL_CMD[@]}" >/dev/null
+      callgrind_control -d "$pid" >/dev/null
+      dumps=$((dumps + 1))
+      dump="$WORK/callgrind.$target.$pid.$dumps" # callgrind_control -d numbers its dumps
+      [[ -s $dump ]] || die "no callgrind dump for $target $wl (see $WORK/valgrind-$target.log)"
+      IFS=$'\t' read -r ir top areas < <(python3 "$HELPER" callgrind "$dump")
+      awk -v t="$target" -v w="$wl" -v c="$WL_C" -v n="$n" -v ir="$ir" -v top="$top" \
+        -v areas="$areas" 'BEGIN { printf "%s,%s,%d,%d,%d,%.0f,%s,%s\n", t, w, c, n, ir, ir / n, top, areas }' \
+        >>"$OUT/callgrind.csv"
+      log "callgrind $target $wl: $ir Ir for $n requests"
+    done
     kill "$pid"
     wait "$pid" || true
-    dump="$WORK/callgrind.$target.$pid.1" # callgrind_control -d writes dump number 1
-    [[ -s $dump ]] || die "no callgrind dump for $target (see $WORK/valgrind-$target.log)"
-    IFS=$'\t' read -r ir top areas < <(python3 "$HELPER" callgrind "$dump")
-    awk -v t="$target" -v n="$n" -v ir="$ir" -v top="$top" -v areas="$areas" \
-      'BEGIN { printf "%s,50,%d,%d,%.0f,%s,%s\n", t, n, ir, ir / n, top, areas }' \
-      >>"$OUT/callgrind.csv"
-    log "callgrind $target: $ir Ir for $n requests"
   done
 }
 

@@ -539,22 +539,31 @@ def profile(out_dir):
     cg = read_csv(os.path.join(out_dir, "callgrind.csv"))
     if cg:
         md += [
-            "## Instructions per request (`valgrind --tool=callgrind`, GET 16 B, counters "
-            "zeroed after a warm-up)",
+            "## Instructions per request (`valgrind --tool=callgrind`, counters zeroed after a "
+            "warm-up)",
             "",
-            "Valgrind runs the threads of a process one at a time.",
+            "Valgrind runs the threads of a process one at a time. The last column is the "
+            "target's count over nutcracker -v 4's for the same workload.",
             "",
         ]
-        hdr = ["target", "clients", "requests", "Ir", "Ir/request"]
-        body = [
-            [LABEL.get(r["target"], r["target"]), r["clients"], r["requests"],
-             fmt(num(r["ir"])), fmt(num(r["ir_per_req"]))]
-            for r in cg
-        ]
+        nc = {r["workload"]: num(r["ir_per_req"]) for r in cg if r["target"] == "nc_v4"}
+        hdr = ["workload", "target", "clients", "requests", "Ir", "Ir/request", "/ nc -v4"]
+        body = []
+        # By workload, in the order they ran; the targets in theirs within each.
+        order = {}
+        for r in cg:
+            order.setdefault(r["workload"], len(order))
+        for r in sorted(cg, key=lambda r: order[r["workload"]]):
+            base = nc.get(r["workload"])
+            ratio = num(r["ir_per_req"]) / base if base and r["target"] != "nc_v4" else None
+            body.append([r["workload"], LABEL.get(r["target"], r["target"]), r["clients"],
+                         r["requests"], fmt(num(r["ir"])), fmt(num(r["ir_per_req"])),
+                         fmt(ratio, 2) if ratio is not None else "–"])
         md += [table(hdr, body), ""]
         md += ["Self cost (exclusive Ir) by area and by function:", ""]
-        hdr = ["target", "areas", "top functions"]
-        body = [[LABEL.get(r["target"], r["target"]), r["areas"], r["top"]] for r in cg]
+        hdr = ["workload", "target", "areas", "top functions"]
+        body = [[r["workload"], LABEL.get(r["target"], r["target"]), r["areas"], r["top"]]
+                for r in cg]
         md += [table(hdr, body), ""]
     with open(os.path.join(out_dir, "profile.md"), "w") as f:
         f.write("\n".join(md) + "\n")

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::Request;
 use super::command::Merge;
-use super::reply::{self, ReplyScanner};
+use super::reply;
 use crate::protocol::fanout::{self, Layout};
 
 /// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot).
@@ -133,7 +133,7 @@ impl Cursor {
             return None;
         }
         let rest = reply.get(self.at..)?;
-        let len = ReplyScanner::default().scan(rest).ok()??;
+        let len = reply::element_len(rest)?;
         let element = rest.get(..len)?;
         self.taken += 1;
         self.at += len;

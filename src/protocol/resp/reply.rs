@@ -48,17 +48,36 @@ impl ReplyScanner {
     /// The bytes are not RESP, or the reply is longer than the scanner's limit; the
     /// connection cannot be trusted afterwards.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
+        // The commonest reply, a whole bulk string (a GET's), without the general path.
+        if self.open.is_empty() {
+            if let Some(len) = bulk_end(buf, self.pos).filter(|&len| len <= self.max_bytes) {
+                self.pos = 0;
+                return Ok(Some(len));
+            }
+        }
         loop {
             // Large replies are mostly arrays of bulk strings: walk runs of them in a tight
-            // loop, leaving the aggregate's last element (and anything else) to the general
-            // path below.
+            // loop, leaving anything else to the general path below.
             if let Some(missing) = self.open.last_mut() {
-                while *missing > 1 {
-                    let Some(next) = bulk_end(buf, self.pos) else {
+                let (mut pos, mut left) = (self.pos, *missing);
+                while left > 0 {
+                    let Some(next) = bulk_end(buf, pos) else {
                         break;
                     };
-                    self.pos = next;
-                    *missing -= 1;
+                    pos = next;
+                    left -= 1;
+                }
+                (self.pos, *missing) = (pos, left);
+                if left == 0 {
+                    // The aggregate is complete: one element done of the one around it.
+                    self.open.pop();
+                    if self.pos > self.max_bytes {
+                        return Err(Error::Protocol("reply too large"));
+                    }
+                    if let Some(len) = self.element_done() {
+                        return Ok(Some(len));
+                    }
+                    continue;
                 }
             }
             // An aggregate of many small elements grows past the limit one element at a time.
@@ -146,17 +165,30 @@ impl ReplyScanner {
 /// Where the bulk string `$<len>\r\n<data>\r\n` starting at `at` ends, for a complete one
 /// with a length of 1 to 9 digits; `None` for anything else (incomplete, nil, another type,
 /// malformed), which the general scan then handles.
-#[inline]
+#[inline(always)]
 fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
-    if *buf.get(at)? != b'$' {
-        return None;
-    }
-    let (len, start) = short_length(buf, at)?;
+    // Lengths of two digits (16 B values) or one matched whole, without the digit loop; a
+    // complete bulk string is at least 6 bytes, so 5 are there to match.
+    let head: &[u8; 5] = buf.get(at..)?.first_chunk()?;
+    let (len, start) = match *head {
+        [b'$', t @ b'1'..=b'9', u @ b'0'..=b'9', b'\r', b'\n'] => {
+            (usize::from(t - b'0') * 10 + usize::from(u - b'0'), at + 5)
+        }
+        [b'$', d @ b'0'..=b'9', b'\r', b'\n', _] => (usize::from(d - b'0'), at + 4),
+        [b'$', ..] => short_length(buf, at)?,
+        _ => return None,
+    };
     let end = start + len;
-    match buf.get(end..end + 2) {
-        Some(b"\r\n") => Some(end + 2),
+    match buf.get(end..)? {
+        [b'\r', b'\n', ..] => Some(end + 2),
         _ => None,
     }
+}
+
+/// The length of the complete reply at the start of `buf` (an element of an aggregate, say),
+/// or `None` if it is incomplete or not RESP.
+pub fn element_len(buf: &[u8]) -> Option<usize> {
+    bulk_end(buf, 0).or_else(|| ReplyScanner::default().scan(buf).ok().flatten())
 }
 
 /// Finds the `\r\n` ending the line that starts at `at`: `(index of \r, index after \n)`.
@@ -278,6 +310,9 @@ mod tests {
             b"*-1\r\n",
             b"*0\r\n",
             b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
+            b"$12\r\nhello world!\r\n",
+            b"*2\r\n*2\r\n$1\r\na\r\n$2\r\nbc\r\n$10\r\n0123456789\r\n",
+            b"*3\r\n*1\r\n$1\r\na\r\n*2\r\n$1\r\nb\r\n$0\r\n\r\n:1\r\n",
             b"%1\r\n+k\r\n+v\r\n",
             b"~2\r\n_\r\n,1.5\r\n",
             b"|1\r\n+a\r\n+b\r\n#t\r\n",
@@ -333,6 +368,15 @@ mod tests {
         assert!(ReplyScanner::new(16)
             .scan(b"*100\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
             .is_err());
+        // A complete aggregate of bulk strings, one byte over the limit.
+        assert!(ReplyScanner::new(17)
+            .scan(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n")
+            .is_err());
+        assert_eq!(
+            ReplyScanner::new(18).scan(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            Ok(Some(18))
+        );
+        assert!(ReplyScanner::new(14).scan(b"$9\r\n123456789\r\n").is_err());
     }
 
     #[test]
