@@ -167,17 +167,10 @@ impl ReplyScanner {
 /// malformed), which the general scan then handles.
 #[inline(always)]
 fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
-    // Lengths of two digits (16 B values) or one matched whole, without the digit loop; a
-    // complete bulk string is at least 6 bytes, so 5 are there to match.
-    let head: &[u8; 5] = buf.get(at..)?.first_chunk()?;
-    let (len, start) = match *head {
-        [b'$', t @ b'1'..=b'9', u @ b'0'..=b'9', b'\r', b'\n'] => {
-            (usize::from(t - b'0') * 10 + usize::from(u - b'0'), at + 5)
-        }
-        [b'$', d @ b'0'..=b'9', b'\r', b'\n', _] => (usize::from(d - b'0'), at + 4),
-        [b'$', ..] => short_length(buf, at)?,
-        _ => return None,
-    };
+    if *buf.get(at)? != b'$' {
+        return None;
+    }
+    let (len, start) = short_length(buf, at)?;
     let end = start + len;
     match buf.get(end..)? {
         [b'\r', b'\n', ..] => Some(end + 2),
