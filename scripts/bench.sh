@@ -603,17 +603,25 @@ write_meta() {
   } >"$OUT/meta.txt"
 }
 
+# TARGETS in round $1's order: turned by one each round, so that no target always runs first
+# or last (after the same neighbour, on a machine that neighbour warmed or loaded).
+targets_of_round() {
+  local k=$((($1 - 1) % ${#TARGETS[@]}))
+  printf '%s\n' "${TARGETS[@]:k}" "${TARGETS[@]:0:k}"
+}
+
 # The redis-benchmark workloads (--workloads default): memory per idle connection, then every
 # workload on every target, round after round.
 default_workloads() {
-  local round wl target
+  local round wl target order
   log "memory per idle connection ($IDLE_CONNS connections per target)"
   measure_memory
   echo "workload,target,round,ops_per_sec,p50_ms,p99_ms,cpu_s_per_mreq,kernel_share" >"$OUT/results.csv"
   for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
+    mapfile -t order < <(targets_of_round "$round")
     for wl in "${WORKLOADS[@]}"; do
-      for target in "${TARGETS[@]}"; do run_one "$wl" "$target" "$round"; done
+      for target in "${order[@]}"; do run_one "$wl" "$target" "$round"; done
     done
   done
 }
@@ -682,13 +690,14 @@ run_app() {
 }
 
 app_workloads() {
-  local round wl target
+  local round wl target order
   echo "workload,target,round,rate_per_sec,deliver_per_sec,p50_ms,p99_ms,cpu_s_per_mop,status,detail" >"$OUT/apps.csv"
   for round in $(seq "$ROUNDS"); do
     log "application workloads, round $round of $ROUNDS"
+    mapfile -t order < <(targets_of_round "$round")
     for wl in "${WORKLOAD_GROUPS[@]}"; do
       [[ $wl == default ]] && continue
-      for target in "${TARGETS[@]}"; do run_app "$wl" "$target" "$round"; done
+      for target in "${order[@]}"; do run_app "$wl" "$target" "$round"; done
     done
   done
 }

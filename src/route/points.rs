@@ -54,7 +54,7 @@ impl<V: Ordinal> Points<V> {
             {
                 at += 1;
             }
-            // A ring holds far fewer than 2^32 points (weights are bounded by the config).
+            // `at` is at most the point count, far below 2^32 (12 bytes of memory each).
             #[allow(clippy::cast_possible_truncation)]
             starts.push(at as u32);
         }
