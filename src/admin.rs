@@ -780,13 +780,37 @@ mod tests {
         server.stop().await;
     }
 
-    /// A token file in a fresh temp dir, holding `text`.
-    fn token_file(name: &str, text: &str) -> PathBuf {
+    /// A token file in a fresh temp dir, holding `text`; the dir is removed when it drops.
+    fn token_file(name: &str, text: &str) -> TokenFile {
         let dir = std::env::temp_dir().join(format!("keyway-admin-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, text).unwrap();
-        path
+        TokenFile(path)
+    }
+
+    /// A test's token file (see [`token_file`]).
+    struct TokenFile(PathBuf);
+
+    impl std::ops::Deref for TokenFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TokenFile {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TokenFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     #[tokio::test]
