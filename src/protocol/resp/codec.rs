@@ -77,6 +77,7 @@ impl Spans {
         }
     }
 
+    #[inline]
     fn push(&mut self, span: (u32, u32)) {
         match self {
             Spans::Inline { len, spans } => match spans.get_mut(usize::from(*len)) {
@@ -84,13 +85,20 @@ impl Spans {
                     *slot = span;
                     *len += 1;
                 }
-                None => {
-                    let mut heap = spans.to_vec();
-                    heap.push(span);
-                    *self = Spans::Heap(heap);
-                }
+                None => self.spill(span),
             },
             Spans::Heap(spans) => spans.push(span),
+        }
+    }
+
+    /// Moves full inline spans to the heap, adding `span`.
+    #[cold]
+    fn spill(&mut self, span: (u32, u32)) {
+        if let Spans::Inline { spans, .. } = self {
+            let mut heap = Vec::with_capacity(2 * INLINE_ARGS);
+            heap.extend_from_slice(spans);
+            heap.push(span);
+            *self = Spans::Heap(heap);
         }
     }
 }
@@ -105,24 +113,25 @@ impl Request {
                 .iter()
                 .map(|arg| 5 + decimal_len(arg.len() as u64) + arg.len())
                 .sum::<usize>();
-        let mut frame = BytesMut::with_capacity(size);
-        frame.put_u8(b'*');
+        // A `Vec` filled to its exact capacity becomes `Bytes` without another allocation.
+        let mut frame = Vec::with_capacity(size);
+        frame.push(b'*');
         put_decimal(&mut frame, args.len() as u64);
-        frame.put_slice(b"\r\n");
+        frame.extend_from_slice(b"\r\n");
         let mut spans = Spans::with_capacity(args.len());
         for arg in args {
-            frame.put_u8(b'$');
+            frame.push(b'$');
             put_decimal(&mut frame, arg.len() as u64);
-            frame.put_slice(b"\r\n");
+            frame.extend_from_slice(b"\r\n");
             let start = frame.len();
-            frame.put_slice(arg);
+            frame.extend_from_slice(arg);
             // Within the frame, at most `MAX_FRAME` bytes: the offsets fit.
             #[allow(clippy::cast_possible_truncation)]
             spans.push((start as u32, frame.len() as u32));
-            frame.put_slice(b"\r\n");
+            frame.extend_from_slice(b"\r\n");
         }
         Request {
-            frame: frame.freeze(),
+            frame: Bytes::from(frame),
             args: spans,
         }
     }
@@ -406,7 +415,8 @@ pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
 /// Appends `n` in decimal.
 // Each digit is `n % 10` (< 10), and a u64 has at most 20 digits: no truncation, no overrun.
 #[allow(clippy::cast_possible_truncation, clippy::indexing_slicing)]
-pub(crate) fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+#[inline(always)]
+pub(crate) fn put_decimal(buf: &mut impl BufMut, mut n: u64) {
     // Lengths and counts are mostly one or two digits.
     if n < 10 {
         buf.put_u8(b'0' + n as u8);
@@ -469,6 +479,7 @@ fn short_length_loop(buf: &[u8], at: usize) -> Option<(usize, usize)> {
 }
 
 /// How many digits `put_decimal` writes for `n`.
+#[inline]
 fn decimal_len(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 10 {

@@ -180,6 +180,7 @@ fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
 
 /// The length of the complete reply at the start of `buf` (an element of an aggregate, say),
 /// or `None` if it is incomplete or not RESP.
+#[inline]
 pub fn element_len(buf: &[u8]) -> Option<usize> {
     bulk_end(buf, 0).or_else(|| ReplyScanner::default().scan(buf).ok().flatten())
 }
@@ -202,6 +203,9 @@ fn line(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, Error> {
 pub fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
     if reply.first() != Some(&b'*') {
         return None;
+    }
+    if let Some(short) = short_length(reply, 0) {
+        return Some(short);
     }
     let (line_end, at) = line(reply, 0).ok()??;
     let count = usize::try_from(parse_i64(reply.get(1..line_end)?)?).ok()?;
