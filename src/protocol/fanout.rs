@@ -111,6 +111,7 @@ impl<P: Copy + PartialEq> Layout<P> {
     }
 
     /// The parts in order: (shard, number of keys).
+    #[cfg(test)]
     pub(crate) fn shards(&self) -> &[(P, u32)] {
         &self.shards
     }
@@ -150,7 +151,10 @@ impl<P: Copy + PartialEq> Layout<P> {
 }
 
 /// The indexes (in request order) of the keys that `order` sends to `part`.
-pub(crate) fn keys_of(order: &[(u32, u32)], part: usize) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn keys_of(
+    order: &[(u32, u32)],
+    part: usize,
+) -> impl Iterator<Item = usize> + Clone + '_ {
     order
         .iter()
         .enumerate()

@@ -107,18 +107,25 @@ impl Request {
     /// Encodes a request from its arguments (the command name first) into a frame of exactly
     /// the right size, allocated once.
     pub fn from_arg_slices(args: &[&[u8]]) -> Request {
-        let size = 3
-            + decimal_len(args.len() as u64)
-            + args
-                .iter()
-                .map(|arg| 5 + decimal_len(arg.len() as u64) + arg.len())
-                .sum::<usize>();
+        Request::from_arg_iter(args.iter().copied())
+    }
+
+    /// [`Request::from_arg_slices`] for arguments walked twice (once to size the frame), with
+    /// no list of them gathered first.
+    pub fn from_arg_iter<'a>(args: impl Iterator<Item = &'a [u8]> + Clone) -> Request {
+        let (argc, size) = args.clone().fold((0, 0), |(argc, size), arg| {
+            (
+                argc + 1,
+                size + 5 + decimal_len(arg.len() as u64) + arg.len(),
+            )
+        });
+        let size = size + 3 + decimal_len(argc as u64);
         // A `Vec` filled to its exact capacity becomes `Bytes` without another allocation.
         let mut frame = Vec::with_capacity(size);
         frame.push(b'*');
-        put_decimal(&mut frame, args.len() as u64);
+        put_decimal(&mut frame, argc as u64);
         frame.extend_from_slice(b"\r\n");
-        let mut spans = Spans::with_capacity(args.len());
+        let mut spans = Spans::with_capacity(argc);
         for arg in args {
             frame.push(b'$');
             put_decimal(&mut frame, arg.len() as u64);
