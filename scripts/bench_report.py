@@ -272,8 +272,9 @@ def report(out_dir):
     rounds = max(v["rounds"] for v in med.values())
     md += [
         f"Medians of {rounds} interleaved round(s) (every workload runs on every target in turn, "
-        "the targets' order turning by one each round, then the next round). Ratios are the median of the per-round ratios (both figures "
-        "from the same round); below 1.00 (above for CPU) they are **bold**: Keyway behind.",
+        "the targets' order turning by one each round, then the next round). Ratios are the "
+        "median of the per-round ratios (both figures from the same round); below 1.00 (above "
+        "for CPU) they are **bold**: Keyway behind.",
         "",
         "## Throughput (ops/s, median)",
         "",

@@ -179,7 +179,9 @@ fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
 }
 
 /// The length of the complete reply at the start of `buf` (an element of an aggregate, say),
-/// or `None` if it is incomplete or not RESP.
+/// or `None` if it is incomplete or not RESP. A bulk string is measured here, without a
+/// scanner: through [`ReplyScanner::scan`]'s own fast path an MGET's merge counted ~450
+/// instructions more.
 #[inline]
 pub fn element_len(buf: &[u8]) -> Option<usize> {
     bulk_end(buf, 0).or_else(|| ReplyScanner::default().scan(buf).ok().flatten())
