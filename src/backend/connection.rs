@@ -589,6 +589,8 @@ struct Pipeline<'a, R, W> {
     input: BytesMut,
     resp: ReplyScanner,
     memcache: memcache::ReplyScanner,
+    /// Replies read but not yet handed over (kept for its allocation).
+    delivered: Vec<(ReplySender, Bytes)>,
 }
 
 impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
@@ -606,6 +608,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             input: BytesMut::with_capacity(16 * 1024),
             resp: ReplyScanner::new(target.max_reply_bytes),
             memcache: memcache::ReplyScanner::new(target.max_reply_bytes),
+            delivered: Vec::new(),
         }
     }
 
@@ -757,7 +760,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     return Poll::Ready(Err(Error::Closed));
                 }
                 Poll::Ready(Ok(_)) => {
-                    if let Err(error) = self.deliver() {
+                    if let Err(error) = self.deliver(jobs) {
                         return Poll::Ready(Err(error));
                     }
                     progress = true;
@@ -820,29 +823,53 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     }
 
     /// Hands every complete reply in the input buffer to the oldest waiting request.
-    fn deliver(&mut self) -> Result<(), Error> {
+    ///
+    /// The counters and queue gauges are published before any reply is handed over: a reply
+    /// may be written straight to its client, and what the client then reads from the stats
+    /// must already count it.
+    fn deliver(&mut self, jobs: &Jobs) -> Result<(), Error> {
         let now = Instant::now();
+        let read = self.read_replies(now);
+        if !self.delivered.is_empty() {
+            self.publish_queues(jobs);
+            self.tally.flush();
+            let now = now.into_std();
+            for (sender, reply) in self.delivered.drain(..) {
+                sender.send_at(Ok(reply), now);
+            }
+        }
+        read?;
+        if self.input.capacity() - self.input.len() < 4096 {
+            self.input.reserve(16 * 1024);
+        }
+        Ok(())
+    }
+
+    /// Takes every complete reply off the input buffer, counts it, and queues it in
+    /// `delivered` for its request.
+    fn read_replies(&mut self, now: Instant) -> Result<(), Error> {
         let mut answered = false;
-        loop {
+        let read = loop {
             let Some(front) = self.waiting.front() else {
                 if self.input.is_empty() {
-                    break;
+                    break Ok(());
                 }
                 // Bytes nobody asked for: the stream is out of step.
-                return Err(Error::Protocol);
+                break Err(Error::Protocol);
             };
             let scanned = match front.expect {
-                Expect::Resp => self.resp.scan(&self.input).map_err(|_| Error::Protocol)?,
-                Expect::Memcache(kind) => self
-                    .memcache
-                    .scan(&self.input, kind)
-                    .map_err(|_| Error::Protocol)?,
+                Expect::Resp => self.resp.scan(&self.input).map_err(drop),
+                Expect::Memcache(kind) => self.memcache.scan(&self.input, kind).map_err(drop),
             };
-            let Some(len) = scanned else {
-                break;
+            let len = match scanned {
+                Ok(Some(len)) => len,
+                Ok(None) => break Ok(()),
+                Err(()) => break Err(Error::Protocol),
             };
             let reply = self.input.split_to(len).freeze();
-            let waiting = self.waiting.pop_front().ok_or(Error::Protocol)?;
+            let Some(waiting) = self.waiting.pop_front() else {
+                break Err(Error::Protocol);
+            };
             self.waiting_bytes = self.waiting_bytes.saturating_sub(waiting.bytes);
             answered = true;
             match waiting.reply {
@@ -852,25 +879,22 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     } else {
                         self.tally.response(reply.len(), now - waiting.sent);
                     }
-                    sender.send_at(Ok(reply), now.into_std());
+                    self.delivered.push((sender, reply));
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {
                     tracing::warn!(backend = %self.target.addr, reply = %String::from_utf8_lossy(&reply).trim_end(), "backend refused connection setup");
-                    return Err(connect_error(self.target, io::ErrorKind::PermissionDenied));
+                    break Err(connect_error(self.target, io::ErrorKind::PermissionDenied));
                 }
                 None => {}
             }
-        }
+        };
         // Only a complete reply shows the backend healthy: one trickling bytes, or sending
         // garbage, must still count towards auto-eject.
         if answered {
             self.report.success();
         }
-        if self.input.capacity() - self.input.len() < 4096 {
-            self.input.reserve(16 * 1024);
-        }
-        Ok(())
+        read
     }
 }
 
