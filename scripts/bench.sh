@@ -36,6 +36,7 @@
 # key is absent, nutcracker's default 1). ONLY="t1 t2 ..." runs just those targets (ids as in
 # TARGETS below; the direct target is always started, as backend 1). LOAD_BIN=path: the
 # keyway-load binary (default: built with Keyway, target/release/keyway-load).
+# CALLGRIND_ONLY="w1 w2" counts just those workloads under --callgrind.
 #
 # --workloads LIST picks the load run's workloads: default (the redis-benchmark ones, the
 # default list), pubsub, blpop; e.g. `scripts/bench.sh --workloads pubsub,blpop --rounds 3`.
@@ -755,7 +756,7 @@ strace_mode() {
 # Each proxy (a fresh instance) under callgrind, for each of CALLGRIND_WORKLOADS: warm up,
 # zero the counters, run a fixed number of requests, dump, and divide the instructions (Ir) by
 # the requests. The workloads are the load run's (workload_spec), at 2/5 of its counts.
-CALLGRIND_WORKLOADS=(get_16B_P1 mget_10keys lrange_600)
+read -r -a CALLGRIND_WORKLOADS <<<"${CALLGRIND_ONLY:-get_16B_P1 mget_10keys lrange_600}"
 callgrind_mode() {
   local target port pid cmd n wl dumps dump ir top areas
   echo "target,workload,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"

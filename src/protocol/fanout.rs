@@ -4,6 +4,8 @@
 //! Each protocol builds its sub-requests and merges its replies itself ([`super::resp::fanout`],
 //! [`super::memcache::fanout`]); the bookkeeping between the two is here, once.
 
+use smallvec::SmallVec;
+
 /// A multi-key request split by place; `R` is the protocol's request, `M` what its merge
 /// needs besides the key order, `P` where a key goes.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ pub struct Part<R, P = usize> {
 #[derive(Debug)]
 pub struct Plan<M> {
     merge: M,
-    order: Vec<(u32, u32)>,
+    order: Order,
     parts: usize,
 }
 
@@ -38,7 +40,7 @@ impl<M> Plan<M> {
     pub fn whole(merge: M, parts: usize) -> Plan<M> {
         Plan {
             merge,
-            order: Vec::new(),
+            order: Order::new(),
             parts,
         }
     }
@@ -60,14 +62,18 @@ impl<M> Plan<M> {
 }
 
 /// Where the keys of one request go: the parts (one per shard, in the order of their first
-/// key) and each key's part. Built once per split request, so it stays two small vectors.
+/// key) and each key's part. Built once per split request, inline for a few parts and keys.
 #[derive(Debug)]
 pub(crate) struct Layout<P> {
     /// Per part: its place and how many keys it got.
-    shards: Vec<(P, u32)>,
+    shards: SmallVec<[(P, u32); 8]>,
     /// Per key, in request order: (part, index among that part's keys).
-    order: Vec<(u32, u32)>,
+    order: Order,
 }
+
+/// Per key of a split request: (part, index among that part's keys); inline for up to 16
+/// keys, so most splits allocate nothing for it.
+type Order = SmallVec<[(u32, u32); 16]>;
 
 impl<P: Copy + PartialEq> Layout<P> {
     /// Routes `keys` (about `count` of them) with `route`.
@@ -79,8 +85,8 @@ impl<P: Copy + PartialEq> Layout<P> {
         count: usize,
         mut route: impl FnMut(&[u8]) -> Result<P, E>,
     ) -> Result<Layout<P>, E> {
-        let mut shards: Vec<(P, u32)> = Vec::new();
-        let mut order = Vec::with_capacity(count);
+        let mut shards: SmallVec<[(P, u32); 8]> = SmallVec::new();
+        let mut order = Order::with_capacity(count);
         for key in keys {
             let shard = route(key)?;
             let part = match shards.iter().position(|&(s, _)| s == shard) {
@@ -114,6 +120,16 @@ impl<P: Copy + PartialEq> Layout<P> {
     #[cfg(test)]
     pub(crate) fn shards(&self) -> &[(P, u32)] {
         &self.shards
+    }
+
+    /// The number of parts.
+    pub(crate) fn parts(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Per key, in request order: (part, index among that part's keys).
+    pub(crate) fn order(&self) -> &[(u32, u32)] {
+        &self.order
     }
 
     /// Builds each part's request with `build(part, shard, order)` (`order` as in

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::session::{backend_error, Dialect, FanoutReply, Handler, Pending, Plan};
+use super::session::{backend_error, Dialect, FanoutReply, Handler, Parts, Pending, Plan};
 use super::worker::Route;
 use crate::backend::pool::Place;
 use crate::backend::reply::TryRecvError;
@@ -217,7 +217,8 @@ fn with_deletes(
     if old_copies.is_empty() {
         return main;
     }
-    let mut parts = vec![main];
+    let mut parts = Parts::new();
+    parts.push(main);
     for (old, keys) in old_copies {
         match dialect {
             Dialect::Redis => {
@@ -626,9 +627,13 @@ impl Handler<'_> {
                 self.fragments(parts.len());
                 let parts = parts
                     .into_iter()
-                    .map(|part| {
-                        let key = Bytes::copy_from_slice(part.request.arg(1).unwrap_or_default());
-                        self.read_one(part.shard.0, part.request.into_frame(), key, Expect::Resp)
+                    .enumerate()
+                    .map(|(i, part)| {
+                        // Each key has a part of its own: the part's first key is the one.
+                        let at = crate::protocol::fanout::keys_of(plan.order(), i).next();
+                        let key = at.and_then(|at| request.arg(1 + at)).unwrap_or_default();
+                        let key = Bytes::copy_from_slice(key);
+                        self.read_one(part.shard.0, part.request, key, Expect::Resp)
                     })
                     .collect();
                 Pending::Fanout(Box::new(FanoutReply {
@@ -816,7 +821,7 @@ fn overwrites(command: &Command, request: &Request) -> bool {
 /// The reply to a delete made on a key's new owner (`replies[0]`) and on its old one: the
 /// keys deleted anywhere (at most `keys`), or memcached's `DELETED` if either copy was. An
 /// error on the new owner is the reply.
-pub(super) fn merge_deleted(keys: usize, replies: Vec<Bytes>) -> Bytes {
+pub(super) fn merge_deleted(keys: usize, replies: &[Bytes]) -> Bytes {
     let Some(main) = replies.first().cloned() else {
         return Bytes::new();
     };
@@ -875,21 +880,23 @@ mod tests {
 
     #[test]
     fn deletes_count_the_old_copies() {
-        let replies = |r: &[&'static [u8]]| r.iter().map(|b| Bytes::from_static(b)).collect();
+        let replies = |r: &[&'static [u8]]| -> Vec<Bytes> {
+            r.iter().map(|b| Bytes::from_static(b)).collect()
+        };
         assert_eq!(
-            merge_deleted(2, replies(&[b":0\r\n", b":2\r\n"])).as_ref(),
+            merge_deleted(2, &replies(&[b":0\r\n", b":2\r\n"])).as_ref(),
             b":2\r\n"
         );
         assert_eq!(
-            merge_deleted(1, replies(&[b":1\r\n", b":1\r\n"])).as_ref(),
+            merge_deleted(1, &replies(&[b":1\r\n", b":1\r\n"])).as_ref(),
             b":1\r\n"
         );
         assert_eq!(
-            merge_deleted(1, replies(&[b"NOT_FOUND\r\n", b"DELETED\r\n"])).as_ref(),
+            merge_deleted(1, &replies(&[b"NOT_FOUND\r\n", b"DELETED\r\n"])).as_ref(),
             b"DELETED\r\n"
         );
         assert_eq!(
-            merge_deleted(1, replies(&[b"-ERR x\r\n", b":1\r\n"])).as_ref(),
+            merge_deleted(1, &replies(&[b"-ERR x\r\n", b":1\r\n"])).as_ref(),
             b"-ERR x\r\n"
         );
     }

@@ -223,7 +223,7 @@ impl Handler<'_> {
                 let part = self.send(shard(index), request.into_frame(), Expect::Resp);
                 Pending::Fanout(Box::new(FanoutReply {
                     plan: Plan::Keyspace(keyspace::Plan::whole(gather, 1)),
-                    parts: vec![part],
+                    parts: [part].into_iter().collect(),
                 }))
             }
             Action::Every(gather, sent) => {
@@ -371,7 +371,7 @@ impl Handler<'_> {
                     plan: Plan::Resp(plan),
                     parts: parts
                         .into_iter()
-                        .map(|part| self.send(part.shard, part.request.into_frame(), Expect::Resp))
+                        .map(|part| self.send(part.shard, part.request, Expect::Resp))
                         .collect(),
                 }))
             }

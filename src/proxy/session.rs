@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus::Histogram;
+use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
 
 use super::cluster::ClusterRequest;
@@ -147,8 +148,12 @@ pub enum Dialect {
 /// A split request: its parts' replies, merged once all are in.
 pub(super) struct FanoutReply {
     pub(super) plan: Plan,
-    pub(super) parts: Vec<Pending>,
+    pub(super) parts: Parts,
 }
+
+/// A split request's parts: inline up to 8 (a fan-out is mostly over few shards), so the
+/// fan-out takes one allocation, not two.
+pub(super) type Parts = SmallVec<[Pending; 8]>;
 
 /// How a split request's replies merge, per protocol.
 pub(super) enum Plan {
@@ -721,7 +726,7 @@ impl Pending {
                     let bytes = part.try_take()?;
                     *part = Pending::Ready(bytes);
                 }
-                let replies: Vec<Bytes> = fanout
+                let replies: SmallVec<[Bytes; 8]> = fanout
                     .parts
                     .iter_mut()
                     .filter_map(Pending::try_take)
@@ -731,7 +736,7 @@ impl Pending {
                     Plan::Keyspace(plan) => keyspace::merge(plan, &replies),
                     Plan::Memcache(plan) => memcache::fanout::merge(plan, &replies),
                     Plan::First => replies.into_iter().next().unwrap_or_default(),
-                    Plan::Deleted { keys } => super::migration::merge_deleted(*keys, replies),
+                    Plan::Deleted { keys } => super::migration::merge_deleted(*keys, &replies),
                 })
             }
             Pending::Filtered(inner, policy) => {

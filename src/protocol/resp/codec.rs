@@ -114,28 +114,18 @@ impl Request {
     /// no list of them gathered first.
     pub fn from_arg_iter<'a>(args: impl Iterator<Item = &'a [u8]> + Clone) -> Request {
         let (argc, size) = args.clone().fold((0, 0), |(argc, size), arg| {
-            (
-                argc + 1,
-                size + 5 + decimal_len(arg.len() as u64) + arg.len(),
-            )
+            (argc + 1, size + arg_frame_len(arg))
         });
-        let size = size + 3 + decimal_len(argc as u64);
         // A `Vec` filled to its exact capacity becomes `Bytes` without another allocation.
-        let mut frame = Vec::with_capacity(size);
-        frame.push(b'*');
-        put_decimal(&mut frame, argc as u64);
-        frame.extend_from_slice(b"\r\n");
+        let mut frame = Vec::with_capacity(header_len(argc) + size);
+        put_header(&mut frame, argc);
         let mut spans = Spans::with_capacity(argc);
         for arg in args {
-            frame.push(b'$');
-            put_decimal(&mut frame, arg.len() as u64);
-            frame.extend_from_slice(b"\r\n");
-            let start = frame.len();
-            frame.extend_from_slice(arg);
+            put_arg(&mut frame, arg);
+            let end = frame.len() - 2;
             // Within the frame, at most `MAX_FRAME` bytes: the offsets fit.
             #[allow(clippy::cast_possible_truncation)]
-            spans.push((start as u32, frame.len() as u32));
-            frame.extend_from_slice(b"\r\n");
+            spans.push(((end - arg.len()) as u32, end as u32));
         }
         Request {
             frame: Bytes::from(frame),
@@ -485,9 +475,39 @@ fn short_length_loop(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     Some((value, i + 2))
 }
 
+/// The bytes [`put_header`] writes for `argc` arguments.
+#[inline]
+pub(crate) fn header_len(argc: usize) -> usize {
+    3 + decimal_len(argc as u64)
+}
+
+/// Writes a request's array header: `*<argc>\r\n`.
+#[inline(always)]
+pub(crate) fn put_header(frame: &mut Vec<u8>, argc: usize) {
+    frame.push(b'*');
+    put_decimal(frame, argc as u64);
+    frame.extend_from_slice(b"\r\n");
+}
+
+/// The bytes [`put_arg`] writes for `arg`.
+#[inline]
+pub(crate) fn arg_frame_len(arg: &[u8]) -> usize {
+    5 + decimal_len(arg.len() as u64) + arg.len()
+}
+
+/// Writes one argument of a request as a bulk string.
+#[inline(always)]
+pub(crate) fn put_arg(frame: &mut Vec<u8>, arg: &[u8]) {
+    frame.push(b'$');
+    put_decimal(frame, arg.len() as u64);
+    frame.extend_from_slice(b"\r\n");
+    frame.extend_from_slice(arg);
+    frame.extend_from_slice(b"\r\n");
+}
+
 /// How many digits `put_decimal` writes for `n`.
 #[inline]
-fn decimal_len(mut n: u64) -> usize {
+pub(crate) fn decimal_len(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 10 {
         n /= 10;

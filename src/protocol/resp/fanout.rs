@@ -1,18 +1,22 @@
 //! Multi-key commands (`MGET`, `MSET`, `DEL`, ...): split into one request per shard, then
 //! merge the shards' replies back in the client's key order.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::codec::Request;
+use super::codec::{arg_frame_len, decimal_len, header_len, put_arg, put_decimal, put_header};
 use super::command::Merge;
 use super::reply;
 use crate::protocol::fanout::{self, Layout};
 
-/// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot).
-pub type Split<P = usize> = fanout::Split<Request, Merge, P>;
+/// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot); each
+/// part is its sub-request's frame.
+pub type Split<P = usize> = fanout::Split<Bytes, Merge, P>;
 
-/// The sub-request for one place: the command name followed by its keys (and values).
-pub type Part<P = usize> = fanout::Part<Request, P>;
+/// The sub-request for one place: the frame of the command name followed by its keys (and
+/// values).
+pub type Part<P = usize> = fanout::Part<Bytes, P>;
 
 /// How the parts' replies merge into the client's reply (the key order kept for
 /// `Merge::Values` only).
@@ -34,15 +38,42 @@ pub fn split<P: Copy + PartialEq, E>(
     if let Some(shard) = layout.single_shard() {
         return Ok(Split::Whole(shard));
     }
-    Ok(
-        layout.split(merge, merge == Merge::Values, |part, _, order| {
-            let args = fanout::keys_of(order, part).flat_map(|key| {
-                let first = 1 + key * step;
-                (first..first + step).filter_map(|j| request.arg(j))
-            });
-            Request::from_arg_iter(std::iter::once(request.name()).chain(args))
-        }),
-    )
+    let args_of = |key: usize| {
+        let first = 1 + key * step;
+        (first..first + step).filter_map(|j| request.arg(j))
+    };
+    // Every part's frame goes into one buffer of exactly their size, then sliced: one
+    // allocation for all of them (and one more to share it), not one per part.
+    let name = request.name();
+    let mut sizes: SmallVec<[(usize, usize); 8]> =
+        SmallVec::from_elem((1, arg_frame_len(name)), layout.parts());
+    for (key, &(part, _)) in layout.order().iter().enumerate() {
+        if let Some((argc, size)) = sizes.get_mut(part as usize) {
+            for arg in args_of(key) {
+                *argc += 1;
+                *size += arg_frame_len(arg);
+            }
+        }
+    }
+    let total = sizes.iter().map(|&(argc, size)| header_len(argc) + size);
+    let mut frames = Vec::with_capacity(total.sum());
+    let mut ends: SmallVec<[usize; 8]> = SmallVec::with_capacity(sizes.len());
+    for (part, &(argc, _)) in sizes.iter().enumerate() {
+        put_header(&mut frames, argc);
+        put_arg(&mut frames, name);
+        for key in fanout::keys_of(layout.order(), part) {
+            for arg in args_of(key) {
+                put_arg(&mut frames, arg);
+            }
+        }
+        ends.push(frames.len());
+    }
+    let frames = Bytes::from(frames);
+    Ok(layout.split(merge, merge == Merge::Values, |part, _, _| {
+        let start = part.checked_sub(1).and_then(|p| ends.get(p)).copied();
+        let end = ends.get(part).copied().unwrap_or_default();
+        frames.slice(start.unwrap_or_default()..end)
+    }))
 }
 
 /// Merges the parts' replies (in part order). The first error reply, or reply of an unexpected
@@ -79,20 +110,27 @@ pub(crate) fn all_ok(replies: &[Bytes]) -> Bytes {
 fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
     // Per part: how many elements were taken and where the next one starts. A part's elements
     // are wanted in their own order, so each reply is scanned once, front to back.
-    let mut cursors = Vec::with_capacity(replies.len());
+    let mut cursors: SmallVec<[Cursor; 8]> = SmallVec::with_capacity(replies.len());
+    // Each part's elements are all of it but its header: the merged reply's size is exact,
+    // so its buffer becomes `Bytes` without another allocation.
+    let mut size = 3 + decimal_len(order.len() as u64);
     for part in replies {
         match reply::array_start(part) {
-            Some((count, start)) => cursors.push(Cursor {
-                taken: 0,
-                count,
-                at: start,
-            }),
+            Some((count, start)) => {
+                size += part.len().saturating_sub(start);
+                cursors.push(Cursor {
+                    taken: 0,
+                    count,
+                    at: start,
+                });
+            }
             None => return part.clone(),
         }
     }
-    let size: usize = replies.iter().map(Bytes::len).sum();
-    let mut out = BytesMut::with_capacity(size + 16);
-    reply::put_array_header(&mut out, order.len());
+    let mut out = Vec::with_capacity(size);
+    out.push(b'*');
+    put_decimal(&mut out, order.len() as u64);
+    out.extend_from_slice(b"\r\n");
     for &(part, index) in order {
         let element = replies
             .get(part as usize)
@@ -103,7 +141,7 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
             None => return reply::error("ERR backend reply has fewer elements than keys"),
         }
     }
-    out.freeze()
+    Bytes::from(out)
 }
 
 /// Walks the elements of one part's array reply.
@@ -134,15 +172,26 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::resp::codec::{Limits, RequestDecoder};
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     fn route_by_first_byte(key: &[u8]) -> Result<usize, ()> {
         Ok(key.first().map_or(0, |b| (b % 3) as usize))
     }
 
-    fn args_of(request: &Request) -> Vec<&[u8]> {
+    /// A part's frame decoded back into its request.
+    fn request_of(frame: &Bytes) -> Request {
+        let mut buf = BytesMut::from(&frame[..]);
+        let request = RequestDecoder::new(Limits::default()).decode(&mut buf);
+        assert!(buf.is_empty(), "one frame, nothing after it");
+        request.unwrap().unwrap()
+    }
+
+    fn args_of(frame: &Bytes) -> Vec<Vec<u8>> {
+        let request = request_of(frame);
         (0..request.argc())
-            .map(|i| request.arg(i).unwrap())
+            .map(|i| request.arg(i).unwrap().to_vec())
             .collect()
     }
 
@@ -166,9 +215,9 @@ mod tests {
         assert_eq!(parts[0].shard, 1);
         assert_eq!(
             args_of(&parts[0].request),
-            vec![&b"MSET"[..], b"a", b"1", b"d", b"3"]
+            [&b"MSET"[..], b"a", b"1", b"d", b"3"]
         );
-        assert_eq!(args_of(&parts[1].request), vec![&b"MSET"[..], b"b", b"2"]);
+        assert_eq!(args_of(&parts[1].request), [&b"MSET"[..], b"b", b"2"]);
     }
 
     #[test]
@@ -179,7 +228,7 @@ mod tests {
         else {
             panic!("expected parts");
         };
-        assert_eq!(args_of(&parts[1].request), vec![&b"MGET"[..], b"b", b"b"]);
+        assert_eq!(args_of(&parts[1].request), [&b"MGET"[..], b"b", b"b"]);
         let replies = [
             Bytes::from_static(b"*2\r\n$2\r\nva\r\n$-1\r\n"),
             Bytes::from_static(b"*2\r\n$2\r\nvb\r\n$2\r\nvb\r\n"),
@@ -228,9 +277,10 @@ mod tests {
                 Split::Parts(parts, plan) => {
                     // Each backend echoes its keys as values.
                     let replies: Vec<Bytes> = parts.iter().map(|part| {
+                        let request = request_of(&part.request);
                         let mut out = BytesMut::new();
-                        reply::put_array_header(&mut out, part.request.argc() - 1);
-                        for i in 1..part.request.argc() { reply::put_bulk(&mut out, part.request.arg(i).unwrap()); }
+                        reply::put_array_header(&mut out, request.argc() - 1);
+                        for i in 1..request.argc() { reply::put_bulk(&mut out, request.arg(i).unwrap()); }
                         out.freeze()
                     }).collect();
                     prop_assert_eq!(merge(&plan, &replies).to_vec(), expected);
