@@ -6,14 +6,15 @@
 
 use smallvec::SmallVec;
 
-/// A multi-key request split by place; `R` is the protocol's request, `M` what its merge
-/// needs besides the key order, `P` where a key goes.
+/// A multi-key request split by place; `C` holds what was made of each part (its
+/// sub-request, or what sending it gave), `M` is what the merge needs besides the key order,
+/// `P` where a key goes.
 #[derive(Debug)]
-pub enum Split<R, M, P = usize> {
+pub enum Split<C, M, P = usize> {
     /// Every key goes to one place: forward the original request unchanged.
     Whole(P),
-    /// One sub-request per place, and how to put the replies back together.
-    Parts(Vec<Part<R, P>>, Plan<M>),
+    /// One item per place, in place order, and how to put the replies back together.
+    Parts(C, Plan<M>),
 }
 
 /// The sub-request for one place.
@@ -132,24 +133,21 @@ impl<P: Copy + PartialEq> Layout<P> {
         &self.order
     }
 
-    /// Builds each part's request with `build(part, shard, order)` (`order` as in
+    /// Makes each part's item with `build(part, shard, order)` (`order` as in
     /// [`Plan::order`]; [`keys_of`] picks the part's keys from it), and the plan to merge
     /// their replies; `keep_order` false drops the key order (a merge that sums or checks
     /// replies does not need it).
-    pub(crate) fn split<R, M>(
+    pub(crate) fn split<T, C: FromIterator<T>, M>(
         self,
         merge: M,
         keep_order: bool,
-        mut build: impl FnMut(usize, P, &[(u32, u32)]) -> R,
-    ) -> Split<R, M, P> {
+        mut build: impl FnMut(usize, P, &[(u32, u32)]) -> T,
+    ) -> Split<C, M, P> {
         let parts = self
             .shards
             .iter()
             .enumerate()
-            .map(|(part, &(shard, _))| Part {
-                shard,
-                request: build(part, shard, &self.order),
-            })
+            .map(|(part, &(shard, _))| build(part, shard, &self.order))
             .collect();
         let mut order = self.order;
         if !keep_order {
@@ -192,10 +190,10 @@ mod tests {
         let split = layout.split((), true, |part, shard, order| {
             (part, shard, keys_of(order, part).collect::<Vec<_>>())
         });
-        let Split::Parts(parts, plan) = split else {
+        let Split::Parts(requests, plan) = split else {
             panic!("expected parts");
         };
-        let requests: Vec<_> = parts.into_iter().map(|part| part.request).collect();
+        let requests: Vec<_> = requests;
         assert_eq!(
             requests,
             vec![(0, 10, vec![0, 2]), (1, 0, vec![1, 4]), (2, 20, vec![3])]

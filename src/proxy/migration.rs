@@ -612,12 +612,17 @@ impl Handler<'_> {
 
     /// `MGET` key by key, each read through on its own.
     fn read_each_resp(&self, request: Request) -> Pending {
-        let mut count = 0u32;
-        let split = fanout::split(&request, Merge::Values, |key| {
+        // Each key is numbered (its argument's index), so that it gets a part of its own.
+        let mut count = 0usize;
+        let route = |key: &[u8]| {
             count += 1;
             self.route(key).map(|place| (place, count))
-        });
-        match split {
+        };
+        let read = |(place, at): (Place, usize), frame| {
+            let key = Bytes::copy_from_slice(request.arg(at).unwrap_or_default());
+            self.read_one(place, frame, key, Expect::Resp)
+        };
+        match fanout::split::<_, _, _, Parts>(&request, Merge::Values, route, read) {
             Err(reply) => Pending::Ready(reply),
             Ok(Split::Whole((place, _))) => {
                 let key = Bytes::copy_from_slice(request.arg(1).unwrap_or_default());
@@ -625,17 +630,6 @@ impl Handler<'_> {
             }
             Ok(Split::Parts(parts, plan)) => {
                 self.fragments(parts.len());
-                let parts = parts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, part)| {
-                        // Each key has a part of its own: the part's first key is the one.
-                        let at = crate::protocol::fanout::keys_of(plan.order(), i).next();
-                        let key = at.and_then(|at| request.arg(1 + at)).unwrap_or_default();
-                        let key = Bytes::copy_from_slice(key);
-                        self.read_one(part.shard.0, part.request, key, Expect::Resp)
-                    })
-                    .collect();
                 Pending::Fanout(Box::new(FanoutReply {
                     plan: Plan::Resp(plan),
                     parts,

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::local;
 use super::pubsub::{self, Placement, PubSub};
-use super::session::{Decoded, FanoutReply, Handler, Pending, Plan};
+use super::session::{Decoded, FanoutReply, Handler, Parts, Pending, Plan};
 use crate::backend::pool::Place;
 use crate::backend::Expect;
 use crate::config::Limits;
@@ -362,17 +362,16 @@ impl Handler<'_> {
 
     /// Splits a multi-key request by shard.
     pub(super) fn fan_out(&self, merge: Merge, request: Request) -> Pending {
-        match fanout::split(&request, merge, |key| self.route(key)) {
+        let route = |key: &[u8]| self.route(key);
+        let send = |shard, frame| self.send(shard, frame, Expect::Resp);
+        match fanout::split::<_, _, _, Parts>(&request, merge, route, send) {
             Err(reply) => Pending::Ready(reply),
-            Ok(Split::Whole(shard)) => self.send(shard, request.frame().clone(), Expect::Resp),
+            Ok(Split::Whole(shard)) => self.send(shard, request.into_frame(), Expect::Resp),
             Ok(Split::Parts(parts, plan)) => {
                 self.fragments(parts.len());
                 Pending::Fanout(Box::new(FanoutReply {
                     plan: Plan::Resp(plan),
-                    parts: parts
-                        .into_iter()
-                        .map(|part| self.send(part.shard, part.request, Expect::Resp))
-                        .collect(),
+                    parts,
                 }))
             }
         }

@@ -10,7 +10,7 @@ use crate::protocol::fanout::{self, Layout};
 /// A request split by shard: one retrieval per shard (`get k1 k2\r\n`, or
 /// `gat <exptime> k1 k2\r\n`, ... with that shard's keys), merged with the client's request
 /// at hand for its keys in order.
-pub type Split<P = usize> = fanout::Split<Request, Request, P>;
+pub type Split<P = usize> = fanout::Split<Vec<Part<P>>, Request, P>;
 
 /// The sub-request for one place (a shard).
 pub type Part<P = usize> = fanout::Part<Request, P>;
@@ -59,9 +59,12 @@ pub fn split<P: Copy + PartialEq, E>(
     // The sub-requests carry the keys as the client sent them; listed once, as walking the
     // request's key spans again for every part costs more than the one allocation.
     let raw: Vec<&[u8]> = request.raw_keys().collect();
-    Ok(layout.split(request.clone(), true, |part, _, order| {
+    Ok(layout.split(request.clone(), true, |part, shard, order| {
         let keys = fanout::keys_of(order, part).filter_map(|key| raw.get(key).copied());
-        Request::retrieval(request.command(), request.prefix(), keys)
+        Part {
+            shard,
+            request: Request::retrieval(request.command(), request.prefix(), keys),
+        }
     }))
 }
 

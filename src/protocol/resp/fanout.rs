@@ -10,28 +10,26 @@ use super::command::Merge;
 use super::reply;
 use crate::protocol::fanout::{self, Layout};
 
-/// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot); each
-/// part is its sub-request's frame.
-pub type Split<P = usize> = fanout::Split<Bytes, Merge, P>;
-
-/// The sub-request for one place: the frame of the command name followed by its keys (and
-/// values).
-pub type Part<P = usize> = fanout::Part<Bytes, P>;
+/// A multi-key request split by where its keys go (`P`: a shard, or a cluster slot); `C`
+/// holds what sending each part gave.
+pub type Split<C, P = usize> = fanout::Split<C, Merge, P>;
 
 /// How the parts' replies merge into the client's reply (the key order kept for
 /// `Merge::Values` only).
 pub type Plan = fanout::Plan<Merge>;
 
 /// Splits `request` (whose keys start at argument 1; with `Merge::Ok` each key is followed by
-/// its value) by the shard `route` picks for each key.
+/// its value) by the shard `route` picks for each key, and hands each part's sub-request
+/// frame to `send(shard, frame)`, in part order; what it returns is collected in `C`.
 ///
 /// # Errors
-/// The first error `route` returns.
-pub fn split<P: Copy + PartialEq, E>(
+/// The first error `route` returns (nothing is sent then).
+pub fn split<P: Copy + PartialEq, E, T, C: FromIterator<T>>(
     request: &Request,
     merge: Merge,
     route: impl FnMut(&[u8]) -> Result<P, E>,
-) -> Result<Split<P>, E> {
+    mut send: impl FnMut(P, Bytes) -> T,
+) -> Result<Split<C, P>, E> {
     let step = if merge == Merge::Ok { 2 } else { 1 };
     let keys = (1..).step_by(step).map_while(|i| request.arg(i));
     let layout = Layout::route(keys, request.argc() / step, route)?;
@@ -69,11 +67,13 @@ pub fn split<P: Copy + PartialEq, E>(
         ends.push(frames.len());
     }
     let frames = Bytes::from(frames);
-    Ok(layout.split(merge, merge == Merge::Values, |part, _, _| {
-        let start = part.checked_sub(1).and_then(|p| ends.get(p)).copied();
-        let end = ends.get(part).copied().unwrap_or_default();
-        frames.slice(start.unwrap_or_default()..end)
-    }))
+    Ok(
+        layout.split(merge, merge == Merge::Values, |part, shard, _| {
+            let start = part.checked_sub(1).and_then(|p| ends.get(p)).copied();
+            let end = ends.get(part).copied().unwrap_or_default();
+            send(shard, frames.slice(start.unwrap_or_default()..end))
+        }),
+    )
 }
 
 /// Merges the parts' replies (in part order). The first error reply, or reply of an unexpected
@@ -198,7 +198,14 @@ mod tests {
     #[test]
     fn one_shard_forwards_whole() {
         let request = Request::from_args([&b"MGET"[..], b"a", b"d"]);
-        match split(&request, Merge::Values, route_by_first_byte).unwrap() {
+        match split::<_, _, _, Vec<(usize, Bytes)>>(
+            &request,
+            Merge::Values,
+            route_by_first_byte,
+            |shard, frame| (shard, frame),
+        )
+        .unwrap()
+        {
             Split::Whole(shard) => assert_eq!(shard, 1),
             other => panic!("{other:?}"),
         }
@@ -207,28 +214,34 @@ mod tests {
     #[test]
     fn mset_splits_pairs() {
         let request = Request::from_args([&b"MSET"[..], b"a", b"1", b"b", b"2", b"d", b"3"]);
-        let Split::Parts(parts, _) = split(&request, Merge::Ok, route_by_first_byte).unwrap()
-        else {
+        let Split::Parts(parts, _) = split::<_, _, _, Vec<(usize, Bytes)>>(
+            &request,
+            Merge::Ok,
+            route_by_first_byte,
+            |shard, frame| (shard, frame),
+        )
+        .unwrap() else {
             panic!("expected parts");
         };
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].shard, 1);
-        assert_eq!(
-            args_of(&parts[0].request),
-            [&b"MSET"[..], b"a", b"1", b"d", b"3"]
-        );
-        assert_eq!(args_of(&parts[1].request), [&b"MSET"[..], b"b", b"2"]);
+        assert_eq!(parts[0].0, 1);
+        assert_eq!(args_of(&parts[0].1), [&b"MSET"[..], b"a", b"1", b"d", b"3"]);
+        assert_eq!(args_of(&parts[1].1), [&b"MSET"[..], b"b", b"2"]);
     }
 
     #[test]
     fn mget_merges_in_key_order() {
         let request = Request::from_args([&b"MGET"[..], b"a", b"b", b"d", b"b"]);
-        let Split::Parts(parts, plan) =
-            split(&request, Merge::Values, route_by_first_byte).unwrap()
-        else {
+        let Split::Parts(parts, plan) = split::<_, _, _, Vec<(usize, Bytes)>>(
+            &request,
+            Merge::Values,
+            route_by_first_byte,
+            |shard, frame| (shard, frame),
+        )
+        .unwrap() else {
             panic!("expected parts");
         };
-        assert_eq!(args_of(&parts[1].request), [&b"MGET"[..], b"b", b"b"]);
+        assert_eq!(args_of(&parts[1].1), [&b"MGET"[..], b"b", b"b"]);
         let replies = [
             Bytes::from_static(b"*2\r\n$2\r\nva\r\n$-1\r\n"),
             Bytes::from_static(b"*2\r\n$2\r\nvb\r\n$2\r\nvb\r\n"),
@@ -242,8 +255,13 @@ mod tests {
     #[test]
     fn counts_sum_and_errors_win() {
         let request = Request::from_args([&b"DEL"[..], b"a", b"b"]);
-        let Split::Parts(_, plan) = split(&request, Merge::Sum, route_by_first_byte).unwrap()
-        else {
+        let Split::Parts(_, plan) = split::<_, _, _, Vec<(usize, Bytes)>>(
+            &request,
+            Merge::Sum,
+            route_by_first_byte,
+            |shard, frame| (shard, frame),
+        )
+        .unwrap() else {
             panic!("expected parts");
         };
         let ok = [Bytes::from_static(b":1\r\n"), Bytes::from_static(b":2\r\n")];
@@ -272,12 +290,12 @@ mod tests {
                 for key in &keys { reply::put_bulk(&mut out, key); }
                 out.to_vec()
             };
-            match split(&request, Merge::Values, route).unwrap() {
+            match split::<_, _, _, Vec<(usize, Bytes)>>(&request, Merge::Values, route, |shard, frame| (shard, frame)).unwrap() {
                 Split::Whole(_) => prop_assert!(keys.iter().all(|k| k[0] % shards == keys[0][0] % shards)),
                 Split::Parts(parts, plan) => {
                     // Each backend echoes its keys as values.
                     let replies: Vec<Bytes> = parts.iter().map(|part| {
-                        let request = request_of(&part.request);
+                        let request = request_of(&part.1);
                         let mut out = BytesMut::new();
                         reply::put_array_header(&mut out, request.argc() - 1);
                         for i in 1..request.argc() { reply::put_bulk(&mut out, request.arg(i).unwrap()); }
