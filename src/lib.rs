@@ -17,7 +17,9 @@
 //! client sent the requests. A session awaiting one reply with nothing else in line for its
 //! plain client socket arms it for write-through ([`backend::reply`]): the connection that
 //! reads the reply writes it to the client itself and wakes the session only for what the
-//! socket did not take, so an unpipelined request costs one session poll.
+//! socket did not take, so an unpipelined request costs one session poll. The connection
+//! publishes its counters and queue gauges before it hands any reply over, so the stats a
+//! client reads after its reply already count it.
 //!
 //! Routing state has one writer, [`control`]: start, reload, a Sentinel switch, a cluster
 //! layout change, an ejection or a readmission each build a new immutable snapshot and publish
