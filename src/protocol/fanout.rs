@@ -187,13 +187,12 @@ mod tests {
         let layout = Layout::route(keys, keys.len(), route).unwrap();
         assert_eq!(layout.shards(), &[(10, 2), (0, 2), (20, 1)]);
         assert_eq!(layout.single_shard(), None);
-        let split = layout.split((), true, |part, shard, order| {
+        let split: Split<Vec<_>, (), usize> = layout.split((), true, |part, shard, order| {
             (part, shard, keys_of(order, part).collect::<Vec<_>>())
         });
         let Split::Parts(requests, plan) = split else {
             panic!("expected parts");
         };
-        let requests: Vec<_> = requests;
         assert_eq!(
             requests,
             vec![(0, 10, vec![0, 2]), (1, 0, vec![1, 4]), (2, 20, vec![3])]

@@ -481,7 +481,7 @@ pub(crate) fn header_len(argc: usize) -> usize {
     3 + decimal_len(argc as u64)
 }
 
-/// Writes a request's array header: `*<argc>\r\n`.
+/// Writes an array header (a request's, or a multi-element reply's): `*<argc>\r\n`.
 #[inline(always)]
 pub(crate) fn put_header(frame: &mut Vec<u8>, argc: usize) {
     frame.push(b'*');

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::codec::Request;
-use super::codec::{arg_frame_len, decimal_len, header_len, put_arg, put_decimal, put_header};
+use super::codec::{arg_frame_len, header_len, put_arg, put_header};
 use super::command::Merge;
 use super::reply;
 use crate::protocol::fanout::{self, Layout};
@@ -113,7 +113,7 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
     let mut cursors: SmallVec<[Cursor; 8]> = SmallVec::with_capacity(replies.len());
     // Each part's elements are all of it but its header: the merged reply's size is exact,
     // so its buffer becomes `Bytes` without another allocation.
-    let mut size = 3 + decimal_len(order.len() as u64);
+    let mut size = header_len(order.len());
     for part in replies {
         match reply::array_start(part) {
             Some((count, start)) => {
@@ -128,9 +128,7 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
         }
     }
     let mut out = Vec::with_capacity(size);
-    out.push(b'*');
-    put_decimal(&mut out, order.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    put_header(&mut out, order.len());
     for &(part, index) in order {
         let element = replies
             .get(part as usize)
