@@ -8,8 +8,9 @@
 
 use bytes::{Bytes, BytesMut};
 use keyway::protocol::memcache::{self, ReplyKind};
+use keyway::protocol::resp::codec::Limits;
 use keyway::protocol::resp::command::Merge;
-use keyway::protocol::resp::{fanout, reply, ReplyScanner, Request};
+use keyway::protocol::resp::{fanout, reply, ReplyScanner, Request, RequestDecoder};
 use libfuzzer_sys::fuzz_target;
 
 /// At most this many keys per request, so that one input stays quick.
@@ -28,7 +29,9 @@ fuzz_target!(|input: (Vec<Vec<u8>>, u8, Vec<Vec<u8>>)| {
 
 /// A key's shard: any function of the key's bytes will do, as long as it is one.
 fn shard_of(key: &[u8], shards: usize) -> usize {
-    key.iter().fold(7usize, |h, &b| h.wrapping_mul(31).wrapping_add(usize::from(b))) % shards
+    key.iter().fold(7usize, |h, &b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    }) % shards
 }
 
 /// Whether a backend holds `key`: decided by the key, so that a repeated key answers alike.
@@ -45,24 +48,39 @@ fn resp_reply(bytes: &[u8]) -> Bytes {
     }
 }
 
+/// A part's frame decoded back into its request, as its backend reads it: it must be one
+/// whole frame.
+fn sent(_shard: usize, frame: Bytes) -> Request {
+    let mut buf = BytesMut::from(&frame[..]);
+    match RequestDecoder::new(Limits::default()).decode(&mut buf) {
+        Ok(Some(request)) if buf.is_empty() => request,
+        other => panic!("a part's frame is not one request: {other:?}"),
+    }
+}
+
 fn resp(keys: &[Vec<u8>], shards: usize, replies: &[Vec<u8>]) {
     let route = |key: &[u8]| Ok::<_, ()>(shard_of(key, shards));
     // MGET: echo each key's value (nil when not held), then arbitrary replies.
     let mut args: Vec<&[u8]> = vec![b"MGET"];
     args.extend(keys.iter().map(Vec::as_slice));
     let request = Request::from_arg_slices(&args);
-    let Ok(split) = fanout::split(&request, Merge::Values, route) else {
+    let Ok(split) = fanout::split::<_, _, _, Vec<Request>>(&request, Merge::Values, route, sent)
+    else {
         unreachable!("the route never fails")
     };
     if let fanout::Split::Parts(parts, plan) = split {
-        let total: usize = parts.iter().map(|part| part.request.argc() - 1).sum();
+        let total: usize = parts.iter().map(|part| part.argc() - 1).sum();
         assert_eq!(total, keys.len(), "every key goes to exactly one part");
         let answers: Vec<Bytes> = parts
             .iter()
-            .map(|part| values(part.request.argc() - 1, |i| part.request.arg(i + 1)))
+            .map(|part| values(part.argc() - 1, |i| part.arg(i + 1)))
             .collect();
         let expected = values(keys.len(), |i| keys.get(i).map(Vec::as_slice));
-        assert_eq!(fanout::merge(&plan, &answers), expected, "MGET merged out of order");
+        assert_eq!(
+            fanout::merge(&plan, &answers),
+            expected,
+            "MGET merged out of order"
+        );
         let arbitrary: Vec<Bytes> = (0..parts.len())
             .map(|i| resp_reply(replies.get(i).map_or(&b""[..], Vec::as_slice)))
             .collect();
@@ -86,7 +104,8 @@ fn resp(keys: &[Vec<u8>], shards: usize, replies: &[Vec<u8>]) {
             }
         }
         let request = Request::from_arg_slices(&args);
-        if let Ok(fanout::Split::Parts(parts, plan)) = fanout::split(&request, merge, route) {
+        let split = fanout::split::<_, _, _, Vec<Request>>(&request, merge, route, sent);
+        if let Ok(fanout::Split::Parts(parts, plan)) = split {
             let arbitrary: Vec<Bytes> = (0..parts.len())
                 .map(|i| resp_reply(replies.get(i).map_or(&b""[..], Vec::as_slice)))
                 .collect();
@@ -209,7 +228,10 @@ fn value_keys(reply: &[u8]) -> Vec<&[u8]> {
             break;
         };
         keys.push(key);
-        let len: usize = std::str::from_utf8(len).ok().and_then(|l| l.parse().ok()).unwrap_or(0);
+        let len: usize = std::str::from_utf8(len)
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
         at += len + 2;
         if at > reply.len() {
             break;
