@@ -589,8 +589,9 @@ struct Pipeline<'a, R, W> {
     input: BytesMut,
     resp: ReplyScanner,
     memcache: memcache::ReplyScanner,
-    /// Replies read but not yet handed over (kept for its allocation).
-    delivered: Vec<(ReplySender, Bytes)>,
+    /// Replies read, to be written straight to their clients once the stats count them
+    /// (kept for its allocation).
+    through: Vec<(ReplySender, Bytes)>,
 }
 
 impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
@@ -608,7 +609,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             input: BytesMut::with_capacity(16 * 1024),
             resp: ReplyScanner::new(target.max_reply_bytes),
             memcache: memcache::ReplyScanner::new(target.max_reply_bytes),
-            delivered: Vec::new(),
+            through: Vec::new(),
         }
     }
 
@@ -824,18 +825,17 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
 
     /// Hands every complete reply in the input buffer to the oldest waiting request.
     ///
-    /// The counters and queue gauges are published before any reply is handed over: a reply
-    /// may be written straight to its client, and what the client then reads from the stats
-    /// must already count it.
+    /// A reply to be written straight to its client waits until the counters and queue
+    /// gauges are published: what the client then reads from the stats must already count
+    /// it. (A woken session runs after this poll, which publishes them at its end.)
     fn deliver(&mut self, jobs: &Jobs) -> Result<(), Error> {
         let now = Instant::now();
         let read = self.read_replies(now);
-        if !self.delivered.is_empty() {
+        if !self.through.is_empty() {
             self.publish_queues(jobs);
             self.tally.flush();
-            let now = now.into_std();
-            for (sender, reply) in self.delivered.drain(..) {
-                sender.send_at(Ok(reply), now);
+            for (sender, reply) in self.through.drain(..) {
+                sender.send_at(Ok(reply), now.into_std());
             }
         }
         read?;
@@ -845,8 +845,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
         Ok(())
     }
 
-    /// Takes every complete reply off the input buffer, counts it, and queues it in
-    /// `delivered` for its request.
+    /// Takes every complete reply off the input buffer, counts it, and hands it to its
+    /// request (or queues it in `through`).
     fn read_replies(&mut self, now: Instant) -> Result<(), Error> {
         let mut answered = false;
         let read = loop {
@@ -879,7 +879,11 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     } else {
                         self.tally.response(reply.len(), now - waiting.sent);
                     }
-                    self.delivered.push((sender, reply));
+                    if sender.writes_through() {
+                        self.through.push((sender, reply));
+                    } else {
+                        sender.send_at(Ok(reply), now.into_std());
+                    }
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.
                 None if reply.first() == Some(&b'-') => {

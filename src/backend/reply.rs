@@ -79,6 +79,16 @@ impl ReplySender {
         self.deliver(outcome, None);
     }
 
+    /// Whether the session armed this reply to be written straight to its client.
+    pub fn writes_through(&self) -> bool {
+        self.slot.as_ref().is_some_and(|slot| {
+            let through = slot.through.take();
+            let armed = through.is_some();
+            slot.through.set(through);
+            armed
+        })
+    }
+
     /// [`send`](ReplySender::send) for a reply read at `now`.
     pub fn send_at(mut self, outcome: Outcome, now: Instant) {
         self.deliver(outcome, Some(now));
