@@ -18,7 +18,7 @@
 //! plain client socket arms it for write-through ([`backend::reply`]): the connection that
 //! reads the reply writes it to the client itself and wakes the session only for what the
 //! socket did not take, so an unpipelined request costs one session poll. The connection
-//! publishes its counters and queue gauges before it hands any reply over, so the stats a
+//! publishes its counters and queue gauges before it writes a reply through, so the stats a
 //! client reads after its reply already count it.
 //!
 //! Routing state has one writer, [`control`]: start, reload, a Sentinel switch, a cluster
