@@ -728,6 +728,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             open: true,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             armed: false,
+            yielded: false,
         };
         std::future::poll_fn(|cx| {
             let poll = self.poll_pump(cx, jobs, &mut state);
@@ -751,6 +752,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                 return Poll::Ready(Ok(Ended::Shutdown));
             }
             let mut progress = false;
+            let mut delivered = false;
             // Reads first, as before any new job: a backend that closed an idle connection is then
             // seen idle, and the job goes to a fresh connection instead of failing on this one.
             match self.rd.poll_read(cx, &mut self.input) {
@@ -765,6 +767,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                         return Poll::Ready(Err(error));
                     }
                     progress = true;
+                    delivered = true;
                 }
                 Poll::Pending => {}
             }
@@ -786,10 +789,19 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     Poll::Pending => {}
                 }
             }
+            if delivered && !state.yielded && !self.unwritten.is_empty() {
+                // Replies came in with this batch of readiness: the sessions woken with them
+                // are queueing their next requests. Letting them run first sends them all in
+                // one write.
+                state.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if !self.unwritten.is_empty() {
                 match poll_write_some(&mut self.wr, cx, &mut self.unwritten) {
                     Poll::Ready(Ok(written)) => {
                         self.unwritten_bytes = self.unwritten_bytes.saturating_sub(written);
+                        state.yielded = false;
                         progress = true;
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
@@ -946,6 +958,8 @@ struct Pump {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// Whether the timer is set for the oldest request's deadline.
     armed: bool,
+    /// Whether the pump has let the worker's other tasks run once since its last write.
+    yielded: bool,
 }
 
 #[cfg(test)]
