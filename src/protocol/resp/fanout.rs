@@ -178,6 +178,14 @@ mod tests {
         Ok(key.first().map_or(0, |b| (b % 3) as usize))
     }
 
+    /// `split` by `route_by_first_byte`, each part as (shard, frame).
+    fn split_frames(request: &Request, merge: Merge) -> Split<Vec<(usize, Bytes)>> {
+        split(request, merge, route_by_first_byte, |shard, frame| {
+            (shard, frame)
+        })
+        .unwrap()
+    }
+
     /// A part's frame decoded back into its request.
     fn request_of(frame: &Bytes) -> Request {
         let mut buf = BytesMut::from(&frame[..]);
@@ -196,14 +204,7 @@ mod tests {
     #[test]
     fn one_shard_forwards_whole() {
         let request = Request::from_args([&b"MGET"[..], b"a", b"d"]);
-        match split::<_, _, _, Vec<(usize, Bytes)>>(
-            &request,
-            Merge::Values,
-            route_by_first_byte,
-            |shard, frame| (shard, frame),
-        )
-        .unwrap()
-        {
+        match split_frames(&request, Merge::Values) {
             Split::Whole(shard) => assert_eq!(shard, 1),
             other => panic!("{other:?}"),
         }
@@ -212,13 +213,7 @@ mod tests {
     #[test]
     fn mset_splits_pairs() {
         let request = Request::from_args([&b"MSET"[..], b"a", b"1", b"b", b"2", b"d", b"3"]);
-        let Split::Parts(parts, _) = split::<_, _, _, Vec<(usize, Bytes)>>(
-            &request,
-            Merge::Ok,
-            route_by_first_byte,
-            |shard, frame| (shard, frame),
-        )
-        .unwrap() else {
+        let Split::Parts(parts, _) = split_frames(&request, Merge::Ok) else {
             panic!("expected parts");
         };
         assert_eq!(parts.len(), 2);
@@ -230,13 +225,7 @@ mod tests {
     #[test]
     fn mget_merges_in_key_order() {
         let request = Request::from_args([&b"MGET"[..], b"a", b"b", b"d", b"b"]);
-        let Split::Parts(parts, plan) = split::<_, _, _, Vec<(usize, Bytes)>>(
-            &request,
-            Merge::Values,
-            route_by_first_byte,
-            |shard, frame| (shard, frame),
-        )
-        .unwrap() else {
+        let Split::Parts(parts, plan) = split_frames(&request, Merge::Values) else {
             panic!("expected parts");
         };
         assert_eq!(args_of(&parts[1].1), [&b"MGET"[..], b"b", b"b"]);
@@ -253,13 +242,7 @@ mod tests {
     #[test]
     fn counts_sum_and_errors_win() {
         let request = Request::from_args([&b"DEL"[..], b"a", b"b"]);
-        let Split::Parts(_, plan) = split::<_, _, _, Vec<(usize, Bytes)>>(
-            &request,
-            Merge::Sum,
-            route_by_first_byte,
-            |shard, frame| (shard, frame),
-        )
-        .unwrap() else {
+        let Split::Parts(_, plan) = split_frames(&request, Merge::Sum) else {
             panic!("expected parts");
         };
         let ok = [Bytes::from_static(b":1\r\n"), Bytes::from_static(b":2\r\n")];
