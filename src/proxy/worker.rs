@@ -306,27 +306,36 @@ fn run(
                 closing.close();
             }
         });
-        loop {
-            let message = tokio::select! {
-                message = inbox.recv() => message,
-                () = shutdown.cancelled() => None,
-            };
-            match message {
-                Some(ToWorker::Client(handoff)) => {
-                    if let Some(slot) = routes.get(&handoff.pool) {
-                        spawn_session(&sessions, slot.clone(), handoff, &closing);
+        // The worker's own loop is a task like the others. The future `block_on` runs is
+        // polled on every wake-up of the thread, so it only awaits this task's end: one
+        // client's request and reply wake the thread twice each, and polling the inbox and
+        // the shutdown token there cost about a thousand instructions per request.
+        let inbox_loop = tokio::task::spawn_local(async move {
+            loop {
+                let message = tokio::select! {
+                    message = inbox.recv() => message,
+                    () = shutdown.cancelled() => None,
+                };
+                match message {
+                    Some(ToWorker::Client(handoff)) => {
+                        if let Some(slot) = routes.get(&handoff.pool) {
+                            spawn_session(&sessions, slot.clone(), handoff, &closing);
+                        }
                     }
+                    Some(ToWorker::Install { pools, done }) => {
+                        install(&mut routes, &mut connections, pools);
+                        let _ = done.send(());
+                    }
+                    None => break,
                 }
-                Some(ToWorker::Install { pools, done }) => {
-                    install(&mut routes, &mut connections, pools);
-                    let _ = done.send(());
-                }
-                None => break,
             }
-        }
-        sessions.close();
-        if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
-            tracing::warn!("grace period over: closing remaining client connections");
+            sessions.close();
+            if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
+                tracing::warn!("grace period over: closing remaining client connections");
+            }
+        });
+        if let Err(error) = inbox_loop.await {
+            tracing::error!(worker = index, %error, "worker loop failed");
         }
     });
 }
