@@ -756,7 +756,7 @@ strace_mode() {
 # Each proxy (a fresh instance) under callgrind, for each of CALLGRIND_WORKLOADS: warm up,
 # zero the counters, run a fixed number of requests, dump, and divide the instructions (Ir) by
 # the requests. The workloads are the load run's (workload_spec), at 2/5 of its counts.
-read -r -a CALLGRIND_WORKLOADS <<<"${CALLGRIND_ONLY:-get_16B_P1 mget_10keys lrange_600}"
+read -r -a CALLGRIND_WORKLOADS <<<"${CALLGRIND_ONLY:-get_16B_P1 get_16B_c1 mget_10keys lrange_600}"
 callgrind_mode() {
   local target port pid cmd n wl dumps dump ir top areas
   echo "target,workload,clients,requests,ir,ir_per_req,top,areas" >"$OUT/callgrind.csv"
