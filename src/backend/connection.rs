@@ -906,8 +906,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             }
         };
         // Only a complete reply shows the backend healthy: one trickling bytes, or sending
-        // garbage, must still count towards auto-eject.
-        if answered {
+        // garbage (even after good replies), must still count towards auto-eject.
+        if answered && read.is_ok() {
             self.report.success();
         }
         read
@@ -1256,6 +1256,27 @@ mod tests {
                 // Bytes came, no reply did: nothing may reset the backend's failure count.
                 assert_eq!(*recorder.successes.lock().unwrap(), 0);
                 assert_eq!(*recorder.failed.lock().unwrap(), [Error::Timeout]);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn garbage_after_a_good_reply_in_one_read_is_no_success() {
+        LocalSet::new()
+            .run_until(async {
+                let script = Script::default();
+                let mut backend = script.backend();
+                let (handle, recorder) = start(&script);
+                let first = handle.send(get("a"), Expect::Resp);
+                let second = handle.send(get("b"), Expect::Resp);
+                read_exactly(&mut backend, 2 * get("a").len()).await;
+                backend.write_all(b"$1\r\nv\r\n!garbage\r\n").await.unwrap();
+                // The complete reply is still handed over; the stream out of step fails the
+                // rest, and does not count as the backend answering well.
+                assert_eq!(first.await.unwrap(), Ok(Bytes::from_static(b"$1\r\nv\r\n")));
+                assert_eq!(second.await.unwrap(), Err(Error::Protocol));
+                assert_eq!(*recorder.successes.lock().unwrap(), 0);
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Protocol]);
             })
             .await;
     }
