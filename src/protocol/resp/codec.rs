@@ -113,15 +113,15 @@ impl Request {
     /// [`Request::from_arg_slices`] for arguments walked twice (once to size the frame), with
     /// no list of them gathered first.
     pub fn from_arg_iter<'a>(args: impl Iterator<Item = &'a [u8]> + Clone) -> Request {
-        let (argc, size) = args.clone().fold((0, 0), |(argc, size), arg| {
-            (argc + 1, size + arg_frame_len(arg))
-        });
+        let (argc, size) = args
+            .clone()
+            .fold((0, 0), |(argc, size), arg| (argc + 1, size + bulk_len(arg)));
         // A `Vec` filled to its exact capacity becomes `Bytes` without another allocation.
-        let mut frame = Vec::with_capacity(header_len(argc) + size);
-        put_header(&mut frame, argc);
+        let mut frame = Vec::with_capacity(array_header_len(argc) + size);
+        put_array_header(&mut frame, argc);
         let mut spans = Spans::with_capacity(argc);
         for arg in args {
-            put_arg(&mut frame, arg);
+            put_bulk(&mut frame, arg);
             let end = frame.len() - 2;
             // Within the frame, at most `MAX_FRAME` bytes: the offsets fit.
             #[allow(clippy::cast_possible_truncation)]
@@ -475,34 +475,34 @@ fn short_length_loop(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     Some((value, i + 2))
 }
 
-/// The bytes [`put_header`] writes for `argc` arguments.
+/// The bytes [`put_array_header`] writes for `n` elements.
 #[inline]
-pub(crate) fn header_len(argc: usize) -> usize {
-    3 + decimal_len(argc as u64)
+pub(crate) fn array_header_len(n: usize) -> usize {
+    3 + decimal_len(n as u64)
 }
 
-/// Writes an array header (a request's, or a multi-element reply's): `*<argc>\r\n`.
+/// Appends an array header `*<n>\r\n` (a request's, or a multi-element reply's).
 #[inline(always)]
-pub(crate) fn put_header(frame: &mut Vec<u8>, argc: usize) {
-    frame.push(b'*');
-    put_decimal(frame, argc as u64);
-    frame.extend_from_slice(b"\r\n");
+pub fn put_array_header(buf: &mut impl BufMut, n: usize) {
+    buf.put_u8(b'*');
+    put_decimal(buf, n as u64);
+    buf.put_slice(b"\r\n");
 }
 
-/// The bytes [`put_arg`] writes for `arg`.
+/// The bytes [`put_bulk`] writes for `data`.
 #[inline]
-pub(crate) fn arg_frame_len(arg: &[u8]) -> usize {
-    5 + decimal_len(arg.len() as u64) + arg.len()
+pub(crate) fn bulk_len(data: &[u8]) -> usize {
+    5 + decimal_len(data.len() as u64) + data.len()
 }
 
-/// Writes one argument of a request as a bulk string.
+/// Appends a bulk string (a request's argument, or a reply).
 #[inline(always)]
-pub(crate) fn put_arg(frame: &mut Vec<u8>, arg: &[u8]) {
-    frame.push(b'$');
-    put_decimal(frame, arg.len() as u64);
-    frame.extend_from_slice(b"\r\n");
-    frame.extend_from_slice(arg);
-    frame.extend_from_slice(b"\r\n");
+pub fn put_bulk(buf: &mut impl BufMut, data: &[u8]) {
+    buf.put_u8(b'$');
+    put_decimal(buf, data.len() as u64);
+    buf.put_slice(b"\r\n");
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
 }
 
 /// How many digits `put_decimal` writes for `n`.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::codec::Request;
-use super::codec::{arg_frame_len, header_len, put_arg, put_header};
+use super::codec::{array_header_len, bulk_len, put_array_header, put_bulk};
 use super::command::Merge;
 use super::reply;
 use crate::protocol::fanout::{self, Layout};
@@ -44,24 +44,26 @@ pub fn split<P: Copy + PartialEq, E, T, C: FromIterator<T>>(
     // allocation for all of them (and one more to share it), not one per part.
     let name = request.name();
     let mut sizes: SmallVec<[(usize, usize); 8]> =
-        SmallVec::from_elem((1, arg_frame_len(name)), layout.parts());
+        SmallVec::from_elem((1, bulk_len(name)), layout.parts());
     for (key, &(part, _)) in layout.order().iter().enumerate() {
         if let Some((argc, size)) = sizes.get_mut(part as usize) {
             for arg in args_of(key) {
                 *argc += 1;
-                *size += arg_frame_len(arg);
+                *size += bulk_len(arg);
             }
         }
     }
-    let total = sizes.iter().map(|&(argc, size)| header_len(argc) + size);
+    let total = sizes
+        .iter()
+        .map(|&(argc, size)| array_header_len(argc) + size);
     let mut frames = Vec::with_capacity(total.sum());
     let mut ends: SmallVec<[usize; 8]> = SmallVec::with_capacity(sizes.len());
     for (part, &(argc, _)) in sizes.iter().enumerate() {
-        put_header(&mut frames, argc);
-        put_arg(&mut frames, name);
+        put_array_header(&mut frames, argc);
+        put_bulk(&mut frames, name);
         for key in fanout::keys_of(layout.order(), part) {
             for arg in args_of(key) {
-                put_arg(&mut frames, arg);
+                put_bulk(&mut frames, arg);
             }
         }
         ends.push(frames.len());
@@ -113,7 +115,7 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
     let mut cursors: SmallVec<[Cursor; 8]> = SmallVec::with_capacity(replies.len());
     // Each part's elements are all of it but its header: the merged reply's size is exact,
     // so its buffer becomes `Bytes` without another allocation.
-    let mut size = header_len(order.len());
+    let mut size = array_header_len(order.len());
     for part in replies {
         match reply::array_start(part) {
             Some((count, start)) => {
@@ -128,7 +130,7 @@ fn merge_values(order: &[(u32, u32)], replies: &[Bytes]) -> Bytes {
         }
     }
     let mut out = Vec::with_capacity(size);
-    put_header(&mut out, order.len());
+    put_array_header(&mut out, order.len());
     for &(part, index) in order {
         let element = replies
             .get(part as usize)

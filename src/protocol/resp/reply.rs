@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{length_line, parse_i64, put_decimal, short_length};
+pub use super::codec::{put_array_header, put_bulk};
 use crate::protocol::Error;
 
 /// Longest reply header line accepted from a backend (a simple string or error reply can be long).
@@ -252,22 +253,6 @@ pub fn bulk(data: &[u8]) -> Bytes {
 /// The nil bulk string `$-1\r\n`.
 pub fn nil() -> Bytes {
     Bytes::from_static(b"$-1\r\n")
-}
-
-/// Appends a bulk string.
-pub fn put_bulk(buf: &mut BytesMut, data: &[u8]) {
-    buf.put_u8(b'$');
-    put_decimal(buf, data.len() as u64);
-    buf.put_slice(b"\r\n");
-    buf.put_slice(data);
-    buf.put_slice(b"\r\n");
-}
-
-/// Appends an array header `*<n>\r\n`.
-pub fn put_array_header(buf: &mut BytesMut, n: usize) {
-    buf.put_u8(b'*');
-    put_decimal(buf, n as u64);
-    buf.put_slice(b"\r\n");
 }
 
 fn line_reply(kind: u8, text: &[u8]) -> Bytes {
