@@ -288,9 +288,15 @@ fn a_client_that_never_handshakes_is_closed_and_holds_its_place_meanwhile() {
             .is_ok()
     }));
     // A silent client holds the only place: another is closed at once. (An earlier client's
-    // place may still be freeing: then the silent one was the one closed, and it tries again.)
+    // place may still be freeing: then the silent one was the one closed, and it tries again,
+    // once the clients before it are gone.)
+    let open = || proxy.metric("keyway_client_connections", "pool=\"alpha\"");
     let mut silent = None;
     for _ in 0..10 {
+        assert!(
+            wait_until(READ_TIMEOUT, || open() == 0.0),
+            "earlier clients stay open"
+        );
         let candidate = TcpStream::connect(proxy.addr()).unwrap();
         #[allow(
             clippy::disallowed_methods,
