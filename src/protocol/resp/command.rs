@@ -591,30 +591,107 @@ const MAX_NAME: usize = 32;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
-    if name.len() > MAX_NAME {
-        return None;
-    }
-    let slots = &*INDEX;
+    let key = Key::of(name)?;
+    let Index { slots, keys } = &*INDEX;
     let mask = slots.len() - 1;
-    let mut slot = name_hash(name) as usize & mask;
+    let mut slot = key.hash() & mask;
     loop {
-        let entry = *slots.get(slot)?;
-        let command = TABLE.get(usize::from(entry.checked_sub(1)?))?;
-        if command.name.as_bytes().eq_ignore_ascii_case(name) {
-            return Some(command);
+        let position = usize::from(slots.get(slot)?.checked_sub(1)?);
+        if keys.get(position) == Some(&key) {
+            return TABLE.get(position);
         }
         slot = (slot + 1) & mask;
     }
 }
 
-/// Open-addressing index over [`TABLE`] by [`name_hash`]: slot → table position + 1 (0 = empty).
-/// Four times as many slots as commands keep probe chains short; it runs once per request, so
-/// it must cost a hash and one comparison, not a binary search of string comparisons.
-static INDEX: std::sync::LazyLock<Box<[u16]>> = std::sync::LazyLock::new(|| {
+/// A command name folded to lower case (ASCII letters only) and packed into words, with its
+/// length: two names are equal ignoring ASCII case exactly when their keys are. Comparing
+/// keys is a few word compares, where a byte-by-byte case-insensitive compare cost more
+/// than the rest of the lookup (it runs once per request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key {
+    words: [u64; MAX_NAME / 8],
+    len: usize,
+}
+
+impl Key {
+    /// The key of `name`, `None` if it is longer than any command's.
+    #[inline]
+    fn of(name: &[u8]) -> Option<Key> {
+        if name.len() > MAX_NAME {
+            return None;
+        }
+        let mut words = [0; MAX_NAME / 8];
+        for (word, chunk) in words.iter_mut().zip(name.chunks(8)) {
+            *word = lower_case(load(chunk));
+        }
+        Some(Key {
+            words,
+            len: name.len(),
+        })
+    }
+
+    /// A multiplicative hash of the words: its high bits spread well enough over the index.
+    fn hash(&self) -> usize {
+        let [a, b, c, d] = self.words;
+        let mixed = a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47) ^ self.len as u64;
+        // The top 32 bits of a 64-bit product: they fit in a usize on every 64-bit target.
+        #[allow(clippy::cast_possible_truncation)]
+        let hash = (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
+        hash
+    }
+}
+
+/// Up to 8 bytes as a little-endian word, zero above them, in at most three loads (two that
+/// overlap where the length is no power of two: the bytes they share are the same).
+#[inline(always)]
+fn load(bytes: &[u8]) -> u64 {
+    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+    let len = bytes.len();
+    if let Some(word) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        (Some(&first), Some(&last)) => {
+            u64::from(u32::from_le_bytes(first))
+                | u64::from(u32::from_le_bytes(last)) << (8 * (len - 4))
+        }
+        _ if len == 0 => 0,
+        _ => byte(0) | byte(len / 2) << (8 * (len / 2)) | byte(len - 1) << (8 * (len - 1)),
+    }
+}
+
+/// Every ASCII capital letter among a word's bytes made small, the other bytes left as they
+/// are (bytes from 0x80 up included), eight at a time.
+#[inline(always)]
+fn lower_case(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = word & (0x7f * ONES);
+    // Bit 7 of each byte: its low 7 bits are at least `A`, and more than `Z`.
+    let from_a = low7 + (0x80 - u64::from(b'A')) * ONES;
+    let past_z = low7 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let capital = from_a & !past_z & !word & (0x80 * ONES);
+    word | (capital >> 2)
+}
+
+/// Open-addressing index over [`TABLE`] by [`Key::hash`]: slot → table position + 1 (0 =
+/// empty), with every command's [`Key`] by table position. Four times as many slots as
+/// commands keep probe chains short; it runs once per request, so it must cost a hash and
+/// one comparison, not a binary search of string comparisons.
+static INDEX: std::sync::LazyLock<Index> = std::sync::LazyLock::new(|| {
     let size = (TABLE.len() * 4).next_power_of_two();
     let mut slots = vec![0u16; size];
-    for (position, command) in TABLE.iter().enumerate() {
-        let mut slot = name_hash(command.name.as_bytes()) as usize & (size - 1);
+    // By table position; a name too long for a key (a test rules them out) matches nothing.
+    let never = Key {
+        words: [0; MAX_NAME / 8],
+        len: usize::MAX,
+    };
+    let keys: Box<[Key]> = TABLE
+        .iter()
+        .map(|command| Key::of(command.name.as_bytes()).unwrap_or(never))
+        .collect();
+    for (position, key) in keys.iter().enumerate() {
+        let mut slot = key.hash() & (size - 1);
         while slots.get(slot).is_some_and(|&s| s != 0) {
             slot = (slot + 1) & (size - 1);
         }
@@ -622,16 +699,16 @@ static INDEX: std::sync::LazyLock<Box<[u16]>> = std::sync::LazyLock::new(|| {
             *entry = u16::try_from(position + 1).unwrap_or(0);
         }
     }
-    slots.into_boxed_slice()
+    Index {
+        slots: slots.into_boxed_slice(),
+        keys,
+    }
 });
 
-/// FNV-1a over the name with bit 5 set in every byte: letters then hash the same in either
-/// case (other bytes may collide, which the comparison in [`lookup`] settles), without the
-/// range check of a true lowercasing.
-fn name_hash(name: &[u8]) -> u32 {
-    name.iter().fold(0x811c_9dc5, |hash: u32, &c| {
-        (hash ^ u32::from(c | 0x20)).wrapping_mul(0x0100_0193)
-    })
+/// See [`INDEX`].
+struct Index {
+    slots: Box<[u16]>,
+    keys: Box<[Key]>,
 }
 
 /// Every command in the table, sorted by name (for `COMMAND`, `COMMAND COUNT`, ...).
@@ -2301,11 +2378,40 @@ mod tests {
     }
 
     #[test]
+    fn words_are_loaded_and_lower_cased_byte_for_byte() {
+        let bytes: Vec<u8> = (1..=8).collect();
+        for len in 0..=8 {
+            let naive = bytes[..len]
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i));
+            assert_eq!(load(&bytes[..len]), naive, "{len}");
+        }
+        for b in 0..=255u8 {
+            let lower = u64::from(b.to_ascii_lowercase());
+            assert_eq!(lower_case(u64::from(b) << 24), lower << 24, "{b:#x}");
+            let mixed = u64::from_le_bytes([b, b'Q', 0xc1, b, b'@', b'[', b'z', b]);
+            let expected = u64::from_le_bytes([
+                b.to_ascii_lowercase(),
+                b'q',
+                0xc1,
+                b.to_ascii_lowercase(),
+                b'@',
+                b'[',
+                b'z',
+                b.to_ascii_lowercase(),
+            ]);
+            assert_eq!(lower_case(mixed), expected, "{b:#x}");
+        }
+    }
+
+    #[test]
     fn lookup_ignores_case_and_rejects_unknown_names() {
         assert_eq!(lookup(b"GET").unwrap().name, "get");
         assert_eq!(lookup(b"gEtRaNgE").unwrap().name, "getrange");
         assert_eq!(lookup(b"RESTORE-ASKING").unwrap().name, "restore-asking");
         assert_eq!(lookup(b"Eval_RO").unwrap().name, "eval_ro");
+        assert_eq!(lookup(b"RESTORE-ASKING\0").map(|c| c.name), None);
         for name in [
             &b""[..],
             b"nosuch",
@@ -2602,7 +2708,45 @@ mod tests {
         ]
     }
 
+    /// A name spelled from a command's, each byte in either case or swapped for a byte that
+    /// differs from it only in bit 5 (`_` and DEL, `-` and CR, `@` and `` ` ``...), with bytes
+    /// added or dropped at the end.
+    fn arb_name() -> impl Strategy<Value = Vec<u8>> {
+        // Half of them from the names with a byte that is no letter.
+        let odd: Vec<usize> = (0..TABLE.len())
+            .filter(|&i| !TABLE[i].name.bytes().all(|b| b.is_ascii_alphabetic()))
+            .collect();
+        (
+            prop_oneof![0..TABLE.len(), prop::sample::select(odd)],
+            prop::collection::vec(0..4u8, MAX_NAME),
+            prop::option::weighted(0.2, prop::collection::vec(any::<u8>(), 1..3)),
+            prop::option::weighted(0.2, 1..3usize),
+        )
+            .prop_map(|(cmd, flips, tail, cut)| {
+                let (tail, cut) = (tail.unwrap_or_default(), cut.unwrap_or(0));
+                let mut name: Vec<u8> = TABLE[cmd]
+                    .name
+                    .bytes()
+                    .zip(flips)
+                    .map(|(b, flip)| match flip {
+                        0 => b.to_ascii_uppercase(),
+                        1 => b ^ 0x20,
+                        _ => b,
+                    })
+                    .collect();
+                name.truncate(name.len().saturating_sub(cut));
+                name.extend(tail);
+                name
+            })
+    }
+
     proptest! {
+        #[test]
+        fn lookup_finds_what_a_case_insensitive_scan_finds(name in arb_name()) {
+            let scanned = TABLE.iter().find(|c| c.name.as_bytes().eq_ignore_ascii_case(&name));
+            prop_assert_eq!(lookup(&name).map(|c| c.name), scanned.map(|c| c.name));
+        }
+
         #[test]
         fn keys_stay_within_the_arguments(
             cmd in 0..TABLE.len(),
