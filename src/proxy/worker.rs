@@ -307,10 +307,14 @@ fn run(
             }
         });
         // The worker's own loop is a task like the others. The future `block_on` runs is
-        // polled on every wake-up of the thread, so it only awaits this task's end: one
-        // client's request and reply wake the thread twice each, and polling the inbox and
-        // the shutdown token there cost about 600 instructions per request.
+        // polled on every wake-up of the thread, so it only looks at a flag the task sets as
+        // it ends: one client's request and reply wake the thread twice each, and polling the
+        // inbox and the shutdown token there cost about 600 instructions per request, the
+        // task's `JoinHandle` about 100.
+        let ended = Rc::new(Ended::default());
+        let end = EndOnDrop(Rc::clone(&ended));
         let inbox_loop = tokio::task::spawn_local(async move {
+            let _end = end;
             loop {
                 let message = tokio::select! {
                     message = inbox.recv() => message,
@@ -334,10 +338,46 @@ fn run(
                 tracing::warn!("grace period over: closing remaining client connections");
             }
         });
+        std::future::poll_fn(|cx| ended.poll(cx)).await;
         if let Err(error) = inbox_loop.await {
             tracing::error!(worker = index, %error, "worker loop failed");
         }
     });
+}
+
+/// Whether the worker's loop task has ended, for the thread's `block_on` to look at on every
+/// wake-up for less than a poll of the task's `JoinHandle` costs.
+#[derive(Default)]
+struct Ended {
+    done: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Ended {
+    /// Ready once the task ended, else keeps `cx`'s waker for its end.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.get() {
+            return Poll::Ready(());
+        }
+        let mut waker = self.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Held by the worker's loop task: marks it [`Ended`] when the task's future is dropped,
+/// whether it finished, unwound or was cancelled.
+struct EndOnDrop(Rc<Ended>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.done.set(true);
+        if let Some(waker) = self.0.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
 }
 
 /// Brings this worker's routes in line with `pools`: unchanged snapshots keep their route; new
