@@ -4,7 +4,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use keyway::protocol::resp::command::Merge;
+use keyway::protocol::resp::command::{lookup, Merge};
 use keyway::protocol::resp::fanout::{self, Split};
 use keyway::protocol::resp::{reply, ReplyScanner, Request, RequestDecoder};
 
@@ -177,9 +177,31 @@ fn memcache_get_split_merge(c: &mut Criterion) {
     group.finish();
 }
 
+/// Finding a command by name, as every request does: short, long and unknown names.
+fn command_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("command_lookup");
+    for name in [
+        "GET",
+        "mget",
+        "ZRangeByScore",
+        "GEORADIUSBYMEMBER_RO",
+        "nosuchcmd",
+    ] {
+        group.bench_with_input(
+            BenchmarkId::from_parameter(name),
+            name.as_bytes(),
+            |b, name| {
+                b.iter(|| lookup(black_box(name)).map(|command| command.arity));
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     decode,
+    command_lookup,
     scan_replies,
     mget_split_merge,
     memcache_get_split_merge
