@@ -741,6 +741,11 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
 
     /// Takes jobs, writes, reads and delivers replies until none of them can go on; then the
     /// task sleeps until a job, the socket or the timer wakes it.
+    ///
+    /// Each source is polled until it is `Pending` (its waker registered), and the loop goes
+    /// round again only for what may have changed since: a read that delivered (more may have
+    /// come, and in-flight room was freed), a write that left frames unwritten, the handle's
+    /// end, the timer firing. With one client that is one pass per request instead of two.
     fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
@@ -751,7 +756,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             if !state.open && self.waiting.is_empty() {
                 return Poll::Ready(Ok(Ended::Shutdown));
             }
-            let mut progress = false;
+            let mut again = false;
             let mut delivered = false;
             // Reads first, as before any new job: a backend that closed an idle connection is then
             // seen idle, and the job goes to a fresh connection instead of failing on this one.
@@ -766,27 +771,25 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     if let Err(error) = self.deliver(jobs) {
                         return Poll::Ready(Err(error));
                     }
-                    progress = true;
+                    again = true;
                     delivered = true;
                 }
                 Poll::Pending => {}
             }
-            if state.open && self.waiting.len() < MAX_IN_FLIGHT {
+            // Until the queue is empty (the waker registered) or the in-flight limit: a read
+            // that delivers frees room, and comes round again.
+            let mut now = None;
+            while state.open && self.waiting.len() < MAX_IN_FLIGHT {
                 match jobs.poll_recv(cx) {
                     Poll::Ready(Some(job)) => {
-                        let now = Instant::now();
+                        let now = *now.get_or_insert_with(Instant::now);
                         self.push(job, now);
-                        while self.waiting.len() < MAX_IN_FLIGHT {
-                            let Some(job) = jobs.try_recv() else { break };
-                            self.push(job, now);
-                        }
-                        progress = true;
                     }
                     Poll::Ready(None) => {
                         state.open = false;
-                        progress = true;
+                        again = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => break,
                 }
             }
             if delivered && !state.yielded && !self.unwritten.is_empty() {
@@ -802,7 +805,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     Poll::Ready(Ok(written)) => {
                         self.unwritten_bytes = self.unwritten_bytes.saturating_sub(written);
                         state.yielded = false;
-                        progress = true;
+                        // The socket took all it would, or all there was.
+                        again |= !self.unwritten.is_empty();
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Error::Closed)),
                     Poll::Pending => {}
@@ -827,9 +831,9 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                 if expired.is_some_and(|at| at <= Instant::now()) {
                     return Poll::Ready(Err(Error::Timeout));
                 }
-                progress = true;
+                again = true;
             }
-            if !progress {
+            if !again {
                 return Poll::Pending;
             }
         }
