@@ -262,7 +262,7 @@ impl PoolMetrics {
                 request_bytes: backend.request_bytes.local(),
                 responses: backend.responses.local(),
                 response_bytes: backend.response_bytes.local(),
-                latency: backend.request_duration.local(),
+                latency: Observed::new(&backend.request_duration),
                 queues: [
                     backend.in_queue.clone(),
                     backend.in_queue_bytes.clone(),
@@ -279,10 +279,7 @@ impl PoolMetrics {
     pub fn latency(&self) -> Latency {
         Latency {
             arrivals: VecDeque::new(),
-            few: [0.0; FEW],
-            taken: 0,
-            many: self.request_duration.local(),
-            histogram: self.request_duration.clone(),
+            observed: Observed::new(&self.request_duration),
         }
     }
 
@@ -326,7 +323,7 @@ struct BackendTally {
     request_bytes: LocalIntCounter,
     responses: LocalIntCounter,
     response_bytes: LocalIntCounter,
-    latency: LocalHistogram,
+    latency: Observed,
     /// `in_queue`, `in_queue_bytes`, `out_queue`, `out_queue_bytes`, shared by every
     /// connection to the backend: each adds what it holds.
     queues: [IntGauge; 4],
@@ -422,10 +419,57 @@ impl std::fmt::Debug for Tally {
     }
 }
 
-/// How many latencies per poll a session adds to the shared histogram one by one: an
-/// unpipelined client has one per poll, and one `observe` costs a fifth of a local histogram's
-/// flush (which walks every bucket). Past these, a poll's latencies are counted locally.
+/// How many latencies per flush are added to the shared histogram one by one: an unpipelined
+/// client has one per poll, and one `observe` costs a fifth of a local histogram's flush (which
+/// walks every bucket). Past these, a flush's latencies are counted locally first.
 const FEW: usize = 2;
+
+/// Latencies counted between two flushes, for one shared histogram: the first few kept as
+/// they are, the rest in a local histogram.
+struct Observed {
+    few: [f64; FEW],
+    /// How many of `few` hold a latency.
+    taken: usize,
+    many: LocalHistogram,
+    histogram: Histogram,
+}
+
+impl Observed {
+    fn new(histogram: &Histogram) -> Observed {
+        Observed {
+            few: [0.0; FEW],
+            taken: 0,
+            many: histogram.local(),
+            histogram: histogram.clone(),
+        }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        match self.few.get_mut(self.taken) {
+            Some(slot) => {
+                *slot = seconds;
+                self.taken += 1;
+            }
+            None => self.many.observe(seconds),
+        }
+    }
+
+    /// Adds what was counted since the last flush to the shared histogram.
+    fn flush(&mut self) {
+        for seconds in self.few.iter().take(self.taken) {
+            self.histogram.observe(*seconds);
+        }
+        self.taken = 0;
+        self.many.flush();
+    }
+}
+
+/// What was counted is not lost with its counter (a session or connection that ends).
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
 
 /// One client session's request latencies (`keyway_request_duration_seconds`): from each
 /// request's arrival to its reply being ready for the client, whatever the reply is (a
@@ -437,11 +481,7 @@ const FEW: usize = 2;
 pub struct Latency {
     /// Per request awaited, oldest first: when it arrived, or `None` for one not measured.
     arrivals: VecDeque<Option<Instant>>,
-    few: [f64; FEW],
-    /// How many of `few` hold a latency.
-    taken: usize,
-    many: LocalHistogram,
-    histogram: Histogram,
+    observed: Observed,
 }
 
 impl Latency {
@@ -461,14 +501,8 @@ impl Latency {
         let Some(Some(at)) = self.arrivals.pop_front() else {
             return;
         };
-        let seconds = now.saturating_duration_since(at).as_secs_f64();
-        match self.few.get_mut(self.taken) {
-            Some(slot) => {
-                *slot = seconds;
-                self.taken += 1;
-            }
-            None => self.many.observe(seconds),
-        }
+        self.observed
+            .observe(now.saturating_duration_since(at).as_secs_f64());
     }
 
     /// When the oldest request awaited arrived, if it is measured.
@@ -483,22 +517,12 @@ impl Latency {
 
     /// The pool's histogram, for a reply counted where it is written.
     pub fn histogram(&self) -> Histogram {
-        self.histogram.clone()
+        self.observed.histogram.clone()
     }
 
     /// Adds what was counted since the last flush to the pool's histogram.
     pub fn flush(&mut self) {
-        for seconds in self.few.iter().take(self.taken) {
-            self.histogram.observe(*seconds);
-        }
-        self.taken = 0;
-        self.many.flush();
-    }
-}
-
-impl Drop for Latency {
-    fn drop(&mut self) {
-        self.flush();
+        self.observed.flush();
     }
 }
 
