@@ -177,7 +177,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, shutdown: CancellationTo
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "admin: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    crate::timer::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -259,7 +259,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 async fn handle((mut stream, peer): (TcpStream, SocketAddr), admin: &Admin) {
-    let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+    let response = match crate::timer::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Some(Response::text(408, "request timeout\n")),
         Ok(Err(response)) => Some(response),
         Ok(Ok(None)) => None,
@@ -273,7 +273,7 @@ async fn handle((mut stream, peer): (TcpStream, SocketAddr), admin: &Admin) {
         stream.write_all(&response.encode()).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+    match crate::timer::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "admin: write failed"),
         Err(_) => tracing::debug!("admin: client too slow, closed"),
@@ -297,7 +297,7 @@ async fn linger(stream: &mut TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let _ = crate::timer::timeout(LINGER, drain).await;
 }
 
 /// A parsed request: only what routing and the token check need.
@@ -587,7 +587,7 @@ mod tests {
 
         async fn stop(self) {
             self.shutdown.cancel();
-            tokio::time::timeout(Duration::from_secs(10), self.task)
+            crate::timer::timeout(Duration::from_secs(10), self.task)
                 .await
                 .unwrap()
                 .unwrap();
@@ -903,7 +903,7 @@ mod tests {
                 .unwrap();
             slow.push(stream);
         }
-        let scrape = tokio::time::timeout(READ_TIMEOUT / 2, server.request("GET", "/metrics"));
+        let scrape = crate::timer::timeout(READ_TIMEOUT / 2, server.request("GET", "/metrics"));
         assert_eq!(
             scrape.await.expect("a scrape beside slow clients").status,
             200
@@ -926,7 +926,7 @@ mod tests {
         }
         // Every slot is taken; each slow client is cut off after READ_TIMEOUT, so the scrape
         // behind them is served within two timeouts, not never.
-        let scrape = tokio::time::timeout(READ_TIMEOUT * 3, server.request("GET", "/metrics"));
+        let scrape = crate::timer::timeout(READ_TIMEOUT * 3, server.request("GET", "/metrics"));
         assert_eq!(
             scrape
                 .await

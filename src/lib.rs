@@ -72,6 +72,8 @@
 //!   its old owner (optionally copied), and writes delete the old copy.
 //! - [`metrics`]: every metric once; Prometheus text and nutcracker's stats JSON read them.
 //! - [`shutdown`]: graceful stop.
+//! - [`timer`]: timers made where a runtime serves them: the workers' runtimes have no time
+//!   driver (it cost every park of the thread), their timers live on one thread of their own.
 //! - [`uring`]: client sockets through one io_uring per worker (`--io uring`): many clients'
 //!   receives and sends in one `io_uring_enter`; the only module with `unsafe`.
 
@@ -98,6 +100,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod socket;
+pub mod timer;
 pub mod uring;
 
 pub use server::{bind, Proxy};

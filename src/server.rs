@@ -254,7 +254,7 @@ impl Proxy {
             };
             control.stop().await;
             if let Some(member) = member {
-                let _ = tokio::time::timeout(fleet::STOP_LIMIT, member).await;
+                let _ = crate::timer::timeout(fleet::STOP_LIMIT, member).await;
             }
             outcome
         });

@@ -335,7 +335,7 @@ async fn run<C: Connector>(
         }
         publish_queued(&mut tally, &first, &jobs);
         let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let attempt = match tokio::time::timeout(limit, connector.connect(&target)).await {
+        let attempt = match crate::timer::timeout(limit, connector.connect(&target)).await {
             Ok(attempt) => attempt,
             Err(_) => Err(connect_error(&target, io::ErrorKind::TimedOut)),
         };
@@ -507,7 +507,7 @@ pub(crate) enum Stream {
 /// TLS), within the pool's `timeout` (5 s without one); the caller does the setup it needs.
 pub(crate) async fn dial(target: &Target) -> Result<Stream, Error> {
     let limit = target.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    match tokio::time::timeout(limit, Dial.connect(target)).await {
+    match crate::timer::timeout(limit, Dial.connect(target)).await {
         Ok(connected) => connected,
         Err(_) => Err(connect_error(target, io::ErrorKind::TimedOut)),
     }
@@ -726,7 +726,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     async fn pump(&mut self, jobs: &mut Jobs) -> Result<Ended, Error> {
         let mut state = Pump {
             open: true,
-            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            timer: Box::pin(crate::timer::sleep(Duration::from_secs(3600))),
             armed: false,
             yielded: false,
         };
@@ -1112,7 +1112,7 @@ mod tests {
                 assert_eq!(read_exactly(&mut backend, sent.len()).await, sent);
                 // Three replies, the second split across writes: each goes to its request.
                 backend.write_all(b"$1\r\na\r\n$2\r\nb").await.unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::timer::sleep(Duration::from_millis(10)).await;
                 backend.write_all(b"b\r\n$3\r\nccc\r\n").await.unwrap();
                 let mut got = Vec::new();
                 for reply in replies {
@@ -1167,7 +1167,7 @@ mod tests {
                     // Each answered just before its deadline: no timeout, however many.
                     let reply = handle.send(PING.into(), Expect::Resp);
                     read_exactly(&mut backend, PING.len()).await;
-                    tokio::time::sleep(TIMEOUT - Duration::from_millis(50)).await;
+                    crate::timer::sleep(TIMEOUT - Duration::from_millis(50)).await;
                     backend.write_all(b"+PONG\r\n").await.unwrap();
                     assert_eq!(
                         reply.await.unwrap(),
@@ -1200,7 +1200,7 @@ mod tests {
                         })
                     );
                     refused += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    crate::timer::sleep(Duration::from_millis(10)).await;
                 }
                 let attempts = script.attempts();
                 let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
@@ -1219,7 +1219,7 @@ mod tests {
                     "most requests refused at once"
                 );
                 // Once a connection succeeds the pause starts over.
-                tokio::time::sleep(BACKOFF_MAX).await;
+                crate::timer::sleep(BACKOFF_MAX).await;
                 let mut backend = script.backend();
                 let reply = handle.send(PING.into(), Expect::Resp);
                 read_exactly(&mut backend, PING.len()).await;
@@ -1228,11 +1228,11 @@ mod tests {
                 drop(backend);
                 // The backend closed the idle connection: the next attempt fails, and the
                 // one after it may come 50 ms later again.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::timer::sleep(Duration::from_millis(10)).await;
                 let before = script.attempts().len();
                 let reply = handle.send(PING.into(), Expect::Resp);
                 assert!(reply.await.unwrap().is_err());
-                tokio::time::sleep(BACKOFF_MIN).await;
+                crate::timer::sleep(BACKOFF_MIN).await;
                 let reply = handle.send(PING.into(), Expect::Resp);
                 assert!(reply.await.unwrap().is_err());
                 assert_eq!(script.attempts().len(), before + 2, "50 ms after a reset");
@@ -1254,7 +1254,7 @@ mod tests {
                     if backend.write_all(&[*byte]).await.is_err() {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::timer::sleep(Duration::from_millis(100)).await;
                 }
                 assert_eq!(reply.await.unwrap(), Err(Error::Timeout));
                 // Bytes came, no reply did: nothing may reset the backend's failure count.
@@ -1339,7 +1339,7 @@ mod tests {
                 tokio::task::yield_now().await;
                 assert_eq!(gauges(&recorder), [0, 0, 0, 0]);
                 drop(handle);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::timer::sleep(Duration::from_millis(10)).await;
                 assert_eq!(gauges(&recorder), [0, 0, 0, 0], "the task ended");
             })
             .await;

@@ -183,7 +183,7 @@ impl Backend {
             }
             tokio::select! {
                 () = decided => {}
-                () = tokio::time::sleep_until(deadline) => return,
+                () = crate::timer::sleep_until(deadline) => return,
             }
         }
     }

@@ -161,7 +161,7 @@ struct Conn {
 
 impl Conn {
     async fn open(addr: &str) -> Result<Conn, String> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        let stream = keyway::timer::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connect to {addr}: timed out"))?
             .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -427,7 +427,7 @@ async fn pubsub(
         .sum();
     let wait_until = Instant::now() + Duration::from_secs(5);
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        keyway::timer::sleep(Duration::from_millis(10)).await;
     }
     let end = start.elapsed();
     stop.cancel();
@@ -531,7 +531,7 @@ async fn producer(
             other => return Err(format!("LPUSH answered {other:?}")),
         }
         pushed += 1;
-        tokio::time::timeout(Duration::from_secs(10), popped.recv())
+        keyway::timer::timeout(Duration::from_secs(10), popped.recv())
             .await
             .map_err(|_| format!("pair {pair}: item {seq} not popped within 10 s"))?
             .ok_or("consumer gone")?;

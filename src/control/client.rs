@@ -4,10 +4,10 @@
 use std::io;
 use std::time::Duration;
 
+use crate::timer::timeout;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use crate::config::{HostPort, PoolConfig};
 use crate::protocol::resp::{ReplyScanner, Request};

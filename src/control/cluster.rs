@@ -359,12 +359,12 @@ async fn keep_current(control: Weak<Control>, name: String, signal: Arc<Signal>,
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(REFRESH) => {}
+            () = crate::timer::sleep(REFRESH) => {}
             () = signal.refresh_requested() => {}
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep_until(last + MIN_GAP) => {}
+            () = crate::timer::sleep_until(last + MIN_GAP) => {}
         }
         last = Instant::now();
         let Some(control) = control.upgrade() else {

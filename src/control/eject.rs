@@ -40,7 +40,7 @@ pub fn watch(control: Weak<Control>, pools: &[Arc<Pool>], stop: &Shutdown) {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = signal.failure_reported() => {}
-                    () = tokio::time::sleep_until(due.unwrap_or_else(|| Instant::now() + IDLE)) => {}
+                    () = crate::timer::sleep_until(due.unwrap_or_else(|| Instant::now() + IDLE)) => {}
                 }
             }
         });

@@ -43,7 +43,7 @@ pub fn watch(control: Weak<Control>, pools: &[Arc<Pool>], stop: &Shutdown) {
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(handover.until()) => {}
+                () = crate::timer::sleep_until(handover.until()) => {}
             }
             let Some(live) = control.upgrade() else {
                 return;

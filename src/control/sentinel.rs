@@ -264,7 +264,7 @@ async fn subscribe(watch: Arc<Watch>, addr: HostPort) {
         }
         tokio::select! {
             () = watch.stop.cancelled() => return,
-            () = tokio::time::sleep(backoff.next()) => {}
+            () = crate::timer::sleep(backoff.next()) => {}
         }
     }
 }
@@ -282,7 +282,7 @@ async fn listen(watch: &Watch, addr: &HostPort, backoff: &mut Backoff) -> Result
     }
     backoff.reset();
     tracing::debug!(pool = %watch.pool, sentinel = %addr, "subscribed to +switch-master");
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping = crate::timer::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = Instant::now();
     loop {
         tokio::select! {
@@ -350,7 +350,7 @@ async fn apply(control: Arc<Control>, watch: &Watch, switch: Switch, why: &'stat
 /// address of the newest configuration any of them holds (highest config epoch): a Sentinel
 /// that has not caught up with a failover yet still gives the old address, with an older epoch.
 async fn recheck(watch: Arc<Watch>) {
-    let mut tick = tokio::time::interval_at(Instant::now() + RECHECK, RECHECK);
+    let mut tick = crate::timer::interval_at(Instant::now() + RECHECK, RECHECK);
     loop {
         tokio::select! {
             () = watch.stop.cancelled() => return,

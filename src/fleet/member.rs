@@ -60,7 +60,7 @@ pub async fn run(
         );
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = crate::timer::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -104,7 +104,7 @@ impl Watcher {
             read_at + 1,
             self.member.id
         );
-        let mut tick = tokio::time::interval(LEASE_TTL / 3);
+        let mut tick = crate::timer::interval(LEASE_TTL / 3);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {

@@ -194,7 +194,7 @@ pub async fn serve_stats(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::warn!(%error, "stats port: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    crate::timer::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -225,7 +225,7 @@ async fn write_and_close(mut stream: TcpStream, document: String) {
         stream.write_all(document.as_bytes()).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+    match crate::timer::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "stats port: write failed"),
         Err(_) => tracing::debug!("stats port: client too slow, closed"),
@@ -623,7 +623,7 @@ server stats:
         let second = parse(&read_stats(addr).await);
         assert_eq!(second.get("alpha").get("s0").get("requests").int(), 1);
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), server)
+        crate::timer::timeout(Duration::from_secs(10), server)
             .await
             .unwrap()
             .unwrap();
@@ -652,7 +652,7 @@ server stats:
         assert_eq!(doc.get("alpha").get("client_connections").int(), 0);
         assert_eq!(doc.get("curr_connections").int(), 2, "header is live");
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), server)
+        crate::timer::timeout(Duration::from_secs(10), server)
             .await
             .unwrap()
             .unwrap();

@@ -249,7 +249,7 @@ impl ClusterRequest {
             .saturating_mul(1 << self.retries.min(8))
             .min(RETRY_MAX);
         self.retries += 1;
-        self.state = State::RetryAt(Box::pin(tokio::time::sleep(pause)));
+        self.state = State::RetryAt(Box::pin(crate::timer::sleep(pause)));
     }
 
     /// The host of the node the last attempt went to ("" when unknown).

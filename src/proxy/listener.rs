@@ -170,7 +170,7 @@ pub async fn accept_loop(
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(pool = %pool, %error, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                crate::timer::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

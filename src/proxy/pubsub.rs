@@ -607,7 +607,7 @@ where
         let deadline = due.unwrap_or_else(Instant::now);
         tokio::select! {
             () = outbox.notify.notified() => {}
-            () = tokio::time::sleep_until(deadline), if due.is_some() => {
+            () = crate::timer::sleep_until(deadline), if due.is_some() => {
                 return Err("no confirmation within the pool's timeout".into());
             }
             read = rd.read_buf(&mut input) => {

@@ -1070,7 +1070,7 @@ mod tests {
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
             while let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(1), self.client.read(&mut buf)).await
+                crate::timer::timeout(Duration::from_secs(1), self.client.read(&mut buf)).await
             {
                 if n == 0 {
                     break;
@@ -1083,7 +1083,7 @@ mod tests {
 
     /// Lets every task run until all wait (time is paused: it moves only when all are idle).
     async fn settle() {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        crate::timer::sleep(Duration::from_millis(1)).await;
     }
 
     fn answer(job: Job, reply: &str) {
@@ -1255,7 +1255,7 @@ mod tests {
                 let got = h.received().await;
                 assert_eq!(got, b"");
                 let mut rest = [0u8; 16];
-                let end = tokio::time::timeout(Duration::from_secs(10), h.client.read(&mut rest));
+                let end = crate::timer::timeout(Duration::from_secs(10), h.client.read(&mut rest));
                 assert_eq!(end.await.ok().and_then(Result::ok), Some(0), "still open");
                 assert_eq!(h.pool.metrics().client_output_closed.get(), 1);
             })

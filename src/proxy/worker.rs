@@ -267,10 +267,7 @@ fn run(
     mut inbox: mpsc::UnboundedReceiver<ToWorker>,
     shutdown: Shutdown,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::timer::worker_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start worker runtime");
@@ -334,7 +331,7 @@ fn run(
                 }
             }
             sessions.close();
-            if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
+            if crate::timer::timeout(GRACE, sessions.wait()).await.is_err() {
                 tracing::warn!("grace period over: closing remaining client connections");
             }
         });
@@ -495,7 +492,7 @@ async fn serve_tls<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let handshake = crate::timer::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
