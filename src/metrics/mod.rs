@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::local::{LocalHistogram, LocalIntCounter};
+use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, IntCounter, IntGauge, Registry, TextEncoder};
 
 use table::Families;
@@ -258,10 +258,14 @@ impl PoolMetrics {
     pub fn tally(&self, shard: usize) -> Tally {
         Tally {
             backend: self.backend(shard).map(|backend| BackendTally {
-                requests: backend.requests.local(),
-                request_bytes: backend.request_bytes.local(),
-                responses: backend.responses.local(),
-                response_bytes: backend.response_bytes.local(),
+                counters: [
+                    backend.requests.clone(),
+                    backend.request_bytes.clone(),
+                    backend.responses.clone(),
+                    backend.response_bytes.clone(),
+                ],
+                counted: [0; 4],
+                changed: false,
                 latency: Observed::new(&backend.request_duration),
                 queues: [
                     backend.in_queue.clone(),
@@ -319,10 +323,13 @@ pub struct Tally {
 }
 
 struct BackendTally {
-    requests: LocalIntCounter,
-    request_bytes: LocalIntCounter,
-    responses: LocalIntCounter,
-    response_bytes: LocalIntCounter,
+    /// `requests`, `request_bytes`, `responses`, `response_bytes`, and what each has counted
+    /// since the last flush.
+    counters: [IntCounter; 4],
+    counted: [u64; 4],
+    /// Anything counted or set since the last flush: a poll that counted nothing (most of an
+    /// unpipelined client's: a write's poll, then the reply's) flushes nothing.
+    changed: bool,
     latency: Observed,
     /// `in_queue`, `in_queue_bytes`, `out_queue`, `out_queue_bytes`, shared by every
     /// connection to the backend: each adds what it holds.
@@ -336,8 +343,7 @@ impl Tally {
     /// Counts one request of `bytes` queued for the backend.
     pub fn request(&mut self, bytes: usize) {
         if let Some(backend) = &mut self.backend {
-            backend.requests.inc();
-            backend.request_bytes.inc_by(bytes as u64);
+            backend.count(REQUESTS, bytes);
         }
     }
 
@@ -345,8 +351,7 @@ impl Tally {
     /// (`keyway_backend_request_duration_seconds`).
     pub fn response(&mut self, bytes: usize, elapsed: Duration) {
         if let Some(backend) = &mut self.backend {
-            backend.responses.inc();
-            backend.response_bytes.inc_by(bytes as u64);
+            backend.count(RESPONSES, bytes);
             backend.latency.observe(elapsed.as_secs_f64());
         }
     }
@@ -355,8 +360,7 @@ impl Tally {
     /// backend's, so it stays out of the latency histogram.
     pub fn blocked_response(&mut self, bytes: usize) {
         if let Some(backend) = &mut self.backend {
-            backend.responses.inc();
-            backend.response_bytes.inc_by(bytes as u64);
+            backend.count(RESPONSES, bytes);
         }
     }
 
@@ -366,29 +370,59 @@ impl Tally {
     pub fn queued(&mut self, queued: usize, queued_bytes: usize, out: usize, out_bytes: usize) {
         if let Some(backend) = &mut self.backend {
             let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-            backend.queued = [
+            let now = [
                 gauge(queued),
                 gauge(queued_bytes),
                 gauge(out),
                 gauge(out_bytes),
             ];
+            if now != backend.queued {
+                backend.queued = now;
+                backend.changed = true;
+            }
         }
     }
 
     /// Adds what was counted since the last flush to the shared metrics.
     pub fn flush(&mut self) {
         if let Some(backend) = &mut self.backend {
-            backend.requests.flush();
-            backend.request_bytes.flush();
-            backend.responses.flush();
-            backend.response_bytes.flush();
-            backend.latency.flush();
-            backend.publish();
+            if backend.changed {
+                backend.flush();
+            }
         }
     }
 }
 
+/// Where [`BackendTally::count`] counts a request (its count, then its bytes).
+const REQUESTS: usize = 0;
+/// Where [`BackendTally::count`] counts a reply (its count, then its bytes).
+const RESPONSES: usize = 2;
+
 impl BackendTally {
+    /// Counts one request or reply (`at`: [`REQUESTS`] or [`RESPONSES`]) of `bytes`.
+    fn count(&mut self, at: usize, bytes: usize) {
+        let mut add = |at: usize, n: u64| {
+            if let Some(counted) = self.counted.get_mut(at) {
+                *counted = counted.wrapping_add(n);
+            }
+        };
+        add(at, 1);
+        add(at + 1, bytes as u64);
+        self.changed = true;
+    }
+
+    fn flush(&mut self) {
+        for (counter, counted) in self.counters.iter().zip(self.counted.iter_mut()) {
+            if *counted != 0 {
+                counter.inc_by(*counted);
+                *counted = 0;
+            }
+        }
+        self.latency.flush();
+        self.publish();
+        self.changed = false;
+    }
+
     /// Moves the shared queue gauges by how much this connection's share changed.
     fn publish(&mut self) {
         for ((gauge, queued), published) in self
@@ -407,9 +441,10 @@ impl BackendTally {
 
 impl Drop for BackendTally {
     fn drop(&mut self) {
-        // A connection gone holds nothing: take its share back out of the shared gauges.
+        // A connection gone holds nothing: take its share back out of the shared gauges, and
+        // what it counted last is not lost.
         self.queued = [0; 4];
-        self.publish();
+        self.flush();
     }
 }
 
