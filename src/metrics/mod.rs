@@ -463,7 +463,8 @@ const FEW: usize = 2;
 /// they are, the rest in a local histogram.
 struct Observed {
     few: [f64; FEW],
-    /// How many of `few` hold a latency.
+    /// How many latencies were counted since the last flush: the first `FEW` in `few`, the
+    /// rest in `many`.
     taken: usize,
     many: LocalHistogram,
     histogram: Histogram,
@@ -481,12 +482,10 @@ impl Observed {
 
     fn observe(&mut self, seconds: f64) {
         match self.few.get_mut(self.taken) {
-            Some(slot) => {
-                *slot = seconds;
-                self.taken += 1;
-            }
+            Some(slot) => *slot = seconds,
             None => self.many.observe(seconds),
         }
+        self.taken = self.taken.saturating_add(1);
     }
 
     /// Adds what was counted since the last flush to the shared histogram.
@@ -494,8 +493,10 @@ impl Observed {
         for seconds in self.few.iter().take(self.taken) {
             self.histogram.observe(*seconds);
         }
+        if self.taken > FEW {
+            self.many.flush();
+        }
         self.taken = 0;
-        self.many.flush();
     }
 }
 
