@@ -63,7 +63,8 @@
 //!   to backends, Sentinels and cluster nodes (`server_tls`), loaded and checked with the
 //!   config, so a reload re-reads the certificates; the data path sees only one more pair of
 //!   stream halves behind the same session and connection code.
-//! - [`signals`]: the signals Keyway acts on.
+//! - [`signals`]: the signals Keyway acts on, caught by `signal-hook` on a thread of their own
+//!   (tokio's signal driver would look for them at every park of every worker).
 //! - [`proxy`]: listeners, worker threads (each with its own backend connections), sessions
 //!   speaking RESP2/RESP3 or memcached, locally answered commands; a client's own state:
 //!   subscriptions (links of its own per shard), a blocked pop or a transaction (on a leased

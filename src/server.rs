@@ -141,7 +141,7 @@ pub fn bind(mut config: Config, options: Options) -> io::Result<Proxy> {
             error => io::Error::other(error.to_string()),
         })?;
     let signals = if options.signals {
-        Some(runtime.block_on(async { Signals::install() })?)
+        Some(Signals::install()?)
     } else {
         None
     };

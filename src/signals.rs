@@ -3,7 +3,8 @@
 use std::io;
 use std::sync::OnceLock;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+use tokio::sync::mpsc;
 
 use crate::control::Control;
 use crate::shutdown::Shutdown;
@@ -29,50 +30,58 @@ pub fn set_log_control(control: LogControl) {
 /// The signals Keyway acts on: SIGTERM and SIGINT start a graceful shutdown; SIGHUP reopens the
 /// log file and reloads the config; SIGTTIN / SIGTTOU raise / lower the log level; SIGUSR1 and
 /// SIGUSR2 are ignored (nutcracker survives them, so scripts send them freely).
+///
+/// They are caught by `signal-hook` and handed over by a thread of their own, not by tokio's
+/// signal driver: that driver would sit in every runtime, the workers' too, and look for
+/// signals at each park of the thread (twice per request for a lone client).
 pub struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-    usr1: Signal,
-    usr2: Signal,
-    ttin: Signal,
-    ttou: Signal,
+    caught: mpsc::Receiver<i32>,
 }
 
 impl Signals {
-    /// Installs the handlers; must run inside a runtime.
+    /// Installs the handlers and starts the thread that hands the signals over.
     pub fn install() -> io::Result<Signals> {
-        use rustix::process::Signal as Raw;
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
-            ttin: signal(SignalKind::from_raw(Raw::TTIN.as_raw()))?,
-            ttou: signal(SignalKind::from_raw(Raw::TTOU.as_raw()))?,
-        })
+        let mut raw = signal_hook::iterator::Signals::new([
+            SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU,
+        ])?;
+        // A few pending are plenty: the thread waits for room, and signals coalesce meanwhile.
+        let (tx, caught) = mpsc::channel(8);
+        std::thread::Builder::new()
+            .name("keyway-signals".into())
+            .spawn(move || {
+                // The handlers stay installed to the end, as tokio's would: a second SIGTERM
+                // during the drain is swallowed, not the default action that kills.
+                for signal in raw.forever() {
+                    let _ = tx.blocking_send(signal);
+                }
+            })?;
+        Ok(Signals { caught })
     }
 
     /// Acts on signals until shutdown.
     pub async fn watch(mut self, control: &Control, shutdown: &Shutdown) -> io::Result<()> {
         loop {
-            tokio::select! {
-                _ = self.term.recv() => break,
-                _ = self.int.recv() => break,
+            let signal = tokio::select! {
+                signal = self.caught.recv() => signal,
                 () = shutdown.cancelled() => break,
-                _ = self.hup.recv() => {
+            };
+            match signal {
+                Some(SIGTERM | SIGINT) | None => break,
+                Some(SIGHUP) => {
                     // Reopen first, so that the reload's report lands in the new file.
                     reopen_log();
                     match control.reload().await {
-                        Ok(report) => tracing::info!("SIGHUP: {}", report.trim_end().replace('\n', "; ")),
+                        Ok(report) => {
+                            tracing::info!("SIGHUP: {}", report.trim_end().replace('\n', "; "))
+                        }
                         Err(_) => tracing::error!("SIGHUP: reload failed, nothing changed"),
                     }
                 }
-                _ = self.usr1.recv() => tracing::debug!("SIGUSR1 ignored"),
-                _ = self.usr2.recv() => tracing::debug!("SIGUSR2 ignored"),
-                _ = self.ttin.recv() => step_log_level(1, "SIGTTIN: up"),
-                _ = self.ttou.recv() => step_log_level(-1, "SIGTTOU: down"),
+                Some(SIGTTIN) => step_log_level(1, "SIGTTIN: up"),
+                Some(SIGTTOU) => step_log_level(-1, "SIGTTOU: down"),
+                Some(SIGUSR1) => tracing::debug!("SIGUSR1 ignored"),
+                Some(SIGUSR2) => tracing::debug!("SIGUSR2 ignored"),
+                Some(other) => tracing::debug!("signal {other} ignored"),
             }
         }
         tracing::info!("shutting down: finishing in-flight requests");
