@@ -258,13 +258,10 @@ impl PoolMetrics {
     pub fn tally(&self, shard: usize) -> Tally {
         Tally {
             backend: self.backend(shard).map(|backend| BackendTally {
-                counters: [
-                    backend.requests.clone(),
-                    backend.request_bytes.clone(),
-                    backend.responses.clone(),
-                    backend.response_bytes.clone(),
-                ],
-                counted: [0; 4],
+                requests: Counted::new(&backend.requests),
+                request_bytes: Counted::new(&backend.request_bytes),
+                responses: Counted::new(&backend.responses),
+                response_bytes: Counted::new(&backend.response_bytes),
                 changed: false,
                 latency: Observed::new(&backend.request_duration),
                 queues: [
@@ -323,10 +320,10 @@ pub struct Tally {
 }
 
 struct BackendTally {
-    /// `requests`, `request_bytes`, `responses`, `response_bytes`, and what each has counted
-    /// since the last flush.
-    counters: [IntCounter; 4],
-    counted: [u64; 4],
+    requests: Counted,
+    request_bytes: Counted,
+    responses: Counted,
+    response_bytes: Counted,
     /// Anything counted or set since the last flush: a poll that counted nothing (most of an
     /// unpipelined client's: a write's poll, then the reply's) flushes nothing.
     changed: bool,
@@ -343,7 +340,9 @@ impl Tally {
     /// Counts one request of `bytes` queued for the backend.
     pub fn request(&mut self, bytes: usize) {
         if let Some(backend) = &mut self.backend {
-            backend.count(REQUESTS, bytes);
+            backend.requests.add(1);
+            backend.request_bytes.add(bytes as u64);
+            backend.changed = true;
         }
     }
 
@@ -351,7 +350,7 @@ impl Tally {
     /// (`keyway_backend_request_duration_seconds`).
     pub fn response(&mut self, bytes: usize, elapsed: Duration) {
         if let Some(backend) = &mut self.backend {
-            backend.count(RESPONSES, bytes);
+            backend.response(bytes);
             backend.latency.observe(elapsed.as_secs_f64());
         }
     }
@@ -360,7 +359,7 @@ impl Tally {
     /// backend's, so it stays out of the latency histogram.
     pub fn blocked_response(&mut self, bytes: usize) {
         if let Some(backend) = &mut self.backend {
-            backend.count(RESPONSES, bytes);
+            backend.response(bytes);
         }
     }
 
@@ -393,31 +392,45 @@ impl Tally {
     }
 }
 
-/// Where [`BackendTally::count`] counts a request (its count, then its bytes).
-const REQUESTS: usize = 0;
-/// Where [`BackendTally::count`] counts a reply (its count, then its bytes).
-const RESPONSES: usize = 2;
+/// A shared counter's increments since the last flush, kept in a plain integer.
+struct Counted {
+    shared: IntCounter,
+    since: u64,
+}
+
+impl Counted {
+    fn new(shared: &IntCounter) -> Counted {
+        Counted {
+            shared: shared.clone(),
+            since: 0,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.since = self.since.wrapping_add(n);
+    }
+
+    fn flush(&mut self) {
+        if self.since != 0 {
+            self.shared.inc_by(self.since);
+            self.since = 0;
+        }
+    }
+}
 
 impl BackendTally {
-    /// Counts one request or reply (`at`: [`REQUESTS`] or [`RESPONSES`]) of `bytes`.
-    fn count(&mut self, at: usize, bytes: usize) {
-        let mut add = |at: usize, n: u64| {
-            if let Some(counted) = self.counted.get_mut(at) {
-                *counted = counted.wrapping_add(n);
-            }
-        };
-        add(at, 1);
-        add(at + 1, bytes as u64);
+    /// Counts one reply of `bytes`.
+    fn response(&mut self, bytes: usize) {
+        self.responses.add(1);
+        self.response_bytes.add(bytes as u64);
         self.changed = true;
     }
 
     fn flush(&mut self) {
-        for (counter, counted) in self.counters.iter().zip(self.counted.iter_mut()) {
-            if *counted != 0 {
-                counter.inc_by(*counted);
-                *counted = 0;
-            }
-        }
+        self.requests.flush();
+        self.request_bytes.flush();
+        self.responses.flush();
+        self.response_bytes.flush();
         self.latency.flush();
         self.publish();
         self.changed = false;
