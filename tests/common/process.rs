@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::*;
 
@@ -83,12 +84,35 @@ impl Daemon {
     }
 
     /// Freezes the process (SIGSTOP): connections are accepted by the kernel, nothing answers.
+    /// Returns once every thread is stopped: `kill` only queues the signal, and a thread busy
+    /// on another core could otherwise still answer a request sent right after.
     pub(crate) fn pause(&self) {
         signal(self.pid(), "STOP");
+        let stopped = wait_until(Duration::from_secs(5), || self.threads_stopped(true));
+        assert!(stopped, "pid {} did not stop on SIGSTOP", self.pid());
     }
 
+    /// Thaws the process (SIGCONT) and returns once no thread is stopped.
     pub(crate) fn resume(&self) {
         signal(self.pid(), "CONT");
+        let running = wait_until(Duration::from_secs(5), || self.threads_stopped(false));
+        assert!(running, "pid {} did not continue on SIGCONT", self.pid());
+    }
+
+    /// Whether every thread's state in /proc/PID/task/*/stat is `T` (stopped), or, with
+    /// `stopped` false, whether none is.
+    fn threads_stopped(&self, stopped: bool) -> bool {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // the state follows the command name, which is in parentheses and may hold spaces
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            (state == Some('T')) == stopped
+        })
     }
 
     /// SIGKILL and reap: the port is closed afterwards.
