@@ -3,6 +3,10 @@
 //! vectored batches, pairs each reply with the oldest waiting request (FIFO), enforces the
 //! per-request timeout and `max_reply_bytes` (from a reply's header, before buffering it), keeps
 //! the backend's queue gauges, and reconnects with backoff.
+//!
+//! When nothing is in flight on the whole worker, the session sending a request writes it to
+//! a plain (TCP or unix) socket itself, and the task takes it over when the reply wakes it:
+//! one client's request then costs one task poll fewer (`Queue::write_directly`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -26,7 +30,7 @@ use crate::metrics::Tally;
 use crate::protocol::memcache;
 use crate::protocol::resp::{ReplyScanner, Request};
 use crate::security::tls::{self, BackendTls};
-use crate::socket::{ArmedReader, SocketRead, SocketWrite};
+use crate::socket::{self, ArmedReader, Plain, SocketRead, SocketWrite};
 
 /// Requests written but not yet answered on one connection; past it the connection stops
 /// taking new jobs until replies drain (they wait in the channel, bounded by client limits).
@@ -129,16 +133,17 @@ impl Handle {
         let (reply, receiver) = reply::channel();
         // Once the task is gone the job is dropped here, and its reply says `Closed`.
         if !self.queue.gone.get() {
-            self.queue
-                .bytes
-                .set(self.queue.bytes.get().saturating_add(frame.len()));
-            self.queue.jobs.borrow_mut().push_back(Job {
-                frame,
-                expect,
-                patience,
-                reply,
-            });
-            self.queue.wake();
+            // Each branch builds its job where it goes.
+            if self.queue.may_write_directly() {
+                self.queue.write_directly(Job {
+                    frame,
+                    expect,
+                    patience,
+                    reply,
+                });
+            } else {
+                self.queue.push_back(frame, expect, patience, reply);
+            }
         }
         receiver
     }
@@ -187,13 +192,87 @@ struct Queue {
     gone: Cell<bool>,
     /// Frame bytes of the queued jobs (part of the backend's `in_queue_bytes`).
     bytes: Cell<usize>,
+    /// The connected socket, when it is plain TCP or unix: a session may write to it itself.
+    socket: RefCell<Option<Rc<dyn Plain>>>,
+    /// The task lets a session write to `socket` itself (see [`Queue::write_directly`]).
+    direct: Cell<bool>,
+    /// Requests sessions wrote themselves, oldest first, each with what the socket did not
+    /// take of its frame, for the task to take over.
+    written: RefCell<VecDeque<(Waiting, Bytes)>>,
+    /// Whether `written` holds any (checked by the task on each pass, without a borrow).
+    wrote: Cell<bool>,
+    /// The bound on each reply (the target's `timeout`).
+    timeout: Option<Duration>,
 }
 
 impl Queue {
+    fn new(target: &Target) -> Queue {
+        Queue {
+            handles: Cell::new(1),
+            timeout: target.timeout,
+            ..Queue::default()
+        }
+    }
+
     fn wake(&self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+    }
+
+    /// Queues a job for the task, and wakes it. (Built here, the job is written in its slot
+    /// in place: a dozen words not copied.)
+    #[inline(always)]
+    fn push_back(&self, frame: Bytes, expect: Expect, patience: Patience, reply: ReplySender) {
+        self.bytes.set(self.bytes.get().saturating_add(frame.len()));
+        self.jobs.borrow_mut().push_back(Job {
+            frame,
+            expect,
+            patience,
+            reply,
+        });
+        self.wake();
+    }
+
+    /// Whether [`Queue::write_directly`] may write: the task allows it, and the whole worker
+    /// waits on no backend.
+    #[inline(always)]
+    fn may_write_directly(&self) -> bool {
+        self.direct.get() && UNANSWERED.get() == 0
+    }
+
+    /// Writes `job`'s frame to the socket from the session sending it (when
+    /// [`Queue::may_write_directly`]): the lone client's request then costs no wake-up and
+    /// poll of the task (its reply wakes it, as any other). With requests in flight anywhere
+    /// on the worker, jobs are queued instead, and the task writes what the sessions of a
+    /// turn queued in one batch.
+    ///
+    /// The task allows it while it has nothing to write, no job is queued, and its timer is
+    /// set (for an older request's deadline, or none is needed): replies then still pair with
+    /// requests in the order written, and this request's deadline is still kept. It takes the
+    /// request over at its next poll; if the socket did not take the whole frame, at once.
+    fn write_directly(&self, job: Job) {
+        let socket = self.socket.borrow();
+        // A socket seen readable may hold the backend's close of an idle connection: the
+        // task reads first, and sends the job on a fresh connection.
+        let Some(socket) = socket.as_ref().filter(|socket| !socket.is_read_ready()) else {
+            return self.push_back(job.frame, job.expect, job.patience, job.reply);
+        };
+        let now = Instant::now();
+        let blocks = !matches!(job.patience, Patience::Timeout);
+        let deadline = deadline(job.patience, self.timeout, now);
+        let mut frame = job.frame;
+        let bytes = frame.len();
+        let waiting = Waiting::new(Some(job.reply), job.expect, now, deadline, blocks, bytes);
+        // A failed write leaves the frame to the task, whose own write then fails.
+        let written = socket.try_write(&frame).unwrap_or(0);
+        frame.advance(written.min(frame.len()));
+        if !frame.is_empty() {
+            self.direct.set(false);
+            self.wake();
+        }
+        self.written.borrow_mut().push_back((waiting, frame));
+        self.wrote.set(true);
     }
 }
 
@@ -230,14 +309,54 @@ impl Jobs {
     fn queued(&self) -> (usize, usize) {
         (self.queue.jobs.borrow().len(), self.queue.bytes.get())
     }
+
+    /// The oldest request a session wrote itself, and what is left to write of it.
+    fn take_written(&mut self) -> Option<(Waiting, Bytes)> {
+        let taken = self.queue.written.borrow_mut().pop_front();
+        self.queue.wrote.set(taken.is_some());
+        taken
+    }
+
+    /// Lets sessions write to `socket` themselves, when the task allows it, until the
+    /// returned guard is dropped.
+    fn share(&mut self, socket: Rc<dyn Plain>) -> Shared<'_> {
+        *self.queue.socket.borrow_mut() = Some(socket);
+        Shared { jobs: self }
+    }
+
+    /// Ends sessions' writing to the socket; what they wrote and the task did not take over
+    /// (its connection ended meanwhile) fails with `Closed`.
+    fn unshare(&self) {
+        self.queue.direct.set(false);
+        let socket = self.queue.socket.borrow_mut().take();
+        drop(socket);
+        let written = std::mem::take(&mut *self.queue.written.borrow_mut());
+        for (waiting, _) in written {
+            if let Some(reply) = waiting.reply {
+                reply.send(Err(Error::Closed));
+            }
+        }
+    }
 }
 
 impl Drop for Jobs {
     fn drop(&mut self) {
         self.queue.gone.set(true);
+        self.unshare();
         // Dropped outside the borrow: each job's reply then says `Closed`.
         let jobs = std::mem::take(&mut *self.queue.jobs.borrow_mut());
         drop(jobs);
+    }
+}
+
+/// The connection task's [`Jobs`] while sessions may write to its socket themselves.
+struct Shared<'a> {
+    jobs: &'a mut Jobs,
+}
+
+impl Drop for Shared<'_> {
+    fn drop(&mut self) {
+        self.jobs.unshare();
     }
 }
 
@@ -254,10 +373,7 @@ fn spawn_with<C: Connector>(
     preconnect: bool,
     connector: C,
 ) -> Handle {
-    let queue = Rc::new(Queue {
-        handles: Cell::new(1),
-        ..Queue::default()
-    });
+    let queue = Rc::new(Queue::new(&target));
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
@@ -276,10 +392,7 @@ pub fn spawn_dedicated<G: 'static>(
     report: Arc<dyn Report>,
     guard: G,
 ) -> (Handle, tokio::task::AbortHandle) {
-    let queue = Rc::new(Queue {
-        handles: Cell::new(1),
-        ..Queue::default()
-    });
+    let queue = Rc::new(Queue::new(&target));
     let jobs = Jobs {
         queue: Rc::clone(&queue),
     };
@@ -536,16 +649,27 @@ impl Transport for Stream {
         first: Vec<Job>,
         jobs: &mut Jobs,
     ) -> Result<Ended, Error> {
+        // A plain socket is shared with the sessions, which may write to it themselves.
         match self {
-            Stream::Tcp(mut stream) => {
-                let (rd, wr) = stream.split();
+            Stream::Tcp(stream) => {
+                let stream = Rc::new(stream);
+                let (rd, wr) = (
+                    socket::Shared(Rc::clone(&stream)),
+                    socket::Shared(Rc::clone(&stream)),
+                );
+                let shared = jobs.share(stream);
                 let pipeline = Pipeline::new(target, report, tally, rd, wr);
-                pipeline.run(first, jobs).await
+                pipeline.run(first, shared.jobs).await
             }
-            Stream::Unix(mut stream) => {
-                let (rd, wr) = stream.split();
+            Stream::Unix(stream) => {
+                let stream = Rc::new(stream);
+                let (rd, wr) = (
+                    socket::Shared(Rc::clone(&stream)),
+                    socket::Shared(Rc::clone(&stream)),
+                );
+                let shared = jobs.share(stream);
                 let pipeline = Pipeline::new(target, report, tally, rd, wr);
-                pipeline.run(first, jobs).await
+                pipeline.run(first, shared.jobs).await
             }
             Stream::Tls(stream) => {
                 let (rd, wr) = tls::split(*stream);
@@ -564,6 +688,28 @@ enum Ended {
     Idle,
 }
 
+thread_local! {
+    /// Requests this worker's backend connections hold unanswered, counted by the life of
+    /// their [`Waiting`]: none means every connection of the worker is idle.
+    static UNANSWERED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One of [`UNANSWERED`], for as long as it lives.
+struct Unanswered;
+
+impl Unanswered {
+    fn new() -> Unanswered {
+        UNANSWERED.set(UNANSWERED.get().saturating_add(1));
+        Unanswered
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        UNANSWERED.set(UNANSWERED.get().saturating_sub(1));
+    }
+}
+
 /// A request written (or queued to be written) and waiting for its reply.
 struct Waiting {
     reply: Option<ReplySender>,
@@ -574,6 +720,40 @@ struct Waiting {
     blocks: bool,
     /// The request frame's length (for the queue gauges).
     bytes: usize,
+    _counted: Unanswered,
+}
+
+impl Waiting {
+    fn new(
+        reply: Option<ReplySender>,
+        expect: Expect,
+        sent: Instant,
+        deadline: Option<Instant>,
+        blocks: bool,
+        bytes: usize,
+    ) -> Waiting {
+        Waiting {
+            reply,
+            expect,
+            sent,
+            deadline,
+            blocks,
+            bytes,
+            _counted: Unanswered::new(),
+        }
+    }
+}
+
+/// When the reply to a request sent at `now` with `patience` is late, for a backend whose
+/// requests may take `timeout`.
+#[inline(always)]
+fn deadline(patience: Patience, timeout: Option<Duration>, now: Instant) -> Option<Instant> {
+    match patience {
+        Patience::Timeout => timeout.map(|t| now + t),
+        // Past what an `Instant` holds, the block is as good as forever.
+        Patience::Longer(block) => timeout.and_then(|t| now.checked_add(t.saturating_add(block))),
+        Patience::Unbounded => None,
+    }
 }
 
 /// The connected state: requests out, replies in, strictly in order.
@@ -674,15 +854,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     // chose once the pump grew) they cost about 50 instructions per GET.
     #[inline(always)]
     fn push(&mut self, job: Job, now: Instant) {
-        let deadline = match job.patience {
-            Patience::Timeout => self.target.timeout.map(|t| now + t),
-            // Past what an `Instant` holds, the block is as good as forever.
-            Patience::Longer(block) => self
-                .target
-                .timeout
-                .and_then(|t| now.checked_add(t.saturating_add(block))),
-            Patience::Unbounded => None,
-        };
+        let deadline = deadline(job.patience, self.target.timeout, now);
         self.tally.request(job.frame.len());
         let blocks = !matches!(job.patience, Patience::Timeout);
         self.queue(
@@ -693,6 +865,19 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             deadline,
             blocks,
         );
+    }
+
+    /// Queues `waiting`'s reply and `unwritten`, what is left to write of its frame (all of
+    /// it, or what a session writing it itself could not).
+    #[inline(always)]
+    fn take_over(&mut self, waiting: Waiting, unwritten: Bytes) {
+        self.tally.request(waiting.bytes);
+        self.waiting_bytes += waiting.bytes;
+        self.waiting.push_back(waiting);
+        if !unwritten.is_empty() {
+            self.unwritten_bytes += unwritten.len();
+            self.unwritten.push_back(unwritten);
+        }
     }
 
     #[inline(always)]
@@ -709,14 +894,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
         self.unwritten_bytes += bytes;
         self.waiting_bytes += bytes;
         self.unwritten.push_back(frame);
-        self.waiting.push_back(Waiting {
-            reply,
-            expect,
-            sent,
-            deadline,
-            blocks,
-            bytes,
-        });
+        self.waiting
+            .push_back(Waiting::new(reply, expect, sent, deadline, blocks, bytes));
     }
 
     /// Sets the queue gauges (nutcracker's `in_queue` and `out_queue`): jobs not yet taken
@@ -744,6 +923,13 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             let poll = self.poll_pump(cx, jobs, &mut state);
             self.publish_queues(jobs);
             self.tally.flush();
+            // Sessions may write themselves while nothing waits to be written before their
+            // requests and the timer keeps their deadlines (see `Queue::write_directly`).
+            let direct = poll.is_pending()
+                && self.unwritten.is_empty()
+                && (state.armed || self.target.timeout.is_none() || !self.waiting.is_empty())
+                && jobs.queue.jobs.borrow().is_empty();
+            jobs.queue.direct.set(direct);
             poll
         })
         .await
@@ -764,6 +950,12 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     ) -> Poll<Result<Ended, Error>> {
         let mut read = 0;
         loop {
+            // Requests sessions wrote themselves come before any job queued after them.
+            if jobs.queue.wrote.get() {
+                while let Some((waiting, unwritten)) = jobs.take_written() {
+                    self.take_over(waiting, unwritten);
+                }
+            }
             if !state.open && self.waiting.is_empty() {
                 return Poll::Ready(Ok(Ended::Shutdown));
             }
@@ -1412,6 +1604,177 @@ mod tests {
                 drop(handle);
                 crate::timer::sleep(Duration::from_millis(10)).await;
                 assert_eq!(gauges(&recorder), [0, 0, 0, 0], "the task ended");
+            })
+            .await;
+    }
+
+    /// A backend on a loopback socket, and a connection to it: the only kind a session may
+    /// write to itself.
+    async fn loopback(
+        timeout: Option<Duration>,
+    ) -> (tokio::net::TcpListener, Handle, Arc<Recorder>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = Arc::new(Target {
+            addr: BackendAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            timeout,
+            ..(*target()).clone()
+        });
+        let recorder = Arc::new(Recorder {
+            metrics: Metrics::new().pool("p", &["b".to_string()]),
+            failed: Mutex::new(Vec::new()),
+            successes: Mutex::new(0),
+        });
+        let report: Arc<dyn Report> = Arc::clone(&recorder) as Arc<dyn Report>;
+        let handle = spawn_with(target, report, false, Dial);
+        (listener, handle, recorder)
+    }
+
+    /// Reads exactly `n` bytes from the backend's end, blocking the thread (and so every task
+    /// of the test): what arrives was written before the call, not by the connection task.
+    fn read_blocking(backend: &tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use std::io::Read;
+        let fd = socket2::SockRef::from(backend).try_clone().unwrap();
+        fd.set_nonblocking(false).unwrap();
+        fd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0; n];
+        let mut stream = std::net::TcpStream::from(fd);
+        stream.read_exact(&mut got).unwrap();
+        // The flag is the socket's, shared with the backend's tokio stream.
+        stream.set_nonblocking(true).unwrap();
+        got
+    }
+
+    /// The first request connects; then the connection is idle: the next is written by its
+    /// sender, and what the backend gets next is the same socket.
+    async fn idle_connection(
+        timeout: Option<Duration>,
+    ) -> (tokio::net::TcpStream, Handle, Arc<Recorder>) {
+        let (listener, handle, recorder) = loopback(timeout).await;
+        let reply = handle.send(PING.into(), Expect::Resp);
+        let (mut backend, _) = listener.accept().await.unwrap();
+        assert_eq!(read_exactly_tcp(&mut backend, PING.len()).await, PING);
+        backend.write_all(b"+PONG\r\n").await.unwrap();
+        assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+        tokio::task::yield_now().await;
+        (backend, handle, recorder)
+    }
+
+    async fn read_exactly_tcp(backend: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        backend.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_request_to_an_idle_worker_is_written_by_its_sender_and_pairs_as_any_other() {
+        LocalSet::new()
+            .run_until(async {
+                let (mut backend, handle, recorder) = idle_connection(None).await;
+                // Written during `send`: the backend has it before the task could run.
+                let first = handle.send(get("a"), Expect::Resp);
+                assert_eq!(read_blocking(&backend, get("a").len()), get("a"));
+                // With that one unanswered, the next two are queued for the task, behind it.
+                let second = handle.send(get("bb"), Expect::Resp);
+                let third = handle.send(get("ccc"), Expect::Resp);
+                let queued = [get("bb"), get("ccc")].concat();
+                assert_eq!(read_exactly_tcp(&mut backend, queued.len()).await, queued);
+                backend
+                    .write_all(b"$1\r\na\r\n$2\r\nbb\r\n$3\r\nccc\r\n")
+                    .await
+                    .unwrap();
+                assert_eq!(first.await.unwrap(), Ok(Bytes::from_static(b"$1\r\na\r\n")));
+                assert_eq!(
+                    second.await.unwrap(),
+                    Ok(Bytes::from_static(b"$2\r\nbb\r\n"))
+                );
+                assert_eq!(
+                    third.await.unwrap(),
+                    Ok(Bytes::from_static(b"$3\r\nccc\r\n"))
+                );
+                // Counted as any other request: the PING and these three.
+                tokio::task::yield_now().await;
+                let b = recorder.metrics.backend(0).unwrap();
+                assert_eq!(b.requests.get(), 4);
+                assert_eq!(b.responses.get(), 4);
+                assert_eq!([b.in_queue.get(), b.out_queue.get()], [0, 0]);
+                // Idle again: the next is written by its sender too.
+                let fourth = handle.send(get("d"), Expect::Resp);
+                assert_eq!(read_blocking(&backend, get("d").len()), get("d"));
+                backend.write_all(b"$-1\r\n").await.unwrap();
+                assert_eq!(fourth.await.unwrap(), Ok(Bytes::from_static(b"$-1\r\n")));
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_request_its_sender_wrote_still_times_out() {
+        LocalSet::new()
+            .run_until(async {
+                let timeout = Duration::from_millis(300);
+                let (backend, handle, recorder) = idle_connection(Some(timeout)).await;
+                // The timer, set for the PING, keeps this one's deadline too.
+                let reply = handle.send(get("a"), Expect::Resp);
+                assert_eq!(read_blocking(&backend, get("a").len()), get("a"));
+                let waited = crate::timer::timeout(Duration::from_secs(30), reply).await;
+                assert_eq!(waited.expect("no hang").unwrap(), Err(Error::Timeout));
+                assert_eq!(*recorder.failed.lock().unwrap(), [Error::Timeout]);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_does_not_take_whole_is_finished_by_the_task_in_order() {
+        LocalSet::new()
+            .run_until(async {
+                let (mut backend, handle, _) = idle_connection(None).await;
+                // Far more than the socket buffers hold while the backend reads nothing.
+                let value = vec![b'v'; 8 * 1024 * 1024];
+                let big = Request::from_args([&b"SET"[..], b"k", &value])
+                    .frame()
+                    .clone();
+                let set = handle.send(big.clone(), Expect::Resp);
+                assert!(
+                    handle.queue.wrote.get() && !handle.queue.direct.get(),
+                    "written in part by its sender, the rest left to the task"
+                );
+                let get = handle.send(get("k"), Expect::Resp);
+                let sent = [big, super::tests::get("k")].concat();
+                assert_eq!(read_exactly_tcp(&mut backend, sent.len()).await, sent);
+                backend.write_all(b"+OK\r\n$1\r\nv\r\n").await.unwrap();
+                assert_eq!(set.await.unwrap(), Ok(Bytes::from_static(b"+OK\r\n")));
+                assert_eq!(get.await.unwrap(), Ok(Bytes::from_static(b"$1\r\nv\r\n")));
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn after_the_backend_closes_an_idle_connection_the_next_request_goes_on_a_new_one() {
+        LocalSet::new()
+            .run_until(async {
+                let (listener, handle, recorder) = loopback(None).await;
+                let reply = handle.send(PING.into(), Expect::Resp);
+                let (mut backend, _) = listener.accept().await.unwrap();
+                read_exactly_tcp(&mut backend, PING.len()).await;
+                backend.write_all(b"+PONG\r\n").await.unwrap();
+                assert!(reply.await.unwrap().is_ok());
+                drop(backend);
+                // Once the task saw the close, nobody writes to that socket any more.
+                let closed = crate::timer::timeout(Duration::from_secs(30), async {
+                    while handle.queue.socket.borrow().is_some() {
+                        crate::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+                closed.await.expect("the task sees the close");
+                let reply = handle.send(PING.into(), Expect::Resp);
+                let (mut backend, _) = listener.accept().await.unwrap();
+                assert_eq!(read_exactly_tcp(&mut backend, PING.len()).await, PING);
+                backend.write_all(b"+PONG\r\n").await.unwrap();
+                assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
+                assert!(recorder.failed.lock().unwrap().is_empty());
             })
             .await;
     }
