@@ -1667,11 +1667,16 @@ mod tests {
         got
     }
 
-    /// The first request connects; then the connection is idle: the next is written by its
-    /// sender, and what the backend gets next is the same socket.
+    /// A loopback backend, and a connection to it made and answered once: idle, so the next
+    /// request is written by its sender.
     async fn idle_connection(
         timeout: Option<Duration>,
-    ) -> (tokio::net::TcpStream, Handle, Arc<Recorder>) {
+    ) -> (
+        tokio::net::TcpListener,
+        tokio::net::TcpStream,
+        Handle,
+        Arc<Recorder>,
+    ) {
         let (listener, handle, recorder) = loopback(timeout).await;
         let reply = handle.send(PING.into(), Expect::Resp);
         let (mut backend, _) = listener.accept().await.unwrap();
@@ -1679,7 +1684,7 @@ mod tests {
         backend.write_all(b"+PONG\r\n").await.unwrap();
         assert_eq!(reply.await.unwrap(), Ok(Bytes::from_static(b"+PONG\r\n")));
         tokio::task::yield_now().await;
-        (backend, handle, recorder)
+        (listener, backend, handle, recorder)
     }
 
     async fn read_exactly_tcp(backend: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
@@ -1693,7 +1698,7 @@ mod tests {
     ) {
         LocalSet::new()
             .run_until(async {
-                let (mut backend, handle, recorder) = idle_connection(None).await;
+                let (_, mut backend, handle, recorder) = idle_connection(None).await;
                 // Written during `send`: the backend has it before the task could run.
                 let first = handle.send(get("a"), Expect::Resp);
                 assert_eq!(read_blocking(&backend, get("a").len()), get("a"));
@@ -1748,7 +1753,7 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let timeout = Duration::from_millis(300);
-                let (backend, handle, recorder) = idle_connection(Some(timeout)).await;
+                let (_, backend, handle, recorder) = idle_connection(Some(timeout)).await;
                 // The timer, set for the PING, keeps this one's deadline too.
                 let reply = handle.send(get("a"), Expect::Resp);
                 assert_eq!(read_blocking(&backend, get("a").len()), get("a"));
@@ -1763,7 +1768,7 @@ mod tests {
     async fn a_frame_the_socket_does_not_take_whole_is_finished_by_the_task_in_order() {
         LocalSet::new()
             .run_until(async {
-                let (mut backend, handle, _) = idle_connection(None).await;
+                let (_, mut backend, handle, _) = idle_connection(None).await;
                 // Far more than the socket buffers hold while the backend reads nothing.
                 let value = vec![b'v'; 8 * 1024 * 1024];
                 let big = Request::from_args([&b"SET"[..], b"k", &value])
@@ -1774,12 +1779,12 @@ mod tests {
                     handle.queue.wrote.get() && !handle.queue.direct.get(),
                     "written in part by its sender, the rest left to the task"
                 );
-                let get = handle.send(get("k"), Expect::Resp);
-                let sent = [big, super::tests::get("k")].concat();
+                let read = handle.send(get("k"), Expect::Resp);
+                let sent = [big, get("k")].concat();
                 assert_eq!(read_exactly_tcp(&mut backend, sent.len()).await, sent);
                 backend.write_all(b"+OK\r\n$1\r\nv\r\n").await.unwrap();
                 assert_eq!(set.await.unwrap(), Ok(Bytes::from_static(b"+OK\r\n")));
-                assert_eq!(get.await.unwrap(), Ok(Bytes::from_static(b"$1\r\nv\r\n")));
+                assert_eq!(read.await.unwrap(), Ok(Bytes::from_static(b"$1\r\nv\r\n")));
             })
             .await;
     }
@@ -1788,12 +1793,7 @@ mod tests {
     async fn after_the_backend_closes_an_idle_connection_the_next_request_goes_on_a_new_one() {
         LocalSet::new()
             .run_until(async {
-                let (listener, handle, recorder) = loopback(None).await;
-                let reply = handle.send(PING.into(), Expect::Resp);
-                let (mut backend, _) = listener.accept().await.unwrap();
-                read_exactly_tcp(&mut backend, PING.len()).await;
-                backend.write_all(b"+PONG\r\n").await.unwrap();
-                assert!(reply.await.unwrap().is_ok());
+                let (listener, backend, handle, recorder) = idle_connection(None).await;
                 drop(backend);
                 // Once the task saw the close, nobody writes to that socket any more.
                 let closed = crate::timer::timeout(Duration::from_secs(30), async {
