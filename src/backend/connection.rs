@@ -221,9 +221,11 @@ impl Queue {
     }
 
     /// Queues a job for the task, and wakes it. (Built here, the job is written in its slot
-    /// in place: a dozen words not copied.)
+    /// in place: a dozen words not copied.) No session writes itself until the task took it:
+    /// a later request must not overtake it.
     #[inline(always)]
     fn push_back(&self, frame: Bytes, expect: Expect, patience: Patience, reply: ReplySender) {
+        self.direct.set(false);
         self.bytes.set(self.bytes.get().saturating_add(frame.len()));
         self.jobs.borrow_mut().push_back(Job {
             frame,
@@ -1744,6 +1746,29 @@ mod tests {
                 assert_eq!(read_blocking(&backend, get("e").len()), get("e"));
                 backend.write_all(b"$-1\r\n").await.unwrap();
                 assert_eq!(alone.await.unwrap(), Ok(Bytes::from_static(b"$-1\r\n")));
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_is_never_overtaken_by_one_its_sender_writes() {
+        LocalSet::new()
+            .run_until(async {
+                let (_, mut backend, handle, _) = idle_connection(None).await;
+                // The last lone request the crowding rule holds back is queued...
+                CROWDED.set(1);
+                let first = handle.send(get("a"), Expect::Resp);
+                // ...and the next, lone too, is queued behind it rather than written first.
+                let second = handle.send(get("bb"), Expect::Resp);
+                assert!(!handle.queue.wrote.get());
+                let sent = [get("a"), get("bb")].concat();
+                assert_eq!(read_exactly_tcp(&mut backend, sent.len()).await, sent);
+                backend.write_all(b"$1\r\na\r\n$2\r\nbb\r\n").await.unwrap();
+                assert_eq!(first.await.unwrap(), Ok(Bytes::from_static(b"$1\r\na\r\n")));
+                assert_eq!(
+                    second.await.unwrap(),
+                    Ok(Bytes::from_static(b"$2\r\nbb\r\n"))
+                );
             })
             .await;
     }
