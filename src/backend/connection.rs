@@ -331,9 +331,9 @@ impl Jobs {
 
     /// Lets sessions write to `socket` themselves, when the task allows it, until the
     /// returned guard is dropped.
-    fn share(&mut self, socket: Rc<dyn Plain>) -> Shared<'_> {
+    fn share(&mut self, socket: Rc<dyn Plain>) -> Sharing<'_> {
         *self.queue.socket.borrow_mut() = Some(socket);
-        Shared { jobs: self }
+        Sharing { jobs: self }
     }
 
     /// Ends sessions' writing to the socket; what they wrote and the task did not take over
@@ -343,6 +343,7 @@ impl Jobs {
         let socket = self.queue.socket.borrow_mut().take();
         drop(socket);
         let written = std::mem::take(&mut *self.queue.written.borrow_mut());
+        self.queue.wrote.set(false);
         for (waiting, _) in written {
             if let Some(reply) = waiting.reply {
                 reply.send(Err(Error::Closed));
@@ -362,11 +363,11 @@ impl Drop for Jobs {
 }
 
 /// The connection task's [`Jobs`] while sessions may write to its socket themselves.
-struct Shared<'a> {
+struct Sharing<'a> {
     jobs: &'a mut Jobs,
 }
 
-impl Drop for Shared<'_> {
+impl Drop for Sharing<'_> {
     fn drop(&mut self) {
         self.jobs.unshare();
     }
