@@ -36,7 +36,8 @@
 # key is absent, nutcracker's default 1). ONLY="t1 t2 ..." runs just those targets (ids as in
 # TARGETS below; the direct target is always started, as backend 1). LOAD_BIN=path: the
 # keyway-load binary (default: built with Keyway, target/release/keyway-load).
-# CALLGRIND_ONLY="w1 w2" counts just those workloads under --callgrind.
+# CALLGRIND_ONLY="w1 w2" counts just those workloads under --callgrind; LOAD_ONLY="w1 w2" runs
+# just those of the load run's (e.g. many rounds of one workload: a change's A/B).
 #
 # --workloads LIST picks the load run's workloads: default (the redis-benchmark ones, the
 # default list), pubsub, blpop; e.g. `scripts/bench.sh --workloads pubsub,blpop --rounds 3`.
@@ -469,10 +470,12 @@ WORKLOADS=(
   set_1KiB_P1 get_1KiB_P1 set_1KiB_P16 get_1KiB_P16
   mget_10keys lrange_100 lrange_600 get_16B_c1 get_16B_idle1000
 )
+if [[ -n ${LOAD_ONLY:-} ]]; then read -r -a WORKLOADS <<<"$LOAD_ONLY"; fi
 
-# Sets WL_N (requests), WL_C (clients), WL_P (pipeline), WL_IDLE (idle connections held
-# during the run) and WL_CMD (the command, __rand_int__ drawn from the prefilled keyspace).
-# Counts are sized so that one run takes about a second on a 2-core machine.
+# Sets WL_N (requests; WL_LOAD_N in the load run), WL_C (clients), WL_P (pipeline), WL_IDLE
+# (idle connections held during the run) and WL_CMD (the command, __rand_int__ drawn from the
+# prefilled keyspace). Counts are sized so that one run takes about a second on a 2-core
+# machine.
 workload_spec() {
   WL_C=50 WL_P=1 WL_IDLE=0
   case $1 in
@@ -496,6 +499,10 @@ workload_spec() {
     *) die "unknown workload $1" ;;
   esac
   if ((QUICK)); then WL_N=$((WL_N / 2)); fi
+  # The load run's count: one client's run three times longer, as its CPU is counted in
+  # 10 ms ticks (8,000 GETs took about 25 of them: ±4% from rounding alone).
+  WL_LOAD_N=$WL_N
+  if ((WL_C == 1)); then WL_LOAD_N=$((WL_N * 3)); fi
 }
 
 CLIENT_ARGS=()      # redis-benchmark flags of the target being measured (client_args)
@@ -577,11 +584,11 @@ run_one() {
   read -r -a CLIENT_ARGS <<<"$(client_args "$target")"
   ((WL_IDLE)) && idle_open "$port" "$WL_IDLE" "$target"
   read -r u0 s0 < <(cpu_ticks "$pid")
-  read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_N" "$WL_P" "${WL_CMD[@]}")
+  read -r rps p50 p99 < <(run_benchmark "$port" "$WL_C" "$WL_LOAD_N" "$WL_P" "${WL_CMD[@]}")
   read -r u1 s1 < <(cpu_ticks "$pid")
   ((WL_IDLE)) && idle_close
   [[ -n $rps ]] || die "$wl on $target: no result"
-  read -r cpu sys < <(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$WL_N" \
+  read -r cpu sys < <(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$WL_LOAD_N" \
     'BEGIN { printf "%.3f %.3f\n", (u + s) / hz / (n / 1e6), u + s ? s / (u + s) : 0 }')
   echo "$wl,$target,$round,$rps,$p50,$p99,$cpu,$sys" >>"$OUT/results.csv"
   printf '  %-18s %-10s %12s ops/s  p50 %7s  p99 %7s ms  cpu %7s s/Mreq (%s kernel)\n' \
