@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Chaos under load (not part of CI; a 12 s version runs in the test suite as tests/chaos.rs):
-# 50 clients SET then GET-verify their own keys through Keyway in front of 4 redis-server
+# Chaos under load (not part of CI; a 12 s version runs in the test suite as tests/chaos.rs,
+# and a 6 s one with a single client, whose lone requests its session writes itself):
+# 50 clients (then 1) SET then GET-verify their own keys through Keyway in front of 4 redis-server
 # backends while random backends are killed (-9), frozen (SIGSTOP), resumed and restarted
 # and the config is reloaded (SIGHUP, POST /reload). Fails on any mismatched reply (another
 # request's), any reply that is neither right nor an error reply, any missing reply, and on

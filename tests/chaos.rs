@@ -6,7 +6,11 @@
 //! of the wrong type — and afterwards every acknowledged write on a backend that never died
 //! must read back from that backend.
 //!
-//! `KEYWAY_CHAOS_SECS` sets the duration (default 12 s here; `scripts/chaos.sh` runs 60 s).
+//! The same chaos runs a second time with one client, whose lone requests its session writes
+//! to the backend socket itself (the first of each pair; the second is queued behind it).
+//!
+//! `KEYWAY_CHAOS_SECS` sets the duration (default 12 s here, 6 s for the one client;
+//! `scripts/chaos.sh` runs 60 s each).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,8 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
-const CLIENTS: usize = 50;
-const KEYS_PER_CLIENT: usize = 20;
 const BACKENDS: usize = 4;
 /// Backends the chaos only freezes, never kills: their acknowledged writes must all survive.
 const NEVER_KILLED: std::ops::Range<usize> = 2..4;
@@ -283,23 +285,36 @@ fn chaos(
     actions
 }
 
-fn duration() -> Duration {
+/// `KEYWAY_CHAOS_SECS`, else `default` seconds.
+fn duration(default: u64) -> Duration {
     let secs = std::env::var("KEYWAY_CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(default);
     Duration::from_secs(secs)
 }
 
 #[test]
 fn chaos_under_load_never_mismatches_a_reply_nor_loses_an_acknowledged_write() {
+    chaos_with(50, 1000, duration(12));
+}
+
+#[test]
+fn chaos_with_one_client_never_mismatches_a_reply_nor_loses_an_acknowledged_write() {
+    // As many keys as it takes to have some on every backend.
+    chaos_with(1, 200, duration(6));
+}
+
+/// `clients` clients writing `keys` keys between them under the chaos for `run_for`, and
+/// every check.
+fn chaos_with(clients: usize, keys: usize, run_for: Duration) {
     let mut setup = Setup::new(BACKENDS, &[("timeout", "1000")]);
-    let by_shard = setup.keys_by_shard("chaos", CLIENTS * KEYS_PER_CLIENT);
-    let mut keys: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); CLIENTS];
+    let by_shard = setup.keys_by_shard("chaos", keys);
+    let mut keys: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); clients];
     let mut n = 0;
     for (shard, held) in by_shard.iter().enumerate() {
         for key in held {
-            keys[n % CLIENTS].push((key.clone(), shard));
+            keys[n % clients].push((key.clone(), shard));
             n += 1;
         }
     }
@@ -312,8 +327,10 @@ fn chaos_under_load_never_mismatches_a_reply_nor_loses_an_acknowledged_write() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let run_for = duration();
-    println!("chaos: {run_for:?}, seed {seed} (KEYWAY_CHAOS_SEED to replay the chaos)");
+    println!(
+        "chaos: {clients} client(s), {run_for:?}, seed {seed} (KEYWAY_CHAOS_SEED to replay the \
+         chaos)"
+    );
 
     let kills: Arc<Vec<AtomicU64>> = Arc::new((0..BACKENDS).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
