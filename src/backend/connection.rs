@@ -742,6 +742,7 @@ struct Waiting {
     blocks: bool,
     /// The request frame's length (for the queue gauges).
     bytes: usize,
+    /// Counts the request in [`UNANSWERED`] while the record lives.
     _counted: Unanswered,
 }
 
