@@ -21,7 +21,7 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::{Handle, LocalOptions, LocalRuntime};
 use tokio::time::{Instant, Interval, Sleep, Timeout};
 
 thread_local! {
@@ -56,8 +56,10 @@ fn start() -> io::Result<Handle> {
 }
 
 /// The runtime for a worker thread, built on that thread: I/O only, its timers made on the
-/// timer thread (or all of its own, if that thread cannot start).
-pub fn worker_runtime() -> io::Result<Runtime> {
+/// timer thread (or all of its own, if that thread cannot start). A `LocalRuntime`: its
+/// tasks need not be `Send`, and the runtime schedules them itself, with no `LocalSet` (its
+/// own queue, waker and tick inside `block_on`) in between.
+pub fn worker_runtime() -> io::Result<LocalRuntime> {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     let elsewhere = timers().is_some();
     if elsewhere {
@@ -65,7 +67,7 @@ pub fn worker_runtime() -> io::Result<Runtime> {
     } else {
         builder.enable_all();
     }
-    let runtime = builder.build()?;
+    let runtime = builder.build_local(LocalOptions::default())?;
     ELSEWHERE.set(elsewhere);
     Ok(runtime)
 }
@@ -120,8 +122,7 @@ mod tests {
                 let _enter = runtime.enter();
                 drop(tokio::time::sleep(Duration::from_millis(1)));
             }));
-            let local = tokio::task::LocalSet::new();
-            let served = local.block_on(&runtime, async {
+            let served = runtime.block_on(async {
                 sleep(Duration::from_millis(5)).await;
                 sleep_until(Instant::now() + Duration::from_millis(5)).await;
                 let mut ticks = interval_at(Instant::now(), Duration::from_millis(1));

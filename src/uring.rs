@@ -166,7 +166,7 @@ impl Drop for Ring {
     }
 }
 
-/// Makes this worker's ring and starts its driver on the current `LocalSet`.
+/// Makes this worker's ring and starts its driver on the current worker's runtime.
 ///
 /// # Errors
 /// The kernel has no io_uring, or it is disabled (`kernel.io_uring_disabled`, seccomp).

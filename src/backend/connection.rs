@@ -373,7 +373,7 @@ impl Drop for Sharing<'_> {
     }
 }
 
-/// Starts a connection task on the current worker's `LocalSet`. It ends when every clone of
+/// Starts a connection task on the current worker's runtime. It ends when every clone of
 /// its [`Handle`] is dropped and its in-flight requests are answered.
 pub fn spawn(target: Arc<Target>, report: Arc<dyn Report>, preconnect: bool) -> Handle {
     spawn_with(target, report, preconnect, Dial)
@@ -394,7 +394,7 @@ fn spawn_with<C: Connector>(
     Handle { queue }
 }
 
-/// Starts a dedicated connection task on the current worker's `LocalSet`: it connects at once
+/// Starts a dedicated connection task on the current worker's runtime: it connects at once
 /// and never reconnects, so that a connection's state (a `WATCH`, a `MULTI`) is never
 /// silently lost; once the connection ends every request still sent fails with
 /// [`Error::Closed`]. `guard` lives as long as the task (a lease). The task ends when every

@@ -53,7 +53,7 @@ impl Lease {
     }
 
     /// Opens a dedicated connection to the backend under this lease, on the current worker's
-    /// `LocalSet`, over RESP3 when `resp3`. The lease lives as long as the connection.
+    /// runtime, over RESP3 when `resp3`. The lease lives as long as the connection.
     pub fn connect(self, resp3: bool) -> Dedicated {
         let target = Arc::new(self.backend.target(resp3).clone());
         let report = self.backend.dedicated_report();

@@ -979,7 +979,7 @@ impl std::fmt::Debug for BackendPool {
 }
 
 impl BackendPool {
-    /// The connections to `pool`'s backends on the current worker (its `LocalSet`), taken from
+    /// The connections to `pool`'s backends on the current worker (its runtime), taken from
     /// `connections` where it has them.
     /// A migration window's retired backends come after the pool's own, at the indices its
     /// [`Handover`] gives them.

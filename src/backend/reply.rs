@@ -1,7 +1,7 @@
 //! The hand-off of one reply from a backend connection task to the session that asked for it.
 //!
-//! A session and the backend connections it talks to run on the same worker thread (one
-//! `LocalSet`), so the hand-off is a single-slot cell behind an `Rc`: no atomics, no lock, and
+//! A session and the backend connections it talks to run on the same worker thread (its
+//! `LocalRuntime`), so the hand-off is a single-slot cell behind an `Rc`: no atomics, no lock, and
 //! slots are reused per thread rather than allocated per request. Its API mirrors
 //! `tokio::sync::oneshot`'s receiver.
 //!

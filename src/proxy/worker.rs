@@ -275,9 +275,8 @@ fn run(
         }
     };
     // Sessions and backend connections share plain `Rc` cells (see `backend::reply`), so they
-    // all run on this thread's `LocalSet`.
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    // all run on this thread's `LocalRuntime`.
+    runtime.block_on(async {
         if io == Io::Uring {
             match crate::uring::start() {
                 Ok(()) if index == 0 => tracing::info!("client I/O through io_uring"),
