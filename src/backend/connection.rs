@@ -270,12 +270,15 @@ impl Queue {
         let Some(socket) = socket.as_ref().filter(|socket| !socket.is_read_ready()) else {
             return self.push_back(job.frame, job.expect, job.patience, job.reply);
         };
-        let now = Instant::now();
-        let blocks = !matches!(job.patience, Patience::Timeout);
-        let deadline = deadline(job.patience, self.timeout, now);
         let mut frame = job.frame;
-        let bytes = frame.len();
-        let waiting = Waiting::new(Some(job.reply), job.expect, now, deadline, blocks, bytes);
+        let waiting = Waiting::new(
+            Some(job.reply),
+            job.expect,
+            job.patience,
+            self.timeout,
+            Instant::now(),
+            frame.len(),
+        );
         // A failed write leaves the frame to the task, whose own write then fails.
         let written = socket.try_write(&frame).unwrap_or(0);
         frame.advance(written.min(frame.len()));
@@ -747,35 +750,34 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// The record of a request of `bytes` sent at `sent` with `patience`, to a backend whose
+    /// replies may take `timeout`.
+    #[inline(always)]
     fn new(
         reply: Option<ReplySender>,
         expect: Expect,
+        patience: Patience,
+        timeout: Option<Duration>,
         sent: Instant,
-        deadline: Option<Instant>,
-        blocks: bool,
         bytes: usize,
     ) -> Waiting {
+        let deadline = match patience {
+            Patience::Timeout => timeout.map(|t| sent + t),
+            // Past what an `Instant` holds, the block is as good as forever.
+            Patience::Longer(block) => {
+                timeout.and_then(|t| sent.checked_add(t.saturating_add(block)))
+            }
+            Patience::Unbounded => None,
+        };
         Waiting {
             reply,
             expect,
             sent,
             deadline,
-            blocks,
+            blocks: !matches!(patience, Patience::Timeout),
             bytes,
             _counted: Unanswered::new(),
         }
-    }
-}
-
-/// When the reply to a request sent at `now` with `patience` is late, for a backend whose
-/// requests may take `timeout`.
-#[inline(always)]
-fn deadline(patience: Patience, timeout: Option<Duration>, now: Instant) -> Option<Instant> {
-    match patience {
-        Patience::Timeout => timeout.map(|t| now + t),
-        // Past what an `Instant` holds, the block is as good as forever.
-        Patience::Longer(block) => timeout.and_then(|t| now.checked_add(t.saturating_add(block))),
-        Patience::Unbounded => None,
     }
 }
 
@@ -846,7 +848,6 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     /// are checked like any other, but go nowhere.
     fn handshake(&mut self) {
         let sent = Instant::now();
-        let deadline = self.target.timeout.map(|t| sent + t);
         let mut setup = Vec::new();
         if let Some(password) = &self.target.auth {
             setup.push(Request::from_args([&b"AUTH"[..], password.as_bytes()]));
@@ -862,14 +863,16 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             setup.push(Request::from_args([&b"READONLY"[..]]));
         }
         for request in setup {
-            self.queue(
-                request.frame().clone(),
+            let frame = request.frame().clone();
+            let waiting = Waiting::new(
                 None,
                 Expect::Resp,
+                Patience::Timeout,
+                self.target.timeout,
                 sent,
-                deadline,
-                false,
+                frame.len(),
             );
+            self.queue(waiting, frame);
         }
     }
 
@@ -877,48 +880,28 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     // chose once the pump grew) they cost about 50 instructions per GET.
     #[inline(always)]
     fn push(&mut self, job: Job, now: Instant) {
-        let deadline = deadline(job.patience, self.target.timeout, now);
         self.tally.request(job.frame.len());
-        let blocks = !matches!(job.patience, Patience::Timeout);
-        self.queue(
-            job.frame,
+        let waiting = Waiting::new(
             Some(job.reply),
             job.expect,
+            job.patience,
+            self.target.timeout,
             now,
-            deadline,
-            blocks,
+            job.frame.len(),
         );
+        self.queue(waiting, job.frame);
     }
 
     /// Queues `waiting`'s reply and `unwritten`, what is left to write of its frame (all of
     /// it, or what a session writing it itself could not).
     #[inline(always)]
-    fn take_over(&mut self, waiting: Waiting, unwritten: Bytes) {
-        self.tally.request(waiting.bytes);
+    fn queue(&mut self, waiting: Waiting, unwritten: Bytes) {
         self.waiting_bytes += waiting.bytes;
         self.waiting.push_back(waiting);
         if !unwritten.is_empty() {
             self.unwritten_bytes += unwritten.len();
             self.unwritten.push_back(unwritten);
         }
-    }
-
-    #[inline(always)]
-    fn queue(
-        &mut self,
-        frame: Bytes,
-        reply: Option<ReplySender>,
-        expect: Expect,
-        sent: Instant,
-        deadline: Option<Instant>,
-        blocks: bool,
-    ) {
-        let bytes = frame.len();
-        self.unwritten_bytes += bytes;
-        self.waiting_bytes += bytes;
-        self.unwritten.push_back(frame);
-        self.waiting
-            .push_back(Waiting::new(reply, expect, sent, deadline, blocks, bytes));
     }
 
     /// Sets the queue gauges (nutcracker's `in_queue` and `out_queue`): jobs not yet taken
@@ -976,7 +959,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             // Requests sessions wrote themselves come before any job queued after them.
             if jobs.queue.wrote.get() {
                 while let Some((waiting, unwritten)) = jobs.take_written() {
-                    self.take_over(waiting, unwritten);
+                    self.tally.request(waiting.bytes);
+                    self.queue(waiting, unwritten);
                 }
             }
             if !state.open && self.waiting.is_empty() {
