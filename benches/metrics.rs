@@ -6,9 +6,10 @@
 // `criterion_group!` defines an undocumented `pub fn`.
 #![allow(missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use keyway::clock::Tick;
 use keyway::metrics::Metrics;
 
 fn per_request(c: &mut Criterion) {
@@ -16,7 +17,10 @@ fn per_request(c: &mut Criterion) {
     let pool = metrics.pool("bench", &["s0".to_string()]);
     let mut tally = pool.tally(0);
     let mut latency = pool.latency();
-    let start = Instant::now();
+    let start = Tick::now();
+    let replied = start
+        .checked_add(Duration::from_micros(60))
+        .unwrap_or(start);
     let mut group = c.benchmark_group("metrics_per_request");
     group.throughput(Throughput::Elements(1));
     group.bench_function("backend_tally", |b| {
@@ -27,7 +31,7 @@ fn per_request(c: &mut Criterion) {
             tally.flush();
             // The poll that reads the reply: flushed before it is written through, then at
             // the poll's end with nothing left to add.
-            tally.response(black_box(23), Duration::from_micros(40));
+            tally.response(black_box(23), 0.000_040);
             tally.queued(0, 0, 0, 0);
             tally.flush();
             tally.flush();
@@ -36,7 +40,7 @@ fn per_request(c: &mut Criterion) {
     group.bench_function("request_latency", |b| {
         b.iter(|| {
             latency.arrived(start);
-            latency.replied(black_box(start + Duration::from_micros(60)));
+            latency.replied(black_box(replied));
             latency.flush();
         })
     });

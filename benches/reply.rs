@@ -12,17 +12,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Waker};
-use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use keyway::backend::reply::{channel, WriteThrough};
+use keyway::clock::Tick;
 
 /// A client socket that takes every byte.
 struct Sink(Cell<usize>);
 
 impl WriteThrough for Sink {
-    fn reply_ready(&self, reply: Option<&[u8]>, _now: Instant) -> usize {
+    fn reply_ready(&self, reply: Option<&[u8]>, _now: Tick) -> usize {
         let taken = reply.map_or(0, <[u8]>::len);
         self.0.set(self.0.get() + taken);
         taken
@@ -33,7 +33,7 @@ fn handoff(c: &mut Criterion) {
     let reply = Bytes::from_static(b"$16\r\nvvvvvvvvvvvvvvvv\r\n");
     let sink = Rc::new(Sink(Cell::new(0)));
     let mut cx = Context::from_waker(Waker::noop());
-    let now = Instant::now();
+    let now = Tick::now();
     let mut group = c.benchmark_group("reply_handoff");
     group.throughput(Throughput::Elements(1));
     group.bench_function("taken_by_session", |b| {

@@ -46,6 +46,8 @@
 //!   it. `docs/migrating.md` says how to move to Keyway and grow a pool without losing the
 //!   cache.
 //! - [`cli`]: nutcracker's command-line flags plus Keyway's own.
+//! - [`clock`]: the data path's clock, whole nanoseconds of `CLOCK_MONOTONIC` ([`clock::Tick`]):
+//!   request and backend latencies and deadlines without `Instant`'s `timespec` arithmetic.
 //! - [`fleet`]: many instances, one shard map: the config in etcd v3 (watched, each revision
 //!   through the reload pipeline), membership under a lease, and `keyway publish` (validated,
 //!   compare-and-swap, history, rollback), `keyway history`, `keyway fleet` (drift).
@@ -89,6 +91,7 @@ pub mod acl;
 pub mod admin;
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fleet;

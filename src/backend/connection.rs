@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::reply::{self, ReplyReceiver, ReplySender};
 use super::{Error, Expect, Job, Patience};
+use crate::clock::Tick;
 use crate::config::BackendAddr;
 use crate::metrics::Tally;
 use crate::protocol::memcache;
@@ -276,7 +277,7 @@ impl Queue {
             job.expect,
             job.patience,
             self.timeout,
-            Instant::now(),
+            Tick::now(),
             frame.len(),
         );
         // A failed write leaves the frame to the task, whose own write then fails.
@@ -739,8 +740,8 @@ impl Drop for Unanswered {
 struct Waiting {
     reply: Option<ReplySender>,
     expect: Expect,
-    sent: Instant,
-    deadline: Option<Instant>,
+    sent: Tick,
+    deadline: Option<Tick>,
     /// A blocking command: its reply time is the block's, kept out of the latency histogram.
     blocks: bool,
     /// The request frame's length (for the queue gauges).
@@ -758,12 +759,12 @@ impl Waiting {
         expect: Expect,
         patience: Patience,
         timeout: Option<Duration>,
-        sent: Instant,
+        sent: Tick,
         bytes: usize,
     ) -> Waiting {
         let deadline = match patience {
-            Patience::Timeout => timeout.map(|t| sent + t),
-            // Past what an `Instant` holds, the block is as good as forever.
+            Patience::Timeout => timeout.and_then(|t| sent.checked_add(t)),
+            // Past what a `Tick` holds, the block is as good as forever.
             Patience::Longer(block) => {
                 timeout.and_then(|t| sent.checked_add(t.saturating_add(block)))
             }
@@ -826,7 +827,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
 
     async fn run(mut self, first: Vec<Job>, jobs: &mut Jobs) -> Result<Ended, Error> {
         self.handshake();
-        let now = Instant::now();
+        let now = Tick::now();
         for job in first {
             self.push(job, now);
         }
@@ -847,7 +848,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     /// Queues `AUTH`, `HELLO 3`, `SELECT` and `READONLY` as the target needs; their replies
     /// are checked like any other, but go nowhere.
     fn handshake(&mut self) {
-        let sent = Instant::now();
+        let sent = Tick::now();
         let mut setup = Vec::new();
         if let Some(password) = &self.target.auth {
             setup.push(Request::from_args([&b"AUTH"[..], password.as_bytes()]));
@@ -879,7 +880,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     // `push` and `queue` are inlined into the pump by hand: out of line (as the compiler
     // chose once the pump grew) they cost about 50 instructions per GET.
     #[inline(always)]
-    fn push(&mut self, job: Job, now: Instant) {
+    fn push(&mut self, job: Job, now: Tick) {
         self.tally.request(job.frame.len());
         let waiting = Waiting::new(
             Some(job.reply),
@@ -993,7 +994,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             while state.open && self.waiting.len() < MAX_IN_FLIGHT {
                 match jobs.poll_recv(cx) {
                     Poll::Ready(Some(job)) => {
-                        let now = *now.get_or_insert_with(Instant::now);
+                        let now = *now.get_or_insert_with(Tick::now);
                         self.push(job, now);
                     }
                     Poll::Ready(None) => {
@@ -1031,7 +1032,8 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             // Deadlines only grow along the queue, so a timer armed for an older request may
             // fire early but never late: it is re-armed only when it fires, not per reply.
             if !state.armed {
-                if let Some(at) = self.waiting.front().and_then(|w| w.deadline) {
+                let deadline = self.waiting.front().and_then(|w| w.deadline);
+                if let Some(at) = deadline.and_then(Tick::instant) {
                     state.timer.as_mut().reset(at);
                     state.armed = true;
                 }
@@ -1039,7 +1041,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             if state.armed && state.timer.as_mut().poll(cx).is_ready() {
                 state.armed = false;
                 let expired = self.waiting.front().and_then(|w| w.deadline);
-                if expired.is_some_and(|at| at <= Instant::now()) {
+                if expired.is_some_and(|at| at <= Tick::now()) {
                     return Poll::Ready(Err(Error::Timeout));
                 }
                 again = true;
@@ -1061,13 +1063,13 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
     /// gauges are published: what the client then reads from the stats must already count
     /// it. (A woken session runs after this poll, which publishes them at its end.)
     fn deliver(&mut self, jobs: &Jobs) -> Result<(), Error> {
-        let now = Instant::now();
+        let now = Tick::now();
         let read = self.read_replies(now);
         if !self.through.is_empty() {
             self.publish_queues(jobs);
             self.tally.flush();
             for (sender, reply) in self.through.drain(..) {
-                sender.send_at(Ok(reply), now.into_std());
+                sender.send_at(Ok(reply), now);
             }
         }
         read?;
@@ -1079,7 +1081,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
 
     /// Takes every complete reply off the input buffer, counts it, and hands it to its
     /// request (or queues it in `through`).
-    fn read_replies(&mut self, now: Instant) -> Result<(), Error> {
+    fn read_replies(&mut self, now: Tick) -> Result<(), Error> {
         let mut answered = false;
         let read = loop {
             let Some(front) = self.waiting.front() else {
@@ -1109,12 +1111,13 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
                     if waiting.blocks {
                         self.tally.blocked_response(reply.len());
                     } else {
-                        self.tally.response(reply.len(), now - waiting.sent);
+                        self.tally
+                            .response(reply.len(), now.seconds_since(waiting.sent));
                     }
                     if sender.writes_through() {
                         self.through.push((sender, reply));
                     } else {
-                        sender.send_at(Ok(reply), now.into_std());
+                        sender.send_at(Ok(reply), now);
                     }
                 }
                 // Our own AUTH / SELECT: an error there means the backend is unusable.

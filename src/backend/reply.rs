@@ -15,13 +15,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 pub use tokio::sync::oneshot::error::TryRecvError;
 
 use bytes::{Buf, Bytes};
 
 use super::{Error, Outcome};
+use crate::clock::Tick;
 
 /// Where one reply waits until its session takes it.
 #[derive(Default)]
@@ -41,7 +41,7 @@ struct Slot {
 pub trait WriteThrough {
     /// The reply is ready at `now`: writes what the socket takes of `reply` (`None` for a
     /// failure, which the session words) and says how many bytes that was.
-    fn reply_ready(&self, reply: Option<&[u8]>, now: Instant) -> usize;
+    fn reply_ready(&self, reply: Option<&[u8]>, now: Tick) -> usize;
 }
 
 /// Most unused slots a thread keeps for reuse: more than the requests in flight on a busy
@@ -90,16 +90,16 @@ impl ReplySender {
     }
 
     /// [`send`](ReplySender::send) for a reply read at `now`.
-    pub fn send_at(mut self, outcome: Outcome, now: Instant) {
+    pub fn send_at(mut self, outcome: Outcome, now: Tick) {
         self.deliver(outcome, Some(now));
     }
 
-    fn deliver(&mut self, mut outcome: Outcome, now: Option<Instant>) {
+    fn deliver(&mut self, mut outcome: Outcome, now: Option<Tick>) {
         let Some(slot) = self.slot.take() else {
             return;
         };
         if let Some(through) = slot.through.take() {
-            let now = now.unwrap_or_else(Instant::now);
+            let now = now.unwrap_or_else(Tick::now);
             let written = through.reply_ready(outcome.as_deref().ok(), now);
             if let Ok(reply) = &mut outcome {
                 if written >= reply.len() {
@@ -282,7 +282,7 @@ mod tests {
     }
 
     impl WriteThrough for Socket {
-        fn reply_ready(&self, reply: Option<&[u8]>, _: Instant) -> usize {
+        fn reply_ready(&self, reply: Option<&[u8]>, _: Tick) -> usize {
             self.calls.set(self.calls.get() + 1);
             let Some(reply) = reply else {
                 self.failures.set(self.failures.get() + 1);

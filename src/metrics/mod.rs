@@ -19,6 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, IntCounter, IntGauge, Registry, TextEncoder};
 
+use crate::clock::Tick;
+
 use table::Families;
 pub use table::{AuthFailures, BackendMetrics, PoolMetrics};
 
@@ -64,7 +66,8 @@ impl ErrorKind {
 /// The process's metrics: one per process, shared by every thread.
 ///
 /// ```
-/// use std::time::{Duration, Instant};
+/// use std::time::Duration;
+/// use keyway::clock::Tick;
 /// use keyway::metrics::{ErrorKind, Metrics};
 ///
 /// let metrics = Metrics::new();
@@ -73,13 +76,13 @@ impl ErrorKind {
 /// // Per backend connection: traffic and latencies counted locally, flushed per batch.
 /// let mut tally = pool.tally(1);
 /// tally.request(31);
-/// tally.response(5, Duration::from_micros(180));
+/// tally.response(5, 0.000_180);
 /// tally.flush();
 /// // Per client session: arrival to reply ready, counted locally, flushed per poll.
 /// let mut latency = pool.latency();
-/// let arrived = Instant::now();
+/// let arrived = Tick::now();
 /// latency.arrived(arrived);
-/// latency.replied(arrived + Duration::from_micros(200));
+/// latency.replied(arrived.checked_add(Duration::from_micros(200)).unwrap());
 /// latency.flush();
 /// // Rare events: plain atomic increments through the handles.
 /// if let Some(backend) = pool.backend(1) {
@@ -346,12 +349,12 @@ impl Tally {
         }
     }
 
-    /// Counts one reply of `bytes` that arrived `elapsed` after its request was queued
+    /// Counts one reply of `bytes` that arrived `seconds` after its request was queued
     /// (`keyway_backend_request_duration_seconds`).
-    pub fn response(&mut self, bytes: usize, elapsed: Duration) {
+    pub fn response(&mut self, bytes: usize, seconds: f64) {
         if let Some(backend) = &mut self.backend {
             backend.response(bytes);
-            backend.latency.observe(elapsed.as_secs_f64());
+            backend.latency.observe(seconds);
         }
     }
 
@@ -529,13 +532,13 @@ impl Drop for Observed {
 /// rest of a pipeline through a local histogram.
 pub struct Latency {
     /// Per request awaited, oldest first: when it arrived, or `None` for one not measured.
-    arrivals: VecDeque<Option<Instant>>,
+    arrivals: VecDeque<Option<Tick>>,
     observed: Observed,
 }
 
 impl Latency {
     /// A request arrived at `at` (its reply is the last one to come).
-    pub fn arrived(&mut self, at: Instant) {
+    pub fn arrived(&mut self, at: Tick) {
         self.arrivals.push_back(Some(at));
     }
 
@@ -546,16 +549,15 @@ impl Latency {
     }
 
     /// The oldest request's reply is ready at `now`.
-    pub fn replied(&mut self, now: Instant) {
+    pub fn replied(&mut self, now: Tick) {
         let Some(Some(at)) = self.arrivals.pop_front() else {
             return;
         };
-        self.observed
-            .observe(now.saturating_duration_since(at).as_secs_f64());
+        self.observed.observe(now.seconds_since(at));
     }
 
     /// When the oldest request awaited arrived, if it is measured.
-    pub fn oldest(&self) -> Option<Instant> {
+    pub fn oldest(&self) -> Option<Tick> {
         self.arrivals.front().copied().flatten()
     }
 
@@ -612,6 +614,11 @@ impl ErrorCounters {
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
+
+    /// `duration` after `tick`.
+    fn after(tick: Tick, duration: Duration) -> Tick {
+        tick.checked_add(duration).unwrap()
+    }
 
     /// One parsed sample line: name, labels, value.
     type Sample = (String, BTreeMap<String, String>, f64);
@@ -812,12 +819,12 @@ mod tests {
         let mut tally = pool.tally(1);
         tally.request(10);
         tally.request(5);
-        tally.response(7, Duration::from_micros(300));
+        tally.response(7, 0.000_300);
         tally.flush();
         let mut latency = pool.latency();
-        let arrived = Instant::now();
+        let arrived = Tick::now();
         latency.arrived(arrived);
-        latency.replied(arrived + Duration::from_micros(300));
+        latency.replied(after(arrived, Duration::from_micros(300)));
         latency.flush();
         pool.backend(1).unwrap().errors.of(ErrorKind::Timeout).inc();
         pool.client_connections.inc();
@@ -849,15 +856,15 @@ mod tests {
     fn latency_counts_every_reply_in_order_and_flushes_on_drop() {
         let metrics = Metrics::new();
         let pool = metrics.pool("alpha", &names(&["s0"]));
-        let start = Instant::now();
+        let start = Tick::now();
         let mut latency = pool.latency();
         latency.arrived(start);
-        latency.arrived(start + Duration::from_millis(400));
+        latency.arrived(after(start, Duration::from_millis(400)));
         // The first reply is ready 1 s after its request, the second 0.6 s after its own.
-        latency.replied(start + Duration::from_secs(1));
-        latency.replied(start + Duration::from_secs(1));
+        latency.replied(after(start, Duration::from_secs(1)));
+        latency.replied(after(start, Duration::from_secs(1)));
         // A reply without a request (cannot happen) counts nothing.
-        latency.replied(start + Duration::from_secs(1));
+        latency.replied(after(start, Duration::from_secs(1)));
         assert_eq!(
             pool.request_duration.get_sample_count(),
             0,
@@ -876,19 +883,19 @@ mod tests {
     fn a_pipeline_of_latencies_is_counted_whole() {
         let metrics = Metrics::new();
         let pool = metrics.pool("alpha", &names(&["s0"]));
-        let start = Instant::now();
+        let start = Tick::now();
         let mut latency = pool.latency();
         for _ in 0..(FEW + 5) {
             latency.arrived(start);
         }
         for _ in 0..(FEW + 5) {
-            latency.replied(start + Duration::from_millis(2));
+            latency.replied(after(start, Duration::from_millis(2)));
         }
         latency.flush();
         assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 5);
         // Flushed state starts again from nothing.
         latency.arrived(start);
-        latency.replied(start + Duration::from_millis(2));
+        latency.replied(after(start, Duration::from_millis(2)));
         latency.flush();
         latency.flush();
         assert_eq!(pool.request_duration.get_sample_count(), FEW as u64 + 6);

@@ -529,7 +529,7 @@ server stats:
         pool.eject(1);
         let mut tally = pool.tally(1);
         tally.request(23);
-        tally.response(5, Duration::from_micros(100));
+        tally.response(5, 0.000_100);
         tally.flush();
         let s1 = &pool.backends[1];
         s1.server_eof.inc();

@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus::Histogram;
@@ -35,6 +34,7 @@ use super::worker::{Closing, Route, RouteCache, RouteSlot};
 use crate::backend::pool::Place;
 use crate::backend::reply::{TryRecvError, WriteThrough};
 use crate::backend::{self, Expect, Outcome, Patience};
+use crate::clock::Tick;
 use crate::config::Limits;
 use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
@@ -300,7 +300,7 @@ impl Session {
                 latency: latency.histogram(),
             })
         });
-        let mut arrived = Instant::now();
+        let mut arrived = Tick::now();
         let mut registered = None;
         // Whether the decoding below stopped for want of input (rather than at a limit).
         let mut decoded_all;
@@ -379,7 +379,7 @@ impl Session {
                             // Counted when it came through (see the arming below).
                             latency.skip();
                         } else {
-                            latency.replied(*now.get_or_insert_with(Instant::now));
+                            latency.replied(*now.get_or_insert_with(Tick::now));
                         }
                         // Counted anew at the next wait: it may have been the one just taken.
                         held_behind = 0;
@@ -543,7 +543,7 @@ impl Session {
                         tokio::task::yield_now().await;
                     }
                 }
-                Woke::Read(Ok(n)) if n > 0 => arrived = Instant::now(),
+                Woke::Read(Ok(n)) if n > 0 => arrived = Tick::now(),
                 Woke::Decode => {}
                 Woke::Read(_) if blocked => {
                     // Redis drops a blocked client that went away: so does Keyway, closing
@@ -629,7 +629,7 @@ impl<S: Plain> ClientWrite for Shared<S> {
 struct Through {
     socket: Rc<dyn Plain>,
     /// When the armed reply's request arrived, if it is measured.
-    arrived: Cell<Option<Instant>>,
+    arrived: Cell<Option<Tick>>,
     /// Set when the armed reply came through: its latency is counted, and the session skips it.
     fired: Cell<bool>,
     /// The pool's request latency histogram.
@@ -637,11 +637,11 @@ struct Through {
 }
 
 impl WriteThrough for Through {
-    fn reply_ready(&self, reply: Option<&[u8]>, now: Instant) -> usize {
+    fn reply_ready(&self, reply: Option<&[u8]>, now: Tick) -> usize {
         self.fired.set(true);
         // Counted before the client can see the reply, as the session counts its own.
         if let Some(at) = self.arrived.take() {
-            (self.latency).observe(now.saturating_duration_since(at).as_secs_f64());
+            (self.latency).observe(now.seconds_since(at));
         }
         // What the socket does not take (or a write error) goes back to the session.
         reply.map_or(0, |bytes| self.socket.try_write(bytes).unwrap_or(0))
