@@ -55,6 +55,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HELPER="$ROOT/scripts/bench_report.py"
+# shellcheck source=scripts/loopback.sh
+source "$ROOT/scripts/loopback.sh"
 
 ROUNDS=3
 QUICK=0
@@ -240,27 +242,7 @@ wants_group() {
 # connections cannot take it between this check and the bind. Ports handed out are listed in
 # WORK/ports (callers run this in `$(...)` subshells, which would lose a variable), so that
 # two processes started one after the other are never given the same one.
-free_port() {
-  local port
-  while true; do
-    port=$((20000 + RANDOM % 10000))
-    grep -qx "$port" "$WORK/ports" 2>/dev/null && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port" >>"$WORK/ports"
-      echo "$port"
-      return
-    fi
-  done
-}
 
-wait_port() {
-  local port=$1 tries=$((${2:-10} * 10))
-  for _ in $(seq "$tries"); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on 127.0.0.1:$port (see $WORK/*.log)"
-}
 
 # utime and stime of the whole process (all threads), in clock ticks: /proc/PID/stat fields
 # 14 and 15. The comm field may contain spaces, so split after its closing parenthesis.

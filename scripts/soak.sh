@@ -46,43 +46,26 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Sets PORT to a free loopback port below the ephemeral range, never the same one twice.
-declare -A TAKEN=()
-pick_port() {
-  while true; do
-    PORT=$((20000 + RANDOM % 10000))
-    [[ -z ${TAKEN[$PORT]:-} ]] || continue
-    TAKEN[$PORT]=1
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || return 0
-  done
-}
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "soak: nothing listens on 127.0.0.1:$1" >&2
+die() {
+  echo "soak: $*" >&2
   tail -n 5 "$WORK"/*.log >&2
   exit 1
 }
+# shellcheck source=scripts/loopback.sh
+source "$ROOT/scripts/loopback.sh"
 
 servers=""
 for _ in 1 2 3 4; do
-  pick_port
-  port=$PORT
+  port=$(free_port)
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis-$port.log" &
   PIDS+=($!)
   servers+="    - 127.0.0.1:$port:1"$'\n'
   wait_port "$port"
 done
-pick_port
-listen=$PORT
-pick_port
-stats=$PORT
-pick_port
-admin=$PORT
+listen=$(free_port)
+stats=$(free_port)
+admin=$(free_port)
 cat >"$WORK/soak.yml" <<EOF
 soak:
   listen: 127.0.0.1:$listen

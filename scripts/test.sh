@@ -74,5 +74,11 @@ if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; th
     pipelining protocol_switch pubsub python_clients tls transactions)
   KEYWAY_IO=uring cargo test "${uring_suites[@]/#/--test=}"
 fi
+# The build to ship where instructions matter: profile-guided (scripts/build-pgo.sh, which
+# must keep working), and data-path suites against it.
+echo "== PGO build, and data-path suites against it"
+scripts/build-pgo.sh
+KEYWAY_TEST_BIN="$PWD/target/pgo/release/keyway" cargo test --test=pipelining --test=commands \
+  --test=faults --test=fanout
 echo "== fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml

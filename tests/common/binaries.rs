@@ -22,9 +22,12 @@ pub fn python_with_redis() -> PathBuf {
     python
 }
 
-/// The built `keyway` binary.
+/// The `keyway` binary under test: cargo's build of it, or `KEYWAY_TEST_BIN` (another build of
+/// the same source, e.g. `scripts/build-pgo.sh`'s, run through the same suites).
 pub fn keyway_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_keyway"))
+    std::env::var_os("KEYWAY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyway")))
 }
 
 /// Finds `name` on `PATH` or in the sbin directories Debian installs daemons into; fails the test
