@@ -97,12 +97,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_monotonic_clock_reads_what_an_instant_reads() {
+    fn monotonic_readings_move_forward_within_what_instants_around_them_saw() {
         let before = std::time::Instant::now();
         let (first, second) = (monotonic(), monotonic());
         let after = std::time::Instant::now();
         assert!(first > 0 && second >= first);
-        // Two readings of the same clock straddle another pair of it.
+        // Read between two `Instant`s, two readings are no further apart than they are.
         let lapse = nanos(after.duration_since(before));
         assert!(second - first <= lapse);
     }
