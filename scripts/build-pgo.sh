@@ -44,6 +44,9 @@ trap cleanup EXIT INT TERM
 # shellcheck source=scripts/loopback.sh
 source "$ROOT/scripts/loopback.sh"
 
+# Both builds keep every [profile.release] setting: a change there (LTO, say) changes the
+# symbols' hashes, and the profile then matches nothing, silently (tried: fat LTO for the
+# second build alone gave the plain build's counts).
 log "instrumented build (target/pgo-instrumented)"
 CARGO_TARGET_DIR="$ROOT/target/pgo-instrumented" \
   RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$WORK/unused" \
