@@ -238,12 +238,6 @@ wants_group() {
   [[ " ${WORKLOAD_GROUPS[*]} " == *" $1 "* ]]
 }
 
-# A loopback port nothing listens on, below the ephemeral range so that outgoing
-# connections cannot take it between this check and the bind. Ports handed out are listed in
-# WORK/ports (callers run this in `$(...)` subshells, which would lose a variable), so that
-# two processes started one after the other are never given the same one.
-
-
 # utime and stime of the whole process (all threads), in clock ticks: /proc/PID/stat fields
 # 14 and 15. The comm field may contain spaces, so split after its closing parenthesis.
 cpu_ticks() {

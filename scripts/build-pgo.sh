@@ -4,7 +4,7 @@
 # the release build is then compiled with the profile it recorded. The result is
 # target/pgo/release/keyway, and its profile target/pgo/keyway.profdata.
 #
-#   scripts/build-pgo.sh            # ~5 minutes: two release builds and ~20 s of load
+#   scripts/build-pgo.sh            # ~4 minutes: two release builds and ~10 s of load
 #
 # Same source, same behaviour: only the compiler's layout and inlining decisions change, led
 # by which branches the data path takes. What it saves is in docs/bench/profile.md

@@ -1,7 +1,10 @@
 # Sourced by the scripts that start servers on loopback (bench.sh, soak.sh, build-pgo.sh):
 # free ports and waiting for a listener. Needs WORK (the script's work dir) and die().
 
-# A free loopback port below the ephemeral range, never the same one twice in WORK.
+# A loopback port nothing listens on, below the ephemeral range so that outgoing
+# connections cannot take it between this check and the bind. Ports handed out are listed in
+# WORK/ports (callers run this in `$(...)` subshells, which would lose a variable), so that
+# two processes started one after the other are never given the same one.
 free_port() {
   local port
   while true; do

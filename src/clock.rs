@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 /// A moment on the monotonic clock, in nanoseconds. Never zero, so an `Option<Tick>` is the
 /// size of a `Tick`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tick(NonZeroU64);
 
 /// The first reading: an `Instant` and the [`Tick`] of the same moment.
@@ -70,11 +70,6 @@ impl Tick {
         self.0.get().saturating_sub(earlier.0.get()) as f64 * 1e-9
     }
 
-    /// The time from `earlier` to this moment (zero if `earlier` is later).
-    pub fn since(self, earlier: Tick) -> Duration {
-        Duration::from_nanos(self.0.get().saturating_sub(earlier.0.get()))
-    }
-
     /// `duration` after this moment, or `None` past what a [`Tick`] holds (some 580 years).
     #[inline]
     pub fn checked_add(self, duration: Duration) -> Option<Tick> {
@@ -113,7 +108,6 @@ mod tests {
         let instant = Instant::now();
         tokio::time::advance(Duration::from_millis(1500)).await;
         let later = Tick::now();
-        assert_eq!(later.since(start), Duration::from_millis(1500));
         assert!((later.seconds_since(start) - 1.5).abs() < 1e-9);
         assert_eq!(start.seconds_since(later), 0.0);
         let deadline = start.checked_add(Duration::from_secs(2)).unwrap();

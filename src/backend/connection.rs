@@ -864,7 +864,7 @@ impl<'a, R: SocketRead, W: SocketWrite> Pipeline<'a, R, W> {
             setup.push(Request::from_args([&b"READONLY"[..]]));
         }
         for request in setup {
-            let frame = request.frame().clone();
+            let frame = request.into_frame();
             let waiting = Waiting::new(
                 None,
                 Expect::Resp,
