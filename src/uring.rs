@@ -8,24 +8,34 @@
 //! the driver, woken once for all of them, runs after the sessions woken in the same turn and
 //! submits them together.
 //!
-//! Each client keeps at most one receive and one send in flight. A receive is queued again as
-//! soon as the session has taken the bytes of the last one, so the next request usually
-//! finds its receive already waiting in the kernel. A send takes a copy of the reply bytes:
-//! the session counts them written, and its next write waits until the kernel took them all
-//! (a short send is resubmitted by the driver), so what a client holds in flight is one
-//! send of at most 256 KiB; the rest waits in the session's backlog, where
-//! `client_output_hard_limit` counts it.
+//! Each client has one multishot receive armed from its accept on: the kernel receives into
+//! the worker's ring of provided buffers whenever the client sends, with no submission per
+//! request, and the driver copies each completion's bytes into the client's backlog and hands
+//! the buffer straight back, so no client holds a buffer of the ring. A client whose backlog
+//! the session has not taken passes 64 KiB has its receive cancelled, and armed again once
+//! the session took it all: what a client can make the proxy hold stays bounded.
+//!
+//! A send takes a copy of the reply bytes: the session counts them written, and its next write
+//! waits until the kernel took them all (a short send is resubmitted by the driver), so what a
+//! client holds in flight is one send of at most 256 KiB; the rest waits in the session's
+//! backlog, where `client_output_hard_limit` counts it. The driver starts a turn's sends
+//! together in one `io_uring_enter`; a send alone in its turn goes out with `send(2)`
+//! instead, which costs the kernel less than an enter and its completion.
 //!
 //! This is the only module with `unsafe`: the kernel reads and writes the buffers of an
-//! operation until its completion, so each buffer lives in a `Conn` that the ring's table
-//! keeps alive until every operation on it completed, and is not touched meanwhile.
+//! operation until its completion, so each send buffer lives in a `Conn` that the ring's table
+//! keeps alive until every operation on it completed, and is not touched meanwhile; the
+//! provided buffers live as long as the thread.
 #![allow(unsafe_code)]
 
+use std::alloc::{alloc_zeroed, Layout};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -37,10 +47,14 @@ use crate::socket::SocketRead;
 
 /// Submission and completion queue entries per worker ring.
 const ENTRIES: u32 = 4096;
-/// A client's first receive buffer; it doubles, up to [`MAX_RECV`], when a receive fills it.
-const FIRST_RECV: usize = 1024;
-/// The largest receive buffer.
-const MAX_RECV: usize = 64 * 1024;
+/// Provided receive buffers per worker ring (a power of two, as the kernel requires).
+const BUFFERS: u16 = 512;
+/// The size of one provided buffer: [`BUFFERS`] of them make 2 MiB per worker.
+const BUFFER_SIZE: usize = 4096;
+/// The buffer group of the provided buffers.
+const BUFFER_GROUP: u16 = 0;
+/// Received bytes a client's session has not taken, past which its receive is cancelled.
+const MAX_BACKLOG: usize = 64 * 1024;
 /// The most bytes one send takes (and copies): the rest stays in the session's backlog, where
 /// `client_output_hard_limit` counts it.
 const MAX_SEND: usize = 256 * 1024;
@@ -58,6 +72,7 @@ thread_local! {
 /// A worker's ring and the connections with operations on it.
 struct Ring {
     ring: IoUring,
+    buffers: Buffers,
     /// Connections by index (`user_data >> 2`); a freed index is reused.
     conns: Vec<Option<Rc<Conn>>>,
     free: Vec<usize>,
@@ -66,7 +81,10 @@ struct Ring {
     /// Whether the driver was already told.
     told: bool,
     /// The completions of one turn, reused.
-    reaped: Vec<(u64, i32)>,
+    reaped: Vec<(u64, i32, u32)>,
+    /// Connections whose send waits for the driver's turn: one alone is sent at once with
+    /// `send(2)`, several go to the kernel together in one `io_uring_enter`.
+    sends: Vec<usize>,
 }
 
 impl Ring {
@@ -83,14 +101,51 @@ impl Ring {
                 tracing::error!("io_uring: submission queue full after a submit");
             }
         }
+        self.tell();
+    }
+
+    /// Wakes the driver, unless it was already told.
+    fn tell(&mut self) {
         if !self.told {
             self.told = true;
             self.submit.notify_one();
         }
     }
 
+    /// Queues connection `index`'s send for the driver's turn.
+    fn queue_send(&mut self, index: usize) {
+        self.sends.push(index);
+        self.tell();
+    }
+
+    /// Starts the queued sends. A send with nothing else to submit goes out at once with
+    /// `send(2)`, which costs the kernel less than an `io_uring_enter` and its completion; a
+    /// send the socket cannot take whole, or several at once, goes through the ring.
+    fn start_sends(&mut self) {
+        let mut sends = std::mem::take(&mut self.sends);
+        let alone = sends.len() == 1 && self.ring.submission().is_empty();
+        for index in sends.drain(..) {
+            let Some(conn) = self.conns.get(index).and_then(Clone::clone) else {
+                continue;
+            };
+            let entry = if alone {
+                conn.send_now()
+            } else {
+                Some(conn.send_entry())
+            };
+            if let Some(entry) = entry {
+                self.push(&entry);
+            }
+            if conn.done() {
+                self.remove(index);
+            }
+        }
+        self.sends = sends;
+    }
+
     /// Submits what was queued; with `complete`, hands every completion to its connection.
     fn turn(&mut self, complete: bool) {
+        self.start_sends();
         self.told = false;
         if !self.ring.submission().is_empty() {
             if let Err(error) = self.ring.submit() {
@@ -104,20 +159,34 @@ impl Ring {
         reaped.extend(
             self.ring
                 .completion()
-                .map(|cqe| (cqe.user_data(), cqe.result())),
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
         );
-        for (user_data, result) in reaped.drain(..) {
+        for (user_data, result, flags) in reaped.drain(..) {
+            let buffer = io_uring::cqueue::buffer_select(flags);
             let index = usize::try_from(user_data >> 2).unwrap_or(usize::MAX);
-            let Some(conn) = self.conns.get(index).and_then(Clone::clone) else {
+            let conn = self.conns.get(index).and_then(Clone::clone);
+            let Some(conn) = conn.filter(|_| user_data & 3 != CANCEL) else {
+                // A cancel's own completion: the receive it cancelled completes on its own.
+                if let Some(id) = buffer {
+                    self.buffers.give_back(id);
+                }
                 continue;
             };
             match user_data & 3 {
-                // A cancel's own completion: the receive it cancelled completes on its own.
-                CANCEL => continue,
-                RECV => conn.received(result),
+                RECV => {
+                    let more = io_uring::cqueue::more(flags);
+                    let bytes = buffer.map_or(&[][..], |id| self.buffers.bytes(id, result));
+                    let next = conn.received(result, more, bytes);
+                    if let Some(id) = buffer {
+                        self.buffers.give_back(id);
+                    }
+                    if let Some(entry) = next {
+                        self.push(&entry);
+                    }
+                }
                 SEND => {
                     if let Some(entry) = conn.sent(result) {
-                        self.push(&entry.user_data(user_data));
+                        self.push(&entry);
                     }
                 }
                 _ => {}
@@ -126,6 +195,7 @@ impl Ring {
                 self.remove(index);
             }
         }
+        self.buffers.publish();
         self.reaped = reaped;
     }
 
@@ -172,20 +242,17 @@ impl Drop for Ring {
 /// The kernel has no io_uring, or it is disabled (`kernel.io_uring_disabled`, seccomp).
 pub fn start() -> io::Result<()> {
     // One thread submits (the worker's), and completions need not interrupt it: the driver
-    // takes them when the ring turns readable. A kernel older than 6.0 refuses these flags and
-    // gets a plain ring (slower: docs/bench/io_uring.md).
+    // takes them when the ring turns readable. A kernel older than 6.0 refuses these flags, and
+    // has no multishot receive either: it serves through epoll.
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
-        .build(ENTRIES)
-        .or_else(|error| {
-            tracing::info!(%error, "io_uring: cooperative ring refused, using a plain one");
-            IoUring::new(ENTRIES)
-        })?;
+        .build(ENTRIES)?;
     // Entering by a registered index spares the kernel a file-table lookup per submit.
     if let Err(error) = ring.submitter().register_ring_fd() {
         tracing::debug!(%error, "io_uring: ring fd not registered");
     }
+    let buffers = Buffers::register(&ring)?;
     // SAFETY: the ring's descriptor stays open while the driver holds this registration: the
     // ring lives in this thread's `RING` until the thread exits, after its runtime (and the
     // driver task with it) is gone.
@@ -196,11 +263,13 @@ pub fn start() -> io::Result<()> {
     RING.with(|cell| {
         *cell.borrow_mut() = Some(Ring {
             ring,
+            buffers,
             conns: Vec::new(),
             free: Vec::new(),
             submit: Rc::clone(&submit),
             told: false,
             reaped: Vec::new(),
+            sends: Vec::new(),
         });
     });
     tokio::task::spawn_local(drive(ready, submit));
@@ -248,6 +317,90 @@ fn with_ring<T>(f: impl FnOnce(&mut Ring) -> T) -> Option<T> {
         .flatten()
 }
 
+/// The worker's provided receive buffers: a ring of [`BUFFERS`] entries the kernel takes
+/// buffers from, and the buffers. Both live as long as the thread: the kernel may still write
+/// into them while it tears a ring down.
+struct Buffers {
+    /// The ring of entries, shared with the kernel (page-aligned).
+    entries: NonNull<types::BufRingEntry>,
+    /// The buffers, [`BUFFER_SIZE`] bytes each, buffer `id` at `id * BUFFER_SIZE`.
+    memory: NonNull<u8>,
+    /// The ring's tail as published next: the entries before it are the kernel's.
+    tail: u16,
+}
+
+impl Buffers {
+    /// Allocates the buffers, hands them all to the kernel and registers them with `ring`.
+    fn register(ring: &IoUring) -> io::Result<Buffers> {
+        let entries = Layout::from_size_align(
+            usize::from(BUFFERS) * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .map_err(io::Error::other)?;
+        let memory = Layout::from_size_align(usize::from(BUFFERS) * BUFFER_SIZE, 64)
+            .map_err(io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size; the memory is never freed (see above).
+        let (entries, memory) = unsafe { (alloc_zeroed(entries), alloc_zeroed(memory)) };
+        let (Some(entries), Some(memory)) = (
+            NonNull::new(entries.cast::<types::BufRingEntry>()),
+            NonNull::new(memory),
+        ) else {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        let mut buffers = Buffers {
+            entries,
+            memory,
+            tail: 0,
+        };
+        for id in 0..BUFFERS {
+            buffers.give_back(id);
+        }
+        buffers.publish();
+        let address = u64::try_from(entries.as_ptr().addr()).unwrap_or(u64::MAX);
+        // SAFETY: the entries stay valid and in place as long as the ring (forever).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(address, BUFFERS, BUFFER_GROUP, 0)
+        }?;
+        Ok(buffers)
+    }
+
+    /// The first `len` bytes the kernel received into buffer `id`.
+    fn bytes(&self, id: u16, len: i32) -> &[u8] {
+        let len = usize::try_from(len).unwrap_or(0).min(BUFFER_SIZE);
+        let id = usize::from(id % BUFFERS);
+        // SAFETY: buffer `id` lies within the allocation; the kernel wrote `len` bytes into it
+        // and no longer touches it until it is given back.
+        unsafe { std::slice::from_raw_parts(self.memory.as_ptr().add(id * BUFFER_SIZE), len) }
+    }
+
+    /// Puts buffer `id` back at the ring's tail, for the kernel once published.
+    fn give_back(&mut self, id: u16) {
+        let id = id % BUFFERS;
+        let slot = usize::from(self.tail % BUFFERS);
+        // SAFETY: the slot lies within the ring, past the published tail, so the kernel does
+        // not read it; the buffer lies within the allocation.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(slot);
+            let buffer = self.memory.as_ptr().add(usize::from(id) * BUFFER_SIZE);
+            entry.set_addr(u64::try_from(buffer.addr()).unwrap_or(u64::MAX));
+            entry.set_len(u32::try_from(BUFFER_SIZE).unwrap_or(u32::MAX));
+            entry.set_bid(id);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Hands the kernel the buffers given back so far.
+    fn publish(&self) {
+        // SAFETY: the tail field lies in the ring's first entry; the kernel reads it with an
+        // acquire load, so the entries written before are seen.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
 /// One client socket's state, shared by its stream and the ring's table.
 struct Conn {
     fd: OwnedFd,
@@ -260,13 +413,24 @@ struct Conn {
 
 #[derive(Default)]
 struct Recv {
+    /// Received bytes, copied out of the provided buffers.
     buf: Vec<u8>,
     /// Taken by the session so far, of `buf`'s bytes.
     taken: usize,
-    in_flight: bool,
+    /// A multishot receive is armed (until its last completion, the one without `MORE`).
+    armed: bool,
+    /// Its cancel was queued.
+    cancelled: bool,
     /// The client closed (a receive of 0) or the socket failed.
     end: Option<Result<(), io::ErrorKind>>,
     waker: Option<Waker>,
+}
+
+impl Recv {
+    /// Received bytes the session has not taken yet.
+    fn backlog(&self) -> usize {
+        self.buf.len() - self.taken
+    }
 }
 
 #[derive(Default)]
@@ -283,62 +447,127 @@ impl Conn {
         (u64::try_from(self.index.get()).unwrap_or(u64::MAX >> 2) << 2) | op
     }
 
-    /// Queues a receive into an empty buffer, unless one is in flight or the stream ended.
+    /// The entry that arms this client's multishot receive, unless one is armed, the stream
+    /// ended, or the session has yet to take a full backlog.
+    fn arm_entry(&self, recv: &mut Recv) -> Option<squeue::Entry> {
+        if recv.armed || recv.end.is_some() || self.closed.get() || recv.backlog() > MAX_BACKLOG {
+            return None;
+        }
+        recv.armed = true;
+        recv.cancelled = false;
+        Some(
+            opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), BUFFER_GROUP)
+                .build()
+                .user_data(self.user_data(RECV)),
+        )
+    }
+
+    /// The entry that cancels this client's receive, once.
+    fn cancel_entry(&self, recv: &mut Recv) -> Option<squeue::Entry> {
+        if !recv.armed || recv.cancelled {
+            return None;
+        }
+        recv.cancelled = true;
+        Some(
+            opcode::AsyncCancel::new(self.user_data(RECV))
+                .build()
+                .user_data(self.user_data(CANCEL)),
+        )
+    }
+
+    /// Arms the receive through the ring, if [`Conn::arm_entry`] says so.
     fn arm_recv(&self) {
-        let mut recv = self.recv.borrow_mut();
-        if recv.in_flight || recv.end.is_some() || self.closed.get() {
-            return;
+        let entry = self.arm_entry(&mut self.recv.borrow_mut());
+        if let Some(entry) = entry {
+            with_ring(|ring| ring.push(&entry));
         }
-        let size = match recv.buf.capacity() {
-            0 => FIRST_RECV,
-            full if recv.buf.len() == full => (full * 2).min(MAX_RECV),
-            same => same,
-        };
-        recv.buf.clear();
-        recv.buf.reserve_exact(size);
-        recv.taken = 0;
-        recv.in_flight = true;
-        let len = u32::try_from(recv.buf.capacity()).unwrap_or(u32::MAX);
-        let entry = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), recv.buf.as_mut_ptr(), len)
-            .build()
-            .user_data(self.user_data(RECV));
-        drop(recv);
-        with_ring(|ring| ring.push(&entry));
     }
 
-    fn received(&self, result: i32) {
+    /// Handles a receive's completion, `bytes` its data; the entry that arms the receive again
+    /// (it ended for want of a buffer) or cancels it (the backlog is full).
+    fn received(&self, result: i32, more: bool, bytes: &[u8]) -> Option<squeue::Entry> {
         let mut recv = self.recv.borrow_mut();
-        recv.in_flight = false;
-        match usize::try_from(result) {
-            Ok(0) => recv.end = Some(Ok(())),
-            Ok(n) => {
-                let n = n.min(recv.buf.capacity());
-                // SAFETY: the kernel wrote `n` bytes into the buffer, within its capacity.
-                unsafe { recv.buf.set_len(n) };
+        if !more {
+            recv.armed = false;
+        }
+        let readable = match result {
+            0 => {
+                recv.end = Some(Ok(()));
+                true
             }
-            // Cancelled because the stream was dropped: nobody reads on.
-            Err(_) if self.closed.get() => recv.end = Some(Ok(())),
-            Err(_) => recv.end = Some(Err(io::Error::from_raw_os_error(-result).kind())),
+            1.. => {
+                if recv.taken == recv.buf.len() {
+                    recv.buf.clear();
+                    recv.taken = 0;
+                }
+                recv.buf.extend_from_slice(bytes);
+                true
+            }
+            // The ring ran out of buffers for a moment: armed again below.
+            error if error == -rustix::io::Errno::NOBUFS.raw_os_error() => false,
+            // Cancelled by us: for the backlog (armed again once taken) or the stream's drop.
+            error if error == -rustix::io::Errno::CANCELED.raw_os_error() && recv.cancelled => {
+                false
+            }
+            error => {
+                recv.end = Some(Err(io::Error::from_raw_os_error(-error).kind()));
+                true
+            }
+        };
+        // Only news for the reader wakes it: a reader woken for nothing waits on without
+        // registering again (`socket::ArmedReader`).
+        if readable {
+            if let Some(waker) = recv.waker.take() {
+                waker.wake();
+            }
         }
-        if let Some(waker) = recv.waker.take() {
-            waker.wake();
+        if recv.backlog() > MAX_BACKLOG {
+            self.cancel_entry(&mut recv)
+        } else {
+            self.arm_entry(&mut recv)
         }
     }
 
-    /// Handles a send's completion; the entry that sends the rest, if the kernel took part.
+    /// The ring entry that sends what is left of the send in flight.
+    fn send_entry(&self) -> squeue::Entry {
+        let send = self.send.borrow();
+        let rest = send.buf.get(send.sent..).unwrap_or_default();
+        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
+            .flags(libc_msg_nosignal())
+            .build()
+            .user_data(self.user_data(SEND))
+    }
+
+    /// Sends what is left of the send in flight with `send(2)`, without waiting; the ring
+    /// entry for what the socket did not take.
+    fn send_now(&self) -> Option<squeue::Entry> {
+        let sent = {
+            let send = self.send.borrow();
+            let rest = send.buf.get(send.sent..).unwrap_or_default();
+            rustix::net::send(
+                &self.fd,
+                rest,
+                rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+            )
+        };
+        let result = match sent {
+            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            Err(errno) if errno == rustix::io::Errno::AGAIN => return Some(self.send_entry()),
+            Err(errno) => -errno.raw_os_error(),
+        };
+        self.sent(result)
+    }
+
+    /// Handles a send's result; the entry that sends the rest, if the socket took part.
     fn sent(&self, result: i32) -> Option<squeue::Entry> {
         let mut send = self.send.borrow_mut();
         match usize::try_from(result) {
             Ok(n) if n > 0 => {
                 send.sent += n;
                 if send.sent < send.buf.len() {
-                    let rest = send.buf.get(send.sent..).unwrap_or_default();
-                    let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                    return Some(
-                        opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
-                            .flags(libc_msg_nosignal())
-                            .build(),
-                    );
+                    drop(send);
+                    return Some(self.send_entry());
                 }
             }
             Ok(_) => send.error = Some(io::ErrorKind::WriteZero),
@@ -352,7 +581,7 @@ impl Conn {
     }
 
     fn done(&self) -> bool {
-        self.closed.get() && !self.recv.borrow().in_flight && !self.send.borrow().in_flight
+        self.closed.get() && !self.recv.borrow().armed && !self.send.borrow().in_flight
     }
 
     /// Starts sending `bytes` (a copy) if no send is in flight.
@@ -372,13 +601,9 @@ impl Conn {
         send.buf.extend_from_slice(bytes);
         send.sent = 0;
         send.in_flight = true;
-        let len = u32::try_from(send.buf.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), send.buf.as_ptr(), len)
-            .flags(libc_msg_nosignal())
-            .build()
-            .user_data(self.user_data(SEND));
         drop(send);
-        with_ring(|ring| ring.push(&entry));
+        let index = self.index.get();
+        with_ring(|ring| ring.queue_send(index));
         Poll::Ready(Ok(bytes.len()))
     }
 }
@@ -423,10 +648,8 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.conn.closed.set(true);
-        if self.conn.recv.borrow().in_flight {
-            let entry = opcode::AsyncCancel::new(self.conn.user_data(RECV))
-                .build()
-                .user_data(self.conn.user_data(CANCEL));
+        let cancel = self.conn.cancel_entry(&mut self.conn.recv.borrow_mut());
+        if let Some(entry) = cancel {
             with_ring(|ring| ring.push(&entry));
         } else if self.conn.done() {
             let index = self.conn.index.get();
@@ -449,18 +672,16 @@ impl AsyncRead for ReadHalf<'_> {
     ) -> Poll<io::Result<()>> {
         let conn = self.0;
         let mut recv = conn.recv.borrow_mut();
-        if recv.in_flight {
-            recv.waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
         let data = recv.buf.get(recv.taken..).unwrap_or_default();
         if !data.is_empty() {
             let n = data.len().min(out.remaining());
             out.put_slice(data.get(..n).unwrap_or_default());
             recv.taken += n;
-            let drained = recv.taken == recv.buf.len();
-            drop(recv);
-            if drained {
+            if recv.taken == recv.buf.len() {
+                recv.buf.clear();
+                recv.taken = 0;
+                // A receive cancelled for the backlog starts again.
+                drop(recv);
                 conn.arm_recv();
             }
             return Poll::Ready(Ok(()));
@@ -481,7 +702,7 @@ impl AsyncRead for ReadHalf<'_> {
 impl SocketRead for ReadHalf<'_> {
     fn is_read_ready(&self) -> bool {
         let recv = self.0.recv.borrow();
-        !recv.in_flight && (recv.taken < recv.buf.len() || recv.end.is_some())
+        recv.backlog() > 0 || recv.end.is_some()
     }
 }
 
