@@ -113,6 +113,19 @@ pub trait Plain {
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
+/// A client socket a reply can be written to without waiting, by the backend connection that
+/// read it (`backend::reply::WriteThrough`).
+pub trait TryWrite {
+    /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl<S: Plain> TryWrite for S {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        Plain::try_write(self, bytes)
+    }
+}
+
 macro_rules! plain {
     ($stream:ty) => {
         impl Plain for $stream {

@@ -40,7 +40,7 @@ use crate::protocol::memcache::{self, ReplyPolicy};
 use crate::protocol::resp::fanout;
 use crate::protocol::resp::keyspace;
 use crate::protocol::resp::reply;
-use crate::socket::{ArmedReader, Plain, Shared, SocketRead, SocketWrite};
+use crate::socket::{ArmedReader, Plain, Shared, SocketRead, SocketWrite, TryWrite};
 
 /// Initial read buffer: small, so that idle clients cost little; it grows with the traffic.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -85,8 +85,8 @@ pub struct Client {
 /// A client session on one pool.
 pub struct Session {
     client: Client,
-    /// The client's plain socket, when replies may be written straight to it.
-    socket: Option<Rc<dyn Plain>>,
+    /// The client's socket, when replies may be written straight to it.
+    socket: Option<Rc<dyn TryWrite>>,
     /// This worker's route to the pool's current snapshot, cached: a new snapshot (reload,
     /// failover, ejection) is noticed with one plain load.
     route: RouteCache,
@@ -249,7 +249,7 @@ impl Session {
     /// Lets the backend connection answering a lone awaited request write its reply straight
     /// to `socket`, the client's (see [`crate::backend::reply`]): the session's halves must
     /// be [`Shared`] ones of the same stream.
-    pub fn write_through(mut self, socket: Rc<dyn Plain>) -> Session {
+    pub fn write_through(mut self, socket: Rc<dyn TryWrite>) -> Session {
         self.socket = Some(socket);
         self
     }
@@ -627,7 +627,7 @@ impl<S: Plain> ClientWrite for Shared<S> {
 
 /// The client's socket as its awaited reply's [`WriteThrough`].
 struct Through {
-    socket: Rc<dyn Plain>,
+    socket: Rc<dyn TryWrite>,
     /// When the armed reply's request arrived, if it is measured.
     arrived: Cell<Option<Tick>>,
     /// Set when the armed reply came through: its latency is counted, and the session skips it.

@@ -22,7 +22,7 @@ use crate::backend::pool::{serving_workers, Connections, Pool};
 use crate::backend::BackendPool;
 use crate::security::tls::{self, ListenTls};
 use crate::shutdown::{Shutdown, GRACE};
-use crate::socket::{Plain, Shared};
+use crate::socket::{Plain, Shared, TryWrite};
 use prometheus::IntCounter;
 
 /// What a session uses for a request: the pool's routing snapshot (config, shard map or
@@ -446,6 +446,7 @@ async fn serve(
             Accepted::Unix(stream) => stream.set_nonblocking(false).map(|()| stream.into())?,
         };
         let stream = crate::uring::Stream::new(socket)?;
+        let session = session.write_through(stream.writer());
         let (rd, wr) = stream.split();
         session.run(rd, wr, closing).await;
         return Ok(());
@@ -473,7 +474,7 @@ async fn serve(
 /// connection answering them.
 async fn serve_plain<S: Plain + 'static>(session: Session, stream: S, closing: &Closing) {
     let stream = Rc::new(stream);
-    let session = session.write_through(Rc::clone(&stream) as Rc<dyn Plain>);
+    let session = session.write_through(Rc::clone(&stream) as Rc<dyn TryWrite>);
     session
         .run(Shared(Rc::clone(&stream)), Shared(stream), closing)
         .await;
