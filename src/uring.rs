@@ -84,6 +84,8 @@ struct Ring {
     /// Connections whose send waits for the driver's turn: one alone is sent at once with
     /// `send(2)`, several go to the kernel together in one `io_uring_enter`.
     sends: Vec<usize>,
+    /// A send went out straight from its session since the driver's last turn.
+    sent_inline: bool,
 }
 
 impl Ring {
@@ -113,8 +115,19 @@ impl Ring {
         }
     }
 
-    /// Queues connection `index`'s send for the driver's turn.
-    fn queue_send(&mut self, index: usize) {
+    /// Starts connection `index`'s send. The first since the driver's last turn goes out at
+    /// once with `send(2)`, sparing a lone client the driver's wake-up; the next ones wait for
+    /// the driver's turn, so that many clients' sends still go together.
+    fn start_send(&mut self, index: usize) {
+        if self.sends.is_empty() && !self.sent_inline {
+            self.sent_inline = true;
+            if let Some(conn) = self.conns.get(index).and_then(Clone::clone) {
+                if let Some(entry) = conn.send_now() {
+                    self.push(&entry);
+                }
+            }
+            return;
+        }
         self.sends.push(index);
         self.tell();
     }
@@ -146,6 +159,7 @@ impl Ring {
 
     /// Submits what was queued; with `complete`, hands every completion to its connection.
     fn turn(&mut self, complete: bool) {
+        self.sent_inline = false;
         self.start_sends();
         self.told = false;
         if !self.ring.submission().is_empty() {
@@ -270,6 +284,7 @@ pub fn start() -> io::Result<()> {
             told: false,
             reaped: Vec::new(),
             sends: Vec::new(),
+            sent_inline: false,
         });
     });
     tokio::task::spawn_local(drive(ready));
@@ -617,7 +632,7 @@ impl Conn {
         send.in_flight = true;
         drop(send);
         let index = self.index.get();
-        with_ring(|ring| ring.queue_send(index));
+        with_ring(|ring| ring.start_send(index));
         Poll::Ready(Ok(bytes.len()))
     }
 }
