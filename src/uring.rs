@@ -4,9 +4,9 @@
 //!
 //! The worker's tokio runtime stays in charge: the ring's file descriptor sits in its epoll
 //! set, and one driver task per worker submits what the sessions queued and hands each
-//! completion to the session waiting for it. A session queues an operation without a syscall;
-//! the driver, woken once for all of them, runs after the sessions woken in the same turn and
-//! submits them together.
+//! completion to the session waiting for it. A session queues an operation without a syscall
+//! (but for the send described below); the driver, woken once for all of them, runs after the
+//! sessions woken in the same turn and submits them together.
 //!
 //! Each client has one multishot receive armed from its accept on: the kernel receives into
 //! the worker's ring of provided buffers whenever the client sends, with no submission per
@@ -18,14 +18,16 @@
 //! A send takes a copy of the reply bytes: the session counts them written, and its next write
 //! waits until the kernel took them all (a short send is resubmitted by the driver), so what a
 //! client holds in flight is one send of at most 256 KiB; the rest waits in the session's
-//! backlog, where `client_output_hard_limit` counts it. The driver starts a turn's sends
-//! together in one `io_uring_enter`; a send alone in its turn goes out with `send(2)`
-//! instead, which costs the kernel less than an enter and its completion.
+//! backlog, where `client_output_hard_limit` counts it. The first send after a driver turn
+//! goes out at once with `send(2)`, from the session (or the backend connection writing a
+//! reply through): a lone client then costs no driver wake-up. The ones after it wait for the
+//! driver's turn and go to the kernel together in one `io_uring_enter`, or with `send(2)` if
+//! one is all there is, which costs the kernel less than an enter and its completion.
 //!
 //! This is the only module with `unsafe`: the kernel reads and writes the buffers of an
 //! operation until its completion, so each send buffer lives in a `Conn` that the ring's table
 //! keeps alive until every operation on it completed, and is not touched meanwhile; the
-//! provided buffers live as long as the thread.
+//! provided buffers (2 MiB per worker) are never freed.
 #![allow(unsafe_code)]
 
 use std::alloc::{alloc_zeroed, Layout};
@@ -347,8 +349,8 @@ fn with_ring<T>(f: impl FnOnce(&mut Ring) -> T) -> Option<T> {
 }
 
 /// The worker's provided receive buffers: a ring of [`BUFFERS`] entries the kernel takes
-/// buffers from, and the buffers. Both live as long as the thread: the kernel may still write
-/// into them while it tears a ring down.
+/// buffers from, and the buffers. Both are never freed: the kernel may still write into them
+/// while it tears a ring down, and a worker's ring lasts as long as the process.
 struct Buffers {
     /// The ring of entries, shared with the kernel (page-aligned).
     entries: NonNull<types::BufRingEntry>,
