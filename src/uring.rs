@@ -127,6 +127,9 @@ impl Ring {
                 if let Some(entry) = conn.send_now() {
                     self.push(&entry);
                 }
+                if conn.done() {
+                    self.remove(index);
+                }
             }
             return;
         }
@@ -620,6 +623,11 @@ impl Conn {
         let mut send = self.send.borrow_mut();
         if let Some(kind) = send.error {
             return Poll::Ready(Err(kind.into()));
+        }
+        // The stream was dropped (its session is over): a reply written through after that
+        // has nobody to go to.
+        if self.closed.get() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         if send.in_flight {
             return Poll::Pending;
