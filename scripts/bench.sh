@@ -24,7 +24,8 @@
 # default run keeps its length and its targets.
 #
 # KEYWAY_BIN=path skips the build (default: `cargo build --release` in this repository).
-# URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring).
+# URING=1 adds Keyway with client I/O through io_uring (targets ku_1t, ku_2t: --io uring;
+# the price table holds ku_1t / kw_1t).
 # PREDIXY_BIN=path adds predixy (target px: 1 worker thread, a StandaloneServerPool over the
 # same 4 backends, its config converted from the benchmark's nutcracker.yml by
 # bench_report.py predixy-conf): the C++ multi-threaded peer. Its source is public

@@ -60,6 +60,7 @@ PRICES = [
     ("kw_cl", "a Redis Cluster pool of 3 masters (no replicas; slot map, CRC16) instead of "
      "the ketama pool of 4 servers: other backends, so it prices the pool kind, not one "
      "switch"),
+    ("ku_1t", "client I/O through io_uring (`--io uring`, `URING=1`) instead of epoll"),
 ]
 
 
