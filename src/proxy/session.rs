@@ -248,7 +248,7 @@ impl Session {
 
     /// Lets the backend connection answering a lone awaited request write its reply straight
     /// to `socket`, the client's (see [`crate::backend::reply`]): the session's halves must
-    /// be [`Shared`] ones of the same stream.
+    /// be of the same stream ([`Shared`] ones, or a ring stream's, `crate::uring::Stream`).
     pub fn write_through(mut self, socket: Rc<dyn TryWrite>) -> Session {
         self.socket = Some(socket);
         self
