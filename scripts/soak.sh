@@ -113,7 +113,10 @@ while ((SECONDS < end)); do
   fi
   sleep "$rest"
 done
-echo "soak: $samples samples, largest deviation ${worst}% from the first; $late burst(s) overran their second"
+# Which client I/O the proxy ran (KEYWAY_IO=uring selects io_uring), as it logged it.
+io=epoll
+if grep -q "client I/O through io_uring" "$WORK/keyway.log"; then io=io_uring; fi
+echo "soak: client I/O through $io; $samples samples, largest deviation ${worst}% from the first; $late burst(s) overran their second"
 awk -v w="$worst" 'BEGIN { exit !(w <= 10) }' && echo "soak: RSS flat (within ±10%)" || {
   echo "soak: RSS moved more than 10%" >&2
   exit 1
