@@ -123,18 +123,30 @@ impl Ring {
     fn start_send(&mut self, index: usize) {
         if self.sends.is_empty() && !self.sent_inline {
             self.sent_inline = true;
-            if let Some(conn) = self.conns.get(index).and_then(Clone::clone) {
-                if let Some(entry) = conn.send_now() {
-                    self.push(&entry);
-                }
-                if conn.done() {
-                    self.remove(index);
-                }
-            }
+            self.send(index, true);
             return;
         }
         self.sends.push(index);
         self.tell();
+    }
+
+    /// Sends connection `index`'s send in flight: `at_once` with `send(2)` (the ring takes
+    /// what the socket did not), else through the ring.
+    fn send(&mut self, index: usize, at_once: bool) {
+        let Some(conn) = self.conns.get(index).and_then(Clone::clone) else {
+            return;
+        };
+        let entry = if at_once {
+            conn.send_now()
+        } else {
+            Some(conn.send_entry())
+        };
+        if let Some(entry) = entry {
+            self.push(&entry);
+        }
+        if conn.done() {
+            self.remove(index);
+        }
     }
 
     /// Starts the queued sends. A send with nothing else to submit goes out at once with
@@ -144,20 +156,7 @@ impl Ring {
         let mut sends = std::mem::take(&mut self.sends);
         let alone = sends.len() == 1 && self.ring.submission().is_empty();
         for index in sends.drain(..) {
-            let Some(conn) = self.conns.get(index).and_then(Clone::clone) else {
-                continue;
-            };
-            let entry = if alone {
-                conn.send_now()
-            } else {
-                Some(conn.send_entry())
-            };
-            if let Some(entry) = entry {
-                self.push(&entry);
-            }
-            if conn.done() {
-                self.remove(index);
-            }
+            self.send(index, alone);
         }
         self.sends = sends;
     }
@@ -529,11 +528,9 @@ impl Conn {
                 recv.end = Some(Ok(()));
                 true
             }
+            // The reader clears the backlog once it took it all, so this appends to what is
+            // left of it.
             1.. => {
-                if recv.taken == recv.buf.len() {
-                    recv.buf.clear();
-                    recv.taken = 0;
-                }
                 recv.buf.extend_from_slice(bytes);
                 true
             }
