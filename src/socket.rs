@@ -113,8 +113,9 @@ pub trait Plain {
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
-/// A client socket a reply can be written to without waiting, by the backend connection that
-/// read it (`backend::reply::WriteThrough`).
+/// A client socket (or its write half) that takes bytes without waiting: the session's first
+/// try at a reply, and the backend connection's writing one straight through
+/// (`backend::reply::WriteThrough`).
 pub trait TryWrite {
     /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;

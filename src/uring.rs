@@ -788,7 +788,7 @@ impl AsyncWrite for WriteHalf<'_> {
 
 impl crate::socket::SocketWrite for WriteHalf<'_> {}
 
-impl crate::proxy::session::ClientWrite for WriteHalf<'_> {
+impl TryWrite for WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.0.try_write(bytes)
     }

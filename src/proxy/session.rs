@@ -601,25 +601,24 @@ impl Session {
     }
 }
 
-/// A client socket's write half.
-pub trait ClientWrite: SocketWrite {
-    /// Writes what the socket takes now, without waiting (`WouldBlock` if nothing).
-    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
-}
+/// A client socket's write half: written to with `try_write` first, then polled.
+pub trait ClientWrite: SocketWrite + TryWrite {}
 
-impl ClientWrite for tokio::net::tcp::WriteHalf<'_> {
+impl<W: SocketWrite + TryWrite> ClientWrite for W {}
+
+impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.as_ref().try_write(bytes)
     }
 }
 
-impl ClientWrite for tokio::net::unix::WriteHalf<'_> {
+impl TryWrite for tokio::net::unix::WriteHalf<'_> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.as_ref().try_write(bytes)
     }
 }
 
-impl<S: Plain> ClientWrite for Shared<S> {
+impl<S: Plain> TryWrite for Shared<S> {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.0.try_write(bytes)
     }
@@ -979,7 +978,7 @@ mod tests {
 
     impl SocketWrite for Writer {}
 
-    impl ClientWrite for Writer {
+    impl TryWrite for Writer {
         fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
             let mut cx = Context::from_waker(Waker::noop());
             match Pin::new(&mut *self.0.borrow_mut()).poll_write(&mut cx, bytes) {

@@ -31,8 +31,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::proxy::session::ClientWrite;
-use crate::socket::{SocketRead, SocketWrite};
+use crate::socket::{SocketRead, SocketWrite, TryWrite};
 
 /// How long a client may take over its TLS handshake once connected; it holds a place in
 /// `client_connections` meanwhile, and is closed past it.
@@ -400,7 +399,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TlsWrite<S> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> ClientWrite
+impl<IO: AsyncRead + AsyncWrite + Unpin> TryWrite
     for TlsWrite<tokio_rustls::server::TlsStream<IO>>
 {
     /// Encrypts what the session takes now and sends what the socket takes; what it does not
